@@ -1,0 +1,135 @@
+//! Command-line surface: parses argv (accepting Litestream's Go-style `-flag` spelling) and dispatches
+//! to one subcommand. Each subcommand's flags and handler live in a file of their own.
+
+mod ltx;
+mod replicate;
+mod restore;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "litevisor",
+    version,
+    about = "Container init, process supervisor and Litestream-compatible SQLite replicator",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Flags of the default mode (`run`): `litevisor [FLAGS] [-- PROG ARGS...]`.
+    #[command(flatten)]
+    run: run::RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run as init: supervise the configured services, or run `-- PROG ARGS...` (the default).
+    Run(run::RunArgs),
+    /// Replicate databases to their replicas (Litestream `replicate`).
+    Replicate(replicate::ReplicateArgs),
+    /// Restore a database from its replica (Litestream `restore`).
+    Restore(restore::RestoreArgs),
+    /// List the LTX files of a replica (Litestream `ltx`).
+    Ltx(ltx::LtxArgs),
+}
+
+/// Parses the process's argv, runs the chosen subcommand and returns the process exit code.
+pub fn main() -> i32 {
+    let argv = go_style_flags(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { 2 } else { 0 };
+            let _ = err.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        None => run::run(cli.run),
+        Some(Command::Run(args)) => run::run(args),
+        Some(Command::Replicate(args)) => replicate::run(args),
+        Some(Command::Restore(args)) => restore::run(args),
+        Some(Command::Ltx(args)) => ltx::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("litevisor: error: {err:#}");
+            1
+        }
+    }
+}
+
+/// Litestream (Go's `flag` package) spells long flags with one dash: `-config`, `-exec`, `-txid`.
+/// Rewrites `-word` and `-word=value` to `--word...` so clap accepts both spellings. Single-letter flags
+/// (`-o`, `-f`) and everything after a bare `--` are left alone, so a supervised program's argv is
+/// never touched.
+fn go_style_flags(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut passthrough = false;
+    for (i, arg) in argv.into_iter().enumerate() {
+        if i == 0 || passthrough {
+            out.push(arg);
+            continue;
+        }
+        let rewritten = match arg.to_str() {
+            Some("--") => {
+                passthrough = true;
+                None
+            }
+            Some(s) if is_go_long_flag(s) => Some(format!("-{s}").into()),
+            _ => None,
+        };
+        out.push(rewritten.unwrap_or(arg));
+    }
+    out
+}
+
+fn is_go_long_flag(s: &str) -> bool {
+    let Some(body) = s.strip_prefix('-') else {
+        return false;
+    };
+    let name = body.split('=').next().unwrap_or("");
+    !body.starts_with('-')
+        && name.len() > 1
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        go_style_flags(args.iter().map(|s| (*s).into()).collect())
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn go_style_long_flags_become_double_dash() {
+        assert_eq!(
+            rewrite(&["lv", "restore", "-o", "out.db", "-txid", "0a", "-if-db-not-exists", "db"]),
+            ["lv", "restore", "-o", "out.db", "--txid", "0a", "--if-db-not-exists", "db"]
+        );
+        assert_eq!(rewrite(&["lv", "replicate", "-exec=app -x"]), ["lv", "replicate", "--exec=app -x"]);
+    }
+
+    #[test]
+    fn argv_after_double_dash_is_verbatim() {
+        assert_eq!(
+            rewrite(&["lv", "--", "prog", "-config", "--", "-x"]),
+            ["lv", "--", "prog", "-config", "--", "-x"]
+        );
+    }
+
+    #[test]
+    fn short_flags_numbers_and_values_are_untouched() {
+        assert_eq!(rewrite(&["lv", "-f", "-v", "-1", "x"]), ["lv", "-f", "-v", "-1", "x"]);
+    }
+}

@@ -1,0 +1,8 @@
+//! Replication: SQLite WAL -> LTX files -> replica, and back (restore). Storage-compatible with Litestream 0.5.
+
+pub mod compact;
+pub mod db;
+pub mod ltx;
+pub mod restore;
+pub mod sync;
+pub mod wal;
