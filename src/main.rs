@@ -3,6 +3,7 @@
 //! `main` only parses the command line and hands over to the subcommand; every duty lives in its module.
 
 mod cli;
+mod config;
 mod init;
 mod replica;
 mod replication;

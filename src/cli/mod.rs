@@ -1,6 +1,7 @@
 //! Command-line surface: parses argv (accepting Litestream's Go-style `-flag` spelling) and dispatches
 //! to one subcommand. Each subcommand's flags and handler live in a file of their own.
 
+mod check;
 mod ltx;
 mod replicate;
 mod restore;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run as init: supervise the configured services, or run `-- PROG ARGS...` (the default).
     Run(run::RunArgs),
+    /// Validate the configuration and services without starting anything.
+    Check(check::CheckArgs),
     /// Replicate databases to their replicas (Litestream `replicate`).
     Replicate(replicate::ReplicateArgs),
     /// Restore a database from its replica (Litestream `restore`).
@@ -51,6 +54,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         None => run::run(cli.run),
         Some(Command::Run(args)) => run::run(args),
+        Some(Command::Check(args)) => check::run(args),
         Some(Command::Replicate(args)) => replicate::run(args),
         Some(Command::Restore(args)) => restore::run(args),
         Some(Command::Ltx(args)) => ltx::run(args),
