@@ -3,6 +3,7 @@
 pub mod compact;
 pub mod db;
 pub mod ltx;
+pub mod meta;
 pub mod restore;
 pub mod sync;
 pub mod wal;

@@ -1,0 +1,216 @@
+//! The local meta directory, laid out exactly like Litestream's so either tool can take over the
+//! other's state: `<dir>/.<dbfile>-litestream/ltx/0/<min>-<max>.ltx` holds the L0 staging files (one
+//! per sync, `T-T`), written through `*.tmp` + fsync + rename + directory fsync. The newest L0 header
+//! is the replication position. litevisor adds one file of its own, `litevisor.lock`, the
+//! single-replicator lock.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::replication::ltx::{
+    self, Decoder, Encoder, HEADER_SIZE, Header, LtxError, PageEncoding,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("L0 file {path}: {source}")]
+    Ltx { path: PathBuf, source: LtxError },
+    #[error(
+        "another replicator already holds {path} (is litevisor or a second replicate running for this database?)"
+    )]
+    Locked { path: PathBuf },
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MetaError + use<> {
+    let path = path.to_path_buf();
+    move |source| MetaError::Io { op, path, source }
+}
+
+/// Exclusive advisory lock on the meta directory, held for the replicator's lifetime.
+#[derive(Debug)]
+pub struct MetaLock {
+    _lock: Flock<File>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Meta {
+    dir: PathBuf,
+}
+
+impl Meta {
+    pub fn new(dir: PathBuf) -> Meta {
+        Meta { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn l0_dir(&self) -> PathBuf {
+        self.dir.join("ltx").join("0")
+    }
+
+    pub fn l0_path(&self, txid: u64) -> PathBuf {
+        self.l0_dir().join(ltx::file_name(txid, txid))
+    }
+
+    /// Creates the directories and removes temp files a crash may have left (like Litestream's Open).
+    pub fn prepare(&self) -> Result<(), MetaError> {
+        let dir = self.l0_dir();
+        fs::create_dir_all(&dir).map_err(io("create meta directory", &dir))?;
+        for entry in fs::read_dir(&dir).map_err(io("list", &dir))? {
+            let entry = entry.map_err(io("list", &dir))?;
+            if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the single-replicator lock (non-blocking: a second replicator gets a clear error).
+    pub fn lock(&self) -> Result<MetaLock, MetaError> {
+        let path = self.dir.join("litevisor.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("open lock file", &path))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|_| MetaError::Locked { path: path.clone() })?;
+        Ok(MetaLock { _lock: lock })
+    }
+
+    /// TXIDs of the local L0 files (`T-T` only), ascending.
+    pub fn l0_txids(&self) -> Result<Vec<u64>, MetaError> {
+        let dir = self.l0_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("list", &dir)(e)),
+        };
+        let mut txids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io("list", &dir))?;
+            if let Some((min, max)) = ltx::parse_file_name(&entry.file_name().to_string_lossy())
+                && min == max
+            {
+                txids.push(max);
+            }
+        }
+        txids.sort_unstable();
+        Ok(txids)
+    }
+
+    pub fn read_header(&self, txid: u64) -> Result<Header, MetaError> {
+        let path = self.l0_path(txid);
+        let mut f = File::open(&path).map_err(io("open", &path))?;
+        let mut b = [0u8; HEADER_SIZE];
+        f.read_exact(&mut b).map_err(io("read header of", &path))?;
+        Header::from_bytes(&b).map_err(|source| MetaError::Ltx { path, source })
+    }
+
+    /// The newest local L0 header: the replication position.
+    pub fn newest_header(&self) -> Result<Option<Header>, MetaError> {
+        match self.l0_txids()?.last() {
+            Some(&txid) => self.read_header(txid).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Finds page `pgno` in L0 file `txid` and returns its bytes (None when the file lacks it).
+    pub fn find_page(&self, txid: u64, pgno: u32) -> Result<Option<Vec<u8>>, MetaError> {
+        let path = self.l0_path(txid);
+        let ltx_err = |source| MetaError::Ltx {
+            path: path.clone(),
+            source,
+        };
+        let f = File::open(&path).map_err(io("open", &path))?;
+        let mut dec = Decoder::new(std::io::BufReader::new(f)).map_err(ltx_err)?;
+        let mut buf = vec![0u8; dec.header().page_size as usize];
+        while let Some(p) = dec.next_page(&mut buf).map_err(ltx_err)? {
+            if p == pgno {
+                return Ok(Some(buf));
+            }
+            if p > pgno {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes L0 file `header.max_txid` atomically: `fill` encodes the pages.
+    pub fn write_l0(
+        &self,
+        header: &Header,
+        encoding: PageEncoding,
+        fill: impl FnOnce(&mut Encoder<BufWriter<File>>) -> Result<(), MetaError>,
+    ) -> Result<u64, MetaError> {
+        let path = self.l0_path(header.max_txid);
+        let tmp = path.with_extension("ltx.tmp");
+        let result = (|| {
+            let file = File::create(&tmp).map_err(io("create", &tmp))?;
+            let ltx_err = |source| MetaError::Ltx {
+                path: tmp.clone(),
+                source,
+            };
+            let mut enc =
+                Encoder::new(BufWriter::with_capacity(256 * 1024, file), header, encoding)
+                    .map_err(ltx_err)?;
+            fill(&mut enc)?;
+            let (mut w, _) = enc.finish().map_err(ltx_err)?;
+            w.flush().map_err(io("write", &tmp))?;
+            let file = w
+                .into_inner()
+                .map_err(|e| io("write", &tmp)(e.into_error()))?;
+            file.sync_all().map_err(io("fsync", &tmp))?;
+            let size = file.metadata().map_err(io("stat", &tmp))?.len();
+            fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+            fsync_dir(&self.l0_dir())?;
+            Ok(size)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Installs a complete L0 file fetched from elsewhere (the replica) atomically.
+    pub fn install_l0(&self, txid: u64, data: &mut dyn Read) -> Result<(), MetaError> {
+        let path = self.l0_path(txid);
+        let tmp = path.with_extension("ltx.tmp");
+        let result = (|| {
+            let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+            std::io::copy(data, &mut file).map_err(io("write", &tmp))?;
+            file.sync_all().map_err(io("fsync", &tmp))?;
+            fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+            fsync_dir(&self.l0_dir())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    pub fn remove_l0(&self, txid: u64) -> Result<(), MetaError> {
+        let path = self.l0_path(txid);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), MetaError> {
+    let d = File::open(dir).map_err(io("open directory", dir))?;
+    d.sync_all().map_err(io("fsync directory", dir))
+}
