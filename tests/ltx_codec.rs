@@ -715,7 +715,7 @@ fn merger_checks_its_inputs() {
 fn arb_file() -> impl Strategy<Value = (Header, Pages)> {
     (
         prop::sample::select(vec![512u32, 1024, 4096, 65536]),
-        1u64..1000,
+        2u64..1000,
         0u64..3,
         any::<bool>(),
         any::<i64>(),
