@@ -1,8 +1,242 @@
-//! `litevisor ltx` (work in progress; owned by the replication track).
+//! `litevisor ltx [-level 0-9|all] [-json] REPLICA_URL`: lists a replica's LTX files in Litestream's
+//! format (`level min_txid max_txid size created`, tab-aligned; or the same JSON array).
+
+use anyhow::{Context, bail};
+
+use std::time::{Duration, SystemTime};
+
+use crate::replica::{FileInfo, rfc3339};
+use crate::replication::compact::{self, Retention};
+use crate::replication::ltx::{PageEncoding, SNAPSHOT_LEVEL};
 
 #[derive(clap::Args, Debug)]
-pub struct LtxArgs {}
+pub struct LtxArgs {
+    /// Compaction level to list (0-9 or "all").
+    #[arg(long, default_value = "0", value_name = "LEVEL")]
+    level: String,
+    /// Output raw JSON instead of human-readable text.
+    #[arg(long)]
+    json: bool,
+    /// Configuration file (database paths are looked up there).
+    #[arg(long, value_name = "PATH")]
+    config: Option<String>,
+    /// Disables environment variable expansion in the configuration file.
+    #[arg(long)]
+    no_expand_env: bool,
+    /// Maintenance (not in Litestream): compact level SRC into DST first, e.g. `-compact 0:1`.
+    #[arg(long, value_name = "SRC:DST", hide = true)]
+    compact: Vec<String>,
+    /// Maintenance: write an L9 snapshot from the replica's chain first.
+    #[arg(long, hide = true)]
+    snapshot: bool,
+    /// Maintenance: enforce retention first (with -snapshot-retention and -l0-retention).
+    #[arg(long, hide = true)]
+    enforce_retention: bool,
+    #[arg(long, value_name = "DURATION", default_value = "24h", hide = true)]
+    snapshot_retention: String,
+    #[arg(long, value_name = "DURATION", default_value = "5m", hide = true)]
+    l0_retention: String,
+    /// Page encoding of files written by maintenance: frame (any Litestream 0.5) or block (>= 0.5.16).
+    #[arg(long, value_name = "ENCODING", default_value = "frame", hide = true)]
+    encoding: String,
+    /// A replica URL (file:///path, s3://bucket/path) or a database path from the config.
+    #[arg(value_name = "DB_PATH|REPLICA_URL")]
+    target: String,
+}
 
-pub fn run(_args: LtxArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("`ltx` is not implemented yet")
+pub fn run(args: LtxArgs) -> anyhow::Result<i32> {
+    let levels: Vec<u8> = match args.level.as_str() {
+        "all" => (0..=SNAPSHOT_LEVEL).collect(),
+        l => match l.parse::<u8>() {
+            Ok(n) if n <= SNAPSHOT_LEVEL => vec![n],
+            _ => bail!("invalid -level {l:?}: must be 0-9 or \"all\""),
+        },
+    };
+    let client = super::restore::replica_for(&args.target, args.config.as_deref())?;
+    maintain(&args, client.as_ref())?;
+    let mut files: Vec<FileInfo> = Vec::new();
+    for level in levels {
+        files.extend(
+            client
+                .ltx_files(level)
+                .with_context(|| format!("list level {level}"))?,
+        );
+    }
+    print!(
+        "{}",
+        if args.json {
+            to_json(&files)
+        } else {
+            to_table(&files)
+        }
+    );
+    Ok(0)
+}
+
+/// Runs the hidden maintenance steps (compaction, snapshot, retention) in that order, reporting each
+/// on stderr, so operators and tests can drive what `replicate` schedules.
+fn maintain(args: &LtxArgs, client: &dyn crate::replica::ReplicaClient) -> anyhow::Result<()> {
+    let encoding = match args.encoding.as_str() {
+        "frame" => PageEncoding::Frame,
+        "block" => PageEncoding::Block,
+        other => bail!("invalid -encoding {other:?}: frame or block"),
+    };
+    for spec in &args.compact {
+        let parsed = spec
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse::<u8>().ok()?, b.parse::<u8>().ok()?)));
+        let Some((src, dst)) = parsed.filter(|(s, d)| s < d && *d < SNAPSHOT_LEVEL) else {
+            bail!("invalid -compact {spec:?}: want SRC:DST levels with SRC < DST < 9");
+        };
+        match compact::compact_level(client, src, dst, encoding)
+            .with_context(|| format!("compact L{src} into L{dst}"))?
+        {
+            Some(f) => eprintln!("compacted L{src} into {}", f.describe()),
+            None => eprintln!("nothing to compact from L{src} into L{dst}"),
+        }
+    }
+    if args.snapshot {
+        match compact::snapshot_level(client, encoding).context("snapshot")? {
+            Some(f) => eprintln!("wrote snapshot {}", f.describe()),
+            None => eprintln!("snapshot is up to date"),
+        }
+    }
+    if args.enforce_retention {
+        let retention = Retention {
+            snapshot_retention: parse_duration(&args.snapshot_retention)?,
+            l0_retention: parse_duration(&args.l0_retention)?,
+        };
+        let report = compact::enforce_retention(client, &retention, SystemTime::now())
+            .context("retention")?;
+        for f in &report.deleted {
+            eprintln!("deleted {}", f.describe());
+        }
+    }
+    Ok(())
+}
+
+/// Go duration syntax for the common units: `300ms`, `30s`, `5m`, `24h`, `1h30m`, `0`.
+pub(crate) fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(digits);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid duration {s:?}"))?;
+        let secs = match unit {
+            "ns" => n / 1e9,
+            "us" | "µs" => n / 1e6,
+            "ms" => n / 1e3,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => bail!("invalid duration {s:?} (use Go syntax like 30s, 5m, 24h)"),
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = next;
+    }
+    if s.is_empty() {
+        bail!("invalid duration {s:?}");
+    }
+    Ok(total)
+}
+
+fn to_table(files: &[FileInfo]) -> String {
+    let mut rows = vec![
+        ["level", "min_txid", "max_txid", "size", "created"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for f in files {
+        rows.push(vec![
+            f.level.to_string(),
+            format!("{:016x}", f.min_txid),
+            format!("{:016x}", f.max_txid),
+            f.size.to_string(),
+            rfc3339::format_utc(f.created_at),
+        ]);
+    }
+    tabulate(&rows)
+}
+
+/// Go's `tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)` for rows with the same number of cells: every cell
+/// but the last is padded to its column's width plus two spaces.
+pub(crate) fn tabulate(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        for (c, cell) in row.iter().enumerate() {
+            out.push_str(cell);
+            if c + 1 < row.len() {
+                out.push_str(&" ".repeat(widths[c] - cell.chars().count() + 2));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn to_json(files: &[FileInfo]) -> String {
+    if files.is_empty() {
+        return "[]\n".to_string();
+    }
+    let items: Vec<String> = files
+        .iter()
+        .map(|f| {
+            format!(
+                "  {{\n    \"level\": {},\n    \"min_txid\": \"{:016x}\",\n    \"max_txid\": \"{:016x}\",\n    \"size\": {},\n    \"timestamp\": \"{}\"\n  }}",
+                f.level,
+                f.min_txid,
+                f.max_txid,
+                f.size,
+                rfc3339::format_utc(f.created_at)
+            )
+        })
+        .collect();
+    format!("[\n{}\n]\n", items.join(",\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn table_matches_go_tabwriter() {
+        let rows = vec![
+            vec!["level".to_string(), "size".into()],
+            vec!["10".into(), "3".into()],
+        ];
+        assert_eq!(tabulate(&rows), "level  size\n10     3\n");
+    }
 }

@@ -1,8 +1,375 @@
-//! `litevisor restore` (work in progress; owned by the replication track).
+//! `litevisor restore [flags] DB_PATH|REPLICA_URL`: Litestream's restore command, same flags, messages
+//! and exit codes. Config lookup of a DB path is wired by the config track through [`run_restore`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+use crate::replica::{self, FileInfo, ReplicaClient, rfc3339};
+use crate::replication::restore::{self, IntegrityCheck, RestoreError, RestoreOptions, Target};
 
 #[derive(clap::Args, Debug)]
-pub struct RestoreArgs {}
+pub struct RestoreArgs {
+    /// Output path of the restored database (required with a replica URL).
+    #[arg(short = 'o', value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Restore up to this hex-encoded transaction ID (inclusive).
+    #[arg(long, value_name = "TXID")]
+    txid: Option<String>,
+    /// Restore to a point in time (RFC 3339): files created strictly before it.
+    #[arg(long, value_name = "TIMESTAMP")]
+    timestamp: Option<String>,
+    /// Exit 0 (doing nothing) if the output database already exists.
+    #[arg(long)]
+    if_db_not_exists: bool,
+    /// Exit 0 if the replica holds no matching backup.
+    #[arg(long)]
+    if_replica_exists: bool,
+    /// Print the restore plan and exit without writing a database.
+    #[arg(long)]
+    dry_run: bool,
+    /// Overwrite an existing output database and its -wal/-shm/-journal files.
+    #[arg(long)]
+    force: bool,
+    /// Print a JSON summary (or the plan, with -dry-run).
+    #[arg(long)]
+    json: bool,
+    /// Follow mode (Litestream's `-f`): not supported yet. Note: `-f` is NOT "force"; use -force.
+    #[arg(short = 'f')]
+    follow: bool,
+    /// Polling interval for follow mode.
+    #[arg(long, value_name = "DURATION")]
+    follow_interval: Option<String>,
+    /// Accepted for compatibility; the restore reads the chain in one streaming pass.
+    #[arg(long, value_name = "NUM")]
+    parallelism: Option<u32>,
+    /// Post-restore integrity check: none, quick or full.
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    integrity_check: String,
+    /// Configuration file (database paths are looked up there).
+    #[arg(long, value_name = "PATH")]
+    config: Option<String>,
+    /// Disables environment variable expansion in the configuration file.
+    #[arg(long)]
+    no_expand_env: bool,
+    #[arg(value_name = "DB_PATH|REPLICA_URL")]
+    source: String,
+}
 
-pub fn run(_args: RestoreArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("`restore` is not implemented yet")
+/// A fully resolved restore request: what the CLI (or the config track, for `DB_PATH` restores and
+/// `restore-if-db-not-exists`) hands to [`run_restore`].
+#[derive(Clone, Debug)]
+pub struct RestoreRequest {
+    /// Shown in the dry-run plan: the URL or DB path the user named.
+    pub source: String,
+    pub output: PathBuf,
+    pub target: Target,
+    pub if_db_not_exists: bool,
+    pub if_replica_exists: bool,
+    pub force: bool,
+    pub dry_run: bool,
+    pub json: bool,
+    pub integrity_check: IntegrityCheck,
+    /// Litestream checks `-timestamp` against the replica's time range only for URL restores.
+    pub check_time_bounds: bool,
+}
+
+pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
+    if args.follow {
+        bail!(
+            "follow mode (-f) is not supported yet (in Litestream `-f` means follow; to overwrite use -force)"
+        );
+    }
+    let _ = (args.parallelism, args.no_expand_env, &args.follow_interval);
+    let integrity_check = match args.integrity_check.as_str() {
+        "none" => IntegrityCheck::None,
+        "quick" => IntegrityCheck::Quick,
+        "full" => IntegrityCheck::Full,
+        other => bail!("invalid -integrity-check value: {other}"),
+    };
+    let target = match (&args.txid, &args.timestamp) {
+        (Some(_), Some(_)) => bail!("cannot specify both -txid and -timestamp"),
+        (Some(t), None) => Target::Txid(parse_txid(t)?),
+        (None, Some(ts)) => Target::Timestamp(rfc3339::parse(ts).with_context(|| {
+            format!("invalid -timestamp {ts:?}, must specify in ISO 8601 format (e.g. 2000-01-01T00:00:00Z)")
+        })?),
+        (None, None) => Target::Latest,
+    };
+    if !replica::is_url(&args.source) {
+        bail!(
+            "restoring by database path needs its replica from a config file, which `litevisor restore` \
+             does not read yet; name the replica instead: litevisor restore -o {} file:///path/to/replica",
+            args.source
+        );
+    }
+    if args.config.is_some() {
+        bail!("cannot specify a replica URL and the -config flag");
+    }
+    let Some(output) = args.output else {
+        bail!(
+            "-o is required when restoring from a replica URL (litevisor restore -o /path/to/db {})",
+            args.source
+        );
+    };
+    let request = RestoreRequest {
+        source: args.source.clone(),
+        output,
+        target,
+        if_db_not_exists: args.if_db_not_exists,
+        if_replica_exists: args.if_replica_exists,
+        force: args.force,
+        dry_run: args.dry_run,
+        json: args.json,
+        integrity_check,
+        check_time_bounds: true,
+    };
+    if request.if_db_not_exists && exists(&request.output) {
+        eprintln!(
+            "database already exists, skipping: {}",
+            request.output.display()
+        );
+        return Ok(0);
+    }
+    let replica = replica_for(&args.source, None)?;
+    run_restore(replica.as_ref(), &request)
+}
+
+/// Opens the replica a command line names. A DB path needs the config (not wired yet).
+pub(crate) fn replica_for(
+    target: &str,
+    config: Option<&str>,
+) -> anyhow::Result<Arc<dyn ReplicaClient>> {
+    if !replica::is_url(target) {
+        bail!(
+            "{target} is a database path; finding its replica needs a config file, which is not supported \
+             here yet: pass the replica URL instead (e.g. file:///path/to/replica)"
+        );
+    }
+    if config.is_some() {
+        bail!("cannot specify a replica URL and the -config flag");
+    }
+    Ok(replica::open_replica(target)?)
+}
+
+/// Litestream's TXID flag: hex, inclusive. Fewer than 16 digits are accepted too.
+fn parse_txid(s: &str) -> anyhow::Result<u64> {
+    if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "invalid -txid {s:?}: must be a hex transaction ID of up to 16 digits (e.g. 000000000000002a)"
+        );
+    }
+    Ok(u64::from_str_radix(s, 16)?)
+}
+
+fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// Runs a resolved restore against an opened replica; returns the exit code.
+pub fn run_restore(replica: &dyn ReplicaClient, req: &RestoreRequest) -> anyhow::Result<i32> {
+    if req.if_db_not_exists && exists(&req.output) {
+        eprintln!(
+            "database already exists, skipping: {}",
+            req.output.display()
+        );
+        return Ok(0);
+    }
+    if let (Target::Timestamp(ts), true) = (req.target, req.check_time_bounds) {
+        match restore::time_bounds(replica)? {
+            None => bail!("no backups found"),
+            Some((lo, hi)) if ts < lo || ts > hi => bail!("timestamp does not exist"),
+            Some(_) => {}
+        }
+    }
+    if req.dry_run {
+        let files = match restore::plan(replica, req.target) {
+            Err(RestoreError::TxNotAvailable) => bail!("no matching backup files available"),
+            other => other.context("cannot calc restore plan")?,
+        };
+        print!("{}", dry_run_text(req, replica, &files));
+        return Ok(0);
+    }
+    prepare_output_path(&req.output, req.force)?;
+
+    let started = Instant::now();
+    let opts = RestoreOptions {
+        integrity_check: req.integrity_check,
+        progress: true,
+    };
+    let files = match restore::plan(replica, req.target) {
+        Err(RestoreError::TxNotAvailable) if req.if_replica_exists => {
+            eprintln!("no matching backups found");
+            return Ok(0);
+        }
+        Err(RestoreError::TxNotAvailable) => bail!("no matching backup files available"),
+        other => other.context("cannot calc restore plan")?,
+    };
+    let report = restore::restore_files(replica, &files, &req.output, &opts)
+        .with_context(|| format!("restore {}", req.output.display()))?;
+    if req.json {
+        println!(
+            "{{\n  \"db_path\": {},\n  \"replica\": \"{}\",\n  \"txid\": \"{:016x}\",\n  \"duration_ms\": {},\n  \"integrity_check\": \"{}\"\n}}",
+            json_str(&req.output.to_string_lossy()),
+            replica.kind(),
+            report.txid,
+            started.elapsed().as_millis(),
+            match req.integrity_check {
+                IntegrityCheck::None => "none",
+                IntegrityCheck::Quick => "quick",
+                IntegrityCheck::Full => "full",
+            }
+        );
+    } else {
+        eprintln!(
+            "restored {} to txid {:016x} ({} pages of {} bytes, {} files)",
+            req.output.display(),
+            report.txid,
+            report.pages,
+            report.page_size,
+            report.files.len()
+        );
+    }
+    Ok(0)
+}
+
+/// Litestream's `prepareOutputPath`: a non-empty output or any SQLite sidecar is an error unless
+/// `force`, which removes them.
+fn prepare_output_path(path: &Path, force: bool) -> anyhow::Result<()> {
+    let meta = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot access output path {}", path.display()));
+        }
+        Ok(m) => m,
+    };
+    if meta.is_dir() {
+        bail!(
+            "cannot restore, output path is a directory: {}",
+            path.display()
+        );
+    }
+    if meta.len() > 0 && !force {
+        bail!(
+            "cannot restore, output path already exists and is not empty: {}. Use -force to overwrite",
+            path.display()
+        );
+    }
+    let sidecars: Vec<PathBuf> = ["-wal", "-shm", "-journal"]
+        .iter()
+        .map(|s| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(s);
+            PathBuf::from(p)
+        })
+        .collect();
+    for s in &sidecars {
+        if exists(s) && !force {
+            bail!(
+                "cannot restore, SQLite sidecar path already exists: {}. Use -force to overwrite",
+                s.display()
+            );
+        }
+    }
+    for p in std::iter::once(&path.to_path_buf()).chain(&sidecars) {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+                    .with_context(|| format!("remove existing output path {}", p.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn dry_run_text(req: &RestoreRequest, replica: &dyn ReplicaClient, files: &[FileInfo]) -> String {
+    let (min, max) = (
+        files.first().map_or(0, |f| f.min_txid),
+        files.last().map_or(0, |f| f.max_txid),
+    );
+    let name = |f: &FileInfo| replica::ltx_file_name(f.min_txid, f.max_txid);
+    if req.json {
+        let items: Vec<String> = files
+            .iter()
+            .map(|f| {
+                format!(
+                    "    {{\n      \"level\": {},\n      \"name\": \"{}\",\n      \"min_txid\": \"{:016x}\",\n      \"max_txid\": \"{:016x}\",\n      \"size\": {},\n      \"timestamp\": \"{}\"\n    }}",
+                    f.level,
+                    name(f),
+                    f.min_txid,
+                    f.max_txid,
+                    f.size,
+                    rfc3339::format_utc(f.created_at)
+                )
+            })
+            .collect();
+        return format!(
+            "{{\n  \"source\": {},\n  \"target_path\": {},\n  \"replica\": \"{}\",\n  \"min_txid\": \"{min:016x}\",\n  \"max_txid\": \"{max:016x}\",\n  \"files\": [\n{}\n  ]\n}}\n",
+            json_str(&replica::url::redact(&req.source)),
+            json_str(&req.output.to_string_lossy()),
+            replica.kind(),
+            items.join(",\n")
+        );
+    }
+    let mut rows = vec![
+        ["level", "file", "min_txid", "max_txid", "size", "timestamp"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for f in files {
+        rows.push(vec![
+            f.level.to_string(),
+            name(f),
+            format!("{:016x}", f.min_txid),
+            format!("{:016x}", f.max_txid),
+            f.size.to_string(),
+            rfc3339::format_utc(f.created_at),
+        ]);
+    }
+    format!(
+        "Restore plan:\n  source: {}\n  target: {}\n  replica: {}\n  txid range: {min:016x} - {max:016x}\n\nFiles to fetch:\n{}",
+        replica::url::redact(&req.source),
+        req.output.display(),
+        replica.kind(),
+        super::ltx::tabulate(&rows)
+    )
+}
+
+/// A JSON string literal.
+pub(crate) fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txid_flag() {
+        assert_eq!(parse_txid("000000000000002a").unwrap(), 42);
+        assert_eq!(parse_txid("2A").unwrap(), 42);
+        assert!(parse_txid("").is_err());
+        assert!(parse_txid("0x2a").is_err());
+        assert!(parse_txid("00000000000000002a").is_err());
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+    }
 }

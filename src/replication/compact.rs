@@ -1,1 +1,277 @@
-//! (in progress)
+//! Replica maintenance, by Litestream's rules: compacting one level into the next, writing a full
+//! snapshot (L9) from the replica's own chain, and retention that never leaves a gap.
+//!
+//! Everything here works through `ReplicaClient` only (no database lock is held): merged pages stream
+//! from the source files through an `ltx::Encoder` into a bounded pipe that `write_ltx` drains, so a
+//! compaction needs one page buffer per input, never a whole file in memory. A failed encode fails
+//! the upload, so a partial file is never committed.
+
+use std::io::Read;
+use std::time::{Duration, SystemTime};
+
+use crate::replica::pipe::{self, PipeWriter};
+use crate::replica::{FileInfo, ReplicaClient, ReplicaError};
+use crate::replication::ltx::{Encoder, LtxError, Merger, PageEncoding, SNAPSHOT_LEVEL};
+use crate::replication::restore::{self, RestoreError, Target};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error("cannot {what}: {source}")]
+    Encode {
+        what: String,
+        #[source]
+        source: LtxError,
+    },
+    #[error("cannot build a snapshot: the replica chain starts at TXID {0:016x}, not 1")]
+    NoBase(u64),
+}
+
+/// Retention periods (Litestream: `snapshot.retention` 24h, `l0-retention` 5m; zero L0 retention
+/// disables L0 deletes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub snapshot_retention: Duration,
+    pub l0_retention: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            snapshot_retention: Duration::from_secs(24 * 3600),
+            l0_retention: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub deleted: Vec<FileInfo>,
+}
+
+/// Compacts `src_level` files with `min_txid` above the newest `dst_level` file into one dst file
+/// named `<min of inputs>-<max of inputs>`. Returns None when there is nothing new.
+pub fn compact_level(
+    replica: &dyn ReplicaClient,
+    src_level: u8,
+    dst_level: u8,
+    encoding: PageEncoding,
+) -> Result<Option<FileInfo>, CompactError> {
+    let seek = replica
+        .ltx_files(dst_level)?
+        .iter()
+        .map(|f| f.max_txid)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let inputs: Vec<FileInfo> = replica
+        .ltx_files(src_level)?
+        .into_iter()
+        .filter(|f| f.min_txid >= seek)
+        .collect();
+    if inputs.is_empty() {
+        return Ok(None);
+    }
+    let min = inputs.iter().map(|f| f.min_txid).min().unwrap_or(seek);
+    let max = inputs.iter().map(|f| f.max_txid).max().unwrap_or(seek);
+    merge_into(replica, &inputs, dst_level, min, max, encoding).map(Some)
+}
+
+/// Writes L9 `0000000000000001-<max>` by merging the replica's latest restore chain, unless the
+/// newest snapshot already covers the replica's newest TXID. Returns None when skipped.
+pub fn snapshot_level(
+    replica: &dyn ReplicaClient,
+    encoding: PageEncoding,
+) -> Result<Option<FileInfo>, CompactError> {
+    let chain = match restore::plan(replica, Target::Latest) {
+        Ok(chain) => chain,
+        Err(RestoreError::TxNotAvailable) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(last) = chain.last() else {
+        return Ok(None);
+    };
+    let newest_snapshot = replica
+        .ltx_files(SNAPSHOT_LEVEL)?
+        .iter()
+        .map(|f| f.max_txid)
+        .max()
+        .unwrap_or(0);
+    if newest_snapshot >= last.max_txid {
+        return Ok(None);
+    }
+    let first = chain[0].min_txid;
+    if first != 1 {
+        return Err(CompactError::NoBase(first));
+    }
+    merge_into(replica, &chain, SNAPSHOT_LEVEL, 1, last.max_txid, encoding).map(Some)
+}
+
+/// Streams the merge of `inputs` (a contiguous chain, oldest first) into `dst_level` as `min-max`.
+fn merge_into(
+    replica: &dyn ReplicaClient,
+    inputs: &[FileInfo],
+    dst_level: u8,
+    min: u64,
+    max: u64,
+    encoding: PageEncoding,
+) -> Result<FileInfo, CompactError> {
+    let what = format!(
+        "write level {dst_level} {}",
+        crate::replica::ltx_file_name(min, max)
+    );
+    let decoders = restore::open_chain(replica, inputs)?;
+    let merger = Merger::new(decoders).map_err(|e| restore::chain_error(replica, inputs, e))?;
+    let header = merger.header();
+    let created_at = restore::timestamp_to_time(header.timestamp_ms);
+    let (writer, mut reader) = pipe::pipe();
+
+    std::thread::scope(|s| {
+        let encoder = s.spawn(move || encode(merger, writer, encoding));
+        let written = replica.write_ltx(dst_level, min, max, created_at, &mut reader);
+        drop(reader);
+        let encoded = encoder
+            .join()
+            .unwrap_or_else(|_| Err(LtxError::Failed("encoder thread panicked".into())));
+        match (encoded, written) {
+            (Err(source), _) => Err(match source {
+                e @ LtxError::Input { .. } => {
+                    CompactError::Restore(restore::chain_error(replica, inputs, e))
+                }
+                source => CompactError::Encode {
+                    what: what.clone(),
+                    source,
+                },
+            }),
+            // The inputs' checksums were verified before the stream completed, so `info` is sound.
+            (Ok(()), Ok(info)) => Ok(info),
+            (Ok(_), Err(e)) => Err(e.into()),
+        }
+    })
+}
+
+/// Encodes the merged pages into `writer`, verifying every input (checksums) before completing the
+/// stream: any error drops the writer unfinished, which fails the reader and so the upload.
+fn encode<R: Read>(
+    mut merger: Merger<R>,
+    writer: PipeWriter,
+    encoding: PageEncoding,
+) -> Result<(), LtxError> {
+    let header = merger.header();
+    let mut enc = Encoder::new(writer, &header, encoding)?;
+    let mut page = vec![0u8; header.page_size as usize];
+    while let Some(pgno) = merger.next_page(&mut page)? {
+        enc.encode_page(pgno, &page)?;
+    }
+    merger.finish()?;
+    let (writer, _trailer) = enc.finish()?;
+    writer.finish()?;
+    Ok(())
+}
+
+/// Snapshot retention, then L1..L8 below the snapshot floor, then L0 retention (see the module doc of
+/// the two steps). Never deletes the newest file of a level.
+pub fn enforce_retention(
+    replica: &dyn ReplicaClient,
+    r: &Retention,
+    now: SystemTime,
+) -> Result<RetentionReport, CompactError> {
+    let mut report = RetentionReport::default();
+    let floor = enforce_snapshot_retention(replica, r.snapshot_retention, now, &mut report)?;
+    for level in 1..SNAPSHOT_LEVEL {
+        let files = replica.ltx_files(level)?;
+        let Some(last) = files.last().cloned() else {
+            continue;
+        };
+        let doomed: Vec<FileInfo> = files
+            .into_iter()
+            .filter(|f| f.max_txid < floor && *f != last)
+            .collect();
+        delete(replica, doomed, &mut report)?;
+    }
+    enforce_l0_retention(replica, r.l0_retention, now, &mut report)?;
+    Ok(report)
+}
+
+/// Deletes snapshots created before `now - retention`, always keeping the newest. Returns the floor
+/// for lower levels: the max TXID of the newest deleted snapshot (0 when none was deleted), the
+/// conservative choice Litestream makes so an in-flight restore plan keeps its files.
+pub fn enforce_snapshot_retention(
+    replica: &dyn ReplicaClient,
+    retention: Duration,
+    now: SystemTime,
+    report: &mut RetentionReport,
+) -> Result<u64, CompactError> {
+    let threshold = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+    let snapshots = replica.ltx_files(SNAPSHOT_LEVEL)?;
+    let mut doomed: Vec<FileInfo> = snapshots
+        .iter()
+        .filter(|f| f.created_at < threshold)
+        .cloned()
+        .collect();
+    if doomed.last().is_some_and(|d| Some(d) == snapshots.last()) {
+        doomed.pop();
+    }
+    let floor = snapshots
+        .iter()
+        .position(|s| !doomed.contains(s))
+        .and_then(|i| i.checked_sub(1))
+        .map_or(0, |i| snapshots[i].max_txid);
+    delete(replica, doomed, report)?;
+    Ok(floor)
+}
+
+/// Deletes L0 files already compacted into L1 (`max_txid <= max L1 TXID`) and older than `retention`,
+/// oldest first, stopping at the first too-recent file; keeps the newest L0 file.
+pub fn enforce_l0_retention(
+    replica: &dyn ReplicaClient,
+    retention: Duration,
+    now: SystemTime,
+    report: &mut RetentionReport,
+) -> Result<(), CompactError> {
+    if retention.is_zero() {
+        return Ok(());
+    }
+    let max_l1 = replica
+        .ltx_files(1)?
+        .iter()
+        .map(|f| f.max_txid)
+        .max()
+        .unwrap_or(0);
+    if max_l1 == 0 {
+        return Ok(());
+    }
+    let threshold = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+    let files = replica.ltx_files(0)?;
+    let mut doomed = Vec::new();
+    let mut processed_all = true;
+    for f in &files {
+        if f.created_at > threshold {
+            processed_all = false;
+            break;
+        }
+        if f.max_txid <= max_l1 {
+            doomed.push(f.clone());
+        }
+    }
+    if processed_all && doomed.last().is_some_and(|d| Some(d) == files.last()) {
+        doomed.pop();
+    }
+    delete(replica, doomed, report)
+}
+
+fn delete(
+    replica: &dyn ReplicaClient,
+    files: Vec<FileInfo>,
+    report: &mut RetentionReport,
+) -> Result<(), CompactError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    replica.delete_ltx(&files)?;
+    report.deleted.extend(files);
+    Ok(())
+}

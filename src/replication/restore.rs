@@ -1,1 +1,714 @@
-//! (in progress)
+//! Restore: choosing the replica files that rebuild a database at a target (Litestream's
+//! `CalcRestorePlan`, rule for rule), and materializing them into a SQLite file.
+//!
+//! Materializing streams every chosen file through one [`Merger`] (one page buffer per file, never the
+//! database in memory) into `<out>.tmp`, checks that every page 1..=commit arrived in order (the lock
+//! page is written as zeros), lets the merger verify every file checksum, optionally runs SQLite's
+//! integrity check, and only then renames over `out`. On any failure the temp file is removed and an
+//! existing `out` is untouched.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::replica::file::{create_dir_all_durable, fsync_dir};
+use crate::replica::{FileInfo, ReplicaClient, ReplicaError};
+use crate::replication::ltx::{self, Decoder, LtxError, Merger, SNAPSHOT_LEVEL};
+
+/// What to restore to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Latest,
+    /// Inclusive. `Txid(0)` means latest, as in Litestream.
+    Txid(u64),
+    /// Files created strictly before this time.
+    Timestamp(SystemTime),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IntegrityCheck {
+    #[default]
+    None,
+    /// `PRAGMA quick_check`
+    Quick,
+    /// `PRAGMA integrity_check`
+    Full,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    pub integrity_check: IntegrityCheck,
+    /// Draw a progress line on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// TXID the database was restored to.
+    pub txid: u64,
+    pub page_size: u32,
+    /// Database size in pages.
+    pub pages: u32,
+    pub files: Vec<FileInfo>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Litestream's `ErrTxNotAvailable`.
+    #[error("no matching backup files available")]
+    TxNotAvailable,
+    #[error("non-contiguous ltx files: have up to {have:016x} but next file starts at {next:016x}")]
+    NonContiguous { have: u64, next: u64 },
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error("replica file {file}: {source}")]
+    File {
+        file: String,
+        #[source]
+        source: LtxError,
+    },
+    #[error(
+        "cannot restore: the restore chain starts at TXID {min:016x} ({file}) but must start at TXID 1 \
+         (a snapshot); the replica is missing its first transaction"
+    )]
+    MissingFirstTxid { min: u64, file: String },
+    #[error("{0}")]
+    Chain(String),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("post-restore integrity check of {path} failed: {result}")]
+    Integrity { path: PathBuf, result: String },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RestoreError + 'a {
+    move |source| RestoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Litestream's `CalcRestorePlan` over the replica's listings.
+pub fn plan(replica: &dyn ReplicaClient, target: Target) -> Result<Vec<FileInfo>, RestoreError> {
+    let mut levels: Vec<Vec<FileInfo>> = Vec::with_capacity(SNAPSHOT_LEVEL as usize + 1);
+    for level in 0..=SNAPSHOT_LEVEL {
+        levels.push(replica.ltx_files(level)?);
+    }
+    plan_from(&levels, target)
+}
+
+/// The planning algorithm on listings indexed by level (`levels[9]` = snapshots), each sorted by
+/// (min, max): the newest eligible snapshot, then greedily the file from any level that extends the
+/// contiguous range furthest (larger max, then smaller min, then higher level, then older).
+pub fn plan_from(levels: &[Vec<FileInfo>], target: Target) -> Result<Vec<FileInfo>, RestoreError> {
+    let (txid, before) = match target {
+        Target::Latest | Target::Txid(0) => (0, None),
+        Target::Txid(t) => (t, None),
+        Target::Timestamp(ts) => (0, Some(ts)),
+    };
+    let eligible = |f: &FileInfo| {
+        (txid == 0 || f.max_txid <= txid) && before.is_none_or(|ts| f.created_at < ts)
+    };
+    let empty = Vec::new();
+    let level = |l: u8| levels.get(l as usize).unwrap_or(&empty);
+
+    let mut plan: Vec<FileInfo> = Vec::new();
+    if let Some(snapshot) = level(SNAPSHOT_LEVEL).iter().filter(|f| eligible(f)).last() {
+        plan.push(snapshot.clone());
+    }
+    let mut current_max = plan.last().map_or(0, |f| f.max_txid);
+    if txid != 0 && current_max >= txid {
+        return Ok(plan);
+    }
+
+    struct Cursor<'a> {
+        files: &'a [FileInfo],
+        pos: usize,
+        candidate: Option<&'a FileInfo>,
+    }
+    let mut cursors: Vec<Cursor> = (0..SNAPSHOT_LEVEL)
+        .rev()
+        .map(|l| Cursor {
+            files: level(l),
+            pos: 0,
+            candidate: None,
+        })
+        .collect();
+
+    loop {
+        for c in cursors.iter_mut() {
+            // Consume every file that could continue the range; remember the best eligible one.
+            if c.candidate.is_some_and(|f| f.max_txid <= current_max) {
+                c.candidate = None;
+            }
+            while let Some(info) = c.files.get(c.pos) {
+                if info.min_txid > current_max.saturating_add(1) {
+                    break;
+                }
+                c.pos += 1;
+                if info.max_txid <= current_max || !eligible(info) {
+                    continue;
+                }
+                if c.candidate.is_none_or(|cur| better(cur, info)) {
+                    c.candidate = Some(info);
+                }
+            }
+        }
+        let candidates: Vec<Option<&FileInfo>> = cursors.iter().map(|c| c.candidate).collect();
+        let Some(best) = best_candidate(&candidates) else {
+            break;
+        };
+        let Some(chosen) = cursors[best].candidate.take().cloned() else {
+            break;
+        };
+        current_max = chosen.max_txid;
+        plan.push(chosen);
+        if txid != 0 && current_max >= txid {
+            break;
+        }
+    }
+
+    if !plan.is_empty() && txid == 0 && before.is_none() {
+        for c in &cursors {
+            if let Some(f) = c.files.get(c.pos)
+                && f.min_txid > current_max.saturating_add(1)
+            {
+                return Err(RestoreError::NonContiguous {
+                    have: current_max,
+                    next: f.min_txid,
+                });
+            }
+        }
+    }
+    if plan.is_empty() || (txid != 0 && current_max < txid) {
+        return Err(RestoreError::TxNotAvailable);
+    }
+    Ok(plan)
+}
+
+/// Index of the best candidate (first wins ties, as cursors are ordered L8..L0).
+fn best_candidate(cands: &[Option<&FileInfo>]) -> Option<usize> {
+    let mut best: Option<(usize, &FileInfo)> = None;
+    for (i, c) in cands.iter().enumerate() {
+        let Some(c) = c else { continue };
+        if best.is_none_or(|(_, b)| better(b, c)) {
+            best = Some((i, c));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// Litestream's `restoreCandidateBetter(curr, next)`.
+fn better(curr: &FileInfo, next: &FileInfo) -> bool {
+    if next.max_txid != curr.max_txid {
+        return next.max_txid > curr.max_txid;
+    }
+    if next.min_txid != curr.min_txid {
+        return next.min_txid < curr.min_txid;
+    }
+    if next.level != curr.level {
+        return next.level > curr.level;
+    }
+    next.created_at < curr.created_at
+}
+
+/// Oldest and newest `created_at` across every level, or None for an empty replica.
+pub fn time_bounds(
+    replica: &dyn ReplicaClient,
+) -> Result<Option<(SystemTime, SystemTime)>, RestoreError> {
+    let mut bounds: Option<(SystemTime, SystemTime)> = None;
+    for level in (0..=SNAPSHOT_LEVEL).rev() {
+        for f in replica.ltx_files(level)? {
+            bounds = Some(match bounds {
+                None => (f.created_at, f.created_at),
+                Some((lo, hi)) => (lo.min(f.created_at), hi.max(f.created_at)),
+            });
+        }
+    }
+    Ok(bounds)
+}
+
+/// Plans and materializes a restore of `target` into `out`.
+pub fn restore(
+    replica: &dyn ReplicaClient,
+    target: Target,
+    out: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport, RestoreError> {
+    let files = plan(replica, target)?;
+    restore_files(replica, &files, out, opts)
+}
+
+/// Opens the files of a chain as decoders (in order), naming the file in any error.
+pub(crate) fn open_chain(
+    replica: &dyn ReplicaClient,
+    files: &[FileInfo],
+) -> Result<Vec<Decoder<BufReader<Box<dyn Read + Send>>>>, RestoreError> {
+    raise_open_file_limit();
+    // Large reads for few files, smaller buffers when a chain is long, to keep memory bounded.
+    let capacity = (32 << 20) / files.len().max(1);
+    let capacity = capacity.clamp(16 << 10, 1 << 20);
+    let mut decoders = Vec::with_capacity(files.len());
+    for f in files {
+        let name = || replica.locate(f.level, f.min_txid, f.max_txid);
+        let r = replica.open_ltx(f.level, f.min_txid, f.max_txid)?;
+        let dec = Decoder::new(BufReader::with_capacity(capacity, r)).map_err(|source| {
+            RestoreError::File {
+                file: name(),
+                source,
+            }
+        })?;
+        let h = dec.header();
+        if (h.min_txid, h.max_txid) != (f.min_txid, f.max_txid) {
+            return Err(RestoreError::File {
+                file: name(),
+                source: LtxError::InvalidHeader(format!(
+                    "header says TXIDs {:016x}-{:016x}, the file name says otherwise",
+                    h.min_txid, h.max_txid
+                )),
+            });
+        }
+        decoders.push(dec);
+    }
+    Ok(decoders)
+}
+
+/// Maps a merger error to the replica file it came from.
+pub(crate) fn chain_error(
+    replica: &dyn ReplicaClient,
+    files: &[FileInfo],
+    e: LtxError,
+) -> RestoreError {
+    match e {
+        LtxError::Input { index, source, .. } if index < files.len() => {
+            let f = &files[index];
+            RestoreError::File {
+                file: replica.locate(f.level, f.min_txid, f.max_txid),
+                source: *source,
+            }
+        }
+        LtxError::NonContiguous { .. } => {
+            RestoreError::Chain(format!("restore chain is broken: {e}"))
+        }
+        other => RestoreError::Chain(other.to_string()),
+    }
+}
+
+/// Materializes an already planned chain into `out` (see the module doc).
+pub fn restore_files(
+    replica: &dyn ReplicaClient,
+    files: &[FileInfo],
+    out: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport, RestoreError> {
+    let first = files.first().ok_or(RestoreError::TxNotAvailable)?;
+    if first.min_txid != 1 {
+        return Err(RestoreError::MissingFirstTxid {
+            min: first.min_txid,
+            file: replica.locate(first.level, first.min_txid, first.max_txid),
+        });
+    }
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    create_dir_all_durable(&dir).map_err(io_err("create directory", &dir))?;
+    let mut tmp_name = out.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = TempFile(PathBuf::from(tmp_name));
+
+    let (page_size, pages) = write_database(replica, files, &tmp.0, opts.progress)?;
+    if opts.integrity_check != IntegrityCheck::None {
+        integrity_check(&tmp.0, opts.integrity_check)?;
+    }
+    fs::rename(&tmp.0, out).map_err(io_err("rename restored database to", out))?;
+    std::mem::forget(tmp);
+    fsync_dir(&dir).map_err(io_err("fsync", &dir))?;
+    let txid = files.last().map_or(0, |f| f.max_txid);
+    Ok(RestoreReport {
+        txid,
+        page_size,
+        pages,
+        files: files.to_vec(),
+    })
+}
+
+/// Removes the temp output unless the restore got as far as renaming it.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+        for suffix in ["-wal", "-shm"] {
+            let mut p = self.0.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = fs::remove_file(PathBuf::from(p));
+        }
+    }
+}
+
+fn write_database(
+    replica: &dyn ReplicaClient,
+    files: &[FileInfo],
+    tmp: &Path,
+    progress: bool,
+) -> Result<(u32, u32), RestoreError> {
+    let decoders = open_chain(replica, files)?;
+    let mut merger = Merger::new(decoders).map_err(|e| chain_error(replica, files, e))?;
+    let header = merger.header();
+    let (page_size, commit) = (header.page_size, header.commit);
+    let lock = ltx::lock_pgno(page_size);
+
+    let file = File::create(tmp).map_err(io_err("create", tmp))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut page = vec![0u8; page_size as usize];
+    let zeros = vec![0u8; page_size as usize];
+    let mut progress = Progress::new(progress && io::stderr().is_terminal(), commit);
+    let mut expected: u32 = 1;
+    let last_file = || {
+        let f = &files[files.len() - 1];
+        replica.locate(f.level, f.min_txid, f.max_txid)
+    };
+    while let Some(pgno) = merger
+        .next_page(&mut page)
+        .map_err(|e| chain_error(replica, files, e))?
+    {
+        if expected == lock && pgno != lock {
+            w.write_all(&zeros).map_err(io_err("write", tmp))?;
+            expected += 1;
+        }
+        if pgno != expected {
+            return Err(RestoreError::Chain(format!(
+                "restore chain ending with {} is missing page {expected} (next page present is {pgno}; \
+                 the database has {commit} pages)",
+                last_file()
+            )));
+        }
+        w.write_all(&page).map_err(io_err("write", tmp))?;
+        expected += 1;
+        progress.update(pgno);
+    }
+    if expected == lock && lock == commit {
+        w.write_all(&zeros).map_err(io_err("write", tmp))?;
+        expected += 1;
+    }
+    if expected - 1 != commit {
+        return Err(RestoreError::Chain(format!(
+            "restore chain ending with {} holds pages 1..{} but the database has {commit} pages",
+            last_file(),
+            expected - 1
+        )));
+    }
+    merger
+        .finish()
+        .map_err(|e| chain_error(replica, files, e))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| io_err("write", tmp)(e.into_error()))?;
+    file.sync_all().map_err(io_err("fsync", tmp))?;
+    let len = file.metadata().map_err(io_err("stat", tmp))?.len();
+    if len != u64::from(commit) * u64::from(page_size) {
+        return Err(RestoreError::Chain(format!(
+            "restored file {} is {len} bytes, expected {commit} pages of {page_size} bytes",
+            tmp.display()
+        )));
+    }
+    progress.done();
+    Ok((page_size, commit))
+}
+
+/// Runs `PRAGMA quick_check`/`integrity_check` on the (not yet renamed) restored file, read-only and
+/// without creating sidecar files (`immutable=1`).
+pub fn integrity_check(path: &Path, mode: IntegrityCheck) -> Result<(), RestoreError> {
+    let pragma = match mode {
+        IntegrityCheck::None => return Ok(()),
+        IntegrityCheck::Quick => "quick_check",
+        IntegrityCheck::Full => "integrity_check",
+    };
+    let fail = |result: String| RestoreError::Integrity {
+        path: path.to_path_buf(),
+        result,
+    };
+    let uri = format!("file:{}?immutable=1", uri_escape(&path.to_string_lossy()));
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let conn =
+        rusqlite::Connection::open_with_flags(uri, flags).map_err(|e| fail(e.to_string()))?;
+    let mut stmt = conn
+        .prepare(&format!("PRAGMA {pragma}"))
+        .map_err(|e| fail(e.to_string()))?;
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| fail(e.to_string()))?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        Ok(())
+    } else {
+        Err(fail(rows.join("; ")))
+    }
+}
+
+fn uri_escape(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        match c {
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            '%' => out.push_str("%25"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Go raises RLIMIT_NOFILE's soft limit to the hard limit at startup; a long restore chain holds one
+/// descriptor per file, so do the same before opening it.
+fn raise_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// A carriage-return progress line on stderr, redrawn at most every 200ms.
+struct Progress {
+    enabled: bool,
+    total: u32,
+    started: Instant,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    fn new(enabled: bool, total: u32) -> Progress {
+        Progress {
+            enabled,
+            total,
+            started: Instant::now(),
+            last: None,
+        }
+    }
+
+    fn update(&mut self, pgno: u32) {
+        if !self.enabled
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
+        {
+            return;
+        }
+        if self.last.is_none() && self.started.elapsed() < Duration::from_millis(500) {
+            return; // small restores finish before a progress line is worth drawing
+        }
+        self.last = Some(Instant::now());
+        let pct = u64::from(pgno) * 100 / u64::from(self.total.max(1));
+        eprint!("\rrestoring: {pgno}/{} pages ({pct}%)", self.total);
+    }
+
+    fn done(&mut self) {
+        if self.enabled && self.last.is_some() {
+            eprintln!("\rrestoring: {0}/{0} pages (100%)", self.total);
+        }
+    }
+}
+
+/// The time an LTX header timestamp stands for.
+pub fn timestamp_to_time(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(level: u8, min: u64, max: u64, created_s: u64) -> FileInfo {
+        FileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size: 1000,
+            created_at: UNIX_EPOCH + Duration::from_secs(created_s),
+        }
+    }
+
+    fn levels(files: &[FileInfo]) -> Vec<Vec<FileInfo>> {
+        let mut lv = vec![Vec::new(); 10];
+        for file in files {
+            lv[file.level as usize].push(file.clone());
+        }
+        for l in &mut lv {
+            l.sort_by_key(|f| (f.min_txid, f.max_txid));
+        }
+        lv
+    }
+
+    fn ranges(plan: &[FileInfo]) -> Vec<(u8, u64, u64)> {
+        plan.iter()
+            .map(|f| (f.level, f.min_txid, f.max_txid))
+            .collect()
+    }
+
+    fn at(s: u64) -> Target {
+        Target::Timestamp(UNIX_EPOCH + Duration::from_secs(s))
+    }
+
+    #[test]
+    fn l0_only_chain() {
+        let lv = levels(&[f(0, 1, 1, 10), f(0, 2, 2, 20), f(0, 3, 3, 30)]);
+        assert_eq!(
+            ranges(&plan_from(&lv, Target::Latest).unwrap()),
+            [(0, 1, 1), (0, 2, 2), (0, 3, 3)]
+        );
+        assert_eq!(
+            ranges(&plan_from(&lv, Target::Txid(2)).unwrap()),
+            [(0, 1, 1), (0, 2, 2)]
+        );
+        assert!(matches!(
+            plan_from(&lv, Target::Txid(4)),
+            Err(RestoreError::TxNotAvailable)
+        ));
+        assert!(matches!(
+            plan_from(&levels(&[]), Target::Latest),
+            Err(RestoreError::TxNotAvailable)
+        ));
+    }
+
+    #[test]
+    fn prefers_snapshot_then_widest_files() {
+        let lv = levels(&[
+            f(9, 1, 5, 50),
+            f(9, 1, 8, 80),
+            f(2, 1, 4, 40),
+            f(2, 5, 10, 100),
+            f(1, 1, 2, 20),
+            f(1, 3, 4, 40),
+            f(1, 5, 6, 60),
+            f(1, 7, 10, 100),
+            f(1, 11, 12, 120),
+            f(0, 11, 11, 110),
+            f(0, 12, 12, 120),
+            f(0, 13, 13, 130),
+        ]);
+        // Newest snapshot, then L2 5-10 (largest max reaching past 8), then L1 11-12, then L0 13.
+        assert_eq!(
+            ranges(&plan_from(&lv, Target::Latest).unwrap()),
+            [(9, 1, 8), (2, 5, 10), (1, 11, 12), (0, 13, 13)]
+        );
+        // -txid is inclusive and files ending past it are skipped: L1 5-6 after snapshot 1-5.
+        assert_eq!(
+            ranges(&plan_from(&lv, Target::Txid(6)).unwrap()),
+            [(9, 1, 5), (1, 5, 6)]
+        );
+        assert_eq!(
+            ranges(&plan_from(&lv, Target::Txid(8)).unwrap()),
+            [(9, 1, 8)]
+        );
+        // A target inside a compacted range with no finer files fails.
+        assert!(matches!(
+            plan_from(&lv, Target::Txid(9)),
+            Err(RestoreError::TxNotAvailable)
+        ));
+        assert_eq!(
+            ranges(&plan_from(&lv, Target::Txid(11)).unwrap()),
+            [(9, 1, 8), (2, 5, 10), (0, 11, 11)]
+        );
+    }
+
+    #[test]
+    fn timestamp_is_strictly_before() {
+        let lv = levels(&[
+            f(9, 1, 2, 20),
+            f(0, 1, 1, 10),
+            f(0, 2, 2, 20),
+            f(0, 3, 3, 30),
+        ]);
+        assert_eq!(ranges(&plan_from(&lv, at(30)).unwrap()), [(9, 1, 2)]);
+        assert_eq!(
+            ranges(&plan_from(&lv, at(31)).unwrap()),
+            [(9, 1, 2), (0, 3, 3)]
+        );
+        assert_eq!(ranges(&plan_from(&lv, at(20)).unwrap()), [(0, 1, 1)]);
+        assert!(matches!(
+            plan_from(&lv, at(10)),
+            Err(RestoreError::TxNotAvailable)
+        ));
+    }
+
+    #[test]
+    fn ties_prefer_higher_level_then_older() {
+        let lv = levels(&[f(0, 1, 3, 30), f(1, 1, 3, 31), f(3, 1, 3, 32)]);
+        assert_eq!(
+            ranges(&plan_from(&lv, Target::Latest).unwrap()),
+            [(3, 1, 3)]
+        );
+        let mut lv = levels(&[f(1, 1, 3, 31)]);
+        lv[1].push(f(1, 1, 3, 5)); // same range listed twice (impossible on disk, but ordering must hold)
+        assert_eq!(
+            plan_from(&lv, Target::Latest).unwrap()[0].created_at,
+            UNIX_EPOCH + Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn overlaps_are_followed_gaps_are_fatal_for_latest() {
+        // Overlapping files: 1-4 then 3-6 extends the range.
+        let lv = levels(&[f(1, 1, 4, 1), f(0, 3, 6, 2), f(0, 7, 7, 3)]);
+        assert_eq!(
+            ranges(&plan_from(&lv, Target::Latest).unwrap()),
+            [(1, 1, 4), (0, 3, 6), (0, 7, 7)]
+        );
+        // A gap after 2: latest fails as non-contiguous, txid 2 still works.
+        let lv = levels(&[f(0, 1, 1, 1), f(0, 2, 2, 2), f(0, 4, 4, 4)]);
+        assert!(matches!(
+            plan_from(&lv, Target::Latest),
+            Err(RestoreError::NonContiguous { have: 2, next: 4 })
+        ));
+        assert_eq!(
+            ranges(&plan_from(&lv, Target::Txid(2)).unwrap()),
+            [(0, 1, 1), (0, 2, 2)]
+        );
+        assert!(matches!(
+            plan_from(&lv, Target::Txid(4)),
+            Err(RestoreError::TxNotAvailable)
+        ));
+        // Missing TXID 1 and no snapshot: nothing can start the chain.
+        let lv = levels(&[f(0, 2, 2, 2), f(0, 3, 3, 3)]);
+        assert!(matches!(
+            plan_from(&lv, Target::Latest),
+            Err(RestoreError::TxNotAvailable)
+        ));
+    }
+
+    #[test]
+    fn snapshot_covering_target_needs_nothing_else() {
+        let lv = levels(&[f(9, 1, 10, 100), f(0, 1, 1, 1), f(0, 11, 11, 110)]);
+        assert_eq!(
+            ranges(&plan_from(&lv, Target::Txid(10)).unwrap()),
+            [(9, 1, 10)]
+        );
+        assert_eq!(
+            ranges(&plan_from(&lv, Target::Txid(0)).unwrap()),
+            [(9, 1, 10), (0, 11, 11)]
+        );
+        // Old L0 files before the snapshot don't count as a gap.
+        assert_eq!(
+            ranges(&plan_from(&lv, Target::Latest).unwrap()),
+            [(9, 1, 10), (0, 11, 11)]
+        );
+    }
+}
