@@ -203,7 +203,12 @@ pub fn run_restore(replica: &dyn ReplicaClient, req: &RestoreRequest) -> anyhow:
             eprintln!("no matching backups found");
             return Ok(0);
         }
-        Err(RestoreError::TxNotAvailable) => bail!("no matching backup files available"),
+        Err(RestoreError::TxNotAvailable) => {
+            bail!(
+                "no matching backup files available{}",
+                why_unavailable(replica)
+            )
+        }
         other => other.context("cannot calc restore plan")?,
     };
     let report = restore::restore_files(replica, &files, &req.output, &opts)
@@ -234,8 +239,34 @@ pub fn run_restore(replica: &dyn ReplicaClient, req: &RestoreRequest) -> anyhow:
     Ok(0)
 }
 
-/// Litestream's `prepareOutputPath`: a non-empty output or any SQLite sidecar is an error unless
-/// `force`, which removes them.
+/// Litestream says only "no matching backup files available"; when the cause is that the chain cannot
+/// start (TXID 1 is gone), say so after that same prefix.
+fn why_unavailable(replica: &dyn ReplicaClient) -> String {
+    let mut earliest: Option<FileInfo> = None;
+    for level in 0..=crate::replication::ltx::SNAPSHOT_LEVEL {
+        let Ok(files) = replica.ltx_files(level) else {
+            return String::new();
+        };
+        if files.iter().any(|f| f.min_txid == 1) {
+            return String::new();
+        }
+        if let Some(f) = files.first()
+            && earliest.as_ref().is_none_or(|e| f.min_txid < e.min_txid)
+        {
+            earliest = Some(f.clone());
+        }
+    }
+    match earliest {
+        None => String::new(),
+        Some(f) => format!(
+            " (the replica has no file starting at TXID 1, its initial snapshot; the earliest is {})",
+            replica.locate(f.level, f.min_txid, f.max_txid)
+        ),
+    }
+}
+
+/// Litestream's `prepareOutputPath` checks: a non-empty output or any SQLite sidecar is an error
+/// unless `force`.
 fn prepare_output_path(path: &Path, force: bool) -> anyhow::Result<()> {
     let meta = match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -272,15 +303,8 @@ fn prepare_output_path(path: &Path, force: bool) -> anyhow::Result<()> {
             );
         }
     }
-    for p in std::iter::once(&path.to_path_buf()).chain(&sidecars) {
-        match std::fs::remove_file(p) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e)
-                    .with_context(|| format!("remove existing output path {}", p.display()));
-            }
-            _ => {}
-        }
-    }
+    // Unlike Litestream, nothing is deleted yet: the restore replaces the database (and removes the
+    // sidecars) only once the new file is complete, so a failed restore leaves the old one intact.
     Ok(())
 }
 

@@ -98,7 +98,11 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Res
 pub fn plan(replica: &dyn ReplicaClient, target: Target) -> Result<Vec<FileInfo>, RestoreError> {
     let mut levels: Vec<Vec<FileInfo>> = Vec::with_capacity(SNAPSHOT_LEVEL as usize + 1);
     for level in 0..=SNAPSHOT_LEVEL {
-        levels.push(replica.ltx_files(level)?);
+        // Point-in-time plans need the LTX header times, which some backends only give on request.
+        levels.push(match target {
+            Target::Timestamp(_) => replica.ltx_files_exact(level)?,
+            _ => replica.ltx_files(level)?,
+        });
     }
     plan_from(&levels, target)
 }
@@ -255,9 +259,9 @@ pub(crate) fn open_chain(
     let capacity = (32 << 20) / files.len().max(1);
     let capacity = capacity.clamp(16 << 10, 1 << 20);
     let mut decoders = Vec::with_capacity(files.len());
-    for f in files {
+    let readers = replica.open_ltx_many(files)?;
+    for (f, r) in files.iter().zip(readers) {
         let name = || replica.locate(f.level, f.min_txid, f.max_txid);
-        let r = replica.open_ltx(f.level, f.min_txid, f.max_txid)?;
         let dec = Decoder::new(BufReader::with_capacity(capacity, r)).map_err(|source| {
             RestoreError::File {
                 file: name(),
@@ -326,6 +330,17 @@ pub fn restore_files(
     let (page_size, pages) = write_database(replica, files, &tmp.0, opts.progress)?;
     if opts.integrity_check != IntegrityCheck::None {
         integrity_check(&tmp.0, opts.integrity_check)?;
+    }
+    // A stale -wal/-journal next to the new file would be applied to it by SQLite: remove them now
+    // that the restore is complete (the caller already refused, or was told to -force, if any existed).
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut p = out.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &p)(e)),
+            _ => {}
+        }
     }
     fs::rename(&tmp.0, out).map_err(io_err("rename restored database to", out))?;
     std::mem::forget(tmp);
