@@ -11,7 +11,7 @@ mod wal;
 
 use std::fs;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use proptest::prelude::*;
 use rusqlite::Connection;

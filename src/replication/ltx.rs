@@ -11,7 +11,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 
 use crc::{CRC_64_GO_ISO, Crc, Digest};
 use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
@@ -33,6 +33,7 @@ const MAX_PAGE_SIZE: u32 = 65536;
 /// SQLite's PENDING_BYTE: the page holding it is never stored in a database file.
 const PENDING_BYTE: u32 = 0x4000_0000;
 const CRC64: Crc<u64> = Crc::<u64>::new(&CRC_64_GO_ISO);
+const READ_BUFFER_SIZE: usize = 64 << 10;
 
 const LZ4_FRAME_MAGIC: u32 = 0x184D_2204;
 const XXH_PRIME32_1: u32 = 0x9E37_79B1;
@@ -189,7 +190,7 @@ impl Header {
         Ok(())
     }
 
-    pub fn to_bytes(&self) -> [u8; HEADER_SIZE] {
+    pub fn to_bytes(self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
         b[0..4].copy_from_slice(MAGIC);
         b[4..8].copy_from_slice(&self.flags.to_be_bytes());
@@ -295,12 +296,22 @@ fn max_compressed_len(page_size: u32) -> usize {
     lz4_flex::block::get_maximum_output_size(page_size as usize) + 64
 }
 
-fn append_uvarint(out: &mut Vec<u8>, mut v: u64) {
+fn append_uvarint(out: &mut Vec<u8>, v: u64) {
+    let mut b = [0u8; 10];
+    let n = put_uvarint(&mut b, v);
+    out.extend_from_slice(&b[..n]);
+}
+
+/// Go's `binary.PutUvarint`: LEB128 into `out` (at least 10 bytes), returns the length.
+fn put_uvarint(out: &mut [u8], mut v: u64) -> usize {
+    let mut n = 0;
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        out[n] = (v as u8) | 0x80;
         v >>= 7;
+        n += 1;
     }
-    out.push(v as u8);
+    out[n] = v as u8;
+    n + 1
 }
 
 /// Checks one page against the file's ordering rules (shared by the encoder and the decoder).
@@ -485,9 +496,10 @@ enum DecodeState {
 }
 
 /// Streaming LTX reader: validates the header, every page's placement, the page index and the file
-/// checksum. Holds one compressed-data buffer; pages go straight into the caller's buffer.
+/// checksum. Holds a read buffer and one compressed-data buffer; pages go straight into the caller's
+/// buffer. It buffers its input itself, so pass a plain `File` or network body.
 pub struct Decoder<R: Read> {
-    r: R,
+    r: BufReader<R>,
     header: Header,
     hash: Digest<'static, u64>,
     /// The page index this file must end with, rebuilt from the pages actually read.
@@ -502,7 +514,8 @@ pub struct Decoder<R: Read> {
 
 impl<R: Read> Decoder<R> {
     /// Reads and validates the header.
-    pub fn new(mut r: R) -> Result<Self, LtxError> {
+    pub fn new(r: R) -> Result<Self, LtxError> {
+        let mut r = BufReader::with_capacity(READ_BUFFER_SIZE, r);
         let mut bytes = [0u8; HEADER_SIZE];
         read_exact(&mut r, &mut bytes, "header")?;
         let header = Header::from_bytes(&bytes)?;
@@ -575,12 +588,12 @@ impl<R: Read> Decoder<R> {
             self.read_frame_page(pgno, buf)?;
         }
         self.hash.update(buf);
-        let mut entry = Vec::with_capacity(30);
-        append_uvarint(&mut entry, u64::from(pgno));
-        append_uvarint(&mut entry, frame_offset);
-        append_uvarint(&mut entry, self.offset - frame_offset);
-        self.expected_index.update(&entry);
-        self.expected_index_len += entry.len() as u64;
+        let mut entry = [0u8; 30];
+        let mut n = put_uvarint(&mut entry, u64::from(pgno));
+        n += put_uvarint(&mut entry[n..], frame_offset);
+        n += put_uvarint(&mut entry[n..], self.offset - frame_offset);
+        self.expected_index.update(&entry[..n]);
+        self.expected_index_len += n as u64;
         self.prev_pgno = pgno;
         Ok(Some(pgno))
     }

@@ -88,7 +88,7 @@ impl WalHeader {
     }
 
     /// Serializes the header, recomputing its checksum (used to build WALs in tests and tools).
-    pub fn to_bytes(&self) -> [u8; WAL_HEADER_SIZE as usize] {
+    pub fn to_bytes(self) -> [u8; WAL_HEADER_SIZE as usize] {
         let mut b = [0u8; WAL_HEADER_SIZE as usize];
         let magic = if self.big_endian_checksums {
             WAL_MAGIC_BE
@@ -191,7 +191,7 @@ pub fn scan_committed(
     max_bytes: u64,
 ) -> Result<Scan, WalError> {
     let frame_size = header.frame_size();
-    if start < WAL_HEADER_SIZE || (start - WAL_HEADER_SIZE) % frame_size != 0 {
+    if start < WAL_HEADER_SIZE || !(start - WAL_HEADER_SIZE).is_multiple_of(frame_size) {
         return Err(WalError::UnalignedOffset {
             offset: start,
             page_size: header.page_size,
