@@ -33,6 +33,11 @@ pub enum DbError {
     NotWal { path: PathBuf, mode: String },
     #[error("database {path}: invalid page size {page_size}")]
     PageSize { path: PathBuf, page_size: i64 },
+    #[error("database {path}: open: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database {path}: SQLITE_FCNTL_PERSIST_WAL failed with code {code}")]
     PersistWal { path: PathBuf, code: i32 },
 }
@@ -78,6 +83,12 @@ pub struct Db {
     read_held: bool,
     barrier_held: bool,
     page_size: u32,
+    /// The database file, open for as long as the connections are. POSIX record locks belong to the
+    /// process and are ALL dropped when any descriptor of the file is closed, so litevisor must
+    /// never open+close the database file on its own: that would silently release SQLite's SHARED
+    /// lock and let the application's last close checkpoint and delete the WAL under us.
+    /// Declared last: closed after the connections.
+    file: std::fs::File,
 }
 
 impl std::fmt::Debug for Db {
@@ -118,6 +129,10 @@ impl Db {
         if !(512..=65536).contains(&page_size) || !(page_size as u64).is_power_of_two() {
             return Err(DbError::PageSize { path, page_size });
         }
+        let file = std::fs::File::open(&path).map_err(|source| DbError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let mut db = Db {
             path,
             reader,
@@ -125,6 +140,7 @@ impl Db {
             read_held: false,
             barrier_held: false,
             page_size: page_size as u32,
+            file,
         };
         db.persist_wal()?;
         db.acquire_read()?;
@@ -137,6 +153,11 @@ impl Db {
 
     pub fn page_size(&self) -> u32 {
         self.page_size
+    }
+
+    /// The long-lived database file handle: read pages through it, never through a new descriptor.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
     }
 
     /// Keeps the `-wal` file when connections close, so a restart finds the frames it has not synced.

@@ -583,7 +583,10 @@ impl SyncWorker {
         };
         let mut forced = false;
         loop {
-            match sync::sync_once(&self.files, &self.meta, &mut self.state, &opts) {
+            let Some(db) = self.db.as_ref() else {
+                return Err(EngineError::NoDatabase(self.cfg.path.clone()));
+            };
+            match sync::sync_once(&self.files, db.file(), &self.meta, &mut self.state, &opts) {
                 Ok(out) => {
                     if let Some(w) = &out.written {
                         self.synced_since_checkpoint = true;
@@ -842,6 +845,10 @@ impl Uploader {
 
     fn run(&mut self, rx: mpsc::Receiver<UploadMsg>, replica_txid: Option<u64>) {
         self.replica_txid = replica_txid;
+        if let Some(t) = replica_txid {
+            let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            s.replica_txid = s.replica_txid.max(t);
+        }
         if replica_txid.is_some() {
             self.upload_pending(false);
         }
@@ -882,6 +889,8 @@ impl Uploader {
         }
         let t = self.replica.ltx_files(0)?.last().map_or(0, |f| f.max_txid);
         self.replica_txid = Some(t);
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.replica_txid = s.replica_txid.max(t);
         Ok(t)
     }
 

@@ -115,8 +115,10 @@ pub struct DbFiles {
 }
 
 /// One sync pass: verify, then write at most one L0 file (`pos.txid + 1`).
+/// `db_file` must be the long-lived handle of `db.rs` (see `Db::file` for why).
 pub fn sync_once(
     files: &DbFiles,
+    db_file: &File,
     meta: &Meta,
     state: &mut SyncState,
     opts: &SyncOptions,
@@ -149,8 +151,16 @@ pub fn sync_once(
                 Ok(scan) => scan,
                 Err(WalError::ResumeMismatch { .. }) => {
                     let reason = "the frame before the sync position no longer matches".to_string();
-                    let (w, end) =
-                        write_snapshot(files, meta, &header, &mut wal_file, txid, reason, opts)?;
+                    let (w, end) = write_snapshot(
+                        files,
+                        db_file,
+                        meta,
+                        &header,
+                        &mut wal_file,
+                        txid,
+                        reason,
+                        opts,
+                    )?;
                     return Ok(finish(state, w, false, end, wal_len));
                 }
                 Err(e) => return Err(wal_err(e)),
@@ -163,6 +173,7 @@ pub fn sync_once(
             let prev_commit = state.pos.map_or(0, |p| p.commit);
             let w = write_incremental(
                 files,
+                db_file,
                 meta,
                 &header,
                 &mut wal_file,
@@ -174,7 +185,16 @@ pub fn sync_once(
             (w, scan.limited, scan.end)
         }
         Plan::Snapshot { reason } => {
-            let (w, end) = write_snapshot(files, meta, &header, &mut wal_file, txid, reason, opts)?;
+            let (w, end) = write_snapshot(
+                files,
+                db_file,
+                meta,
+                &header,
+                &mut wal_file,
+                txid,
+                reason,
+                opts,
+            )?;
             (w, false, end)
         }
     };
@@ -341,6 +361,7 @@ fn l0_header(
 #[allow(clippy::too_many_arguments)]
 fn write_incremental(
     files: &DbFiles,
+    db_file: &File,
     meta: &Meta,
     header: &WalHeader,
     wal_file: &mut File,
@@ -356,7 +377,6 @@ fn write_incremental(
     let growth: Vec<u32> = (prev_commit.saturating_add(1)..=scan.commit)
         .filter(|p| *p != lock && !scan.pages.contains_key(p))
         .collect();
-    let mut db_file = open_db(&files.db, !growth.is_empty())?;
     let h = l0_header(txid, page_size, scan.commit, header, scan.start, scan.end);
     let mut buf = vec![0u8; page_size as usize];
     let size = meta.write_l0(&h, opts.encoding, |enc| {
@@ -368,17 +388,17 @@ fn write_incremental(
             let pgno = match (next_wal, next_growth) {
                 (Some(w), Some(g)) if g < w => {
                     growth.next();
-                    read_db_page(files, db_file.as_mut(), g, &mut buf)?;
+                    read_db_page(files, db_file, g, &mut buf)?;
                     g
                 }
                 (Some(w), _) => {
                     let (_, &data_offset) = wal_pages.next().expect("peeked");
-                    read_at(wal_file, &files.wal, data_offset, &mut buf)?;
+                    read_at(&*wal_file, &files.wal, data_offset, &mut buf)?;
                     w
                 }
                 (None, Some(g)) => {
                     growth.next();
-                    read_db_page(files, db_file.as_mut(), g, &mut buf)?;
+                    read_db_page(files, db_file, g, &mut buf)?;
                     g
                 }
                 (None, None) => break,
@@ -399,6 +419,7 @@ fn write_incremental(
 /// a time; the WAL page map is the only thing held in memory.
 fn write_snapshot(
     files: &DbFiles,
+    db_file: &File,
     meta: &Meta,
     header: &WalHeader,
     wal_file: &mut File,
@@ -413,13 +434,12 @@ fn write_snapshot(
         }
     })?;
     let page_size = header.page_size;
-    let mut db_file = open_db(&files.db, true)?;
     let commit = if scan.commit > 0 {
         scan.commit
     } else {
         let len = db_file
-            .as_ref()
-            .map_or(Ok(0), |f| f.metadata().map(|m| m.len()))
+            .metadata()
+            .map(|m| m.len())
             .map_err(|e| io_err("stat", &files.db, e))?;
         (len / u64::from(page_size)) as u32
     };
@@ -435,8 +455,8 @@ fn write_snapshot(
     let size = meta.write_l0(&h, opts.encoding, |enc| {
         for pgno in (1..=commit).filter(|p| *p != lock) {
             match scan.pages.get(&pgno) {
-                Some(&data_offset) => read_at(wal_file, &files.wal, data_offset, &mut buf)?,
-                None => read_db_page(files, db_file.as_mut(), pgno, &mut buf)?,
+                Some(&data_offset) => read_at(&*wal_file, &files.wal, data_offset, &mut buf)?,
+                None => read_db_page(files, db_file, pgno, &mut buf)?,
             }
             enc.encode_page(pgno, &buf)
                 .map_err(|source| ltx_err(meta, txid, source))?;
@@ -453,28 +473,7 @@ fn write_snapshot(
     ))
 }
 
-fn open_db(path: &Path, needed: bool) -> Result<Option<File>, SyncError> {
-    if !needed {
-        return Ok(None);
-    }
-    File::open(path)
-        .map(Some)
-        .map_err(|e| io_err("open", path, e))
-}
-
-fn read_db_page(
-    files: &DbFiles,
-    f: Option<&mut File>,
-    pgno: u32,
-    buf: &mut [u8],
-) -> Result<(), MetaError> {
-    let Some(f) = f else {
-        return Err(MetaError::Io {
-            op: "read",
-            path: files.db.clone(),
-            source: std::io::Error::other("database file not open"),
-        });
-    };
+fn read_db_page(files: &DbFiles, f: &File, pgno: u32, buf: &mut [u8]) -> Result<(), MetaError> {
     let offset = u64::from(pgno - 1) * buf.len() as u64;
     read_at(f, &files.db, offset, buf).map_err(|e| match e {
         MetaError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -488,7 +487,7 @@ fn read_db_page(
     })
 }
 
-fn read_at(f: &mut File, path: &Path, offset: u64, buf: &mut [u8]) -> Result<(), MetaError> {
+fn read_at(f: &File, path: &Path, offset: u64, buf: &mut [u8]) -> Result<(), MetaError> {
     use std::os::unix::fs::FileExt;
     f.read_exact_at(buf, offset)
         .map_err(|source| MetaError::Io {

@@ -1,0 +1,255 @@
+//! Shared helpers of the replicate_*/interop_* tests: the real litevisor binary, real SQLite
+//! (rusqlite) as the application, real Litestream 0.5.17 for cross-restores.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+pub const LITEVISOR: &str = env!("CARGO_BIN_EXE_litevisor");
+
+/// A running `replicate` process (litevisor or litestream) with its stderr in a log file.
+pub struct Replicator {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Replicator {
+    pub fn litevisor(db: &Path, replica: &Path, extra: &[&str]) -> Replicator {
+        let log = db.with_extension(format!("lv{}.log", unique()));
+        let mut cmd = Command::new(LITEVISOR);
+        cmd.arg("replicate")
+            .args(["-monitor-interval", "100ms", "-log-level", "debug"])
+            .args(extra);
+        cmd.arg(db).arg(url(replica));
+        Replicator::spawn(cmd, log)
+    }
+
+    pub fn litestream(db: &Path, replica: &Path) -> Replicator {
+        let log = db.with_extension(format!("ls{}.log", unique()));
+        let mut cmd = Command::new("litestream");
+        cmd.env_remove("AWS_CA_BUNDLE")
+            .arg("replicate")
+            .arg(db)
+            .arg(url(replica));
+        Replicator::spawn(cmd, log)
+    }
+
+    fn spawn(mut cmd: Command, log: PathBuf) -> Replicator {
+        let out = fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn replicator");
+        Replicator { child, log }
+    }
+
+    /// SIGTERM, then waits (generously) for the exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if !status.success() {
+                    eprintln!("replicator exited {status:?}; log:\n{}", self.log_text());
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicator did not stop; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unique() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+pub fn url(replica: &Path) -> String {
+    format!("file://{}", replica.display())
+}
+
+/// The application's connection: WAL mode, busy_timeout 5000 (what Litestream tells apps to use).
+pub fn app(db: &Path) -> Connection {
+    let c = Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_millis(5000)).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode=wal", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    c
+}
+
+pub fn create_table(c: &Connection) {
+    c.execute_batch("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        .unwrap();
+}
+
+/// Inserts ids in `ids`, `per_tx` rows per transaction; values are deterministic from the id.
+pub fn insert(c: &mut Connection, ids: std::ops::Range<i64>, per_tx: usize) {
+    let ids: Vec<i64> = ids.collect();
+    for chunk in ids.chunks(per_tx.max(1)) {
+        let tx = c.transaction().unwrap();
+        for id in chunk {
+            tx.execute(
+                "INSERT INTO t(id, v) VALUES (?1, ?2)",
+                rusqlite::params![id, value(*id)],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+}
+
+pub fn value(id: i64) -> String {
+    format!("row-{id}-{}", "x".repeat((id % 97) as usize * 7))
+}
+
+/// All (id, v) rows, ordered.
+pub fn rows(db: &Path) -> Vec<(i64, String)> {
+    let c = Connection::open(db).unwrap();
+    let mut st = c.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+pub fn integrity(db: &Path) -> String {
+    let c = Connection::open(db).unwrap();
+    c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Restores with REAL Litestream 0.5.17 into `out` and returns it.
+pub fn litestream_restore(replica: &Path, out: &Path) -> PathBuf {
+    let _ = fs::remove_file(out);
+    let output = Command::new("litestream")
+        .env_remove("AWS_CA_BUNDLE")
+        .arg("restore")
+        .arg("-o")
+        .arg(out)
+        .arg(url(replica))
+        .output()
+        .expect("run litestream restore");
+    assert!(
+        output.status.success(),
+        "litestream restore failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out.to_path_buf()
+}
+
+/// Asserts the restored database has exactly the source's rows and passes integrity_check.
+pub fn assert_same_rows(source: &Path, restored: &Path) {
+    assert_eq!(integrity(restored), "ok");
+    let want = rows(source);
+    let got = rows(restored);
+    assert_eq!(got.len(), want.len(), "row count differs");
+    assert!(got == want, "row contents differ");
+}
+
+/// TXIDs of the files in one level of a file replica (`<replica>/ltx/<level>/`), sorted by min.
+pub fn replica_files(replica: &Path, level: u8) -> Vec<(u64, u64)> {
+    let dir = replica.join("ltx").join(level.to_string());
+    let mut out: Vec<(u64, u64)> = fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                let stem = name.strip_suffix(".ltx")?;
+                let (a, b) = stem.split_once('-')?;
+                Some((
+                    u64::from_str_radix(a, 16).ok()?,
+                    u64::from_str_radix(b, 16).ok()?,
+                ))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    out.sort_unstable();
+    out
+}
+
+pub fn max_l0(replica: &Path) -> u64 {
+    replica_files(replica, 0).last().map_or(0, |f| f.1)
+}
+
+/// Header fields of an LTX file: (commit, min, max, wal_offset, wal_size).
+pub fn ltx_header(path: &Path) -> (u32, u64, u64, i64, i64) {
+    let b = fs::read(path).unwrap();
+    let u32_at = |o: usize| u32::from_be_bytes(b[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_be_bytes(b[o..o + 8].try_into().unwrap());
+    assert_eq!(&b[0..4], b"LTX1");
+    (
+        u32_at(12),
+        u64_at(16),
+        u64_at(24),
+        u64_at(48) as i64,
+        u64_at(56) as i64,
+    )
+}
+
+pub fn l0_path(replica: &Path, txid: u64) -> PathBuf {
+    replica
+        .join("ltx")
+        .join("0")
+        .join(format!("{txid:016x}-{txid:016x}.ltx"))
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `litevisor replicate -once ... DB URL`, returns (exit code, combined output).
+pub fn once(db: &Path, replica: &Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(LITEVISOR)
+        .arg("replicate")
+        .arg("-once")
+        .args(extra)
+        .arg(db)
+        .arg(url(replica))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+pub fn count_matches(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}
