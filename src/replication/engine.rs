@@ -673,52 +673,54 @@ impl SyncWorker {
         let ran = db
             .release_read()
             .and_then(|()| db.checkpoint_passive(emergency.then(|| Instant::now() + busy_timeout)));
-        let restarted = match ran {
+        // The old generation is fully synced and sealed; release the barrier, then (when every frame
+        // was copied back) commit a no-op write from a fresh snapshot: SQLite only restarts the WAL
+        // from a writer whose read snapshot began after the backfill. Whoever restarts it first,
+        // the new generation starts exactly at the synced end.
+        db.rollback_barrier();
+        let forced = match ran {
             Ok(r) if r.complete() => {
-                let limited = if emergency {
-                    db.set_wal_size_limit(Some(0))
-                } else {
-                    Ok(())
-                };
-                let committed = limited.and_then(|()| db.commit_barrier_with_write());
+                if emergency {
+                    let _ = db.set_wal_size_limit(Some(0));
+                }
+                let w = db
+                    .begin_barrier()
+                    .and_then(|()| db.commit_barrier_with_write());
+                if w.is_err() {
+                    db.rollback_barrier();
+                }
                 if emergency {
                     let _ = db.set_wal_size_limit(None);
                 }
-                if committed.is_err() {
-                    db.rollback_barrier();
-                }
-                committed.map(|()| true)
+                w.map(|()| true)
             }
             Ok(r) => {
                 debug!(db = %path.display(), log = r.log_frames, copied = r.checkpointed_frames, "checkpoint incomplete (readers)");
-                db.rollback_barrier();
                 Ok(false)
             }
-            Err(e) => {
-                db.rollback_barrier();
-                Err(e)
-            }
+            Err(e) => Err(e),
         };
         db.acquire_read()?;
-        let restarted = restarted?;
+        let copied_all = forced?;
         self.status
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .checkpoints += 1;
-        if restarted && let Some(pos) = before {
-            // Exactly one restart (SQLite adds 1 to salt1 per restart) means the new generation began
-            // with the barrier's own write: continue from its first frame without a snapshot.
-            let header = std::fs::File::open(&self.files.wal)
-                .ok()
-                .and_then(|mut f| wal::read_header(&mut f).ok().flatten());
-            if let Some(h) = header
-                && (h.salt1, h.salt2) != (pos.salt1, pos.salt2)
-                && h.salt1 == pos.salt1.wrapping_add(1)
-            {
+        let header = std::fs::File::open(&self.files.wal)
+            .ok()
+            .and_then(|mut f| wal::read_header(&mut f).ok().flatten());
+        let mut restarted = false;
+        if let (Some(pos), Some(h)) = (before, header)
+            && (h.salt1, h.salt2) != (pos.salt1, pos.salt2)
+        {
+            restarted = true;
+            // Exactly one restart (SQLite adds 1 to salt1 per restart) since the sealed sync: the
+            // new generation continues the synced one, no snapshot needed.
+            if h.salt1 == pos.salt1.wrapping_add(1) {
                 self.state.expected_restart = Some((pos.wal_offset, h.salt1, h.salt2));
             }
         }
-        debug!(db = %path.display(), emergency, restarted, "checkpoint done");
+        debug!(db = %path.display(), emergency, copied_all, restarted, "checkpoint done");
         self.sync_all()?;
         self.synced_since_checkpoint = false;
         self.checkpoint_due = None;

@@ -21,9 +21,11 @@ impl Replicator {
     pub fn litevisor(db: &Path, replica: &Path, extra: &[&str]) -> Replicator {
         let log = db.with_extension(format!("lv{}.log", unique()));
         let mut cmd = Command::new(LITEVISOR);
-        cmd.arg("replicate")
-            .args(["-monitor-interval", "100ms", "-log-level", "debug"])
-            .args(extra);
+        cmd.arg("replicate").args(["-log-level", "debug"]);
+        if !extra.contains(&"-monitor-interval") {
+            cmd.args(["-monitor-interval", "100ms"]);
+        }
+        cmd.args(extra);
         cmd.arg(db).arg(url(replica));
         Replicator::spawn(cmd, log)
     }
