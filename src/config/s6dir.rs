@@ -1,0 +1,382 @@
+//! Scans the services directory. Each visible subdirectory is one service: litevisor's own form (an
+//! executable `run`, optional executable `finish`, optional `service.toml` with the same keys as a
+//! `[services.NAME]` table) and s6-overlay's form read as it is (`type`, `up`, `dependencies.d/`,
+//! `notification-fd`, `down-signal`, `timeout-*`), so a migration needs no rewrite. s6 bundles (`type`
+//! = `bundle`, `contents.d/`) are accepted as dependency aliases for their members.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::diag::{Loc, Problems, Source};
+use super::spec::{ServiceSpec, notification_fd, set};
+use super::tree::{self, CommandSpec, Located, TableReader};
+use super::{ServiceKind, values};
+
+/// An s6 bundle: a name standing for its members.
+pub struct Bundle {
+    pub name: String,
+    pub loc: Loc,
+    pub members: Vec<Located<String>>,
+}
+
+/// s6-overlay's built-in bundle every user service lists; litevisor has nothing to wait for there.
+const S6_BASE_BUNDLE: &str = "base";
+
+/// s6 features whose silent omission would change behaviour.
+const UNSUPPORTED: [(&str, &str); 5] = [
+    (
+        "producer-for",
+        "s6 logging pipelines are not supported; litevisor collects stdout itself",
+    ),
+    (
+        "consumer-for",
+        "s6 logging pipelines are not supported; litevisor collects stdout itself",
+    ),
+    (
+        "pipeline-name",
+        "s6 logging pipelines are not supported; litevisor collects stdout itself",
+    ),
+    (
+        "flag-newpidns",
+        "running a service in a new PID namespace is not supported",
+    ),
+    ("lock-fd", "lock-fd is not supported"),
+];
+
+pub fn scan(dir: &Path, problems: &mut Problems) -> (Vec<ServiceSpec>, Vec<Bundle>) {
+    let mut names = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                match entry {
+                    Ok(e) => names.push(e.file_name()),
+                    Err(err) => problems.push(
+                        Loc::file(dir),
+                        format!("cannot list the services directory: {err}"),
+                    ),
+                }
+            }
+        }
+        Err(err) => problems.push(
+            Loc::file(dir),
+            format!("cannot list the services directory: {err}"),
+        ),
+    }
+    names.sort();
+    let (mut services, mut bundles) = (Vec::new(), Vec::new());
+    for name in names {
+        let path = dir.join(&name);
+        if name.as_encoded_bytes().starts_with(b".") || !path.is_dir() {
+            continue;
+        }
+        let Some(name) = name.to_str().filter(|n| values::service_name(n).is_ok()) else {
+            let msg = format!(
+                "invalid service name {name:?}: use only letters, digits, '.', '_' and '-'"
+            );
+            problems.push(Loc::file(&path), msg);
+            continue;
+        };
+        match read_file(&path, "type", problems).as_deref() {
+            Some("bundle") => bundles.push(read_bundle(name, &path, problems)),
+            kind => services.push(read_service(name, &path, kind, problems)),
+        }
+    }
+    (services, bundles)
+}
+
+fn read_service(
+    name: &str,
+    dir: &Path,
+    s6_type: Option<&str>,
+    problems: &mut Problems,
+) -> ServiceSpec {
+    let mut spec = ServiceSpec::new(name, Loc::file(dir), dir);
+    spec.service_dir = Some(dir.to_path_buf());
+    let toml_path = dir.join("service.toml");
+    if toml_path.exists() {
+        match std::fs::read_to_string(&toml_path) {
+            Ok(text) => {
+                let src = Source {
+                    path: toml_path.clone(),
+                    text,
+                };
+                if let Some(root) = tree::parse(&src, problems) {
+                    spec.read_table(TableReader::new(&src, "", root), problems);
+                }
+            }
+            Err(err) => problems.push(Loc::file(&toml_path), format!("cannot read: {err}")),
+        }
+    }
+    let at = |file: &str| Loc::file(&dir.join(file));
+    match s6_type {
+        None => {}
+        Some("longrun") => set(
+            &mut spec.kind,
+            Located {
+                value: ServiceKind::Longrun,
+                loc: at("type"),
+            },
+            problems,
+        ),
+        Some("oneshot") => set(
+            &mut spec.kind,
+            Located {
+                value: ServiceKind::Oneshot,
+                loc: at("type"),
+            },
+            problems,
+        ),
+        Some(other) => problems.push(
+            at("type"),
+            format!("unknown type {other:?}: use longrun, oneshot or bundle"),
+        ),
+    }
+    if let Some(run) = executable(dir, "run", problems) {
+        set(
+            &mut spec.command,
+            Located {
+                value: CommandSpec::Script(run),
+                loc: at("run"),
+            },
+            problems,
+        );
+    }
+    if let Some(up) = read_file(dir, "up", problems) {
+        // s6-rc lexes `up` as one execline command line; the simple cases mean the same to sh.
+        match spec.kind.as_ref().map(|k| k.value) {
+            Some(ServiceKind::Longrun) => problems.push(
+                at("up"),
+                "`up` is the command of an s6 oneshot, but the type is longrun",
+            ),
+            Some(ServiceKind::Oneshot) => {}
+            None => {
+                spec.kind = Some(Located {
+                    value: ServiceKind::Oneshot,
+                    loc: at("up"),
+                })
+            }
+        }
+        if up.is_empty() {
+            problems.push(at("up"), "empty command");
+        } else {
+            set(
+                &mut spec.command,
+                Located {
+                    value: CommandSpec::Shell(up),
+                    loc: at("up"),
+                },
+                problems,
+            );
+        }
+    }
+    if spec.command.is_none() {
+        let msg = "no executable `run` file (nor an s6 `up` file, nor `command` in service.toml)";
+        problems.push(Loc::file(dir), msg);
+    }
+    if let Some(finish) = executable(dir, "finish", problems) {
+        set(
+            &mut spec.finish,
+            Located {
+                value: CommandSpec::Script(finish),
+                loc: at("finish"),
+            },
+            problems,
+        );
+    }
+    if let Some(deps) = read_dependencies(dir, problems) {
+        set(&mut spec.depends_on, deps, problems);
+    }
+    if let Some(text) = read_file(dir, "notification-fd", problems) {
+        match text
+            .parse::<i64>()
+            .map_err(|_| format!("invalid fd {text:?}"))
+            .and_then(notification_fd)
+        {
+            Ok(fd) => set(
+                &mut spec.notification_fd,
+                Located {
+                    value: fd,
+                    loc: at("notification-fd"),
+                },
+                problems,
+            ),
+            Err(msg) => problems.push(at("notification-fd"), msg),
+        }
+    }
+    if let Some(text) = read_file(dir, "down-signal", problems) {
+        match values::signal(&text) {
+            Ok(sig) => set(
+                &mut spec.stop_signal,
+                Located {
+                    value: sig,
+                    loc: at("down-signal"),
+                },
+                problems,
+            ),
+            Err(msg) => problems.push(at("down-signal"), msg),
+        }
+    }
+    // s6: timeout-kill absent or 0 = never SIGKILL; litevisor always bounds the stop, so only a
+    // positive value carries over. timeout-down is the closest substitute when timeout-kill is absent.
+    let kill = millis(dir, "timeout-kill", problems);
+    let down = millis(dir, "timeout-down", problems);
+    if let Some(grace) = kill
+        .filter(|k| !k.value.is_zero())
+        .or(down.filter(|d| !d.value.is_zero()))
+    {
+        set(&mut spec.stop_grace, grace, problems);
+    }
+    // 0 means "wait forever" in s6 and in litevisor alike.
+    if let Some(up) = millis(dir, "timeout-up", problems) {
+        set(&mut spec.ready_timeout, up, problems);
+    }
+    if let Some(finish) = millis(dir, "timeout-finish", problems) {
+        set(&mut spec.finish_timeout, finish, problems);
+    }
+    for (file, why) in UNSUPPORTED {
+        if dir.join(file).exists() {
+            problems.push(at(file), why);
+        }
+    }
+    if dir.join("down").exists() {
+        if spec
+            .kind
+            .as_ref()
+            .is_some_and(|k| k.value == ServiceKind::Oneshot)
+        {
+            problems.push(
+                at("down"),
+                "an s6 oneshot's `down` command is not supported",
+            );
+        } else {
+            problems.warn(
+                at("down"),
+                "ignored: litevisor starts every service (a `down` file keeps it down in s6)",
+            );
+        }
+    }
+    if dir.join("log").is_dir() {
+        problems.warn(at("log"), "ignored: litevisor prints each service's output on its own stdout, prefixed by the name");
+    }
+    spec
+}
+
+fn read_bundle(name: &str, dir: &Path, problems: &mut Problems) -> Bundle {
+    let mut members = list_dir_names(&dir.join("contents.d"), problems);
+    members.extend(read_list_file(&dir.join("contents"), problems));
+    members.retain(|m| m.value != S6_BASE_BUNDLE);
+    Bundle {
+        name: name.to_string(),
+        loc: Loc::file(dir),
+        members,
+    }
+}
+
+/// `dependencies.d/` (one empty file per dependency) and the older `dependencies` list file.
+fn read_dependencies(dir: &Path, problems: &mut Problems) -> Option<Located<Vec<Located<String>>>> {
+    let d = dir.join("dependencies.d");
+    let f = dir.join("dependencies");
+    if !d.exists() && !f.exists() {
+        return None;
+    }
+    let mut deps = list_dir_names(&d, problems);
+    deps.extend(read_list_file(&f, problems));
+    deps.retain(|dep| dep.value != S6_BASE_BUNDLE);
+    let loc = Loc::file(if d.exists() { &d } else { &f });
+    Some(Located { value: deps, loc })
+}
+
+fn list_dir_names(dir: &Path, problems: &mut Problems) -> Vec<Located<String>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .filter(|n| !n.as_encoded_bytes().starts_with(b"."))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|n| match n.into_string() {
+            Ok(name) => Some(Located {
+                loc: Loc::file(&dir.join(&name)),
+                value: name,
+            }),
+            Err(n) => {
+                problems.push(Loc::file(&dir.join(n)), "invalid service name");
+                None
+            }
+        })
+        .collect()
+}
+
+fn read_list_file(path: &Path, problems: &mut Problems) -> Vec<Located<String>> {
+    let Some(text) = read_path(path, problems) else {
+        return Vec::new();
+    };
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(i, line)| Located {
+            value: line.to_string(),
+            loc: Loc {
+                file: path.to_path_buf(),
+                line: Some((i + 1, 1)),
+                key: None,
+            },
+        })
+        .collect()
+}
+
+/// A small s6 file's content, trimmed; `None` if absent.
+fn read_file(dir: &Path, name: &str, problems: &mut Problems) -> Option<String> {
+    read_path(&dir.join(name), problems).map(|t| t.trim().to_string())
+}
+
+fn read_path(path: &Path, problems: &mut Problems) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => {
+            problems.push(Loc::file(path), format!("cannot read: {err}"));
+            None
+        }
+    }
+}
+
+/// s6 timeouts are integers of milliseconds.
+fn millis(dir: &Path, name: &str, problems: &mut Problems) -> Option<Located<Duration>> {
+    let text = read_file(dir, name, problems)?;
+    let loc = Loc::file(&dir.join(name));
+    match text.parse::<u64>() {
+        Ok(ms) => Some(Located {
+            value: Duration::from_millis(ms),
+            loc,
+        }),
+        Err(_) => {
+            problems.push(
+                loc,
+                format!("invalid timeout {text:?}: s6 timeouts are integers of milliseconds"),
+            );
+            None
+        }
+    }
+}
+
+/// An executable regular file in the service directory; present but not executable is an error.
+fn executable(dir: &Path, name: &str, problems: &mut Problems) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let meta = std::fs::metadata(&path).ok()?;
+    if !meta.is_file() {
+        problems.push(Loc::file(&path), "not a regular file");
+        return None;
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        problems.push(Loc::file(&path), "not executable (chmod +x it)");
+        return None;
+    }
+    Some(path)
+}

@@ -1,0 +1,145 @@
+//! Small parsers for the scalar value types of the configuration: durations, signals, service names
+//! and `host:port` addresses. Each returns a message fit to follow "key: " in an error line.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+/// `"10s"`, `"500ms"`, `"2m"`, `"1h"`, `"1m30s"`, or a bare integer meaning seconds.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let bad = || {
+        format!(
+            "invalid duration {text:?}: use e.g. \"500ms\", \"10s\", \"2m\", \"1h\" or an integer of seconds"
+        )
+    };
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.checked_mul(60).ok_or_else(bad)?),
+            "h" => Duration::from_secs(number.checked_mul(3600).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total = total.checked_add(part).ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// `"TERM"`, `"SIGTERM"` (any case) or a number such as `"15"`.
+pub fn signal(text: &str) -> Result<Signal, String> {
+    let text = text.trim();
+    let bad = || {
+        format!("unknown signal {text:?}: use a name such as \"TERM\" or \"SIGINT\", or a number")
+    };
+    if let Ok(number) = text.parse::<i32>() {
+        return Signal::try_from(number).map_err(|_| bad());
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>().map_err(|_| bad())
+}
+
+/// Service names: `[A-Za-z0-9._-]+`, not `.` or `..` (they become directory names and log prefixes).
+pub fn service_name(name: &str) -> Result<(), String> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if name.is_empty() || !valid_chars || name == "." || name == ".." {
+        return Err(format!(
+            "invalid service name {name:?}: use only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// `"127.0.0.1:8080"`, `"[::1]:80"` or `"localhost:8080"`: a host and a non-zero port.
+pub fn host_port(text: &str) -> Result<(String, u16), String> {
+    let bad = || format!("invalid address {text:?}: use host:port, e.g. \"127.0.0.1:8080\"");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || port == 0 || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    let bracketed = text.starts_with('[');
+    if host.contains(':') && (!bracketed || host.parse::<std::net::Ipv6Addr>().is_err()) {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "s", "10x", "1.5s", "-1s", "10 s", "ms10", "5d"] {
+            assert!(duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(signal("TERM"), Ok(Signal::SIGTERM));
+        assert_eq!(signal("SIGTERM"), Ok(Signal::SIGTERM));
+        assert_eq!(signal("sigint"), Ok(Signal::SIGINT));
+        assert_eq!(signal("15"), Ok(Signal::SIGTERM));
+        assert_eq!(signal("9"), Ok(Signal::SIGKILL));
+        assert!(signal("TERMINATE").is_err());
+        assert!(signal("0").is_err());
+        assert!(signal("99").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(service_name("web-1.api_v2").is_ok());
+        for bad in ["", ".", "..", "a b", "a/b", "é"] {
+            assert!(service_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(host_port("127.0.0.1:8080"), Ok(("127.0.0.1".into(), 8080)));
+        assert_eq!(host_port("[::1]:80"), Ok(("::1".into(), 80)));
+        assert_eq!(host_port("localhost:1"), Ok(("localhost".into(), 1)));
+        for bad in ["8080", ":80", "a:0", "a:70000", "a b:1", "::1:80"] {
+            assert!(host_port(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
