@@ -123,7 +123,7 @@ pub fn plan_from(levels: &[Vec<FileInfo>], target: Target) -> Result<Vec<FileInf
     let level = |l: u8| levels.get(l as usize).unwrap_or(&empty);
 
     let mut plan: Vec<FileInfo> = Vec::new();
-    if let Some(snapshot) = level(SNAPSHOT_LEVEL).iter().filter(|f| eligible(f)).last() {
+    if let Some(snapshot) = level(SNAPSHOT_LEVEL).iter().rfind(|f| eligible(f)) {
         plan.push(snapshot.clone());
     }
     let mut current_max = plan.last().map_or(0, |f| f.max_txid);
@@ -249,11 +249,14 @@ pub fn restore(
     restore_files(replica, &files, out, opts)
 }
 
+/// A decoder over one replica file of a restore chain.
+pub(crate) type ChainDecoder = Decoder<BufReader<Box<dyn Read + Send>>>;
+
 /// Opens the files of a chain as decoders (in order), naming the file in any error.
 pub(crate) fn open_chain(
     replica: &dyn ReplicaClient,
     files: &[FileInfo],
-) -> Result<Vec<Decoder<BufReader<Box<dyn Read + Send>>>>, RestoreError> {
+) -> Result<Vec<ChainDecoder>, RestoreError> {
     raise_open_file_limit();
     // Large reads for few files, smaller buffers when a chain is long, to keep memory bounded.
     let capacity = (32 << 20) / files.len().max(1);
