@@ -400,3 +400,38 @@ fn retention_never_creates_gaps() {
     );
     eprintln!("retention deleted {total_deleted} files across the sequences");
 }
+
+#[test]
+fn corrupt_input_fails_compaction_without_leaving_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = l0_only(dir.path());
+    let l0 = level_files(&replica, 0);
+    let victim = &l0[l0.len() / 2];
+    let mut bytes = fs::read(victim).unwrap();
+    let at = bytes.len() - 20; // inside the page index / trailer: only the checksum can tell
+    bytes[at] ^= 0xff;
+    fs::write(victim, &bytes).unwrap();
+    for args in [["-compact", "0:1"], ["-snapshot", ""]] {
+        let u = url(&replica);
+        let mut a = vec!["ltx"];
+        a.extend(args.iter().filter(|s| !s.is_empty()));
+        a.push(&u);
+        let o = litevisor(&a);
+        assert_eq!(o.status.code(), Some(1), "{a:?}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(victim.to_str().unwrap()),
+            "{a:?}: error must name the corrupt file: {err}"
+        );
+        for level in [1, 9] {
+            let d = replica.join("ltx").join(level.to_string());
+            let left: Vec<_> = fs::read_dir(&d)
+                .map(|r| r.map(|e| e.unwrap().path()).collect())
+                .unwrap_or_default();
+            assert!(
+                left.is_empty(),
+                "{a:?}: nothing may be committed or left behind: {left:?}"
+            );
+        }
+    }
+}

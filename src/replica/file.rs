@@ -167,8 +167,9 @@ fn write_tmp(tmp: &Path, created_at: SystemTime, data: &mut dyn Read) -> Result<
     let file = w
         .into_inner()
         .map_err(|e| io_err("write", tmp)(e.into_error()))?;
-    file.sync_all().map_err(io_err("fsync", tmp))?;
+    // The mtime is the file's creation time for every reader: set it before the fsync makes it durable.
     set_mtime(&file, created_at).map_err(io_err("set mtime of", tmp))?;
+    file.sync_all().map_err(io_err("fsync", tmp))?;
     Ok(size)
 }
 
