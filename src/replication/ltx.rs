@@ -13,7 +13,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, BufReader, Read, Write};
 
-use crc::{CRC_64_GO_ISO, Crc, Digest};
+use crc::{CRC_64_GO_ISO, Crc, Digest, Table};
 use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
 
 pub const HEADER_SIZE: usize = 100;
@@ -32,7 +32,9 @@ const MIN_PAGE_SIZE: u32 = 512;
 const MAX_PAGE_SIZE: u32 = 65536;
 /// SQLite's PENDING_BYTE: the page holding it is never stored in a database file.
 const PENDING_BYTE: u32 = 0x4000_0000;
-const CRC64: Crc<u64> = Crc::<u64>::new(&CRC_64_GO_ISO);
+/// Slice-by-16 tables (32 KiB, built at compile time): ~5x the byte-wise table's throughput, and the
+/// file checksum covers every decompressed byte.
+const CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_GO_ISO);
 const READ_BUFFER_SIZE: usize = 64 << 10;
 
 const LZ4_FRAME_MAGIC: u32 = 0x184D_2204;
@@ -354,7 +356,7 @@ pub struct Encoder<W: Write> {
     w: W,
     header: Header,
     encoding: PageEncoding,
-    hash: Digest<'static, u64>,
+    hash: Digest<'static, u64, Table<16>>,
     offset: u64,
     prev_pgno: u32,
     /// The page index as it will be written: (pgno, offset, size) uvarints in page order.
@@ -501,9 +503,9 @@ enum DecodeState {
 pub struct Decoder<R: Read> {
     r: BufReader<R>,
     header: Header,
-    hash: Digest<'static, u64>,
+    hash: Digest<'static, u64, Table<16>>,
     /// The page index this file must end with, rebuilt from the pages actually read.
-    expected_index: Digest<'static, u64>,
+    expected_index: Digest<'static, u64, Table<16>>,
     expected_index_len: u64,
     offset: u64,
     prev_pgno: u32,
@@ -816,7 +818,7 @@ impl<R: Read> Decoder<R> {
 
     fn read_index_uvarint(
         &mut self,
-        digest: &mut Digest<'static, u64>,
+        digest: &mut Digest<'static, u64, Table<16>>,
         len: &mut u64,
     ) -> Result<u64, LtxError> {
         let mut value = 0u64;
