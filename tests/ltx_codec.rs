@@ -828,3 +828,49 @@ proptest! {
         prop_assert!(decode(&input).is_err());
     }
 }
+
+/// A writer that accepts `room` bytes, then fails.
+struct FailingWriter {
+    room: usize,
+}
+
+impl Write for FailingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.room {
+            return Err(std::io::Error::other("disk full"));
+        }
+        self.room -= buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn encoder_is_unusable_after_a_failed_write() {
+    let h = header(2, 2, 10, 4096);
+    let mut e = Encoder::new(
+        FailingWriter {
+            room: HEADER_SIZE + 100,
+        },
+        &h,
+        PageEncoding::Block,
+    )
+    .unwrap();
+    assert!(matches!(
+        e.encode_page(1, &page(1, 0, 4096)),
+        Err(LtxError::Io(_))
+    ));
+    assert!(matches!(
+        e.encode_page(2, &page(2, 0, 4096)),
+        Err(LtxError::Failed(_))
+    ));
+    assert!(matches!(e.finish(), Err(LtxError::Failed(_))));
+    // A rejected page (nothing written) leaves the encoder usable.
+    let mut e = Encoder::new(Vec::new(), &h, PageEncoding::Block).unwrap();
+    assert!(e.encode_page(11, &page(11, 0, 4096)).is_err());
+    e.encode_page(1, &page(1, 0, 4096)).unwrap();
+    let (bytes, _) = e.finish().unwrap();
+    assert_eq!(decode(&bytes).unwrap().1, vec![(1, page(1, 0, 4096))]);
+}

@@ -109,7 +109,7 @@ pub enum LtxError {
         max_txid: u64,
         source: Box<LtxError>,
     },
-    #[error("decoder already failed: {0}")]
+    #[error("an earlier error left this stream unusable: {0}")]
     Failed(String),
 }
 
@@ -365,6 +365,8 @@ pub struct Encoder<W: Write> {
     frame: FrameEncoder<Vec<u8>>,
     /// Block encoding: one page frame (header, size, compressed block).
     block: Vec<u8>,
+    /// Set when a write failed part-way: the output and the checksum no longer agree.
+    write_failed: Option<String>,
 }
 
 impl<W: Write> Encoder<W> {
@@ -398,6 +400,7 @@ impl<W: Write> Encoder<W> {
             index: Vec::new(),
             frame: FrameEncoder::with_frame_info(info, Vec::with_capacity(page_size + 64)),
             block: Vec::with_capacity(10 + max_compressed_len(header.page_size)),
+            write_failed: None,
         })
     }
 
@@ -408,6 +411,9 @@ impl<W: Write> Encoder<W> {
     /// `data.len() == page_size`; pgno strictly ascending, `<= commit`, never the lock page; a
     /// snapshot lists every page from 1.
     pub fn encode_page(&mut self, pgno: u32, data: &[u8]) -> Result<(), LtxError> {
+        if let Some(e) = &self.write_failed {
+            return Err(LtxError::Failed(e.clone()));
+        }
         if data.len() != self.header.page_size as usize {
             return Err(LtxError::BufferSize {
                 got: data.len(),
@@ -449,7 +455,10 @@ impl<W: Write> Encoder<W> {
             }
         };
         self.hash.update(data);
-        self.w.write_all(frame_bytes)?;
+        if let Err(e) = self.w.write_all(frame_bytes) {
+            self.write_failed = Some(e.to_string());
+            return Err(e.into());
+        }
         let size = frame_bytes.len() as u64;
         append_uvarint(&mut self.index, u64::from(pgno));
         append_uvarint(&mut self.index, self.offset);
@@ -462,6 +471,9 @@ impl<W: Write> Encoder<W> {
     /// Writes the terminator, the page index and the trailer; returns the inner writer (the caller
     /// flushes, fsyncs and renames).
     pub fn finish(mut self) -> Result<(W, Trailer), LtxError> {
+        if let Some(e) = self.write_failed {
+            return Err(LtxError::Failed(e));
+        }
         if self.prev_pgno == 0 {
             return Err(LtxError::NoPages);
         }
