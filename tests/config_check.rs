@@ -392,14 +392,43 @@ fn s6_overlay_directories_are_read_as_they_are() {
     t.file("s6-rc.d/late/type", "longrun\n");
     t.script("s6-rc.d/late/run", "#!/bin/sh\nexec sleep 1000\n");
     t.file("s6-rc.d/late/dependencies.d/user", "");
+    // A legacy s6 logger is accepted with a warning: litevisor prefixes and prints output itself.
+    t.script(
+        "s6-rc.d/app/log/run",
+        "#!/bin/sh\nexec logutil-service /var/log/app\n",
+    );
     let out = t.check();
     out.ok();
+    let log_dir = t.path("s6-rc.d/app/log");
+    assert!(
+        out.stderr
+            .contains(&format!("warning: {}: ignored", log_dir.display())),
+        "{}",
+        out.stderr
+    );
     assert_eq!(out.order(), ["init-db", "app", "late"]);
     assert!(
         out.stdout.contains("depends_on=app,init-db"),
         "{}",
         out.stdout
     );
+}
+
+#[test]
+fn bundle_cycles_are_printed() {
+    let t = Tree::new();
+    t.file("litevisor.toml", "services_dir = \"s6\"\n");
+    t.file("s6/one/type", "bundle\n");
+    t.file("s6/one/contents.d/two", "");
+    t.file("s6/two/type", "bundle\n");
+    t.file("s6/two/contents.d/one", "");
+    t.file("s6/app/type", "longrun\n");
+    t.script("s6/app/run", "#!/bin/sh\n");
+    t.file("s6/app/dependencies.d/one", "");
+    t.check().fails_with(&[
+        "bundle cycle: one -> two -> one",
+        "bundle cycle: two -> one -> two",
+    ]);
 }
 
 #[test]

@@ -97,7 +97,8 @@ fn trailing_comment_only(rest: &str) -> Result<(), String> {
     if rest.is_empty() || rest.starts_with('#') {
         Ok(())
     } else {
-        Err(format!("unexpected text after the closing quote: {rest:?}"))
+        // The text itself is not shown: env files hold secrets.
+        Err("unexpected text after the closing quote".to_string())
     }
 }
 

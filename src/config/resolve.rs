@@ -41,9 +41,18 @@ struct Globals {
     config_dir: PathBuf,
 }
 
+/// `explicit`: the path was asked for (flag or variable), so it must exist.
 pub fn load_file(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+    load_with_default_dir(path, explicit, Path::new(DEFAULT_SERVICES_DIR))
+}
+
+fn load_with_default_dir(
+    path: &Path,
+    explicit: bool,
+    default_services_dir: &Path,
+) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
-    let config = load_into(path, explicit, &mut problems);
+    let config = load_into(path, explicit, default_services_dir, &mut problems);
     match config {
         Some(mut config) if problems.is_empty() => {
             config.warnings = problems.take_warnings();
@@ -53,7 +62,12 @@ pub fn load_file(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
     }
 }
 
-fn load_into(path: &Path, explicit: bool, problems: &mut Problems) -> Option<Config> {
+fn load_into(
+    path: &Path,
+    explicit: bool,
+    default_services_dir: &Path,
+    problems: &mut Problems,
+) -> Option<Config> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => Some(text),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound && !explicit => None,
@@ -127,12 +141,11 @@ fn load_into(path: &Path, explicit: bool, problems: &mut Problems) -> Option<Con
             );
             None
         }
-        None if Path::new(DEFAULT_SERVICES_DIR).is_dir() => {
-            Some(PathBuf::from(DEFAULT_SERVICES_DIR))
-        }
+        None if default_services_dir.is_dir() => Some(default_services_dir.to_path_buf()),
         None if src.is_none() => {
             let msg = format!(
-                "no configuration: neither this file nor the services directory {DEFAULT_SERVICES_DIR} exists"
+                "no configuration: neither this file nor the services directory {} exists",
+                default_services_dir.display()
             );
             problems.push(Loc::file(path), msg);
             return None;
@@ -1087,6 +1100,31 @@ replica = { path = "replica-dir" }
             Replica::File {
                 path: dir.path().join("replica-dir")
             }
+        );
+    }
+
+    #[test]
+    fn a_missing_default_config_falls_back_to_the_services_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = dir.path().join("services.d");
+        write(&services, "solo/run", "#!/bin/sh\n", true);
+        let missing = dir.path().join("litevisor.toml");
+        let config = load_with_default_dir(&missing, false, &services).unwrap();
+        assert_eq!(config.file, None);
+        assert_eq!(config.services_dir.as_deref(), Some(services.as_path()));
+        assert_eq!(config.services[0].name, "solo");
+        // Asked for explicitly, the file must exist.
+        let err = load_with_default_dir(&missing, true, &services).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot read the configuration file"),
+            "{err}"
+        );
+        // Neither the default file nor the default directory: nothing to supervise.
+        let err = load_with_default_dir(&missing, false, &dir.path().join("none")).unwrap_err();
+        assert!(
+            err.to_string().contains("no configuration: neither"),
+            "{err}"
         );
     }
 
