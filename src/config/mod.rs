@@ -11,8 +11,9 @@
 //!    [`DEFAULT_CONFIG`];
 //! 2. a path given explicitly (flag or variable) must exist; the default file may be missing, and then
 //!    the services come only from [`DEFAULT_SERVICES_DIR`], which must then exist;
-//! 3. `services_dir` (default [`DEFAULT_SERVICES_DIR`]; relative to the config file's directory) is
-//!    scanned when it exists; a `services_dir` set explicitly must exist.
+//! 3. `services_dir` (relative to the config file's directory; default `services.d`, which for the
+//!    default file is [`DEFAULT_SERVICES_DIR`]) is scanned when it exists; a `services_dir` set
+//!    explicitly must exist.
 
 mod credentials;
 mod database;
@@ -34,7 +35,8 @@ pub use nix::sys::signal::Signal;
 
 /// The configuration file read when neither `--config` nor `$LITEVISOR_CONFIG` names one.
 pub const DEFAULT_CONFIG: &str = "/etc/litevisor/litevisor.toml";
-/// The services directory used when the configuration does not set `services_dir`.
+/// The services directory read when the default configuration file is absent (it is also the default
+/// `services_dir` of the default file: `services.d` next to it).
 pub const DEFAULT_SERVICES_DIR: &str = "/etc/litevisor/services.d";
 /// The environment variable that names the configuration file.
 pub const CONFIG_ENV: &str = "LITEVISOR_CONFIG";

@@ -141,8 +141,11 @@ fn load_into(
             );
             None
         }
+        // Unset: `services.d` next to the config file (so /etc/litevisor/services.d for the default
+        // file), used when it exists.
+        None if src.is_some() => Some(globals.config_dir.join("services.d")).filter(|d| d.is_dir()),
         None if default_services_dir.is_dir() => Some(default_services_dir.to_path_buf()),
-        None if src.is_none() => {
+        None => {
             let msg = format!(
                 "no configuration: neither this file nor the services directory {} exists",
                 default_services_dir.display()
@@ -150,7 +153,6 @@ fn load_into(
             problems.push(Loc::file(path), msg);
             return None;
         }
-        None => None,
     };
     let mut bundles = Vec::new();
     if let Some(dir) = &scanned_dir {
@@ -1126,6 +1128,15 @@ replica = { path = "replica-dir" }
             err.to_string().contains("no configuration: neither"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn services_dir_defaults_to_services_d_next_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "services.d/next/run", "#!/bin/sh\n", true);
+        let config = load(dir.path(), "log_prefix = true\n").unwrap();
+        assert_eq!(config.services_dir, Some(dir.path().join("services.d")));
+        assert_eq!(config.services[0].name, "next");
     }
 
     #[test]
