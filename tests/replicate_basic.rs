@@ -111,8 +111,33 @@ fn once_refuses_a_missing_database() {
     );
 }
 
+/// Voluntary + involuntary context switches of each thread of `pid`, by thread name.
+fn switches(pid: u32) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let n: u64 = field("voluntary_ctxt_switches:").parse().unwrap_or(0)
+            + field("nonvoluntary_ctxt_switches:")
+                .parse::<u64>()
+                .unwrap_or(0);
+        out.push((field("Name:"), n));
+    }
+    out.sort();
+    out
+}
+
 #[test]
-fn idle_database_produces_no_new_replica_files() {
+fn idle_database_produces_no_new_replica_files_and_no_wakeups() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let replica = dir.path().join("replica");
@@ -121,41 +146,188 @@ fn idle_database_produces_no_new_replica_files() {
     insert(&mut c, 0..100, 10);
     let lv = Replicator::litevisor(&db, &replica, &[]);
     insert(&mut c, 100..110, 1);
-    // Wait until the replica holds the last write (a -once would be another writer; use rows).
-    wait_until("replica catches up", Duration::from_secs(30), || {
-        let n = max_l0(&replica);
-        n >= 2 && std::fs::metadata(l0_path(&replica, n)).is_ok()
-    });
-    std::thread::sleep(Duration::from_secs(2)); // let in-flight syncs settle
-    let before = replica_files(&replica, 0);
-    let meta_before = std::fs::read_dir(dir.path().join(".app.db-litestream/ltx/0"))
-        .unwrap()
-        .count();
-    std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(
-        replica_files(&replica, 0),
-        before,
-        "no L0 while nothing is written"
+    let meta_l0 = dir.path().join(".app.db-litestream/ltx/0");
+    let newest_local = || {
+        std::fs::read_dir(&meta_l0)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".ltx"))
+                    .count()
+            })
+            .unwrap_or(0);
+        replica_files(&dir.path().join(".app.db-litestream"), 0)
+            .last()
+            .map_or(0, |f| f.1)
+    };
+    wait_until(
+        "the replica holds every local L0",
+        Duration::from_secs(30),
+        || {
+            let local = newest_local();
+            local >= 2 && max_l0(&replica) == local
+        },
     );
-    let meta_after = std::fs::read_dir(dir.path().join(".app.db-litestream/ltx/0"))
-        .unwrap()
-        .count();
-    assert_eq!(meta_before, meta_after);
-    // Reads by the application are not writes either.
+    std::thread::sleep(Duration::from_secs(2)); // let in-flight work settle
+    let before = max_l0(&replica);
+    let local_before = newest_local();
+    let pid = lv.child.id();
+    let switches_before = switches(pid);
+    std::thread::sleep(Duration::from_secs(5));
+    let switches_after = switches(pid);
+    assert_eq!(max_l0(&replica), before, "no L0 while nothing is written");
+    assert_eq!(newest_local(), local_before, "no local L0 either");
+    // Zero idle wake-ups: threads sleep in poll/recv/sigwait. A compaction boundary may fall into
+    // the window (one wake-up of the upload thread, a few switches for its file I/O); a 1 s ticker
+    // anywhere would add at least 5.
+    let woke: Vec<(String, u64)> = switches_after
+        .iter()
+        .map(|(name, n)| {
+            let was = switches_before
+                .iter()
+                .find(|(m, _)| m == name)
+                .map_or(0, |x| x.1);
+            (name.clone(), n - was)
+        })
+        .collect();
+    for (name, n) in &woke {
+        let limit = if name.starts_with("lv-upload") { 4 } else { 0 };
+        assert!(
+            *n <= limit,
+            "thread {name} woke {n} times while idle: {woke:?}"
+        );
+    }
+    // Reads by the application are not writes.
     for _ in 0..20 {
         let _: i64 = c
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
     }
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        replica_files(&replica, 0),
-        before,
-        "reads do not cause syncs"
-    );
+    assert_eq!(max_l0(&replica), before, "reads do not cause syncs");
     assert!(lv.stop().success());
     let restored = litestream_restore(&replica, &dir.path().join("out.db"));
     assert_same_rows(&db, &restored);
+}
+
+#[test]
+fn sigterm_during_writes_keeps_everything_committed_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    let lv = Replicator::litevisor(&db, &replica, &["-monitor-interval", "1s"]);
+    let committed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (committed, stop) = (committed.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut id = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                insert(&mut c, id..id + 5, 5);
+                committed.store(id + 4, std::sync::atomic::Ordering::SeqCst);
+                id += 5;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    // Everything committed before the signal must be in the replica; what follows may or may not.
+    let before_signal = committed.load(std::sync::atomic::Ordering::SeqCst);
+    let status = lv.stop();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+    assert!(status.success());
+    assert!(before_signal > 0);
+    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
+    assert_eq!(integrity(&restored), "ok");
+    let got = rows(&restored);
+    let all = rows(&db);
+    assert!(
+        got.len() as i64 > before_signal,
+        "{} rows restored, {before_signal} committed before SIGTERM",
+        got.len()
+    );
+    assert_eq!(
+        &all[..got.len()],
+        &got[..],
+        "the restore is a prefix of the database's rows"
+    );
+}
+
+#[test]
+fn waits_for_a_database_that_does_not_exist_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let lv = Replicator::litevisor(&db, &replica, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!db.exists(), "litevisor never creates the database");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..100, 10);
+    wait_until("first upload", Duration::from_secs(30), || {
+        max_l0(&replica) >= 1
+    });
+    insert(&mut c, 100..200, 10);
+    assert!(lv.stop().success());
+    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
+    assert_same_rows(&db, &restored);
+}
+
+#[test]
+fn a_second_replicator_on_the_same_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..10, 10);
+    let lv = Replicator::litevisor(&db, &replica, &[]);
+    wait_until("first upload", Duration::from_secs(30), || {
+        max_l0(&replica) >= 1
+    });
+    let (code, out) = once(&db, &dir.path().join("other-replica"), &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("litevisor.lock"), "{out}");
+    assert!(lv.stop().success());
+}
+
+#[test]
+fn restore_if_db_not_exists_restores_then_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..300, 30);
+    let (code, out) = once(&db, &replica, &[]);
+    assert_eq!(code, 0, "{out}");
+    insert(&mut c, 300..400, 30);
+    let (code, out) = once(&db, &replica, &[]);
+    assert_eq!(code, 0, "{out}");
+    let max = max_l0(&replica);
+    drop(c);
+    let want = rows(&db);
+
+    // A new machine: no database, no meta directory.
+    let fresh = tempfile::tempdir().unwrap();
+    let db2 = fresh.path().join("app.db");
+    let lv = Replicator::litevisor(&db2, &replica, &["-restore-if-db-not-exists"]);
+    wait_until("restored database", Duration::from_secs(30), || {
+        db2.exists()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c2 = app(&db2);
+    insert(&mut c2, 1000..1050, 10);
+    assert!(lv.stop().success());
+    assert!(rows(&db2).len() == want.len() + 50);
+    // Numbering continued after the replica's newest L0 (Litestream #781), with a snapshot.
+    let l0 = replica_files(&replica, 0);
+    assert!(l0.iter().any(|f| f.0 == max + 1), "{l0:?}");
+    let (_, _, _, wal_offset, _) = ltx_header(&l0_path(&replica, max + 1));
+    assert_eq!(wal_offset, 32);
+    let restored = litestream_restore(&replica, &fresh.path().join("out.db"));
+    assert_same_rows(&db2, &restored);
 }
 
 fn grow_shrink_with_page_size(page_size: u32) {

@@ -77,6 +77,14 @@ pub fn run(args: ReplicateArgs) -> anyhow::Result<i32> {
         }
         let replicator =
             Replicator::start(cfg).with_context(|| format!("replicate {}", db_path.display()))?;
+        // One pass through the same engine the daemon uses, then the final sync (a no-op unless
+        // the database changed meanwhile).
+        match replicator.sync_now(args.shutdown_sync_timeout) {
+            Ok(s) => {
+                info!(db = %replicator.path().display(), txid = s.txid, replica_txid = s.replica_txid, "synced")
+            }
+            Err(e) => error!(db = %replicator.path().display(), "sync failed: {e}"),
+        }
         return Ok(report(
             replicator.shutdown(args.shutdown_sync_timeout),
             &db_path,

@@ -147,10 +147,6 @@ impl Db {
         Ok(db)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn page_size(&self) -> u32 {
         self.page_size
     }

@@ -534,11 +534,12 @@ impl SyncWorker {
             }
             if self.checkpoint_due.is_some_and(|d| Instant::now() >= d) {
                 self.checkpoint_due = None;
-                if self.synced_since_checkpoint && self.wal_frames() > 1 {
-                    if let Err(e) = self.checkpoint(false) {
-                        warn!(db = %self.cfg.path.display(), "checkpoint failed: {e}");
-                        self.record_error(&e);
-                    }
+                if self.synced_since_checkpoint
+                    && self.wal_frames() > 1
+                    && let Err(e) = self.checkpoint(false)
+                {
+                    warn!(db = %self.cfg.path.display(), "checkpoint failed: {e}");
+                    self.record_error(&e);
                 }
             }
         }
@@ -852,7 +853,7 @@ impl Uploader {
             s.replica_txid = s.replica_txid.max(t);
         }
         if replica_txid.is_some() {
-            self.upload_pending(false);
+            let _ = self.upload_pending(false);
         }
         loop {
             let deadline = self

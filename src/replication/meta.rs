@@ -51,10 +51,6 @@ impl Meta {
         Meta { dir }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn l0_dir(&self) -> PathBuf {
         self.dir.join("ltx").join("0")
     }

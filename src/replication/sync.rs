@@ -252,7 +252,9 @@ pub fn verify(
         });
     }
     let frame_size = WAL_FRAME_HEADER_SIZE + u64::from(header.page_size);
-    if pos.wal_offset < WAL_HEADER_SIZE || (pos.wal_offset - WAL_HEADER_SIZE) % frame_size != 0 {
+    if pos.wal_offset < WAL_HEADER_SIZE
+        || !(pos.wal_offset - WAL_HEADER_SIZE).is_multiple_of(frame_size)
+    {
         return snapshot("the position has no usable WAL offset");
     }
     if wal_len < pos.wal_offset {
@@ -417,6 +419,7 @@ fn write_incremental(
 
 /// Every page 1..commit: the latest committed WAL version, else the DB file's. Streams one page at
 /// a time; the WAL page map is the only thing held in memory.
+#[allow(clippy::too_many_arguments)]
 fn write_snapshot(
     files: &DbFiles,
     db_file: &File,
