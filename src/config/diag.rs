@@ -106,7 +106,10 @@ impl Problems {
         std::mem::take(&mut self.warnings)
     }
 
-    pub fn into_error(self) -> ConfigError {
+    /// The problems in reading order: by file, then line (stable, so one line keeps its check order).
+    pub fn into_error(mut self) -> ConfigError {
+        self.errors
+            .sort_by(|a, b| (&a.loc.file, a.loc.line).cmp(&(&b.loc.file, b.loc.line)));
         ConfigError {
             problems: self.errors,
         }
