@@ -170,6 +170,24 @@ pub fn litestream_restore(replica: &Path, out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
+/// Restores with litevisor's own `restore` command into `out` and returns it.
+pub fn litevisor_restore(replica: &Path, out: &Path) -> PathBuf {
+    let _ = fs::remove_file(out);
+    let output = Command::new(LITEVISOR)
+        .arg("restore")
+        .arg("-o")
+        .arg(out)
+        .arg(url(replica))
+        .output()
+        .expect("run litevisor restore");
+    assert!(
+        output.status.success(),
+        "litevisor restore failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out.to_path_buf()
+}
+
 /// Asserts the restored database has exactly the source's rows and passes integrity_check.
 pub fn assert_same_rows(source: &Path, restored: &Path) {
     assert_eq!(integrity(restored), "ok");
