@@ -729,4 +729,127 @@ mod tests {
             [(9, 1, 10), (0, 11, 11)]
         );
     }
+
+    mod materialize {
+        use super::super::*;
+        use crate::replica::file::FileReplica;
+        use crate::replication::ltx::{Encoder, HEADER_FLAG_NO_CHECKSUM, Header, PageEncoding};
+
+        const PS: u32 = 1024;
+
+        /// Writes an LTX file holding `pages` (pgno, fill byte) to the replica.
+        fn put(r: &FileReplica, level: u8, min: u64, max: u64, commit: u32, pages: &[(u32, u8)]) {
+            let header = Header {
+                flags: HEADER_FLAG_NO_CHECKSUM,
+                page_size: PS,
+                commit,
+                min_txid: min,
+                max_txid: max,
+                timestamp_ms: 1_700_000_000_000 + max as i64,
+                ..Header::default()
+            };
+            let mut enc = Encoder::new(Vec::new(), &header, PageEncoding::Frame).unwrap();
+            for &(pgno, fill) in pages {
+                enc.encode_page(pgno, &vec![fill; PS as usize]).unwrap();
+            }
+            let (bytes, _) = enc.finish().unwrap();
+            let at = timestamp_to_time(header.timestamp_ms);
+            r.write_ltx(level, min, max, at, &mut bytes.as_slice())
+                .unwrap();
+        }
+
+        fn restore_to(
+            r: &FileReplica,
+            target: Target,
+            out: &Path,
+        ) -> Result<RestoreReport, RestoreError> {
+            restore(r, target, out, &RestoreOptions::default())
+        }
+
+        #[test]
+        fn newest_page_wins_and_file_is_truncated_to_commit() {
+            let dir = tempfile::tempdir().unwrap();
+            let r = FileReplica::new(dir.path().join("replica"));
+            put(&r, 0, 1, 1, 3, &[(1, 1), (2, 2), (3, 3)]);
+            put(&r, 0, 2, 2, 4, &[(2, 20), (4, 40)]);
+            put(&r, 0, 3, 3, 2, &[(1, 10)]); // shrink to 2 pages
+            let out = dir.path().join("out.db");
+            let report = restore_to(&r, Target::Latest, &out).unwrap();
+            assert_eq!((report.txid, report.pages, report.page_size), (3, 2, PS));
+            let bytes = fs::read(&out).unwrap();
+            assert_eq!(bytes.len(), 2 * PS as usize);
+            assert_eq!((bytes[0], bytes[PS as usize]), (10, 20));
+            let out2 = dir.path().join("out2.db");
+            restore_to(&r, Target::Txid(2), &out2).unwrap();
+            let bytes = fs::read(&out2).unwrap();
+            assert_eq!(bytes.len(), 4 * PS as usize);
+            assert_eq!(
+                bytes
+                    .iter()
+                    .step_by(PS as usize)
+                    .copied()
+                    .collect::<Vec<_>>(),
+                [1, 20, 3, 40]
+            );
+        }
+
+        #[test]
+        fn missing_growth_page_is_an_error_and_leaves_nothing() {
+            let dir = tempfile::tempdir().unwrap();
+            let r = FileReplica::new(dir.path().join("replica"));
+            put(&r, 0, 1, 1, 2, &[(1, 1), (2, 2)]);
+            put(&r, 0, 2, 2, 4, &[(4, 4)]); // grew to 4 pages but page 3 is nowhere
+            let out = dir.path().join("out.db");
+            fs::write(&out, b"keep").unwrap();
+            let err = restore_to(&r, Target::Latest, &out)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("missing page 3"), "{err}");
+            assert_eq!(fs::read(&out).unwrap(), b"keep");
+            assert!(!dir.path().join("out.db.tmp").exists());
+        }
+
+        #[test]
+        fn chain_must_start_at_txid_1_and_names_must_match_headers() {
+            let dir = tempfile::tempdir().unwrap();
+            let r = FileReplica::new(dir.path().join("replica"));
+            put(&r, 0, 2, 2, 1, &[(1, 1)]);
+            let files = r.ltx_files(0).unwrap();
+            let out = dir.path().join("out.db");
+            let err = restore_files(&r, &files, &out, &RestoreOptions::default()).unwrap_err();
+            assert!(
+                matches!(err, RestoreError::MissingFirstTxid { min: 2, .. }),
+                "{err}"
+            );
+
+            // A file whose name disagrees with its header (renamed by hand) is refused by name.
+            put(&r, 1, 1, 1, 1, &[(1, 1)]);
+            let src = r.file_path(1, 1, 1);
+            fs::rename(&src, r.file_path(1, 1, 2)).unwrap();
+            let err = restore_to(&r, Target::Latest, &out)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("0000000000000001-0000000000000002.ltx"),
+                "{err}"
+            );
+            assert!(!out.exists());
+        }
+
+        #[test]
+        fn integrity_check_runs_on_the_temp_file() {
+            let dir = tempfile::tempdir().unwrap();
+            let r = FileReplica::new(dir.path().join("replica"));
+            // Two pages of junk: not a SQLite database at all.
+            put(&r, 0, 1, 1, 2, &[(1, 7), (2, 7)]);
+            let out = dir.path().join("out.db");
+            let opts = RestoreOptions {
+                integrity_check: IntegrityCheck::Quick,
+                progress: false,
+            };
+            let err = restore(&r, Target::Latest, &out, &opts).unwrap_err();
+            assert!(matches!(err, RestoreError::Integrity { .. }), "{err}");
+            assert!(!out.exists() && !dir.path().join("out.db.tmp").exists());
+        }
+    }
 }
