@@ -139,6 +139,8 @@ depends_on = ["alpha"]
 [services.alpha]
 command = "echo hello | cat"
 type = "oneshot"
+# A oneshot may be the main program (a batch job with sidecars).
+main = true
 
 [services.mid]
 command = ["true"]
@@ -149,6 +151,15 @@ depends_on = ["alpha"]
     let out = t.check();
     out.ok();
     assert_eq!(out.order(), ["alpha", "mid", "zeta"]);
+    assert!(
+        out.stdout
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("oneshot  depends_on=-  main"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
