@@ -275,3 +275,107 @@ fn delete(
     report.deleted.extend(files);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::file::FileReplica;
+    use std::time::UNIX_EPOCH;
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    /// Retention never reads file contents, so placeholders are enough here.
+    fn put(r: &FileReplica, level: u8, min: u64, max: u64, created_s: u64) {
+        r.write_ltx(level, min, max, at(created_s), &mut &b"x"[..])
+            .unwrap();
+    }
+
+    fn ranges(r: &FileReplica, level: u8) -> Vec<(u64, u64)> {
+        r.ltx_files(level)
+            .unwrap()
+            .iter()
+            .map(|f| (f.min_txid, f.max_txid))
+            .collect()
+    }
+
+    #[test]
+    fn snapshot_retention_keeps_newest_and_floors_lower_levels() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = FileReplica::new(dir.path());
+        put(&r, 9, 1, 10, 100);
+        put(&r, 9, 1, 20, 200);
+        put(&r, 9, 1, 30, 300);
+        for (min, max, t) in [(1, 9, 90), (10, 19, 190), (20, 29, 290), (30, 35, 350)] {
+            put(&r, 1, min, max, t);
+        }
+        put(&r, 2, 1, 15, 150);
+        // Snapshots older than 250s are 1-10 and 1-20; floor = 20 (newest deleted).
+        let report = enforce_retention(
+            &r,
+            &Retention {
+                snapshot_retention: Duration::from_secs(100),
+                l0_retention: Duration::ZERO,
+            },
+            at(350),
+        )
+        .unwrap();
+        assert_eq!(ranges(&r, 9), [(1, 30)]);
+        assert_eq!(ranges(&r, 1), [(20, 29), (30, 35)], "max < 20 deleted");
+        assert_eq!(ranges(&r, 2), [(1, 15)], "the last file of a level is kept");
+        assert_eq!(report.deleted.len(), 4);
+
+        // Everything old: the newest snapshot still stays.
+        enforce_retention(
+            &r,
+            &Retention {
+                snapshot_retention: Duration::from_secs(1),
+                l0_retention: Duration::ZERO,
+            },
+            at(10_000),
+        )
+        .unwrap();
+        assert_eq!(ranges(&r, 9), [(1, 30)]);
+    }
+
+    #[test]
+    fn l0_retention_needs_l1_and_age_and_stops_at_recent() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = FileReplica::new(dir.path());
+        for t in 1..=6 {
+            put(&r, 0, t, t, [10, 20, 30, 95, 40, 50][t as usize - 1]);
+        }
+        let ret = Retention {
+            snapshot_retention: Duration::from_secs(3600),
+            l0_retention: Duration::from_secs(10),
+        };
+        // No L1 yet: nothing is compacted, nothing goes.
+        enforce_retention(&r, &ret, at(100)).unwrap();
+        assert_eq!(ranges(&r, 0).len(), 6);
+        put(&r, 1, 1, 5, 40);
+        // Threshold 90: 1..3 go; 4 (created 95) is too recent and stops the scan, so 5 stays too.
+        enforce_retention(&r, &ret, at(100)).unwrap();
+        assert_eq!(ranges(&r, 0), [(4, 4), (5, 5), (6, 6)]);
+        // Later: 4, 5 compacted and old; 6 not in L1 yet.
+        enforce_retention(&r, &ret, at(1000)).unwrap();
+        assert_eq!(ranges(&r, 0), [(6, 6)]);
+        // Once 6 is compacted it is still kept: the newest L0 file is the replica's position.
+        put(&r, 1, 6, 6, 50);
+        enforce_retention(&r, &ret, at(1000)).unwrap();
+        assert_eq!(ranges(&r, 0), [(6, 6)]);
+        // Zero L0 retention disables L0 deletes.
+        put(&r, 0, 7, 7, 60);
+        put(&r, 1, 7, 7, 60);
+        enforce_retention(
+            &r,
+            &Retention {
+                l0_retention: Duration::ZERO,
+                ..ret
+            },
+            at(5000),
+        )
+        .unwrap();
+        assert_eq!(ranges(&r, 0), [(6, 6), (7, 7)]);
+    }
+}
