@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
+use super::Environment;
 use super::diag::{Loc, Problems};
 
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -119,8 +120,8 @@ impl EnvBuilder {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
-    pub fn build(self) -> Vec<(OsString, OsString)> {
-        self.0
+    pub fn build(self) -> Environment {
+        Environment(self.0)
     }
 }
 
@@ -158,9 +159,15 @@ mod tests {
         env.set("A", "1");
         env.set("B", "2");
         env.set("A", "3");
+        let env = env.build();
         assert_eq!(
-            env.build(),
-            vec![("A".into(), "3".into()), ("B".into(), "2".into())]
+            env.vars(),
+            [("A".into(), "3".into()), ("B".into(), "2".into())]
+        );
+        assert_eq!(
+            format!("{env:?}"),
+            r#"{"A", "B"}"#,
+            "values are never shown"
         );
     }
 }

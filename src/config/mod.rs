@@ -110,7 +110,7 @@ pub struct Service {
     /// Time between `stop_signal` and SIGKILL (capped at run time by what is left of `shutdown_timeout`).
     pub stop_grace: Duration,
     /// The complete environment for exec, in order, without duplicates.
-    pub env: Vec<(OsString, OsString)>,
+    pub env: Environment,
     /// Directory to chdir to; `None` = litevisor's own.
     pub working_dir: Option<PathBuf>,
     /// Identity to switch to; `None` = keep litevisor's.
@@ -249,6 +249,31 @@ impl fmt::Display for Replica {
             Replica::File { path } => write!(f, "file://{}", path.display()),
             Replica::S3 { bucket, path, .. } => write!(f, "s3://{bucket}/{path}"),
         }
+    }
+}
+
+/// A service's environment. `Debug` shows only the names: values (from env files especially) are
+/// often secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Environment(Vec<(OsString, OsString)>);
+
+// Read by the supervisor runtime, which is built on this model.
+#[allow(dead_code)]
+impl Environment {
+    pub fn vars(&self) -> &[(OsString, OsString)] {
+        &self.0
+    }
+
+    pub fn get(&self, name: &str) -> Option<&OsString> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+impl fmt::Debug for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
     }
 }
 

@@ -883,11 +883,7 @@ mod tests {
     }
 
     fn env_of<'a>(service: &'a Service, name: &str) -> Option<&'a str> {
-        service
-            .env
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.to_str())
+        service.env.get(name).and_then(|v| v.to_str())
     }
 
     #[test]
@@ -930,12 +926,12 @@ clear_env = true
         let (inherited, _) = std::env::vars_os()
             .next()
             .expect("tests run with some environment");
-        assert!(a.env.iter().any(|(n, _)| *n == inherited));
+        assert!(a.env.vars().iter().any(|(n, _)| *n == inherited));
         assert_eq!(a.credentials.as_ref().map(|c| (c.uid, c.gid)), Some((0, 0)));
         let b = config.service("b").unwrap();
         assert_eq!(
-            b.env,
-            vec![(OsString::from(SERVICE_NAME_ENV), OsString::from("b"))]
+            b.env.vars(),
+            [(OsString::from(SERVICE_NAME_ENV), OsString::from("b"))]
         );
         assert_eq!(b.credentials, None::<Credentials>);
     }

@@ -113,6 +113,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn durations_add_up(h in 0u64..100, m in 0u64..100, s in 0u64..100, ms in 0u64..2000) {
+            let text = format!("{h}h{m}m{s}s{ms}ms");
+            let expected = Duration::from_secs(h * 3600 + m * 60 + s) + Duration::from_millis(ms);
+            proptest::prop_assert_eq!(duration(&text), Ok(expected));
+            proptest::prop_assert_eq!(duration(&s.to_string()), Ok(Duration::from_secs(s)));
+        }
+
+        #[test]
+        fn durations_never_panic(text in "\\PC{0,12}") {
+            let _ = duration(&text);
+        }
+    }
+
     #[test]
     fn signals() {
         assert_eq!(signal("TERM"), Ok(Signal::SIGTERM));
