@@ -19,6 +19,8 @@ mod credentials;
 mod database;
 mod diag;
 mod env;
+mod graph;
+mod program;
 mod resolve;
 mod s6dir;
 mod spec;
@@ -43,9 +45,8 @@ pub const CONFIG_ENV: &str = "LITEVISOR_CONFIG";
 /// Set in every service's environment to the service's own name.
 pub const SERVICE_NAME_ENV: &str = "LITEVISOR_SERVICE";
 
-// Read by the supervisor and replication runtimes, which are built on this model.
-#[allow(dead_code)]
 /// The whole validated configuration.
+#[allow(dead_code)] // Read by the supervisor and replication runtimes, built on this model.
 #[derive(Debug)]
 pub struct Config {
     /// The configuration file that was read; `None` when the default file was absent.
@@ -66,8 +67,7 @@ pub struct Config {
     pub warnings: Vec<Problem>,
 }
 
-// Read by the supervisor and replication runtimes, which are built on this model.
-#[allow(dead_code)]
+#[allow(dead_code)] // Used by the runtimes built on this model.
 impl Config {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
@@ -84,9 +84,8 @@ impl Config {
     }
 }
 
-// Read by the supervisor and replication runtimes, which are built on this model.
-#[allow(dead_code)]
 /// One service, resolved: argv, environment and credentials are final.
+#[allow(dead_code)] // Read by the supervisor runtime, built on this model.
 #[derive(Debug, Clone)]
 pub struct Service {
     pub name: String,
@@ -196,9 +195,8 @@ pub struct Credentials {
     pub user_name: Option<String>,
 }
 
-// Read by the supervisor and replication runtimes, which are built on this model.
-#[allow(dead_code)]
 /// One `[[databases]]` entry.
+#[allow(dead_code)] // Read by the replication runtime, built on this model.
 #[derive(Debug, Clone)]
 pub struct Database {
     /// The SQLite database file (relative paths resolve against the config file's directory).
@@ -257,8 +255,7 @@ impl fmt::Display for Replica {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Environment(Vec<(OsString, OsString)>);
 
-// Read by the supervisor runtime, which is built on this model.
-#[allow(dead_code)]
+#[allow(dead_code)] // Used by the supervisor runtime built on this model.
 impl Environment {
     pub fn vars(&self) -> &[(OsString, OsString)] {
         &self.0
@@ -281,8 +278,7 @@ impl fmt::Debug for Environment {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
-// Read by the supervisor and replication runtimes, which are built on this model.
-#[allow(dead_code)]
+#[allow(dead_code)] // Used by the runtimes built on this model.
 impl Secret {
     pub fn new(value: String) -> Secret {
         Secret(value)

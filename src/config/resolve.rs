@@ -1,11 +1,10 @@
 //! Turns the config file, the services directory and the database list into the final [`Config`]:
-//! fills defaults, resolves argv, environment, credentials and paths, checks that every program can
-//! be executed, checks the dependency graph (missing names, cycles) and computes the start order.
+//! reads the top-level keys, gathers the service definitions, fills defaults, and resolves each
+//! service's argv, environment, credentials and paths. The graph checks live in `graph`, the
+//! executability checks in `program`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{OsStr, OsString};
-use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,7 +12,9 @@ use nix::sys::signal::Signal;
 
 use super::diag::{ConfigError, Loc, Problems, Source};
 use super::env::{EnvBuilder, read_env_file};
-use super::s6dir::{self, Bundle};
+use super::graph::{check_main, dedupe, direct_deps, expand_bundles, start_order};
+use super::program::{DEFAULT_PATH, check_program};
+use super::s6dir;
 use super::spec::ServiceSpec;
 use super::tree::{self, CommandSpec, Located, Node, TableReader};
 use super::{
@@ -30,8 +31,6 @@ pub const DEFAULT_RESTART_JITTER: f64 = 0.1;
 pub const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(10);
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_FINISH_TIMEOUT: Duration = Duration::from_secs(5);
-/// execvp's fallback when a service has no PATH.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Top-level settings every service inherits.
 struct Globals {
@@ -274,242 +273,6 @@ fn read_service_tables(
         specs.push(spec);
     }
     specs
-}
-
-/// One definition per name, across the config file, the services directory and bundles.
-fn dedupe(
-    specs: Vec<ServiceSpec>,
-    bundles: &[Bundle],
-    problems: &mut Problems,
-) -> Vec<ServiceSpec> {
-    let mut seen: BTreeMap<String, Loc> = BTreeMap::new();
-    let mut out = Vec::new();
-    for bundle in bundles {
-        seen.insert(bundle.name.clone(), bundle.loc.clone());
-    }
-    for spec in specs {
-        let here = spec.defined_in();
-        if let Some(first) = seen.get(&spec.name) {
-            let msg = format!(
-                "service {:?} is defined twice: here and in {}",
-                spec.name,
-                describe(first)
-            );
-            problems.push(here, msg);
-            continue;
-        }
-        seen.insert(spec.name.clone(), here);
-        out.push(spec);
-    }
-    out
-}
-
-fn describe(loc: &Loc) -> String {
-    match loc.line {
-        Some((line, col)) => format!("{}:{line}:{col}", loc.file.display()),
-        None => loc.file.display().to_string(),
-    }
-}
-
-/// Bundles may only contain services and other bundles; cycles among bundles are caught here.
-fn expand_bundles(specs: &[ServiceSpec], bundles: &[Bundle], problems: &mut Problems) {
-    for bundle in bundles {
-        let mut stack = vec![bundle.name.as_str()];
-        check_bundle(bundle, specs, bundles, &mut stack, problems);
-    }
-}
-
-fn check_bundle<'a>(
-    bundle: &'a Bundle,
-    specs: &[ServiceSpec],
-    bundles: &'a [Bundle],
-    stack: &mut Vec<&'a str>,
-    problems: &mut Problems,
-) {
-    for member in &bundle.members {
-        if specs.iter().any(|s| s.name == member.value) {
-            continue;
-        }
-        match bundles.iter().find(|b| b.name == member.value) {
-            Some(inner) if stack[0] == inner.name => {
-                let cycle = stack
-                    .iter()
-                    .chain([&inner.name.as_str()])
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(" -> ");
-                problems.push(member.loc.clone(), format!("bundle cycle: {cycle}"));
-            }
-            // A cycle not through this bundle is reported when its own first bundle is checked.
-            Some(inner) if stack.contains(&inner.name.as_str()) => {}
-            Some(inner) => {
-                stack.push(&inner.name);
-                check_bundle(inner, specs, bundles, stack, problems);
-                stack.pop();
-            }
-            None if stack.len() == 1 => {
-                let msg = format!(
-                    "bundle {:?} contains {:?}, which is not a service or bundle",
-                    bundle.name, member.value
-                );
-                problems.push(member.loc.clone(), msg);
-            }
-            None => {}
-        }
-    }
-}
-
-/// A dependency name expanded through bundles into service names.
-fn expand(name: &str, bundles: &[Bundle], out: &mut BTreeSet<String>, seen: &mut BTreeSet<String>) {
-    match bundles.iter().find(|b| b.name == name) {
-        Some(bundle) if seen.insert(bundle.name.clone()) => {
-            for member in &bundle.members {
-                expand(&member.value, bundles, out, seen);
-            }
-        }
-        Some(_) => {}
-        None => {
-            out.insert(name.to_string());
-        }
-    }
-}
-
-fn direct_deps(spec: &ServiceSpec, specs: &[ServiceSpec], bundles: &[Bundle]) -> Vec<String> {
-    let mut out = BTreeSet::new();
-    for dep in spec.depends_on.iter().flat_map(|d| &d.value) {
-        expand(&dep.value, bundles, &mut out, &mut BTreeSet::new());
-    }
-    out.remove(&spec.name);
-    out.into_iter()
-        .filter(|d| specs.iter().any(|s| &s.name == d))
-        .collect()
-}
-
-fn check_main(specs: &[ServiceSpec], problems: &mut Problems) {
-    let mains: Vec<&Located<bool>> = specs
-        .iter()
-        .filter_map(|s| s.main.as_ref())
-        .filter(|m| m.value)
-        .collect();
-    if let [first, rest @ ..] = mains.as_slice() {
-        for other in rest {
-            let msg = format!(
-                "only one service can be `main`; {} already is",
-                describe(&first.loc)
-            );
-            problems.push(other.loc.clone(), msg);
-        }
-    }
-}
-
-/// Missing dependencies, cycles, then a topological order (ties broken by name).
-fn start_order(
-    specs: &[ServiceSpec],
-    bundles: &[Bundle],
-    problems: &mut Problems,
-) -> Option<Vec<String>> {
-    let mut ok = true;
-    for spec in specs {
-        for dep in spec.depends_on.iter().flat_map(|d| &d.value) {
-            let mut expanded = BTreeSet::new();
-            expand(&dep.value, bundles, &mut expanded, &mut BTreeSet::new());
-            if dep.value == spec.name {
-                problems.push(
-                    dep.loc.clone(),
-                    format!("service {:?} depends on itself", spec.name),
-                );
-                ok = false;
-            }
-            for name in expanded {
-                if !specs.iter().any(|s| s.name == name) && !bundles.iter().any(|b| b.name == name)
-                {
-                    let msg = format!(
-                        "service {:?} depends on {name:?}, which is not defined",
-                        spec.name
-                    );
-                    problems.push(dep.loc.clone(), msg);
-                    ok = false;
-                }
-            }
-        }
-    }
-    let graph: BTreeMap<&str, Vec<String>> = specs
-        .iter()
-        .map(|s| (s.name.as_str(), direct_deps(s, specs, bundles)))
-        .collect();
-    for cycle in cycles(&graph) {
-        let first = specs.iter().find(|s| s.name == cycle[0]);
-        let loc = first
-            .and_then(|s| s.depends_on.as_ref().map(|d| d.loc.clone()))
-            .unwrap_or_else(|| {
-                first.map_or_else(|| Loc::file(Path::new(".")), ServiceSpec::defined_in)
-            });
-        problems.push(loc, format!("dependency cycle: {}", cycle.join(" -> ")));
-        ok = false;
-    }
-    if !ok {
-        return None;
-    }
-    let mut remaining: BTreeMap<&str, BTreeSet<&str>> = graph
-        .iter()
-        .map(|(name, deps)| (*name, deps.iter().map(String::as_str).collect()))
-        .collect();
-    let mut order = Vec::with_capacity(remaining.len());
-    while let Some(next) = remaining
-        .iter()
-        .find(|(_, deps)| deps.is_empty())
-        .map(|(name, _)| *name)
-    {
-        remaining.remove(next);
-        for deps in remaining.values_mut() {
-            deps.remove(next);
-        }
-        order.push(next.to_string());
-    }
-    Some(order)
-}
-
-/// Every elementary cycle reached by a depth-first walk, as `[a, b, c, a]`; each reported once.
-fn cycles(graph: &BTreeMap<&str, Vec<String>>) -> Vec<Vec<String>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        New,
-        Active,
-        Done,
-    }
-    fn visit<'a>(
-        node: &'a str,
-        graph: &'a BTreeMap<&str, Vec<String>>,
-        marks: &mut BTreeMap<&'a str, Mark>,
-        stack: &mut Vec<&'a str>,
-        found: &mut Vec<Vec<String>>,
-    ) {
-        marks.insert(node, Mark::Active);
-        stack.push(node);
-        for dep in graph.get(node).into_iter().flatten() {
-            match marks.get(dep.as_str()).copied().unwrap_or(Mark::Done) {
-                Mark::New => visit(dep, graph, marks, stack, found),
-                Mark::Active => {
-                    let start = stack.iter().position(|n| n == dep).unwrap_or(0);
-                    let mut cycle: Vec<String> =
-                        stack[start..].iter().map(|s| s.to_string()).collect();
-                    cycle.push(dep.clone());
-                    found.push(cycle);
-                }
-                Mark::Done => {}
-            }
-        }
-        stack.pop();
-        marks.insert(node, Mark::Done);
-    }
-    let mut marks: BTreeMap<&str, Mark> = graph.keys().map(|k| (*k, Mark::New)).collect();
-    let mut found = Vec::new();
-    for node in graph.keys() {
-        if marks[node] == Mark::New {
-            visit(node, graph, &mut marks, &mut Vec::new(), &mut found);
-        }
-    }
-    found
 }
 
 /// Keys that mean nothing for a oneshot; setting one is an error rather than silently ignored.
@@ -789,76 +552,6 @@ fn argv(command: &CommandSpec) -> Vec<OsString> {
         CommandSpec::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.into()],
         CommandSpec::Script(path) => vec![path.clone().into_os_string()],
     }
-}
-
-/// What execve would do with `argv[0]`: a path (relative to the working directory) or a PATH search;
-/// then the file must be an executable binary or a `#!` script whose interpreter exists.
-fn check_program(program: &OsStr, path_var: &OsStr, cwd: &Path) -> Result<(), String> {
-    let shown = Path::new(program).display();
-    let file = if program.as_bytes().contains(&b'/') {
-        let path = cwd.join(program);
-        if !is_executable(&path) {
-            return Err(if path.exists() {
-                format!("{} is not an executable file", path.display())
-            } else {
-                format!("program {} does not exist", path.display())
-            });
-        }
-        path
-    } else {
-        std::env::split_paths(path_var)
-            .map(|dir| cwd.join(dir).join(program))
-            .find(|candidate| is_executable(candidate))
-            .ok_or_else(|| {
-                format!(
-                    "program {shown:?} not found on PATH ({})",
-                    Path::new(path_var).display()
-                )
-            })?
-    };
-    check_interpreter(&file)
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn check_interpreter(file: &Path) -> Result<(), String> {
-    let mut head = [0u8; 256];
-    let n = std::fs::File::open(file)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|err| format!("cannot read {}: {err}", file.display()))?;
-    let head = &head[..n];
-    if head.starts_with(b"\x7fELF") {
-        return Ok(());
-    }
-    let Some(line) = head.strip_prefix(b"#!") else {
-        return Err(format!(
-            "{} is neither a binary nor a script with a #! line (add e.g. #!/bin/sh)",
-            file.display()
-        ));
-    };
-    let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
-    let interpreter = line
-        .split(|b| b.is_ascii_whitespace())
-        .find(|w| !w.is_empty())
-        .unwrap_or_default();
-    let interpreter = Path::new(OsStr::from_bytes(interpreter));
-    if is_executable(interpreter) {
-        return Ok(());
-    }
-    let mut msg = format!(
-        "the interpreter {} of {} does not exist or is not executable",
-        interpreter.display(),
-        file.display()
-    );
-    if interpreter.to_string_lossy().contains("with-contenv") {
-        msg.push_str(
-            " (litevisor passes the container environment to every service: use #!/bin/sh)",
-        );
-    }
-    Err(msg)
 }
 
 #[cfg(test)]
