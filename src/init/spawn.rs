@@ -408,10 +408,10 @@ impl Plan {
             {
                 fail(Step::Chdir, errno());
             }
-            if let Some((uid, gid)) = self.user {
-                if libc::setgroups(1, &gid) < 0 || libc::setgid(gid) < 0 || libc::setuid(uid) < 0 {
-                    fail(Step::User, errno());
-                }
+            if let Some((uid, gid)) = self.user
+                && (libc::setgroups(1, &gid) < 0 || libc::setgid(gid) < 0 || libc::setuid(uid) < 0)
+            {
+                fail(Step::User, errno());
             }
 
             // Belt and braces: whatever litevisor or a library opened without O_CLOEXEC stays here.
