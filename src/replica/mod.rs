@@ -7,6 +7,7 @@
 pub mod file;
 pub mod pipe;
 pub mod rfc3339;
+pub mod s3;
 pub mod url;
 
 use std::io::Read;
@@ -98,10 +99,7 @@ pub enum ReplicaError {
 pub fn open_replica(url_or_path: &str) -> Result<Arc<dyn ReplicaClient>, ReplicaError> {
     match ReplicaUrl::parse(url_or_path)? {
         ReplicaUrl::File(path) => Ok(Arc::new(file::FileReplica::new(path))),
-        ReplicaUrl::S3(_) => Err(ReplicaError::Unsupported(format!(
-            "s3 replicas are not supported yet: {}",
-            url::redact(url_or_path)
-        ))),
+        ReplicaUrl::S3(u) => Ok(Arc::new(s3::S3Replica::new(s3::S3Options::from_url(&u)))),
     }
 }
 
@@ -163,8 +161,12 @@ mod tests {
     }
 
     #[test]
-    fn s3_is_refused_clearly() {
-        let err = open_replica("s3://bucket/db").unwrap_err();
-        assert!(err.to_string().contains("s3 replicas are not supported yet"), "{err}");
+    fn s3_urls_open_an_s3_replica_without_io() {
+        let r = open_replica("s3://bucket/db?endpoint=http://127.0.0.1:1").unwrap();
+        assert_eq!(r.kind(), "s3");
+        assert_eq!(
+            r.locate(0, 1, 1),
+            "s3://bucket/db/0000/0000000000000001-0000000000000001.ltx"
+        );
     }
 }

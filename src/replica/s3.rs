@@ -38,6 +38,8 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+// The configuration surface for the config and CLI layers.
+#[allow(unused_imports)]
 pub use options::{
     DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, S3Options, S3Timeouts, Secret, apply_litestream_env,
 };
@@ -90,10 +92,6 @@ impl S3Replica {
             opts,
             client: Mutex::new(None),
         }
-    }
-
-    pub fn options(&self) -> &S3Options {
-        &self.opts
     }
 
     /// The object key of one LTX file, exactly as Litestream builds it (string concatenation).
@@ -280,6 +278,12 @@ pub(crate) struct S3Error {
     kind: io::ErrorKind,
     msg: String,
     not_found: bool,
+}
+
+impl fmt::Display for S3Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.op, self.key, self.msg)
+    }
 }
 
 impl S3Error {

@@ -43,7 +43,7 @@ pub(super) fn upload(t: &Target<'_>, data: &mut dyn Read) -> Result<u64, S3Error
                 .body(ByteStream::from(first))
                 .send(),
         )
-        .map_err(|e| sdk_error("PutObject", t.key, e))?;
+        .map_err(|e| sdk_error("s3 PutObject", t.key, e))?;
         return Ok(len);
     }
     let created =
@@ -55,7 +55,7 @@ pub(super) fn upload(t: &Target<'_>, data: &mut dyn Read) -> Result<u64, S3Error
                 .set_metadata(Some(t.metadata.clone()))
                 .send(),
         )
-        .map_err(|e| sdk_error("CreateMultipartUpload", t.key, e))?;
+        .map_err(|e| sdk_error("s3 CreateMultipartUpload", t.key, e))?;
     let Some(upload_id) = created.upload_id else {
         return Err(S3Error::new(
             t.key,
@@ -75,7 +75,7 @@ pub(super) fn upload(t: &Target<'_>, data: &mut dyn Read) -> Result<u64, S3Error
             );
             if let Err(abort_err) = abort {
                 // The bucket's lifecycle rule for incomplete uploads is the only cleanup left.
-                tracing::warn!(key = t.key, error = %sdk_error("AbortMultipartUpload", t.key, abort_err), "could not abort multipart upload");
+                tracing::warn!(key = t.key, error = %sdk_error("s3 AbortMultipartUpload", t.key, abort_err), "could not abort multipart upload");
             }
             Err(e)
         }
@@ -116,7 +116,7 @@ fn upload_parts(
                     .body(ByteStream::from(part))
                     .send()
                     .await
-                    .map_err(|e| sdk_error("UploadPart", &key, e))?;
+                    .map_err(|e| sdk_error("s3 UploadPart", &key, e))?;
                 Ok(CompletedPart::builder()
                     .part_number(number)
                     .set_e_tag(out.e_tag)
@@ -154,7 +154,7 @@ fn upload_parts(
             )
             .send(),
     )
-    .map_err(|e| sdk_error("CompleteMultipartUpload", t.key, e))?;
+    .map_err(|e| sdk_error("s3 CompleteMultipartUpload", t.key, e))?;
     Ok(total)
 }
 
