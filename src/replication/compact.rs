@@ -123,8 +123,13 @@ fn merge_into(
         "write level {dst_level} {}",
         crate::replica::ltx_file_name(min, max)
     );
-    let decoders = restore::open_chain(replica, inputs)?;
-    let merger = Merger::new(decoders).map_err(|e| restore::chain_error(replica, inputs, e))?;
+    // Only used when there are more inputs than may be open at once (see `restore::open_merger`).
+    let scratch = std::env::temp_dir().join(format!(
+        "litevisor-merge-{}-L{dst_level}-{}",
+        std::process::id(),
+        crate::replica::ltx_file_name(min, max)
+    ));
+    let (merger, names, _intermediate) = restore::open_merger(replica, inputs, &scratch)?;
     let header = merger.header();
     let created_at = restore::timestamp_to_time(header.timestamp_ms);
     let (writer, mut reader) = pipe::pipe();
@@ -139,7 +144,7 @@ fn merge_into(
         match (encoded, written) {
             (Err(source), _) => Err(match source {
                 e @ LtxError::Input { .. } => {
-                    CompactError::Restore(restore::chain_error(replica, inputs, e))
+                    CompactError::Restore(restore::named_error(&names, e))
                 }
                 source => CompactError::Encode {
                     what: what.clone(),
@@ -377,5 +382,70 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ranges(&r, 0), [(6, 6), (7, 7)]);
+    }
+
+    #[test]
+    fn compaction_of_many_inputs_matches_a_direct_restore() {
+        use crate::replication::ltx::{HEADER_FLAG_NO_CHECKSUM, Header};
+        use crate::replication::restore::{RestoreOptions, restore};
+        let dir = tempfile::tempdir().unwrap();
+        let r = FileReplica::new(dir.path().join("replica"));
+        let ps = 512u32;
+        for t in 1..=7u64 {
+            let commit = t as u32 + 1;
+            let header = Header {
+                flags: HEADER_FLAG_NO_CHECKSUM,
+                page_size: ps,
+                commit,
+                min_txid: t,
+                max_txid: t,
+                timestamp_ms: 1_000 * t as i64,
+                ..Header::default()
+            };
+            let mut enc = Encoder::new(Vec::new(), &header, PageEncoding::Block).unwrap();
+            let pages: Vec<u32> = if t == 1 { vec![1, 2] } else { vec![1, commit] };
+            for p in pages {
+                enc.encode_page(p, &vec![(t * 10 + u64::from(p)) as u8; ps as usize])
+                    .unwrap();
+            }
+            let (bytes, _) = enc.finish().unwrap();
+            r.write_ltx(0, t, t, at(t), &mut bytes.as_slice()).unwrap();
+        }
+        let direct = dir.path().join("direct.db");
+        restore(&r, Target::Latest, &direct, &RestoreOptions::default()).unwrap();
+
+        // More inputs than may be merged at once (3 under test): batched through a scratch file.
+        let l1 = compact_level(&r, 0, 1, PageEncoding::Frame)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (l1.level, l1.min_txid, l1.max_txid, l1.created_at),
+            (1, 1, 7, at(7))
+        );
+        assert!(
+            compact_level(&r, 0, 1, PageEncoding::Frame)
+                .unwrap()
+                .is_none()
+        );
+        let l9 = snapshot_level(&r, PageEncoding::Frame).unwrap().unwrap();
+        assert_eq!((l9.level, l9.min_txid, l9.max_txid), (9, 1, 7));
+        assert!(snapshot_level(&r, PageEncoding::Frame).unwrap().is_none());
+        for level in [0u8, 1] {
+            let files = r.ltx_files(level).unwrap();
+            r.delete_ltx(&files).unwrap();
+        }
+        let via_snapshot = dir.path().join("snap.db");
+        let report = restore(
+            &r,
+            Target::Latest,
+            &via_snapshot,
+            &RestoreOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(report.files.len(), 1);
+        assert_eq!(
+            std::fs::read(&via_snapshot).unwrap(),
+            std::fs::read(&direct).unwrap()
+        );
     }
 }

@@ -286,25 +286,99 @@ pub(crate) fn open_chain(
     Ok(decoders)
 }
 
-/// Maps a merger error to the replica file it came from.
-pub(crate) fn chain_error(
-    replica: &dyn ReplicaClient,
-    files: &[FileInfo],
-    e: LtxError,
-) -> RestoreError {
+/// Maps a merger error to the name of the input it came from (`names[i]` names input `i`).
+pub(crate) fn named_error(names: &[String], e: LtxError) -> RestoreError {
     match e {
-        LtxError::Input { index, source, .. } if index < files.len() => {
-            let f = &files[index];
-            RestoreError::File {
-                file: replica.locate(f.level, f.min_txid, f.max_txid),
-                source: *source,
-            }
-        }
+        LtxError::Input { index, source, .. } if index < names.len() => RestoreError::File {
+            file: names[index].clone(),
+            source: *source,
+        },
         LtxError::NonContiguous { .. } => {
             RestoreError::Chain(format!("restore chain is broken: {e}"))
         }
         other => RestoreError::Chain(other.to_string()),
     }
+}
+
+/// Chains longer than this are merged in batches through temporary LTX files next to the output, so
+/// open files and page buffers stay bounded whatever the replica looks like.
+const MAX_MERGE_INPUTS: usize = if cfg!(test) { 3 } else { 256 };
+
+pub(crate) type ChainMerger = Merger<BufReader<Box<dyn Read + Send>>>;
+
+/// A merger over the whole chain, plus the names of its inputs and the intermediate file (if any) it
+/// reads, which must live as long as the merger.
+pub(crate) fn open_merger(
+    replica: &dyn ReplicaClient,
+    files: &[FileInfo],
+    tmp: &Path,
+) -> Result<(ChainMerger, Vec<String>, Option<TempFile>), RestoreError> {
+    let mut carried: Option<TempFile> = None;
+    let mut rest = files;
+    let mut round = 0;
+    loop {
+        let take = rest
+            .len()
+            .min(MAX_MERGE_INPUTS - usize::from(carried.is_some()));
+        let (batch, after) = rest.split_at(take);
+        let mut names = Vec::with_capacity(take + 1);
+        let mut decoders = Vec::with_capacity(take + 1);
+        if let Some(c) = &carried {
+            let name = format!("intermediate merge file {}", c.0.display());
+            let r: Box<dyn Read + Send> = Box::new(File::open(&c.0).map_err(io_err("open", &c.0))?);
+            let dec = Decoder::new(BufReader::with_capacity(1 << 20, r)).map_err(|source| {
+                RestoreError::File {
+                    file: name.clone(),
+                    source,
+                }
+            })?;
+            decoders.push(dec);
+            names.push(name);
+        }
+        decoders.extend(open_chain(replica, batch)?);
+        names.extend(
+            batch
+                .iter()
+                .map(|f| replica.locate(f.level, f.min_txid, f.max_txid)),
+        );
+        let merger = Merger::new(decoders).map_err(|e| named_error(&names, e))?;
+        if after.is_empty() {
+            return Ok((merger, names, carried));
+        }
+        round += 1;
+        let mut path = tmp.as_os_str().to_owned();
+        path.push(format!(".merge{round}"));
+        let next = TempFile(PathBuf::from(path));
+        fold(merger, &next.0, &names)?;
+        carried = Some(next); // drops (removes) the previous intermediate file
+        rest = after;
+    }
+}
+
+/// Writes a merged batch as one LTX file (block encoding: only this process reads it).
+fn fold(mut merger: ChainMerger, path: &Path, names: &[String]) -> Result<(), RestoreError> {
+    let header = merger.header();
+    let file = File::create(path).map_err(io_err("create", path))?;
+    let encode_err =
+        |source| RestoreError::Chain(format!("cannot write {}: {source}", path.display()));
+    let mut enc = ltx::Encoder::new(
+        BufWriter::with_capacity(1 << 20, file),
+        &header,
+        ltx::PageEncoding::Block,
+    )
+    .map_err(encode_err)?;
+    let mut page = vec![0u8; header.page_size as usize];
+    while let Some(pgno) = merger
+        .next_page(&mut page)
+        .map_err(|e| named_error(names, e))?
+    {
+        enc.encode_page(pgno, &page).map_err(encode_err)?;
+    }
+    merger.finish().map_err(|e| named_error(names, e))?;
+    let (w, _) = enc.finish().map_err(encode_err)?;
+    w.into_inner()
+        .map_err(|e| io_err("write", path)(e.into_error()))?;
+    Ok(())
 }
 
 /// Materializes an already planned chain into `out` (see the module doc).
@@ -358,7 +432,7 @@ pub fn restore_files(
 }
 
 /// Removes the temp output unless the restore got as far as renaming it.
-struct TempFile(PathBuf);
+pub(crate) struct TempFile(PathBuf);
 
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -377,8 +451,7 @@ fn write_database(
     tmp: &Path,
     progress: bool,
 ) -> Result<(u32, u32), RestoreError> {
-    let decoders = open_chain(replica, files)?;
-    let mut merger = Merger::new(decoders).map_err(|e| chain_error(replica, files, e))?;
+    let (mut merger, names, _intermediate) = open_merger(replica, files, tmp)?;
     let header = merger.header();
     let (page_size, commit) = (header.page_size, header.commit);
     let lock = ltx::lock_pgno(page_size);
@@ -395,7 +468,7 @@ fn write_database(
     };
     while let Some(pgno) = merger
         .next_page(&mut page)
-        .map_err(|e| chain_error(replica, files, e))?
+        .map_err(|e| named_error(&names, e))?
     {
         if expected == lock && pgno != lock {
             w.write_all(&zeros).map_err(io_err("write", tmp))?;
@@ -423,9 +496,7 @@ fn write_database(
             expected - 1
         )));
     }
-    merger
-        .finish()
-        .map_err(|e| chain_error(replica, files, e))?;
+    merger.finish().map_err(|e| named_error(&names, e))?;
     let file = w
         .into_inner()
         .map_err(|e| io_err("write", tmp)(e.into_error()))?;
@@ -790,6 +861,53 @@ mod tests {
                     .copied()
                     .collect::<Vec<_>>(),
                 [1, 20, 3, 40]
+            );
+        }
+
+        #[test]
+        fn long_chains_are_merged_in_batches_with_the_same_result() {
+            let dir = tempfile::tempdir().unwrap();
+            let r = FileReplica::new(dir.path().join("replica"));
+            put(&r, 0, 1, 1, 2, &[(1, 1), (2, 2)]);
+            for t in 2..=8u64 {
+                // Each TXID rewrites page 1 and grows the database by one page.
+                let grown = t as u32 + 1;
+                put(&r, 0, t, t, grown, &[(1, t as u8), (grown, 100 + t as u8)]);
+            }
+            let out = dir.path().join("out.db");
+            let report = restore_to(&r, Target::Latest, &out).unwrap();
+            assert_eq!((report.txid, report.pages, report.files.len()), (8, 9, 8));
+            let bytes = fs::read(&out).unwrap();
+            let firsts: Vec<u8> = bytes.iter().step_by(PS as usize).copied().collect();
+            assert_eq!(firsts, [8, 2, 102, 103, 104, 105, 106, 107, 108]);
+            let left: Vec<_> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                left.len(),
+                2,
+                "only the replica and the output remain: {left:?}"
+            );
+
+            // A corrupt file folded into an intermediate merge is still named.
+            let victim = r.file_path(0, 2, 2);
+            let mut b = fs::read(&victim).unwrap();
+            let n = b.len();
+            b[n - 3] ^= 1;
+            fs::write(&victim, b).unwrap();
+            let err = restore_to(&r, Target::Latest, &dir.path().join("x.db"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&victim.display().to_string()), "{err}");
+            let left: Vec<_> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                left.len(),
+                2,
+                "temp and intermediate files removed: {left:?}"
             );
         }
 
