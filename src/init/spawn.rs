@@ -11,6 +11,7 @@
 //! 2. stdio: `dup2` the requested descriptors onto 0, 1, 2,
 //! 3. `chdir`, then `setgroups`/`setgid`/`setuid` if a user is given,
 //! 4. marks every descriptor >= 3 close-on-exec (`close_range`, or a `fcntl` loop on old kernels),
+//!    then `dup2`s the passed descriptors ([`ChildSpec::pass_fd`]) onto their numbers,
 //! 5. default signal dispositions and an empty mask,
 //! 6. `execve` on each PATH candidate in turn (what `execvp` does, minus its allocations).
 //!
@@ -64,6 +65,9 @@ pub struct ChildSpec {
     stdio: [Stdio; 3],
     session: Session,
     user: Option<(u32, u32)>,
+    groups: Option<Vec<u32>>,
+    /// (target, source): our descriptor `source` becomes the child's descriptor `target` (>= 3).
+    extra_fds: Vec<(RawFd, RawFd)>,
 }
 
 impl ChildSpec {
@@ -78,6 +82,8 @@ impl ChildSpec {
             stdio: [Stdio::Inherit; 3],
             session: Session::New,
             user: None,
+            groups: None,
+            extra_fds: Vec::new(),
         }
     }
 
@@ -126,6 +132,19 @@ impl ChildSpec {
     /// Runs as `uid`/`gid` with `gid` as the only supplementary group.
     pub fn user(mut self, uid: u32, gid: u32) -> Self {
         self.user = Some((uid, gid));
+        self
+    }
+
+    /// Supplementary groups to set with [`ChildSpec::user`] (instead of just its `gid`).
+    pub fn groups(mut self, groups: Vec<u32>) -> Self {
+        self.groups = Some(groups);
+        self
+    }
+
+    /// Passes our open descriptor `source` to the child as descriptor `target` (3 or more), e.g. the
+    /// write end of an s6 readiness pipe. `source` must stay open until `spawn` returns.
+    pub fn pass_fd(mut self, target: RawFd, source: RawFd) -> Self {
+        self.extra_fds.push((target, source));
         self
     }
 
@@ -278,6 +297,8 @@ struct Plan {
     stdio: [Stdio; 3],
     session: Session,
     user: Option<(u32, u32)>,
+    groups: Vec<libc::gid_t>,
+    extra_fds: Vec<(RawFd, RawFd)>,
     max_signal: libc::c_int,
     max_fd: libc::c_int,
 }
@@ -320,6 +341,19 @@ impl Plan {
             .map(|c| cstr(c))
             .collect::<Result<Vec<_>, _>>()?;
         let cwd = spec.cwd.as_ref().map(|d| cstr(d.as_os_str())).transpose()?;
+        if spec.extra_fds.len() > 8
+            || spec
+                .extra_fds
+                .iter()
+                .any(|&(target, source)| target < 3 || source < 0)
+        {
+            return Err(invalid("at most 8 passed descriptors, each 3 or more"));
+        }
+        let groups = match (&spec.groups, spec.user) {
+            (Some(groups), _) => groups.clone(),
+            (None, Some((_, gid))) => vec![gid],
+            (None, None) => Vec::new(),
+        };
         let nul_terminated = |v: &[CString]| {
             v.iter()
                 .map(|s| s.as_ptr())
@@ -336,6 +370,8 @@ impl Plan {
             stdio: spec.stdio,
             session: spec.session,
             user: spec.user,
+            groups,
+            extra_fds: spec.extra_fds.clone(),
             max_signal: libc::SIGRTMAX(),
             max_fd: fd_limit(),
         })
@@ -346,6 +382,20 @@ impl Plan {
     unsafe fn exec_in_child(&self, report: RawFd) -> ! {
         // SAFETY (whole body): async-signal-safe system calls on memory prepared before fork.
         unsafe {
+            // Passed descriptors (and the report pipe) move above every target first, so that no
+            // dup2 below can clobber the source of another.
+            let above = self
+                .extra_fds
+                .iter()
+                .map(|&(t, _)| t + 1)
+                .max()
+                .unwrap_or(3);
+            let report = if self.extra_fds.is_empty() {
+                report
+            } else {
+                let moved = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, above);
+                if moved < 0 { report } else { moved }
+            };
             let fail = |step: Step, errno: libc::c_int| -> ! {
                 let mut msg = [0u8; 5];
                 msg[0] = step as u8;
@@ -354,6 +404,14 @@ impl Plan {
                 libc::_exit(127)
             };
             let errno = || *libc::__errno_location();
+
+            let mut moved_fds = [-1 as RawFd; 8];
+            for (slot, &(_, source)) in moved_fds.iter_mut().zip(&self.extra_fds) {
+                *slot = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, above);
+                if *slot < 0 {
+                    fail(Step::Stdio, errno());
+                }
+            }
 
             match self.session {
                 Session::New => {
@@ -409,7 +467,9 @@ impl Plan {
                 fail(Step::Chdir, errno());
             }
             if let Some((uid, gid)) = self.user
-                && (libc::setgroups(1, &gid) < 0 || libc::setgid(gid) < 0 || libc::setuid(uid) < 0)
+                && (libc::setgroups(self.groups.len(), self.groups.as_ptr()) < 0
+                    || libc::setgid(gid) < 0
+                    || libc::setuid(uid) < 0)
             {
                 fail(Step::User, errno());
             }
@@ -424,6 +484,13 @@ impl Plan {
             {
                 for fd in 3..self.max_fd {
                     libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+
+            // After the close-on-exec sweep: dup2 leaves each target open across exec.
+            for (&moved, &(target, _)) in moved_fds.iter().zip(&self.extra_fds) {
+                if libc::dup2(moved, target) < 0 {
+                    fail(Step::Stdio, errno());
                 }
             }
 
