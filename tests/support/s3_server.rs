@@ -1,4 +1,4 @@
-//! Test support: a real S3-compatible server (moto, from PyPI) on 127.0.0.1 and a free port, started by
+//! Test support: a real S3-compatible server (moto's server, from PyPI) on 127.0.0.1 and a free port, started by
 //! the test itself and killed on drop. Optionally with signature validation (moto's IAM auth, enabled
 //! after the three IAM calls that create the test user and its keys) or with TLS (a self-signed
 //! certificate moto generates). Also an SDK client built independently of litevisor's, to look at the
@@ -25,6 +25,23 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// moto's server with one fix: moto 5.2 names the root element of the CompleteMultipartUpload
+/// response `CompleteMultipartUploadResponse`; AWS (and every S3-compatible server) sends
+/// `CompleteMultipartUploadResult`, which the Rust SDK checks strictly. Nothing else is changed.
+const MOTO: &str = r#"
+import sys
+from moto.core import serialize
+_orig = serialize.S3Serializer._serialized_result_to_response
+def _fixed(self, resp, result, shape, serialized_result):
+    resp = _orig(self, resp, result, shape, serialized_result)
+    if self.operation_model.name == "CompleteMultipartUpload" and isinstance(resp.get("body"), str):
+        resp["body"] = resp["body"].replace("CompleteMultipartUploadResponse", "CompleteMultipartUploadResult")
+    return resp
+serialize.S3Serializer._serialized_result_to_response = _fixed
+from moto.server import main
+main(sys.argv[1:])
+"#;
 
 const SETUP_IAM: &str = r#"
 import boto3, json, sys
@@ -58,14 +75,7 @@ impl S3Server {
         let log = std::env::temp_dir().join(format!("litevisor-moto-{port}.log"));
         let out = std::fs::File::create(&log).expect("moto log");
         let mut cmd = Command::new("python3");
-        cmd.args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ]);
+        cmd.args(["-c", MOTO, "-H", "127.0.0.1", "-p", &port.to_string()]);
         if tls {
             cmd.arg("-s");
         }
