@@ -97,7 +97,8 @@ impl S3Server {
             child,
             log,
         };
-        server.wait_ready(tls);
+        // With auth, an HTTP probe would use up one of the unauthenticated actions.
+        server.wait_ready(tls || auth);
         if auth {
             let out = Command::new("python3")
                 .args(["-c", SETUP_IAM, &server.endpoint])
@@ -117,7 +118,7 @@ impl S3Server {
         server
     }
 
-    fn wait_ready(&mut self, tls: bool) {
+    fn wait_ready(&mut self, tcp_only: bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -127,7 +128,7 @@ impl S3Server {
                 );
             }
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                if tls {
+                if tcp_only {
                     return;
                 }
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
