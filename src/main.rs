@@ -7,6 +7,7 @@ mod config;
 mod init;
 mod replica;
 mod replication;
+mod supervisor;
 
 fn main() {
     std::process::exit(cli::main());

@@ -1,7 +1,9 @@
 //! `litevisor [run] [FLAGS] [-- PROG ARGS...]`: the init entry point. With a program after `--` it
-//! runs in tini mode ([`crate::init::single`]); supervising services from a config comes later.
+//! runs in tini mode ([`crate::init::single`]); without one it supervises the services of the
+//! configuration ([`crate::supervisor`]).
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::init::{ExitCodeMap, single};
@@ -26,6 +28,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
 
+    /// Configuration file of the services to supervise when no program is given after `--`
+    /// (default: $LITEVISOR_CONFIG, else /etc/litevisor/litevisor.toml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     /// Program and arguments to run as the main child, passed verbatim.
     #[arg(last = true)]
     pub command: Vec<OsString>,
@@ -38,10 +45,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         None => grace_from_env()?,
     };
     if args.command.is_empty() {
-        eprintln!(
-            "litevisor: error: nothing to run: give a program after `--` (litevisor -- PROG ARGS...)"
-        );
-        return Ok(2);
+        return supervise(args);
     }
     let options = single::Options {
         command: args.command,
@@ -53,6 +57,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         Err(err) => {
             eprintln!("litevisor: error: {err}");
             Ok(err.exit_code())
+        }
+    }
+}
+
+/// Config mode: load and validate the configuration, then supervise its services.
+fn supervise(args: RunArgs) -> anyhow::Result<i32> {
+    let config = match crate::config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            for problem in &err.problems {
+                eprintln!("{problem}");
+            }
+            eprintln!(
+                "litevisor: error: configuration invalid (check it with `litevisor check`); nothing to run (or give a program after `--`)"
+            );
+            return Ok(2);
+        }
+    };
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let options = crate::supervisor::Options {
+        exit_map: ExitCodeMap::new(args.remap_exit),
+    };
+    match crate::supervisor::run(config, options) {
+        Ok(code) => Ok(code),
+        Err(err) => {
+            eprintln!("litevisor: error: {err}");
+            Ok(1)
         }
     }
 }

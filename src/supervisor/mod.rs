@@ -1,0 +1,159 @@
+//! The multi-service supervisor (`litevisor [run] [--config PATH]` without `-- PROG`): runs the
+//! services of a validated [`Config`] as one dependency graph, as PID 1 or as a subreaper.
+//!
+//! # Threads and event flow
+//! [`run`] takes the signals over first (before any thread), gives the init core's [`Reactor`] (the
+//! signalfd and the only `waitpid(-1)`) its own thread, and drives everything else from a
+//! current-thread tokio runtime: signals and orphan reports arrive over an unbounded channel, child
+//! exits through the reaper's per-pid callbacks. Two writer threads own litevisor's stdout and
+//! stderr ([`output`]). Nothing ticks: idle, every thread sleeps in the kernel.
+//!
+//! # Life cycle ([`orchestrator`])
+//! - Start: nodes start as soon as all their dependencies are *satisfied* (a longrun: ready; a
+//!   oneshot: exited 0), so independent branches start in parallel. A failed oneshot, a readiness
+//!   timeout, or a service that dies before readiness while dependents wait stop the start-up: the
+//!   error names the service and the reason, everything started is stopped, exit code 1.
+//! - Run: restarts are each service's business ([`service`], [`backoff`]). Signals other than
+//!   TERM/INT/QUIT (HUP, USR1, USR2, WINCH, ...) go to the main service's process group, or to every
+//!   service's group when there is no main service.
+//! - Shutdown starts on SIGTERM/SIGINT/SIGQUIT, on the main service's exit, on a `give_up =
+//!   "shutdown"`, on a start-up failure, or (no main service) when every service has ended. Nodes
+//!   stop in reverse dependency order (one stops once all its dependents are down), each with its
+//!   stop signal, then SIGKILL of its tree after `stop_grace`; one deadline (`shutdown_timeout`)
+//!   bounds it all and, when it passes, everything is killed at once. A second SIGTERM/SIGINT kills
+//!   everything at once. Then leftovers (orphans, escaped descendants) get SIGTERM and, after `grace`
+//!   (within the deadline), SIGKILL. litevisor exits the moment no process is left: no fixed sleeps.
+//! - Exit code: the main service's (`128 + N` if a signal killed it, remapped by `--remap-exit`),
+//!   including after a SIGTERM-initiated stop (so `docker stop` of a main that dies of SIGTERM gives
+//!   143; `-e 143` maps it to 0); 0 after a stop signal when there is no main service; 1 for a failed
+//!   start-up; the give-up service's code (at least 1); with no main service and every service ended
+//!   on its own: the first non-zero exit code, else 0.
+//!
+//! # Extension point: in-process units
+//! The orchestrator knows nodes only as [`unit::Unit`]s: `run(control)` starts the unit, calls
+//! `control.ready()` when dependents may start, obeys `control.next_order()` (`Stop { deadline }`,
+//! then maybe `Kill`), and returns an [`unit::Ended`] once it is down for good. A process service is
+//! one implementation. Databases are meant to become two in-process units per `[[databases]]`
+//! entry, added as nodes by [`build_nodes`]: a oneshot "restore DB" (ready when the file is in
+//! place) and a longrun "replicate DB" (ready once replicating; its stop is the final sync, bounded
+//! by the deadline), with every service that lists the database depending on them. The
+//! orchestrator, ordering, deadline and exit code rules need no change for that.
+
+mod backoff;
+mod child;
+mod orchestrator;
+mod output;
+mod readiness;
+mod service;
+mod unit;
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::init::{self, ExitCodeMap, Flow, Reactor};
+
+use orchestrator::{Node, Settings};
+use output::Output;
+use service::ProcessService;
+
+/// How long, after the last process ended, output still in the pipes may take to reach stdout.
+const OUTPUT_PATIENCE: Duration = Duration::from_secs(2);
+
+pub struct Options {
+    pub exit_map: ExitCodeMap,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("cannot set up signal handling: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error("cannot start the supervisor: {0}")]
+    Setup(#[source] std::io::Error),
+}
+
+/// Supervises `config`'s services until the container stops; returns litevisor's exit code.
+/// Must be called from the main thread before any other thread exists.
+pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
+    let set = init::signals::take_over().map_err(SupervisorError::Signals)?;
+    let mut reactor = Reactor::new(&set).map_err(SupervisorError::Signals)?;
+    let waker = reactor.waker();
+    if std::process::id() != 1
+        && let Err(err) = init::become_subreaper()
+    {
+        tracing::warn!(%err, "cannot become a child subreaper: orphans will not be reaped by litevisor");
+    }
+    if !config.databases.is_empty() {
+        tracing::warn!(
+            "[[databases]] are not managed by the supervisor yet: run `litevisor replicate` for them"
+        );
+    }
+
+    let (events, event_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reactor_thread = std::thread::Builder::new()
+        .name("lv-reactor".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let mut sink = |event| {
+                if events.send(event).is_err() {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            };
+            if let Err(err) = reactor.run(&mut sink) {
+                tracing::error!(%err, "init event loop failed");
+            }
+        })
+        .map_err(SupervisorError::Setup)?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_stack_size(256 * 1024)
+        .build()
+        .map_err(SupervisorError::Setup)?;
+    let output = Output::new().map_err(SupervisorError::Setup)?;
+    let settings = Settings {
+        shutdown_timeout: config.shutdown_timeout,
+        grace: config.grace,
+        exit_map: options.exit_map,
+    };
+    let nodes = build_nodes(&config, &output);
+    let code = runtime.block_on(async {
+        let code = orchestrator::run(nodes, settings, event_rx).await;
+        output.close(OUTPUT_PATIENCE).await;
+        code
+    });
+    drop(runtime);
+    // The event receiver is gone: the next turn of the reactor ends its loop.
+    waker.wake();
+    let _ = reactor_thread.join();
+    Ok(code)
+}
+
+/// One node per service, in the configuration's start order.
+fn build_nodes(config: &Config, output: &std::sync::Arc<Output>) -> Vec<Node> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    config
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, service)| Node {
+            name: service.name.clone(),
+            deps: service
+                .depends_on
+                .iter()
+                .filter_map(|d| config.index_of(d))
+                .collect(),
+            main: service.main,
+            unit: Box::new(ProcessService::new(
+                service.clone(),
+                std::sync::Arc::clone(output),
+                seed.wrapping_add(i as u64)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            )),
+        })
+        .collect()
+}

@@ -1,0 +1,445 @@
+//! The graph's life cycle: starts nodes as their dependencies become ready, routes signals, decides
+//! when and why the container stops, stops nodes in reverse dependency order under one deadline,
+//! sweeps up leftover processes, and computes litevisor's exit code.
+//!
+//! Exit code (see also the module docs of [`super`]):
+//! - the main service ended (on its own, or during any shutdown): its status, `128 + N` for signal
+//!   N, remapped by `--remap-exit`;
+//! - a stop signal, no main service (or it never ran): 0;
+//! - start-up failed (readiness timeout, failed oneshot, exit before readiness with dependents
+//!   waiting): 1;
+//! - a service gave up with `give_up = "shutdown"`: its last exit code, or 1 if that was 0;
+//! - every service ended on its own (no main): the first non-zero exit code among them, else 0.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::unit::{Command, Control, Ended, Groups, Report, Unit, Why};
+use crate::init::{Event, ExitCodeMap, ExitStatus, procs, signal_name};
+
+/// One node of the graph, ready to run.
+pub struct Node {
+    pub name: String,
+    /// Indices of the nodes this one depends on.
+    pub deps: Vec<usize>,
+    pub main: bool,
+    pub unit: Box<dyn Unit>,
+}
+
+pub struct Settings {
+    pub shutdown_timeout: Duration,
+    /// Time leftover processes get between SIGTERM and SIGKILL (within the deadline).
+    pub grace: Duration,
+    pub exit_map: ExitCodeMap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for its dependencies.
+    Pending,
+    Running,
+    /// Will not run again (or never ran, because of a shutdown).
+    Ended,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Reason {
+    /// A stop signal (or the event loop's failure).
+    Signal,
+    Main(ExitStatus),
+    StartupFailed,
+    GaveUp(ExitStatus),
+    AllEnded,
+}
+
+struct Slot {
+    name: String,
+    deps: Vec<usize>,
+    dependents: Vec<usize>,
+    main: bool,
+    unit: Option<Box<dyn Unit>>,
+    state: State,
+    /// Dependents may start (ready longrun, or oneshot that exited 0). Stays true after it ends.
+    satisfied: bool,
+    command: Option<watch::Sender<Command>>,
+    stop_sent: bool,
+}
+
+struct Orchestrator {
+    slots: Vec<Slot>,
+    settings: Settings,
+    reports: mpsc::UnboundedSender<Report>,
+    groups: std::sync::Arc<Groups>,
+    self_pid: i32,
+    reason: Option<Reason>,
+    /// Set when the shutdown starts: everything must be gone by then.
+    deadline: Option<Instant>,
+    killed: bool,
+    /// Set once every node ended: when leftovers get SIGKILL.
+    sweep_kill_at: Option<Instant>,
+    done: bool,
+    main_status: Option<ExitStatus>,
+    first_failure: Option<i32>,
+}
+
+/// Runs the graph to the end; returns litevisor's exit code.
+pub async fn run(
+    nodes: Vec<Node>,
+    settings: Settings,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) -> i32 {
+    let (reports, mut report_rx) = mpsc::unbounded_channel();
+    let mut slots: Vec<Slot> = nodes
+        .into_iter()
+        .map(|n| Slot {
+            name: n.name,
+            deps: n.deps,
+            dependents: Vec::new(),
+            main: n.main,
+            unit: Some(n.unit),
+            state: State::Pending,
+            satisfied: false,
+            command: None,
+            stop_sent: false,
+        })
+        .collect();
+    for i in 0..slots.len() {
+        for d in slots[i].deps.clone() {
+            slots[d].dependents.push(i);
+        }
+    }
+    let mut o = Orchestrator {
+        groups: Groups::new(slots.len()),
+        slots,
+        settings,
+        reports,
+        self_pid: std::process::id() as i32,
+        reason: None,
+        deadline: None,
+        killed: false,
+        sweep_kill_at: None,
+        done: false,
+        main_status: None,
+        first_failure: None,
+    };
+    o.start_what_can_start();
+    o.check_all_ended();
+    while !o.done {
+        let timer = o.next_timer();
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => o.on_event(event),
+                None => {
+                    // The reactor thread died: nobody reaps any more. Take everything down now.
+                    tracing::error!("the init event loop stopped: killing every process");
+                    o.kill_everything();
+                    o.reason.get_or_insert(Reason::StartupFailed);
+                    break;
+                }
+            },
+            Some(report) = report_rx.recv() => o.on_report(report),
+            _ = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => o.on_timer(),
+        }
+    }
+    o.exit_code()
+}
+
+impl Orchestrator {
+    fn next_timer(&self) -> Option<Instant> {
+        if self.killed {
+            return None;
+        }
+        match (self.deadline, self.sweep_kill_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        let due = self.deadline.is_some_and(|d| now >= d);
+        if due {
+            tracing::warn!(
+                "shutdown_timeout ({}s) passed: killing every remaining process",
+                self.settings.shutdown_timeout.as_secs_f64()
+            );
+        }
+        if due || self.sweep_kill_at.is_some_and(|d| now >= d) {
+            self.kill_everything();
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Signal(info) => {
+                let signal = info.signal;
+                if signal == libc::SIGPIPE && info.sender == self.self_pid {
+                    return; // raised by one of our own writes
+                }
+                match signal {
+                    libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => {
+                        if self.deadline.is_some() {
+                            if signal != libc::SIGQUIT {
+                                tracing::warn!(
+                                    "second {}: killing every process now",
+                                    signal_name(signal)
+                                );
+                                self.kill_everything();
+                            }
+                        } else {
+                            tracing::info!("{} received: shutting down", signal_name(signal));
+                            self.begin_shutdown(Reason::Signal);
+                        }
+                    }
+                    _ => self.forward(signal),
+                }
+            }
+            Event::OrphanExited { pid, status } => {
+                tracing::debug!(%pid, %status, "reaped an orphan");
+                self.check_sweep();
+            }
+            Event::NoChildren => self.check_sweep(),
+            Event::Stopped { pid, signal } => {
+                tracing::debug!(%pid, signal = %signal_name(signal), "child stopped")
+            }
+            Event::Woken => {}
+        }
+    }
+
+    /// Signals other than the stop signals go to the main service's group, or to every service's
+    /// group when there is no main service (or it is not running).
+    fn forward(&self, signal: i32) {
+        let main = self.slots.iter().position(|s| s.main);
+        let targets = match main.and_then(|i| self.groups.get(i)) {
+            Some(group) => vec![group],
+            None => self.groups.all(),
+        };
+        tracing::debug!(signal = %signal_name(signal), groups = targets.len(), "forwarding");
+        for group in targets {
+            super::child::signal_group(group, signal);
+        }
+    }
+
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Ready(i) => {
+                if !self.slots[i].satisfied {
+                    self.slots[i].satisfied = true;
+                    self.start_what_can_start();
+                }
+            }
+            Report::Ended(i, ended) => self.on_ended(i, ended),
+        }
+    }
+
+    fn on_ended(&mut self, i: usize, ended: Ended) {
+        let slot = &mut self.slots[i];
+        slot.state = State::Ended;
+        slot.command = None;
+        let name = slot.name.clone();
+        if slot.main {
+            self.main_status = ended.status;
+        }
+        if let Some(status) = ended.status
+            && !status.success()
+            && ended.why != Why::Stopped
+        {
+            self.first_failure.get_or_insert(status.code());
+        }
+        if self.deadline.is_none() {
+            let waiting = self.slots[i]
+                .dependents
+                .iter()
+                .any(|&d| self.slots[d].state == State::Pending);
+            match ended.why {
+                Why::Failed(reason) => {
+                    tracing::error!("start-up failed: {reason}");
+                    self.begin_shutdown(Reason::StartupFailed);
+                }
+                _ if self.slots[i].main => {
+                    let status = ended.status.unwrap_or(ExitStatus::Exited(0));
+                    tracing::info!("main service {name:?} ended ({status}): shutting down");
+                    self.begin_shutdown(Reason::Main(status));
+                }
+                Why::GaveUp { shutdown: true } => {
+                    let status = ended.status.unwrap_or(ExitStatus::Exited(1));
+                    self.begin_shutdown(Reason::GaveUp(status));
+                }
+                _ if !self.slots[i].satisfied && waiting => {
+                    let how = ended
+                        .status
+                        .map_or_else(|| "ended".to_owned(), |s| s.to_string());
+                    tracing::error!(
+                        "start-up failed: service {name:?} {how} before it was ready; its dependents cannot start"
+                    );
+                    self.begin_shutdown(Reason::StartupFailed);
+                }
+                _ => self.check_all_ended(),
+            }
+        }
+        if self.deadline.is_some() {
+            self.stop_what_can_stop();
+        }
+    }
+
+    fn start_what_can_start(&mut self) {
+        if self.deadline.is_some() {
+            return;
+        }
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            if slot.state != State::Pending || !slot.deps.iter().all(|&d| self.slots[d].satisfied) {
+                continue;
+            }
+            let Some(unit) = self.slots[i].unit.take() else {
+                continue;
+            };
+            let (command, orders) = watch::channel(Command::Run);
+            let control = Control::new(
+                i,
+                self.reports.clone(),
+                orders,
+                std::sync::Arc::clone(&self.groups),
+            );
+            let reports = self.reports.clone();
+            tokio::spawn(async move {
+                let ended = unit.run(control).await;
+                let _ = reports.send(Report::Ended(i, ended));
+            });
+            let slot = &mut self.slots[i];
+            slot.command = Some(command);
+            slot.state = State::Running;
+        }
+    }
+
+    /// With no main service, the container ends when nothing runs any more.
+    fn check_all_ended(&mut self) {
+        if self.deadline.is_none() && self.slots.iter().all(|s| s.state == State::Ended) {
+            tracing::info!("every service has ended: shutting down");
+            self.begin_shutdown(Reason::AllEnded);
+        }
+    }
+
+    fn begin_shutdown(&mut self, reason: Reason) {
+        if self.deadline.is_some() {
+            return;
+        }
+        self.reason = Some(reason);
+        self.deadline = Some(Instant::now() + self.settings.shutdown_timeout);
+        for slot in &mut self.slots {
+            if slot.state == State::Pending {
+                slot.state = State::Ended;
+                slot.unit = None;
+            }
+        }
+        self.stop_what_can_stop();
+    }
+
+    /// Sends the stop order to every running node whose dependents have all ended.
+    fn stop_what_can_stop(&mut self) {
+        let Some(deadline) = self.deadline else {
+            return;
+        };
+        for i in (0..self.slots.len()).rev() {
+            let slot = &self.slots[i];
+            if slot.state != State::Running || slot.stop_sent {
+                continue;
+            }
+            if !slot
+                .dependents
+                .iter()
+                .all(|&d| self.slots[d].state == State::Ended)
+            {
+                continue;
+            }
+            let slot = &mut self.slots[i];
+            slot.stop_sent = true;
+            if let Some(command) = &slot.command {
+                let order = if self.killed {
+                    Command::Kill
+                } else {
+                    Command::Stop {
+                        deadline: deadline.into_std(),
+                    }
+                };
+                let _ = command.send(order);
+            }
+        }
+        if self.sweep_kill_at.is_none() && self.slots.iter().all(|s| s.state == State::Ended) {
+            self.begin_sweep();
+        }
+    }
+
+    /// Every node ended: whatever process is left (orphans, escaped descendants) gets SIGTERM, then
+    /// SIGKILL after the grace (within the deadline). Done when no process is left.
+    fn begin_sweep(&mut self) {
+        let deadline = self.deadline.unwrap_or_else(Instant::now);
+        self.sweep_kill_at = Some((Instant::now() + self.settings.grace).min(deadline));
+        let left = procs::descendants(self.self_pid);
+        if left.is_empty() {
+            self.done = true;
+            return;
+        }
+        tracing::info!("{} leftover process(es): sending SIGTERM", left.len());
+        self.signal_leftovers(libc::SIGTERM);
+        self.signal_leftovers(libc::SIGCONT);
+    }
+
+    fn check_sweep(&mut self) {
+        if self.sweep_kill_at.is_none() || self.done {
+            return;
+        }
+        if procs::descendants(self.self_pid).is_empty() {
+            self.done = true;
+        } else if self.killed {
+            // Something may have forked since the last SIGKILL round.
+            self.signal_leftovers(libc::SIGKILL);
+        }
+    }
+
+    fn signal_leftovers(&self, signal: i32) {
+        if self.self_pid == 1 {
+            // SAFETY: kill has no memory-safety requirements. As PID 1 this reaches every other
+            // process of the namespace, but not ourselves.
+            unsafe { libc::kill(-1, signal) };
+        } else {
+            for pid in procs::descendants(self.self_pid) {
+                // SAFETY: as above; ESRCH is expected for processes that just ended.
+                unsafe { libc::kill(pid, signal) };
+            }
+        }
+    }
+
+    fn kill_everything(&mut self) {
+        if self.deadline.is_none() {
+            self.begin_shutdown(Reason::Signal);
+        }
+        self.killed = true;
+        for slot in &mut self.slots {
+            if let Some(command) = &slot.command {
+                slot.stop_sent = true;
+                let _ = command.send(Command::Kill);
+            }
+        }
+        self.signal_leftovers(libc::SIGKILL);
+        self.check_sweep();
+    }
+
+    fn exit_code(&self) -> i32 {
+        let map = |code: i32| self.settings.exit_map.apply(code);
+        let code = match self.reason {
+            Some(Reason::Main(status)) => map(status.code()),
+            Some(Reason::Signal) | None => self.main_status.map_or(0, |s| map(s.code())),
+            Some(Reason::StartupFailed) => 1,
+            Some(Reason::GaveUp(status)) => match status.code() {
+                0 => 1,
+                code => code,
+            },
+            Some(Reason::AllEnded) => self.first_failure.unwrap_or(0),
+        };
+        tracing::info!("exiting with code {code}");
+        code
+    }
+}
