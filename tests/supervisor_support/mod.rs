@@ -1,0 +1,246 @@
+//! Shared helpers for the supervisor tests: a scratch directory with a `litevisor.toml`, litevisor
+//! run on it (directly as a subreaper, or as PID 1 of a fresh PID namespace) with stdout and stderr
+//! captured to files, an events file the services append to (append order = real order), and
+//! patient waiting.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_litevisor");
+
+/// Generous bound for anything that should happen "soon" on a loaded 2-core machine.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Direct,
+    Pid1,
+}
+
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A scratch directory holding `litevisor.toml` with `config`; `$EV` in the config text is
+    /// replaced by the events file's path, `$DIR` by the directory.
+    pub fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let setup = Self { dir };
+        setup.write("litevisor.toml", config);
+        setup
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn events_path(&self) -> PathBuf {
+        self.file("events")
+    }
+
+    /// Writes a file, expanding `$EV` and `$DIR`.
+    pub fn write(&self, name: &str, text: &str) {
+        let path = self.file(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        let text = text
+            .replace("$EV", &self.events_path().display().to_string())
+            .replace("$DIR", &self.path().display().to_string());
+        std::fs::write(&path, text).expect("write");
+    }
+
+    pub fn write_exec(&self, name: &str, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        self.write(name, text);
+        std::fs::set_permissions(self.file(name), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+
+    /// Lines of the events file so far.
+    pub fn events(&self) -> Vec<String> {
+        read_lines(&self.events_path())
+    }
+
+    pub fn position(&self, event: &str) -> Option<usize> {
+        self.events().iter().position(|e| e == event)
+    }
+
+    /// Waits until `event` is in the events file.
+    pub fn wait_event(&self, event: &str) {
+        let found = wait_for(PATIENCE, || self.position(event));
+        assert!(
+            found.is_some(),
+            "event {event:?} never came; events: {:?}\nstderr:\n{}",
+            self.events(),
+            self.stderr()
+        );
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.file("stdout.log")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.file("stderr.log")).unwrap_or_default()
+    }
+
+    /// Starts litevisor on this directory's config, output to stdout.log / stderr.log.
+    pub fn start(&self, mode: Mode, extra: &[&str]) -> Lv {
+        self.start_with(
+            mode,
+            &[
+                "--config",
+                &self.file("litevisor.toml").display().to_string(),
+            ],
+            extra,
+        )
+    }
+
+    pub fn start_with(&self, mode: Mode, config_args: &[&str], extra: &[&str]) -> Lv {
+        let mut cmd = match mode {
+            Mode::Direct => Command::new(BIN),
+            Mode::Pid1 => {
+                let mut c = Command::new("unshare");
+                c.args(["--pid", "--fork", "--mount-proc", "--kill-child", BIN]);
+                c
+            }
+        };
+        cmd.args(config_args).args(extra);
+        for var in [
+            "LITEVISOR_GRACE",
+            "LITEVISOR_LOG",
+            "LOG_LEVEL",
+            "LITEVISOR_CONFIG",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("LITEVISOR_LOG", "info");
+        cmd.stdin(Stdio::null());
+        cmd.stdout(std::fs::File::create(self.file("stdout.log")).expect("stdout.log"));
+        cmd.stderr(std::fs::File::create(self.file("stderr.log")).expect("stderr.log"));
+        let child = cmd.spawn().expect("spawn litevisor");
+        let pid = match mode {
+            Mode::Direct => child.id() as i32,
+            Mode::Pid1 => {
+                let launcher = child.id() as i32;
+                wait_for(PATIENCE, || {
+                    children_of(launcher).into_iter().find(|p| {
+                        std::fs::read_link(format!("/proc/{p}/exe"))
+                            .is_ok_and(|e| e == Path::new(BIN))
+                    })
+                })
+                .expect("litevisor did not appear under unshare")
+            }
+        };
+        Lv { child, pid }
+    }
+}
+
+/// A running litevisor.
+pub struct Lv {
+    pub child: Child,
+    /// litevisor's pid as seen from the test (not 1 in PID-1 mode).
+    pub pid: i32,
+}
+
+impl Lv {
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory-safety requirements.
+        unsafe { libc::kill(self.pid, sig) };
+    }
+
+    /// Waits for the exit (killing litevisor after `limit`) and returns its exit code.
+    pub fn wait(&mut self, limit: Duration) -> i32 {
+        let status = wait_exit(&mut self.child, limit);
+        status.code().expect("litevisor was killed by a signal")
+    }
+}
+
+impl Drop for Lv {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            // SAFETY: see above; the PID-1 litevisor takes its namespace down with it.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| parent(*p) == Some(pid))
+        .collect()
+}
+
+pub fn parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = &stat[stat.rfind(')').expect("stat") + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+pub fn alive(pid: i32) -> bool {
+    // A zombie is dead for our purposes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace()
+                .next()
+                .map(|st| st != "Z" && st != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// Polls `probe` every 20 ms until it returns `Some`, or gives up after `limit`.
+pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    match wait_for(limit, || child.try_wait().expect("try_wait")) {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("litevisor did not exit within {limit:?}");
+        }
+    }
+}
