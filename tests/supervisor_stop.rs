@@ -1,0 +1,209 @@
+//! Stopping: the main service's exit code becomes litevisor's, stop signals go to whole process
+//! trees (a `setsid` grandchild included) with SIGKILL after the grace, shutdown ends as soon as the
+//! last process is gone, a second SIGTERM kills at once, and other signals are forwarded.
+
+mod supervisor_support;
+
+use std::time::{Duration, Instant};
+
+use supervisor_support::*;
+
+#[test]
+fn main_exit_code_is_litevisors() {
+    for (command, expected) in [("exit 3", 3), ("kill -9 $$", 137), ("exit 0", 0)] {
+        let s = Setup::new(&format!(
+            r#"
+[services.app]
+command = ["sh", "-c", "sleep 0.3; {command}"]
+main = true
+
+[services.helper]
+command = ["sh", "-c", "trap 'echo helper stopped >> $EV; exit 0' TERM; while :; do sleep 0.05; done"]
+"#
+        ));
+        for mode in [Mode::Direct, Mode::Pid1] {
+            let _ = std::fs::remove_file(s.events_path());
+            let mut lv = s.start(mode, &[]);
+            let code = lv.wait(PATIENCE);
+            assert_eq!(code, expected, "{mode:?} {command}: {}", s.stderr());
+            assert_eq!(s.events(), ["helper stopped"], "the rest is stopped");
+        }
+    }
+}
+
+#[test]
+fn sigterm_gives_the_main_status_and_remap_applies() {
+    let s = Setup::new(
+        r#"
+[services.app]
+command = ["sleep", "1000"]
+main = true
+"#,
+    );
+    let mut lv = s.start(Mode::Pid1, &[]);
+    wait_for(PATIENCE, || s.stderr().contains("started").then_some(())).expect("started");
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 143, "{}", s.stderr());
+
+    let mut lv = s.start(Mode::Pid1, &["--remap-exit", "143:0"]);
+    wait_for(PATIENCE, || s.stderr().contains("started").then_some(())).expect("started");
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+}
+
+/// The service ignores SIGTERM and leaves a grandchild in its own session (also ignoring SIGTERM).
+const STUBBORN: &str = r#"
+shutdown_timeout = "30s"
+grace = "20s"
+
+[services.stubborn]
+command = ["sh", "-c", "trap '' TERM; setsid sh -c 'echo $$ > $DIR/grandchild; trap \"\" TERM; while :; do sleep 0.05; done' & echo up >> $EV; while :; do sleep 0.05; done"]
+stop_grace = "1s"
+"#;
+
+#[test]
+fn grace_then_sigkill_reaches_a_setsid_grandchild() {
+    let s = Setup::new(STUBBORN);
+    for mode in [Mode::Direct, Mode::Pid1] {
+        let _ = std::fs::remove_file(s.file("grandchild"));
+        let mut lv = s.start(mode, &[]);
+        s.wait_event("up");
+        wait_for(PATIENCE, || s.file("grandchild").exists().then_some(())).expect("grandchild");
+        let started = Instant::now();
+        lv.signal(libc::SIGTERM);
+        let code = lv.wait(PATIENCE);
+        let took = started.elapsed();
+        assert_eq!(code, 0, "{mode:?}: {}", s.stderr());
+        // stop_grace (1s) decides, not grace (20s) nor shutdown_timeout (30s).
+        assert!(
+            took < Duration::from_secs(15),
+            "{mode:?}: took {took:?}\n{}",
+            s.stderr()
+        );
+        assert!(
+            s.stderr().contains("killing its process group"),
+            "{}",
+            s.stderr()
+        );
+        if mode == Mode::Direct {
+            let gc: i32 = std::fs::read_to_string(s.file("grandchild"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(!alive(gc), "the setsid grandchild {gc} must be gone");
+        }
+    }
+}
+
+#[test]
+fn shutdown_ends_when_the_last_process_is_gone() {
+    // Default grace is 10s: a fixed sleep anywhere would show.
+    let mut config = String::new();
+    for i in 0..5 {
+        config.push_str(&format!(
+            "[services.s{i}]\ncommand = [\"sleep\", \"1000\"]\n\n"
+        ));
+    }
+    let s = Setup::new(&config);
+    let mut lv = s.start(Mode::Pid1, &[]);
+    wait_for(PATIENCE, || {
+        (s.stderr().matches("started").count() == 5).then_some(())
+    })
+    .expect("5 services started");
+    let started = Instant::now();
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn a_second_sigterm_kills_everything_at_once() {
+    let s = Setup::new(
+        r#"
+shutdown_timeout = "60s"
+[services.stubborn]
+command = ["sh", "-c", "trap '' TERM; echo up >> $EV; while :; do sleep 0.05; done"]
+stop_grace = "50s"
+"#,
+    );
+    let mut lv = s.start(Mode::Direct, &[]);
+    s.wait_event("up");
+    lv.signal(libc::SIGTERM);
+    wait_for(PATIENCE, || {
+        s.stderr().contains("stopping service").then_some(())
+    })
+    .expect("stopping");
+    let started = Instant::now();
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(s.stderr().contains("second SIGTERM"), "{}", s.stderr());
+}
+
+#[test]
+fn the_shutdown_deadline_bounds_every_grace() {
+    let s = Setup::new(
+        r#"
+shutdown_timeout = "1s"
+[services.stubborn]
+command = ["sh", "-c", "trap '' TERM; echo up >> $EV; while :; do sleep 0.05; done"]
+stop_grace = "50s"
+"#,
+    );
+    let mut lv = s.start(Mode::Direct, &[]);
+    s.wait_event("up");
+    let started = Instant::now();
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn other_signals_go_to_the_main_service() {
+    let s = Setup::new(
+        r#"
+[services.app]
+command = ["sh", "-c", "trap 'echo hup >> $EV' HUP; trap 'echo usr1 >> $EV' USR1; echo up >> $EV; while :; do sleep 0.05; done"]
+main = true
+
+[services.other]
+command = ["sh", "-c", "trap 'echo other hup >> $EV' HUP; while :; do sleep 0.05; done"]
+"#,
+    );
+    let mut lv = s.start(Mode::Pid1, &[]);
+    s.wait_event("up");
+    lv.signal(libc::SIGHUP);
+    s.wait_event("hup");
+    lv.signal(libc::SIGUSR1);
+    s.wait_event("usr1");
+    assert!(s.position("other hup").is_none(), "{:?}", s.events());
+    lv.signal(libc::SIGTERM);
+    // sh dies of the SIGTERM: 128 + 15.
+    assert_eq!(lv.wait(PATIENCE), 143, "{}", s.stderr());
+}
+
+#[test]
+fn without_a_main_service_signals_go_to_every_service() {
+    let s = Setup::new(
+        r#"
+[services.a]
+command = ["sh", "-c", "trap 'echo a hup >> $EV' HUP; echo a up >> $EV; while :; do sleep 0.05; done"]
+[services.b]
+command = ["sh", "-c", "trap 'echo b hup >> $EV' HUP; echo b up >> $EV; while :; do sleep 0.05; done"]
+"#,
+    );
+    let mut lv = s.start(Mode::Direct, &[]);
+    s.wait_event("a up");
+    s.wait_event("b up");
+    lv.signal(libc::SIGHUP);
+    s.wait_event("a hup");
+    s.wait_event("b hup");
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
