@@ -199,3 +199,47 @@ fn an_idle_replica_sends_no_requests() {
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(proxy.requests(), after_work, "no requests while idle");
 }
+
+#[test]
+fn opening_a_chain_at_once_hides_the_round_trips() {
+    // A restore opens every file of its chain and reads each header before streaming pages. With
+    // 40 ms per request and 48 files, one-by-one opens cost about 48 round trips; `open_ltx_many`
+    // issues the GETs together and prefetches the bodies, costing a few.
+    let server = S3Server::start();
+    server.create_bucket("chain");
+    let proxy = FaultProxy::start(server.port);
+    let r = replica_via(&proxy.endpoint, "chain", quick_retries());
+    let files: Vec<_> = (1..=48u64)
+        .map(|t| {
+            let data = content(t as u8, 20_000);
+            r.write_ltx(0, t, t, UNIX_EPOCH, &mut &data[..]).unwrap()
+        })
+        .collect();
+    proxy.faults.delay_ms.store(40, Ordering::SeqCst);
+
+    let consume = |readers: Vec<Box<dyn Read + Send>>| -> usize {
+        readers.into_iter().map(|r| read_all(r).len()).sum()
+    };
+    let start = Instant::now();
+    let one_by_one: Vec<Box<dyn Read + Send>> = files
+        .iter()
+        .map(|f| {
+            let mut rd = r.open_ltx(f.level, f.min_txid, f.max_txid).unwrap();
+            let mut header = [0u8; 100];
+            rd.read_exact(&mut header).unwrap();
+            Box::new(std::io::Cursor::new(header).chain(rd)) as Box<dyn Read + Send>
+        })
+        .collect();
+    assert_eq!(consume(one_by_one), 48 * 20_000);
+    let sequential = start.elapsed();
+
+    let start = Instant::now();
+    let together = r.open_ltx_many(&files).unwrap();
+    assert_eq!(consume(together), 48 * 20_000);
+    let parallel = start.elapsed();
+    eprintln!("48 files at 40 ms/request: one by one {sequential:?}, open_ltx_many {parallel:?}");
+    assert!(
+        parallel * 3 < sequential,
+        "open_ltx_many ({parallel:?}) should be far faster than one-by-one opens ({sequential:?})"
+    );
+}

@@ -1,5 +1,5 @@
 //! Test support: an HTTP/1.1 fault-injecting TCP proxy between an S3 client and the S3 server. It
-//! counts requests, answers the first N with `503 SlowDown`, cuts large download bodies mid-way, and
+//! counts requests, adds latency, answers the first N with `503 SlowDown`, cuts large download bodies mid-way, and
 //! drops connections in the middle of large uploads. Also a "black hole" listener that accepts
 //! connections and never answers (a replica that is down but reachable).
 #![allow(dead_code)]
@@ -7,7 +7,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Bodies larger than this are the ones cut by `cut_downloads` / `cut_uploads`.
@@ -23,6 +23,8 @@ pub struct Faults {
     pub cut_downloads: AtomicUsize,
     /// Next N requests with a body > CUT_THRESHOLD are dropped after half the body arrived.
     pub cut_uploads: AtomicUsize,
+    /// Milliseconds added before each request is forwarded (network latency).
+    pub delay_ms: AtomicU64,
     /// Faults actually injected (503s + cuts).
     pub injected: AtomicUsize,
     stop: AtomicBool,
@@ -190,6 +192,10 @@ fn serve(client: TcpStream, upstream_port: u16, f: &Faults) -> io::Result<()> {
             io::copy(&mut (&mut client_r).take(body_len / 2), &mut io::sink())?;
             let _ = client_w.shutdown(Shutdown::Both);
             return Ok(());
+        }
+        let delay = f.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
         }
         if upstream.is_none() {
             let s = TcpStream::connect(("127.0.0.1", upstream_port))?;

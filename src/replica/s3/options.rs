@@ -50,7 +50,7 @@ impl From<String> for Secret {
 }
 
 /// Everything an S3 replica client needs. `None` means "Litestream's default": see each field.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct S3Options {
     pub bucket: String,
     /// Key prefix, used verbatim: `<path>/<level %04x>/<min>-<max>.ltx`. URL paths arrive cleaned by
@@ -102,24 +102,6 @@ impl Default for S3Timeouts {
             max_attempts: 8,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(20),
-        }
-    }
-}
-
-impl Default for S3Options {
-    fn default() -> S3Options {
-        S3Options {
-            bucket: String::new(),
-            path: String::new(),
-            region: None,
-            endpoint: None,
-            force_path_style: None,
-            skip_verify: false,
-            access_key_id: None,
-            secret_access_key: None,
-            part_size: None,
-            concurrency: None,
-            timeouts: S3Timeouts::default(),
         }
     }
 }
