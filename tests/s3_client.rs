@@ -17,14 +17,18 @@ use replica::{FileInfo, ReplicaClient};
 use s3_server::{S3Server, list_keys, sdk_client};
 
 fn replica_at(server: &S3Server, bucket: &str, path: &str) -> S3Replica {
-    S3Replica::new(S3Options {
+    S3Replica::new(replica_options(server, bucket, path))
+}
+
+fn replica_options(server: &S3Server, bucket: &str, path: &str) -> S3Options {
+    S3Options {
         bucket: bucket.into(),
         path: path.into(),
         endpoint: Some(server.endpoint.clone()),
         access_key_id: Some("test".into()),
         secret_access_key: Some(Secret::new("test")),
         ..S3Options::default()
-    })
+    }
 }
 
 fn content(seed: u8, len: usize) -> Vec<u8> {
@@ -119,6 +123,26 @@ fn round_trip_layout_metadata_and_delete() {
         Some("2020-09-13T12:26:41.5Z"),
         "Go trims trailing zeros of the fraction"
     );
+
+    // storage-class reaches the object.
+    let ia = S3Replica::new(S3Options {
+        storage_class: Some("STANDARD_IA".into()),
+        ..replica_options(&server, "bkt", "ia")
+    });
+    ia.write_ltx(0, 1, 1, t1, &mut &b[..]).unwrap();
+    let head = rt
+        .block_on(
+            sdk.head_object()
+                .bucket("bkt")
+                .key("ia/0000/0000000000000001-0000000000000001.ltx")
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(
+        head.storage_class().map(|c| c.as_str()),
+        Some("STANDARD_IA")
+    );
+    ia.delete_ltx(&ia.ltx_files(0).unwrap()).unwrap();
 
     // Foreign keys under the level prefix are ignored, like Litestream's strict regex.
     for junk in [

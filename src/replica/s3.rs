@@ -534,6 +534,11 @@ impl ReplicaClient for S3Replica {
             )]),
             part_size: self.opts.effective_part_size(),
             concurrency: self.opts.effective_concurrency(),
+            storage_class: self
+                .opts
+                .storage_class
+                .as_deref()
+                .map(aws_sdk_s3::types::StorageClass::from),
         };
         let size = upload::upload(&target, data).map_err(|e| self.fail(e))?;
         Ok(FileInfo {

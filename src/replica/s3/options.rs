@@ -73,6 +73,8 @@ pub struct S3Options {
     pub part_size: Option<u64>,
     /// Default [`DEFAULT_CONCURRENCY`].
     pub concurrency: Option<usize>,
+    /// `storage-class` of uploaded objects (e.g. `STANDARD_IA`); None leaves the bucket default.
+    pub storage_class: Option<String>,
     /// Network limits, so an unreachable replica fails a call instead of blocking it forever.
     pub timeouts: S3Timeouts,
 }
@@ -119,6 +121,7 @@ impl fmt::Debug for S3Options {
             .field("secret_access_key", &self.secret_access_key)
             .field("part_size", &self.part_size)
             .field("concurrency", &self.concurrency)
+            .field("storage_class", &self.storage_class)
             .field("timeouts", &self.timeouts)
             .finish()
     }
@@ -138,6 +141,7 @@ impl S3Options {
             skip_verify: url.skip_verify,
             part_size: url.part_size,
             concurrency: url.concurrency.map(|c| c.min(64) as usize),
+            storage_class: url.storage_class.clone(),
             ..S3Options::default()
         };
         if url.force_path_style {

@@ -8,7 +8,7 @@ use std::io::{self, Read};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
@@ -26,6 +26,7 @@ pub(super) struct Target<'a> {
     pub metadata: HashMap<String, String>,
     pub part_size: u64,
     pub concurrency: usize,
+    pub storage_class: Option<StorageClass>,
 }
 
 /// Uploads everything `data` yields; returns the object size.
@@ -39,6 +40,7 @@ pub(super) fn upload(t: &Target<'_>, data: &mut dyn Read) -> Result<u64, S3Error
                 .bucket(t.bucket)
                 .key(t.key)
                 .set_metadata(Some(t.metadata.clone()))
+                .set_storage_class(t.storage_class.clone())
                 .content_length(len as i64)
                 .body(ByteStream::from(first))
                 .send(),
@@ -53,6 +55,7 @@ pub(super) fn upload(t: &Target<'_>, data: &mut dyn Read) -> Result<u64, S3Error
                 .bucket(t.bucket)
                 .key(t.key)
                 .set_metadata(Some(t.metadata.clone()))
+                .set_storage_class(t.storage_class.clone())
                 .send(),
         )
         .map_err(|e| sdk_error("s3 CreateMultipartUpload", t.key, e))?;
