@@ -205,3 +205,47 @@ fn sigterm_from_outside_the_namespace_reaches_pid_1() {
     );
     assert!(sent.elapsed() < Duration::from_secs(20));
 }
+
+fn context_switches(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .filter(|l| {
+            l.starts_with("voluntary_ctxt_switches:")
+                || l.starts_with("nonvoluntary_ctxt_switches:")
+        })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn an_idle_litevisor_never_wakes_up() {
+    for mode in [Mode::Direct, Mode::Pid1] {
+        let mut guard = Guard(
+            litevisor(mode, &["--", "sleep", "1000"])
+                .spawn()
+                .expect("spawn"),
+        );
+        let pid = litevisor_pid(mode, &guard.0);
+        wait_for(PATIENCE, || {
+            (!init_support::children_of(pid).is_empty()).then_some(())
+        })
+        .expect("child");
+        std::thread::sleep(Duration::from_millis(300));
+        let before = context_switches(pid);
+        std::thread::sleep(Duration::from_secs(2));
+        let after = context_switches(pid);
+        assert_eq!(
+            before,
+            after,
+            "{mode:?}: litevisor woke up {} times while idle",
+            after - before
+        );
+        signal(pid, libc::SIGTERM);
+        assert_eq!(
+            wait_exit(&mut guard.0, PATIENCE).code(),
+            Some(143),
+            "{mode:?}"
+        );
+    }
+}
