@@ -1,7 +1,8 @@
 //! Interop with real Litestream 0.5.17 over a real S3-compatible server (moto): litevisor's S3 client
 //! lists and reads the objects Litestream replicates (same keys, parsable `litestream-timestamp`,
 //! valid LTX), `litevisor restore` rebuilds the database from Litestream's S3 replica, and Litestream
-//! restores a replica whose objects litevisor's client uploaded.
+//! restores both a replica whose objects litevisor's client uploaded and one `litevisor replicate`
+//! wrote to S3.
 
 #[path = "../src/replication/ltx.rs"]
 #[allow(dead_code)]
@@ -238,5 +239,60 @@ fn litestream_restores_what_litevisor_uploaded() {
         summary(&out),
         expected,
         "Litestream's restore of litevisor's uploads"
+    );
+}
+
+#[test]
+fn litevisor_replicates_to_s3_and_litestream_restores_it() {
+    let server = S3Server::start();
+    server.create_bucket("lvrep");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lv.db");
+    create_db(&db, 0..400);
+
+    let url = format!("s3://lvrep/lv?endpoint={}", server.endpoint);
+    let child = Command::new(env!("CARGO_BIN_EXE_litevisor"))
+        .args(["replicate", db.to_str().unwrap(), &url])
+        .env_remove("AWS_CA_BUNDLE")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start litevisor replicate");
+    let r = s3(&server, "lvrep", "lv");
+    wait_for("litevisor's first upload", || max_txid(&r) >= 1);
+    let first = max_txid(&r);
+    insert(&db, 400..1200);
+    wait_for("litevisor's next upload", || max_txid(&r) > first);
+    stop(child);
+    let expected = summary(&db);
+
+    // Its objects carry the metadata Litestream's point-in-time restore reads.
+    for f in r.ltx_files_exact(0).unwrap() {
+        let age = SystemTime::now()
+            .duration_since(f.created_at)
+            .unwrap_or_default();
+        assert!(age < Duration::from_secs(600), "{f:?}");
+    }
+    let out = dir.path().join("restored-by-litestream.db");
+    let res = litestream(&[
+        "restore",
+        "-o",
+        out.to_str().unwrap(),
+        &format!("{url}&forcePathStyle=true"),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        res.status.success(),
+        "litestream restore: {}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(
+        summary(&out),
+        expected,
+        "Litestream's restore of litevisor's S3 replica"
     );
 }
