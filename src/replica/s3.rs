@@ -419,8 +419,9 @@ impl S3Replica {
     }
 
     /// Opens several files at once: the GETs are issued concurrently (16 in flight) and every body is
-    /// then pumped ahead of its reader into a small bounded buffer, so a restore that merges many files
-    /// pays one round trip in total instead of one per file, and never waits on a per-chunk round trip.
+    /// then pumped ahead of its reader into a small bounded buffer (512 chunks shared by all files,
+    /// 2..16 per file), so a restore that merges many files pays a few round trips in total instead
+    /// of one per file, and never waits on a per-chunk round trip.
     pub fn open_many(&self, files: &[FileInfo]) -> Result<Vec<Box<dyn Read + Send>>, ReplicaError> {
         let (rt, client) = self.client()?;
         let limit = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
@@ -443,7 +444,7 @@ impl S3Replica {
             let (i, key, out) =
                 joined.map_err(|e| self.fail(S3Error::new("", format!("GET task failed: {e}"))))?;
             let out = out.map_err(|e| self.fail(sdk_error("s3 GetObject", &key, e)))?;
-            readers[i] = Some(self.reader(rt, &client, key, out));
+            readers[i] = Some(self.reader(rt, &client, key, out, download::depth_for(files.len())));
         }
         Ok(readers.into_iter().flatten().collect())
     }
@@ -454,6 +455,7 @@ impl S3Replica {
         client: &Client,
         key: String,
         out: aws_sdk_s3::operation::get_object::GetObjectOutput,
+        depth: usize,
     ) -> Box<dyn Read + Send> {
         let source = download::Source {
             client: client.clone(),
@@ -463,7 +465,7 @@ impl S3Replica {
             len: out.content_length.and_then(|l| u64::try_from(l).ok()),
             timeouts: self.opts.timeouts.clone(),
         };
-        Box::new(download::start(rt.handle(), source, out.body))
+        Box::new(download::start(rt.handle(), source, out.body, depth))
     }
 }
 
@@ -505,7 +507,7 @@ impl ReplicaClient for S3Replica {
                     .send(),
             )
             .map_err(|e| self.fail(sdk_error("s3 GetObject", &key, e)))?;
-        Ok(self.reader(rt, &client, key, out))
+        Ok(self.reader(rt, &client, key, out, download::MAX_DEPTH))
     }
 
     fn open_ltx_many(&self, files: &[FileInfo]) -> Result<Vec<Box<dyn Read + Send>>, ReplicaError> {

@@ -15,8 +15,16 @@ use tokio::sync::mpsc;
 use super::backoff;
 use super::options::S3Timeouts;
 
-/// Body chunks buffered ahead of the reader per open file (hyper chunks are at most a few hundred KiB).
-const CHANNEL_DEPTH: usize = 16;
+/// Body chunks buffered ahead of the reader of a single open file (hyper chunks are at most a few
+/// hundred KiB, typically 8-64 KiB).
+pub(super) const MAX_DEPTH: usize = 16;
+/// Chunks buffered across all the files opened together, so a long restore chain stays bounded.
+const TOTAL_DEPTH: usize = 512;
+
+/// Chunks to buffer per file when `files` are open at once.
+pub(super) fn depth_for(files: usize) -> usize {
+    (TOTAL_DEPTH / files.max(1)).clamp(2, MAX_DEPTH)
+}
 
 enum Chunk {
     Data(Bytes),
@@ -54,8 +62,9 @@ pub(super) fn start(
     handle: &tokio::runtime::Handle,
     source: Source,
     body: ByteStream,
+    depth: usize,
 ) -> ObjectReader {
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let (tx, rx) = mpsc::channel(depth.max(1));
     let name = format!("s3://{}/{}", source.bucket, source.key);
     handle.spawn(pump(source, body, tx));
     ObjectReader {
