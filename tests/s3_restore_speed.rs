@@ -1,0 +1,146 @@
+//! Restore speed over a slow link: `litevisor restore` and Litestream 0.5.17's `restore` rebuild the
+//! same 80-file S3 replica (moto behind a proxy adding 30 ms per request). Litestream opens the files
+//! one after another (a round trip each); litevisor opens the chain at once (`open_ltx_many`) and
+//! streams the bodies ahead, so it must finish clearly first, with the same database.
+
+#[path = "../src/replication/ltx.rs"]
+#[allow(dead_code)]
+mod ltx;
+#[path = "../src/replica/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod replica;
+#[path = "support/s3_proxy.rs"]
+mod s3_proxy;
+#[path = "support/s3_server.rs"]
+mod s3_server;
+
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use replica::ReplicaClient;
+use replica::s3::{S3Options, S3Replica, Secret};
+use s3_proxy::FaultProxy;
+use s3_server::S3Server;
+
+const PAGE_SIZE: usize = 4096;
+const FILES: u64 = 80;
+
+fn ltx_file(commit: u32, txid: u64, pages: &[(u32, &[u8])]) -> Vec<u8> {
+    let header = ltx::Header {
+        flags: ltx::HEADER_FLAG_NO_CHECKSUM,
+        page_size: PAGE_SIZE as u32,
+        commit,
+        min_txid: txid,
+        max_txid: txid,
+        timestamp_ms: 1_700_000_000_000 + txid as i64,
+        ..ltx::Header::default()
+    };
+    let mut enc = ltx::Encoder::new(Vec::new(), &header, ltx::PageEncoding::Frame).unwrap();
+    for (pgno, data) in pages {
+        enc.encode_page(*pgno, data).unwrap();
+    }
+    enc.finish().unwrap().0
+}
+
+fn summary(path: &std::path::Path) -> (i64, String) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let n = db
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    (n, check)
+}
+
+#[test]
+fn litevisor_restores_a_long_chain_faster_than_litestream() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.db");
+    {
+        let db = rusqlite::Connection::open(&src).unwrap();
+        db.execute_batch(
+            "PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<3000)
+             INSERT INTO t SELECT x, printf('%0200d', x) FROM c;",
+        )
+        .unwrap();
+    }
+    let bytes = std::fs::read(&src).unwrap();
+    let commit = (bytes.len() / PAGE_SIZE) as u32;
+    let page = |n: u32| &bytes[(n as usize - 1) * PAGE_SIZE..n as usize * PAGE_SIZE];
+
+    // TXID 1 is the whole database, 2..=80 each rewrite one page with its current content.
+    let server = S3Server::start();
+    server.create_bucket("speed");
+    let writer = S3Replica::new(S3Options {
+        bucket: "speed".into(),
+        path: "db".into(),
+        endpoint: Some(server.endpoint.clone()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some(Secret::new("test")),
+        ..S3Options::default()
+    });
+    let all: Vec<(u32, &[u8])> = (1..=commit).map(|n| (n, page(n))).collect();
+    writer
+        .write_ltx(0, 1, 1, UNIX_EPOCH, &mut &ltx_file(commit, 1, &all)[..])
+        .unwrap();
+    for txid in 2..=FILES {
+        let pgno = 2 + (txid as u32 % (commit - 1));
+        let data = ltx_file(commit, txid, &[(pgno, page(pgno))]);
+        writer
+            .write_ltx(0, txid, txid, UNIX_EPOCH, &mut &data[..])
+            .unwrap();
+    }
+
+    let proxy = FaultProxy::start(server.port);
+    proxy.faults.delay_ms.store(30, Ordering::SeqCst);
+    let url = format!(
+        "s3://speed/db?endpoint={}&forcePathStyle=true",
+        proxy.endpoint
+    );
+    let run = |program: &str, out: &std::path::Path| -> Duration {
+        let start = Instant::now();
+        let res = Command::new(program)
+            .args(["restore", "-o", out.to_str().unwrap(), &url])
+            .env_remove("AWS_CA_BUNDLE")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap();
+        let took = start.elapsed();
+        assert!(
+            res.status.success(),
+            "{program} restore: {}{}",
+            String::from_utf8_lossy(&res.stdout),
+            String::from_utf8_lossy(&res.stderr)
+        );
+        took
+    };
+    let ls_out = dir.path().join("litestream.db");
+    let lv_out = dir.path().join("litevisor.db");
+    let requests_before = proxy.requests();
+    let litestream = run("litestream", &ls_out);
+    let ls_requests = proxy.requests() - requests_before;
+    let litevisor = run(env!("CARGO_BIN_EXE_litevisor"), &lv_out);
+    let lv_requests = proxy.requests() - requests_before - ls_requests;
+    eprintln!(
+        "{FILES} files at 30 ms/request: litestream {litestream:?} ({ls_requests} requests), \
+         litevisor {litevisor:?} ({lv_requests} requests)"
+    );
+
+    let expected = (3000, "ok".to_string());
+    assert_eq!(summary(&ls_out), expected);
+    assert_eq!(summary(&lv_out), expected);
+    assert_eq!(
+        std::fs::read(&lv_out).unwrap(),
+        std::fs::read(&ls_out).unwrap(),
+        "same bytes"
+    );
+    assert!(
+        litevisor * 3 < litestream * 2,
+        "litevisor {litevisor:?} should clearly beat litestream {litestream:?}"
+    );
+}
