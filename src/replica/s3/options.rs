@@ -150,7 +150,7 @@ impl S3Options {
         if opts.endpoint.is_none()
             && let Some(endpoint) = env_nonempty("LITESTREAM_S3_ENDPOINT")
         {
-            opts.endpoint = Some(endpoint);
+            opts.endpoint = Some(with_scheme(endpoint));
             opts.force_path_style.get_or_insert(true);
         }
         opts
@@ -168,6 +168,21 @@ impl S3Options {
 
     pub(crate) fn effective_force_path_style(&self) -> bool {
         self.force_path_style.unwrap_or(self.endpoint.is_some())
+    }
+}
+
+/// `host:port` without a scheme gets one: plain HTTP for loopback names, HTTPS otherwise.
+fn with_scheme(endpoint: String) -> String {
+    if endpoint.contains("://") {
+        return endpoint;
+    }
+    let host = endpoint
+        .rsplit_once(':')
+        .map_or(endpoint.as_str(), |(h, _)| h);
+    if host == "localhost" || host.starts_with("127.") {
+        format!("http://{endpoint}")
+    } else {
+        format!("https://{endpoint}")
     }
 }
 
@@ -253,6 +268,15 @@ mod tests {
             MIN_PART_SIZE,
             "raised to S3's minimum"
         );
+        assert_eq!(
+            with_scheme("localhost:9000".into()),
+            "http://localhost:9000"
+        );
+        assert_eq!(
+            with_scheme("s3.example.com".into()),
+            "https://s3.example.com"
+        );
+        assert_eq!(with_scheme("http://x:1".into()), "http://x:1");
         let aws = S3Options {
             bucket: "b".into(),
             ..S3Options::default()
