@@ -1,5 +1,5 @@
 //! Restore speed over a slow link: `litevisor restore` and Litestream 0.5.17's `restore` rebuild the
-//! same 80-file S3 replica (moto behind a proxy adding 30 ms per request). Litestream opens the files
+//! same 80-file S3 replica (moto behind a proxy adding 50 ms per request). Litestream opens the files
 //! one after another (a round trip each); litevisor opens the chain at once (`open_ltx_many`) and
 //! streams the bodies ahead, so it must finish clearly first, with the same database.
 
@@ -95,7 +95,7 @@ fn litevisor_restores_a_long_chain_faster_than_litestream() {
     }
 
     let proxy = FaultProxy::start(server.port);
-    proxy.faults.delay_ms.store(30, Ordering::SeqCst);
+    proxy.faults.delay_ms.store(50, Ordering::SeqCst);
     let url = format!(
         "s3://speed/db?endpoint={}&forcePathStyle=true",
         proxy.endpoint
@@ -127,7 +127,7 @@ fn litevisor_restores_a_long_chain_faster_than_litestream() {
     let litevisor = run(env!("CARGO_BIN_EXE_litevisor"), &lv_out);
     let lv_requests = proxy.requests() - requests_before - ls_requests;
     eprintln!(
-        "{FILES} files at 30 ms/request: litestream {litestream:?} ({ls_requests} requests), \
+        "{FILES} files at 50 ms/request: litestream {litestream:?} ({ls_requests} requests), \
          litevisor {litevisor:?} ({lv_requests} requests)"
     );
 
