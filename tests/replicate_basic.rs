@@ -153,26 +153,38 @@ fn idle_database_produces_no_new_replica_files_and_no_wakeups() {
             .last()
             .map_or(0, |f| f.1)
     };
-    wait_until(
+    wait_for(
+        &lv,
         "the replica holds every local L0",
         Duration::from_secs(30),
         || {
             let local = newest_local();
-            local >= 2 && max_l0(&replica) == local
+            local >= 1 && max_l0(&replica) == local
         },
     );
     std::thread::sleep(Duration::from_secs(2)); // let in-flight work settle
     let before = max_l0(&replica);
     let local_before = newest_local();
+    // Compaction timers fire on wall-clock multiples of 30 s (when new data waits): measure in a
+    // window that contains none, so the only allowed wake-ups are none at all.
+    loop {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            % 30.0;
+        if (1.0..22.0).contains(&secs) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let pid = lv.child.id();
     let switches_before = switches(pid);
     std::thread::sleep(Duration::from_secs(5));
     let switches_after = switches(pid);
     assert_eq!(max_l0(&replica), before, "no L0 while nothing is written");
     assert_eq!(newest_local(), local_before, "no local L0 either");
-    // Zero idle wake-ups: threads sleep in poll/recv/sigwait. A compaction boundary may fall into
-    // the window (one wake-up of the upload thread, a few switches for its file I/O); a 1 s ticker
-    // anywhere would add at least 5.
+    // Zero idle wake-ups: the threads sleep in poll/recv/sigwait with no timer armed.
     let woke: Vec<(String, u64)> = switches_after
         .iter()
         .map(|(name, n)| {
@@ -184,7 +196,9 @@ fn idle_database_produces_no_new_replica_files_and_no_wakeups() {
         })
         .collect();
     for (name, n) in &woke {
-        let limit = if name.starts_with("lv-upload") { 4 } else { 0 };
+        // One spurious switch is tolerated (the kernel may count one for an unrelated reason); a
+        // ticker of 1 s or faster would show at least 5.
+        let limit = 1;
         assert!(
             *n <= limit,
             "thread {name} woke {n} times while idle: {woke:?}"

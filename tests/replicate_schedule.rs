@@ -87,3 +87,30 @@ fn l1_compaction_runs_on_its_boundary_and_trims_local_staging() {
     let restored = litestream_restore(&replica, &dir.path().join("out.db"));
     assert_same_rows(&db, &restored);
 }
+
+#[test]
+fn an_unreachable_replica_at_start_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..100, 10);
+    // The replica cannot even be listed: its `ltx` directory is a plain file.
+    std::fs::create_dir_all(&replica).unwrap();
+    std::fs::write(replica.join("ltx"), b"not a directory").unwrap();
+    let mut lv = Replicator::litevisor(&db, &replica, &[]);
+    insert(&mut c, 100..200, 10);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(lv.alive(), "replicate keeps running: {}", lv.log_text());
+    std::fs::remove_file(replica.join("ltx")).unwrap();
+    insert(&mut c, 200..300, 10);
+    wait_until(
+        "uploads after the replica came back",
+        Duration::from_secs(90),
+        || max_l0(&replica) >= 1,
+    );
+    assert!(lv.stop().success());
+    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
+    assert_same_rows(&db, &restored);
+}

@@ -145,6 +145,8 @@ pub enum EngineError {
     NoDatabase(PathBuf),
     #[error("the replicator of {0} has stopped")]
     Stopped(PathBuf),
+    #[error("{0}: waiting to retry the replica")]
+    ReplicaPending(PathBuf),
 }
 
 enum SyncCmd {
@@ -240,12 +242,20 @@ impl Replicator {
             last_sync: None,
             checkpoint_due: None,
             synced_since_checkpoint: false,
+            reconciled: false,
+            reconcile_retry: None,
+            reconcile_backoff: MIN_BACKOFF,
         };
-        let replica_txid = if worker.cfg.path.exists() {
-            Some(worker.init()?)
-        } else {
-            None
-        };
+        let mut replica_txid = None;
+        if worker.cfg.path.exists() {
+            worker.open_db()?;
+            match worker.try_reconcile(true) {
+                Ok(t) => replica_txid = Some(t),
+                Err(e) => {
+                    warn!(db = %worker.cfg.path.display(), "replica not reachable, retrying: {e}")
+                }
+            }
+        }
 
         let mut uploader = Uploader::new(&worker.cfg, worker.meta.clone(), status.clone());
         let path = worker.cfg.path.clone();
@@ -375,12 +385,16 @@ struct SyncWorker {
     last_sync: Option<Instant>,
     checkpoint_due: Option<Instant>,
     synced_since_checkpoint: bool,
+    /// The position was checked against the replica (no sync before that).
+    reconciled: bool,
+    reconcile_retry: Option<Instant>,
+    reconcile_backoff: Duration,
 }
 
 impl SyncWorker {
     /// Opens the database, recovers the position from the meta dir and reconciles it with the
     /// replica (Litestream #781). Returns the replica's newest L0 TXID.
-    fn init(&mut self) -> Result<u64, EngineError> {
+    fn open_db(&mut self) -> Result<(), EngineError> {
         if !self.cfg.path.exists() {
             return Err(EngineError::NoDatabase(self.cfg.path.clone()));
         }
@@ -399,7 +413,44 @@ impl SyncWorker {
             // No WAL header to anchor a position to: write a no-op frame (see db.rs).
             db.force_wal_frame()?;
         }
+        self.db = Some(db);
+        self.dirty = true;
+        Ok(())
+    }
 
+    /// Reconciles the local position with the replica before the first sync; while the replica is
+    /// unreachable, retried with back-off (the database stays open and its WAL pinned meanwhile).
+    fn try_reconcile(&mut self, now: bool) -> Result<u64, EngineError> {
+        if self.reconciled {
+            return Ok(self.status().replica_txid);
+        }
+        if !now && self.reconcile_retry.is_some_and(|t| Instant::now() < t) {
+            return Err(EngineError::ReplicaPending(self.cfg.path.clone()));
+        }
+        match self.reconcile() {
+            Ok(t) => {
+                self.reconciled = true;
+                self.reconcile_retry = None;
+                let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                s.replica_txid = s.replica_txid.max(t);
+                drop(s);
+                let _ = self.upload_tx.send(UploadMsg::NewL0);
+                Ok(t)
+            }
+            Err(e) => {
+                self.reconcile_retry = Some(Instant::now() + self.reconcile_backoff);
+                self.reconcile_backoff = (self.reconcile_backoff * 2).min(MAX_BACKOFF);
+                Err(e)
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Litestream's checkDatabaseBehindReplica (#781), plus a fresh start for an empty replica.
+    fn reconcile(&mut self) -> Result<u64, EngineError> {
         let replica_l0 = self.cfg.replica.ltx_files(0)?;
         let replica_max = replica_l0.last().map_or(0, |f| f.max_txid);
         let local = self.meta.l0_txids()?;
@@ -442,7 +493,6 @@ impl SyncWorker {
             s.txid = pos.txid;
             s.wal_offset = pos.wal_offset;
         }
-        self.db = Some(db);
         self.dirty = true;
         Ok(replica_max)
     }
@@ -464,6 +514,10 @@ impl SyncWorker {
             // Sleep until the WAL/DB changes, a command arrives, or a pending deadline passes.
             let now = Instant::now();
             let mut deadline = self.checkpoint_due;
+            if let Some(t) = self.reconcile_retry.filter(|_| self.db.is_some()) {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+                self.dirty |= Instant::now() >= t;
+            }
             if self.dirty && self.db.is_some() {
                 let next = self
                     .last_sync
@@ -495,7 +549,7 @@ impl SyncWorker {
             while let Ok(cmd) = cmds.try_recv() {
                 match cmd {
                     SyncCmd::SyncNow(reply) => {
-                        let r = self.ensure_init().and_then(|()| self.sync_all());
+                        let r = self.ensure_init(true).and_then(|()| self.sync_all());
                         let _ = reply.send(r.map_err(|e| e.to_string()));
                     }
                     SyncCmd::Stop(deadline, reply) => {
@@ -512,7 +566,7 @@ impl SyncWorker {
             if self.db.is_none() {
                 if self.dirty && self.cfg.path.exists() {
                     self.dirty = false;
-                    if let Err(e) = self.ensure_init() {
+                    if let Err(e) = self.ensure_init(false) {
                         warn!(db = %self.cfg.path.display(), "cannot start replication: {e}");
                         self.record_error(&e);
                     }
@@ -527,9 +581,13 @@ impl SyncWorker {
             {
                 self.dirty = false;
                 self.last_sync = Some(now);
-                if let Err(e) = self.sync_all().and_then(|()| self.maybe_checkpoint()) {
-                    warn!(db = %self.cfg.path.display(), "sync failed: {e}");
-                    self.record_error(&e);
+                match self.sync_all().and_then(|()| self.maybe_checkpoint()) {
+                    Ok(()) => {}
+                    Err(e @ EngineError::ReplicaPending(_)) => debug!("{e}"),
+                    Err(e) => {
+                        warn!(db = %self.cfg.path.display(), "sync failed: {e}");
+                        self.record_error(&e);
+                    }
                 }
             }
             if self.checkpoint_due.is_some_and(|d| Instant::now() >= d) {
@@ -545,27 +603,19 @@ impl SyncWorker {
         }
     }
 
-    fn ensure_init(&mut self) -> Result<(), EngineError> {
-        if self.db.is_some() {
-            return Ok(());
+    fn ensure_init(&mut self, now: bool) -> Result<(), EngineError> {
+        if self.db.is_none() {
+            self.open_db()?;
         }
-        let replica_txid = self.init()?;
-        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        s.replica_txid = s.replica_txid.max(replica_txid);
-        drop(s);
-        let _ = self.upload_tx.send(UploadMsg::NewL0);
-        Ok(())
+        self.try_reconcile(now).map(|_| ())
     }
 
     fn final_sync(&mut self, deadline: Instant) -> Result<(), EngineError> {
-        if self.db.is_none() {
-            if !self.cfg.path.exists() {
-                return Ok(()); // nothing was ever replicated
-            }
-            self.ensure_init()?;
+        if self.db.is_none() && !self.cfg.path.exists() {
+            return Ok(()); // nothing was ever replicated
         }
         loop {
-            match self.sync_all() {
+            match self.ensure_init(true).and_then(|()| self.sync_all()) {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() + Duration::from_millis(200) < deadline => {
                     warn!(db = %self.cfg.path.display(), "final sync failed, retrying: {e}");
@@ -582,6 +632,7 @@ impl SyncWorker {
             max_wal_bytes: self.cfg.max_sync_wal_bytes,
             encoding: self.cfg.encoding,
         };
+        self.try_reconcile(false)?;
         let mut forced = false;
         loop {
             let Some(db) = self.db.as_ref() else {

@@ -244,6 +244,19 @@ pub fn l0_path(replica: &Path, txid: u64) -> PathBuf {
         .join(format!("{txid:016x}-{txid:016x}.ltx"))
 }
 
+/// Like `wait_until`, but a timeout shows the replicator's log.
+pub fn wait_for(lv: &Replicator, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{}",
+            lv.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
