@@ -1,0 +1,184 @@
+//! Point-in-time restore on S3 needs the `litestream-timestamp` metadata, not LastModified: two L0
+//! files whose header times (1 minute and 30 s before their upload) differ from their upload times.
+//! A `-timestamp` between the two uploads must include both files when the header times are used
+//! (as Litestream 0.5.17 does, through HEAD), but only the first by LastModified. litevisor and
+//! Litestream must restore the same, newer database.
+
+#[path = "../src/replication/ltx.rs"]
+#[allow(dead_code)]
+mod ltx;
+#[path = "../src/replica/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod replica;
+#[path = "support/s3_server.rs"]
+mod s3_server;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use replica::ReplicaClient;
+use replica::s3::{S3Options, S3Replica, Secret};
+use s3_server::S3Server;
+
+const PAGE_SIZE: usize = 4096;
+
+fn ltx_file(commit: u32, txid: u64, at: SystemTime, pages: &[(u32, &[u8])]) -> Vec<u8> {
+    let ms = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let header = ltx::Header {
+        flags: ltx::HEADER_FLAG_NO_CHECKSUM,
+        page_size: PAGE_SIZE as u32,
+        commit,
+        min_txid: txid,
+        max_txid: txid,
+        timestamp_ms: ms,
+        ..ltx::Header::default()
+    };
+    let mut enc = ltx::Encoder::new(Vec::new(), &header, ltx::PageEncoding::Frame).unwrap();
+    for (pgno, data) in pages {
+        enc.encode_page(*pgno, data).unwrap();
+    }
+    enc.finish().unwrap().0
+}
+
+fn borrow(pages: &[(u32, Vec<u8>)]) -> Vec<(u32, &[u8])> {
+    pages.iter().map(|(n, d)| (*n, d.as_slice())).collect()
+}
+
+fn rows(path: &Path) -> i64 {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok", "{}", path.display());
+    db.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    // Whole seconds, UTC, as both CLIs accept.
+    let s = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (days, rem) = (s.div_euclid(86400), s.rem_euclid(86400));
+    // Civil from days (Howard Hinnant).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 {
+        yoe + era * 400 + 1
+    } else {
+        yoe + era * 400
+    };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[test]
+fn timestamp_restores_use_the_header_time_like_litestream() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("v.db");
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    db.execute_batch(
+        "PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<1000)
+         INSERT INTO t SELECT x, printf('%0100d', x) FROM c;",
+    )
+    .unwrap();
+    let v1 = std::fs::read(&db_path).unwrap();
+    db.execute_batch(
+        "WITH RECURSIVE c(x) AS (SELECT 1001 UNION ALL SELECT x+1 FROM c WHERE x<2000)
+         INSERT INTO t SELECT x, printf('%0100d', x) FROM c;",
+    )
+    .unwrap();
+    drop(db);
+    let v2 = std::fs::read(&db_path).unwrap();
+    let (n1, n2) = ((v1.len() / PAGE_SIZE) as u32, (v2.len() / PAGE_SIZE) as u32);
+    let page = |b: &[u8], n: u32| b[(n as usize - 1) * PAGE_SIZE..n as usize * PAGE_SIZE].to_vec();
+    let snapshot: Vec<(u32, Vec<u8>)> = (1..=n1).map(|n| (n, page(&v1, n))).collect();
+    let changed: Vec<(u32, Vec<u8>)> = (1..=n2)
+        .filter(|&n| n > n1 || page(&v1, n) != page(&v2, n))
+        .map(|n| (n, page(&v2, n)))
+        .collect();
+
+    let server = S3Server::start();
+    server.create_bucket("pitr");
+    let r = S3Replica::new(S3Options {
+        bucket: "pitr".into(),
+        path: "db".into(),
+        endpoint: Some(server.endpoint.clone()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some(Secret::new("test")),
+        ..S3Options::default()
+    });
+    let upload1 = SystemTime::now();
+    let (h1, h2) = (
+        upload1 - Duration::from_secs(60),
+        upload1 - Duration::from_secs(30),
+    );
+    let f1 = ltx_file(n1, 1, h1, &borrow(&snapshot));
+    r.write_ltx(0, 1, 1, h1, &mut &f1[..]).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let f2 = ltx_file(n2, 2, h2, &borrow(&changed));
+    r.write_ltx(0, 2, 2, h2, &mut &f2[..]).unwrap();
+
+    // Between the two uploads, after both header times.
+    let ts = rfc3339(upload1 + Duration::from_millis(1500));
+    let listed = r.ltx_files(0).unwrap();
+    let exact = r.ltx_files_exact(0).unwrap();
+    let at = replica::rfc3339::parse(&ts).unwrap();
+    assert_eq!(
+        listed.iter().filter(|f| f.created_at < at).count(),
+        1,
+        "by LastModified: {listed:?}"
+    );
+    assert_eq!(
+        exact.iter().filter(|f| f.created_at < at).count(),
+        2,
+        "by header time: {exact:?}"
+    );
+
+    let url = format!(
+        "s3://pitr/db?endpoint={}&forcePathStyle=true",
+        server.endpoint
+    );
+    let restore = |program: &str, out: &Path| {
+        let res = Command::new(program)
+            .args([
+                "restore",
+                "-timestamp",
+                &ts,
+                "-o",
+                out.to_str().unwrap(),
+                &url,
+            ])
+            .env_remove("AWS_CA_BUNDLE")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap();
+        assert!(
+            res.status.success(),
+            "{program} restore -timestamp {ts}: {}{}",
+            String::from_utf8_lossy(&res.stdout),
+            String::from_utf8_lossy(&res.stderr)
+        );
+    };
+    let ls_out = dir.path().join("litestream.db");
+    restore("litestream", &ls_out);
+    assert_eq!(rows(&ls_out), 2000, "Litestream uses the header time");
+    let lv_out = dir.path().join("litevisor.db");
+    restore(env!("CARGO_BIN_EXE_litevisor"), &lv_out);
+    assert_eq!(rows(&lv_out), 2000, "litevisor must too");
+}
