@@ -53,10 +53,9 @@ command = ["sleep", "1000"]
             "gap {gap} shorter than the delay {min}: {gaps:?}"
         );
     }
-    assert!(
-        gaps[0] < gaps[1] && gaps[1] < gaps[2],
-        "delays grow: {gaps:?}"
-    );
+    // The logged delays above are exact; the observed gaps include spawn time, so only compare the
+    // ends (0.9 s apart) to stay robust on a loaded machine.
+    assert!(gaps[0] < gaps[2], "delays grow: {gaps:?}");
     assert!(err.contains("giving up after 3 restarts"), "{err}");
 }
 

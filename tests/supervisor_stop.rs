@@ -207,3 +207,44 @@ command = ["sh", "-c", "trap 'echo b hup >> $EV' HUP; echo b up >> $EV; while :;
     lv.signal(libc::SIGTERM);
     assert_eq!(lv.wait(PATIENCE), 0);
 }
+
+#[test]
+fn leftover_orphans_are_terminated_before_exit() {
+    // A oneshot leaves two daemons behind (re-parented to litevisor): one dies on SIGTERM, the other
+    // ignores it and must get SIGKILL after `grace`.
+    let s = Setup::new(
+        r#"
+grace = "1s"
+shutdown_timeout = "30s"
+
+[services.daemonize]
+type = "oneshot"
+command = ["sh", "-c", "setsid sleep 1000 & echo $! > $DIR/polite; setsid sh -c 'trap \"\" TERM; echo $$ > $DIR/rude; while :; do sleep 0.05; done' & sleep 0.2"]
+
+[services.app]
+command = ["sh", "-c", "echo up >> $EV; exec sleep 1000"]
+depends_on = ["daemonize"]
+"#,
+    );
+    let mut lv = s.start(Mode::Direct, &[]);
+    s.wait_event("up");
+    let pid = |name: &str| -> i32 {
+        wait_for(PATIENCE, || {
+            std::fs::read_to_string(s.file(name))
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+        })
+        .expect("pid file")
+    };
+    let (polite, rude) = (pid("polite"), pid("rude"));
+    assert!(alive(polite) && alive(rude));
+    let started = Instant::now();
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    assert!(!alive(polite) && !alive(rude), "nothing is left behind");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "grace, not the deadline"
+    );
+    assert!(s.stderr().contains("leftover process"), "{}", s.stderr());
+}
