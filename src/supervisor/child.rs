@@ -71,8 +71,9 @@ impl Tree {
     }
 
     /// Looks for new descendants of the leader (only possible while it lives: after its death they
-    /// are re-parented to us and no longer distinguishable), then signals the group and all of them.
-    pub fn signal(&mut self, signal: i32) {
+    /// are re-parented to us and no longer distinguishable), then sends each of `signals` to the
+    /// group and all of them.
+    pub fn signal(&mut self, signals: &[i32]) {
         for pid in init::procs::descendants(self.leader.as_raw()) {
             if let std::collections::btree_map::Entry::Vacant(slot) = self.known.entry(pid)
                 && let Some(fd) = pidfd_open(pid)
@@ -80,18 +81,21 @@ impl Tree {
                 slot.insert(fd);
             }
         }
-        signal_group(self.leader, signal);
-        for fd in self.known.values() {
-            // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo; errors (exited) ignored.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    signal,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0u32,
-                )
-            };
+        for &signal in signals {
+            signal_group(self.leader, signal);
+            for fd in self.known.values() {
+                // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo; errors (the process
+                // exited) are ignored.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        fd.as_raw_fd(),
+                        signal,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0u32,
+                    )
+                };
+            }
         }
     }
 }

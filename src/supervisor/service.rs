@@ -290,7 +290,7 @@ impl ProcessService {
                     } else {
                         format!("did not become ready within {} (waiting for {waiting_for})", seconds(limit))
                     };
-                    tree.signal(libc::SIGKILL);
+                    tree.signal(&[libc::SIGKILL]);
                     let status = running.exited().await;
                     break RunEnd::Failed(status, format!("service {name:?} {what}"));
                 }
@@ -316,15 +316,14 @@ impl ProcessService {
         let deadline = match order {
             Command::Run => return running.exited().await,
             Command::Kill => {
-                tree.signal(libc::SIGKILL);
+                tree.signal(&[libc::SIGKILL]);
                 return running.exited().await;
             }
             Command::Stop { deadline } => deadline,
         };
         let signal = self.service.stop_signal;
         tracing::info!("stopping service {name:?} ({signal})");
-        tree.signal(signal as i32);
-        tree.signal(libc::SIGCONT);
+        tree.signal(&[signal as i32, libc::SIGCONT]);
         let kill_at = (Instant::now() + self.service.stop_grace).min(deadline.into());
         loop {
             tokio::select! {
@@ -339,7 +338,7 @@ impl ProcessService {
                 order = ctl.next_order() => if order == Command::Kill { break },
             }
         }
-        tree.signal(libc::SIGKILL);
+        tree.signal(&[libc::SIGKILL]);
         running.exited().await
     }
 
@@ -384,7 +383,7 @@ impl ProcessService {
                 },
             }
         }
-        tree.signal(libc::SIGKILL);
+        tree.signal(&[libc::SIGKILL]);
         Some(running.exited().await)
     }
 }
