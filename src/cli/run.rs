@@ -70,7 +70,7 @@ fn supervise(args: RunArgs) -> anyhow::Result<i32> {
                 eprintln!("{problem}");
             }
             eprintln!(
-                "litevisor: error: configuration invalid (check it with `litevisor check`); nothing to run (or give a program after `--`)"
+                "litevisor: error: nothing to supervise: the configuration has the problems above (`litevisor check` lists them); or give a program after `--`"
             );
             return Ok(2);
         }
