@@ -50,15 +50,15 @@ fn the_bundled_example_serves_and_stops_on_sigterm() {
 #[test]
 fn an_s6_service_directory_runs() {
     let s = Setup::new("services_dir = \"services\"\n");
-    s.write("services/base/type", "oneshot\n");
-    s.write("services/base/up", "echo base done >> $EV\n");
+    s.write("services/prepare/type", "oneshot\n");
+    s.write("services/prepare/up", "echo prepare done >> $EV\n");
     s.write("services/db/type", "longrun\n");
     s.write_exec(
         "services/db/run",
         "#!/bin/sh\necho db up >> $EV\nsleep 0.5\necho ready >&3\nexec sleep 1000\n",
     );
     s.write("services/db/notification-fd", "3\n");
-    s.write("services/db/dependencies.d/base", "");
+    s.write("services/db/dependencies.d/prepare", "");
     s.write("services/app/type", "longrun\n");
     s.write_exec(
         "services/app/run",
@@ -73,7 +73,7 @@ fn an_s6_service_directory_runs() {
     let app_up = format!("app up in {}", s.file("services/app").display());
     s.wait_event(&app_up);
     let events = s.events();
-    assert_eq!(events[..2], ["base done", "db up"], "{events:?}");
+    assert_eq!(events[..2], ["prepare done", "db up"], "{events:?}");
     lv.signal(libc::SIGTERM);
     assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
     assert!(
