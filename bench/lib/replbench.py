@@ -308,7 +308,11 @@ class L0Watcher:
     def _names(self):
         if self.moto:
             self.lists += 1
-            return self.moto.list_keys(self.prefix + "/ltx/0/")
+            # S3 keys have no `ltx/` segment: <path>/0000/<min>-<max>.ltx
+            try:
+                return [k.rsplit("/", 1)[1] for k in self.moto.list_keys(self.prefix + "/0000/")]
+            except Exception:  # moto busy or gone (at exit): try again on the next round
+                return []
         try:
             return os.listdir(os.path.join(self.replica_dir, "ltx", "0"))
         except FileNotFoundError:
@@ -322,8 +326,7 @@ class L0Watcher:
                 if n.endswith(".ltx") and n not in self.seen:
                     self.seen[n] = now
                     self.times.append(now)
-            if not self.moto:
-                time.sleep(0.005)
+            time.sleep(0.01 if self.moto else 0.005)  # leave moto (single process) room for the tool
 
     def wait_for(self, count, timeout):
         deadline = time.monotonic() + timeout
@@ -454,9 +457,19 @@ def dir_bytes(path):
     return total
 
 
+def stop_with_rusage(p):
+    """SIGTERM (each tool then runs its final sync), reap it here and return its resource usage:
+    CPU of its whole life and its peak RSS (ru_maxrss, KiB)."""
+    p.terminate()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return usage
+
+
 def bulk_run(tool, mb):
-    """Bulk load of mb MiB into a fresh DB under a file replicator (default settings); waits until the
-    replica has been still for 3 s. Returns CPU seconds, peak RSS and bytes of L0 written."""
+    """Bulk load of mb MiB into a fresh DB under a file replicator (default settings), then SIGTERM:
+    the replicator's final sync uploads the rest. The replica is then restored (by the same tool) and
+    checked for every row. Returns CPU seconds, peak RSS, replica size and wall time."""
     work = tempfile.mkdtemp(dir=TMP)
     db = os.path.join(work, "db.sqlite")
     replica = os.path.join(work, "replica")
@@ -464,18 +477,19 @@ def bulk_run(tool, mb):
     proc = start_replicator(tool, db, "file://" + replica, False, work)
     try:
         t0 = time.monotonic()
-        fill(conn, mb)
-        last, still_since = -1, time.monotonic()
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            size = dir_bytes(os.path.join(replica, "ltx", "0"))
-            if size != last:
-                last, still_since = size, time.monotonic()
-            elif time.monotonic() - still_since > 3:
-                break
-            time.sleep(0.1)
-        cpu, _, hwm = proc_stats(proc.pid)
-        return dict(cpu=cpu, hwm=hwm, l0_bytes=last, wall=still_since - t0)
+        rows = fill(conn, mb)
+        usage = stop_with_rusage(proc)
+        wall = time.monotonic() - t0
+        out = os.path.join(work, "restored.db")
+        subprocess.run([LV if tool == "litevisor" else LS, "restore", "-o", out, "file://" + replica],
+                       env=tool_env(), check=True, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with sqlite3.connect(out) as c:
+            got = c.execute("SELECT count(*) FROM t").fetchone()[0]
+        if got != rows:
+            raise RuntimeError(f"{tool}: replica of the bulk load restored {got} rows, expected {rows}")
+        return dict(cpu=usage.ru_utime + usage.ru_stime, hwm=usage.ru_maxrss, replica_bytes=dir_bytes(replica),
+                    wall=wall)
     finally:
         stop(proc)
         conn.close()
@@ -545,11 +559,15 @@ def section_replication():
         lvb["cpu"], lsb["cpu"], 2)
     row("bulk load: replicator CPU per GiB loaded (s/GiB)", lvb["cpu"] / gib, lsb["cpu"] / gib, 2)
     row("bulk load: replicator peak RSS (MiB)", lvb["hwm"] / 1024, lsb["hwm"] / 1024)
-    row("bulk load: L0 bytes written to the replica (MiB)", lvb["l0_bytes"] / 2**20, lsb["l0_bytes"] / 2**20)
-    row("bulk load: load start → replica still (s, incl. load time)", lvb["wall"], lsb["wall"])
+    row("bulk load: replica size after exit, all levels (MiB)", lvb["replica_bytes"] / 2**20,
+        lsb["replica_bytes"] / 2**20)
+    row("bulk load: load start → replicator exited after its final sync (s)", lvb["wall"], lsb["wall"])
     print()
     print("One run per cell. CPU = utime+stime of the replicator process (/proc/PID/stat) just before "
-          "it is stopped, including its startup; peak RSS = VmHWM. S3 = moto behind a counting proxy "
+          "it is stopped, including its startup; peak RSS = VmHWM. Bulk load: CPU and peak RSS (ru_maxrss) "
+          "of the replicator's whole life from wait4, SIGTERMed right after the load so its final sync "
+          "ships the rest; the replica is then restored by the same tool and checked for every row. "
+          "S3 = moto behind a counting proxy "
           "(the watcher's own LIST requests go to moto directly and are not counted); idle requests per "
           "hour are extrapolated from the short idle window right after the steady run.")
 
@@ -604,8 +622,8 @@ def section_restore():
 
 
 def section_scale():
-    sizes = (100, 1000)
-    idle = 15 if QUICK else 30
+    sizes = (100, 300) if QUICK else (100, 1000)
+    idle = 10 if QUICK else 30
     print(f"N small databases (one table, one row, WAL) each with its own file replica, all in ONE "
           f"replicator process. After every replica has its first L0 file: CPU (utime+stime) over "
           f"an idle window of {idle} s and RSS at its end.")
@@ -634,7 +652,8 @@ def section_scale():
             time.sleep(idle)
             cpu1, rss, hwm = proc_stats(proc.pid)
         finally:
-            stop(proc)
+            proc.kill()  # its final syncs of N DBs are not measured; spare the wait
+            proc.wait()
             shutil.rmtree(work, ignore_errors=True)
         na = "n/a: one DB per process until config support lands"
         print(f"| {n:,} DBs: start → every replica has its first L0 (s) | {na} | {fmt(startup, 1)} | n/a |")
