@@ -28,8 +28,9 @@ command = ["sh", "-c", "echo start db >> $EV; trap 'sleep 0.2; echo stop db >> $
 notification_fd = 3
 "#,
     );
-    config.push_str(&longrun("app", ""));
-    config.push_str("depends_on = [\"db\"]\n");
+    // Ready (notification fd) once it logged its start, so "start app" precedes "start front".
+    config.push_str(&longrun("app", "echo >&3;"));
+    config.push_str("depends_on = [\"db\"]\nnotification_fd = 3\n");
     config.push_str(&longrun("front", ""));
     config.push_str("depends_on = [\"app\"]\n");
     config.push_str(&longrun("side", ""));
@@ -143,7 +144,7 @@ fn a_failed_oneshot_stops_the_start_up() {
         r#"
 [services.migrate]
 type = "oneshot"
-command = ["sh", "-c", "echo migrating >> $EV; sleep 0.5; exit 3"]
+command = ["sh", "-c", "echo migrating >> $EV; sleep 1; exit 3"]
 
 [services.app]
 command = ["sh", "-c", "echo start app >> $EV; exec sleep 1000"]

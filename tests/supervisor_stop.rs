@@ -14,7 +14,7 @@ fn main_exit_code_is_litevisors() {
         let s = Setup::new(&format!(
             r#"
 [services.app]
-command = ["sh", "-c", "sleep 0.3; {command}"]
+command = ["sh", "-c", "sleep 1; {command}"]
 main = true
 
 [services.helper]
