@@ -474,10 +474,15 @@ def bulk_run(tool, mb):
     db = os.path.join(work, "db.sqlite")
     replica = os.path.join(work, "replica")
     conn = new_db(db)
+    conn.execute("INSERT INTO t(v) VALUES (x'00')")
     proc = start_replicator(tool, db, "file://" + replica, False, work)
     try:
+        l0 = os.path.join(replica, "ltx", "0")
+        deadline = time.monotonic() + 60
+        while not (os.path.isdir(l0) and os.listdir(l0)) and time.monotonic() < deadline:
+            time.sleep(0.01)  # started and replicating: its first snapshot is in the replica
         t0 = time.monotonic()
-        rows = fill(conn, mb)
+        rows = fill(conn, mb) + 1
         usage = stop_with_rusage(proc)
         wall = time.monotonic() - t0
         out = os.path.join(work, "restored.db")
