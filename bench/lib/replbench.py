@@ -557,10 +557,13 @@ def section_replication():
             if a or b:
                 row(f"S3, {setting}: {k} requests per 1,000 transactions", a, b)
     lv, ls = res["s3", False, "litevisor"], res["s3", False, "litestream"]
+    window = f"measured over {idle} s, ×{3600 / idle:.0f}"
+    a, b = sum(lv["idle_per_h"].values()), sum(ls["idle_per_h"].values())
+    print(f"| S3, default, idle: requests per hour, all kinds ({window}) | {fmt(a, 0)} | {fmt(b, 0)} | {ratio(a, b)} |")
     for k in CountingProxy.KINDS:
         a, b = lv["idle_per_h"][k], ls["idle_per_h"][k]
-        print(f"| S3, default, idle: {k} requests per hour (measured over {idle} s, ×{3600 / idle:.0f}) "
-              f"| {fmt(a, 0)} | {fmt(b, 0)} | {ratio(a, b)} |")
+        if a or b:
+            print(f"| S3, default, idle: {k} requests per hour ({window}) | {fmt(a, 0)} | {fmt(b, 0)} | {ratio(a, b)} |")
     lvb, lsb = bulk["litevisor"], bulk["litestream"]
     gib = bulk_mb / 1024
     row(f"bulk load {bulk_mb} MiB (4 KiB random rows, 1 MiB/txn), file replica: replicator CPU (s)",
