@@ -118,10 +118,31 @@ mod tests {
     #[test]
     fn go_style_long_flags_become_double_dash() {
         assert_eq!(
-            rewrite(&["lv", "restore", "-o", "out.db", "-txid", "0a", "-if-db-not-exists", "db"]),
-            ["lv", "restore", "-o", "out.db", "--txid", "0a", "--if-db-not-exists", "db"]
+            rewrite(&[
+                "lv",
+                "restore",
+                "-o",
+                "out.db",
+                "-txid",
+                "0a",
+                "-if-db-not-exists",
+                "db"
+            ]),
+            [
+                "lv",
+                "restore",
+                "-o",
+                "out.db",
+                "--txid",
+                "0a",
+                "--if-db-not-exists",
+                "db"
+            ]
         );
-        assert_eq!(rewrite(&["lv", "replicate", "-exec=app -x"]), ["lv", "replicate", "--exec=app -x"]);
+        assert_eq!(
+            rewrite(&["lv", "replicate", "-exec=app -x"]),
+            ["lv", "replicate", "--exec=app -x"]
+        );
     }
 
     #[test]
@@ -134,6 +155,9 @@ mod tests {
 
     #[test]
     fn short_flags_numbers_and_values_are_untouched() {
-        assert_eq!(rewrite(&["lv", "-f", "-v", "-1", "x"]), ["lv", "-f", "-v", "-1", "x"]);
+        assert_eq!(
+            rewrite(&["lv", "-f", "-v", "-1", "x"]),
+            ["lv", "-f", "-v", "-1", "x"]
+        );
     }
 }

@@ -404,10 +404,6 @@ impl<W: Write> Encoder<W> {
         })
     }
 
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
     /// `data.len() == page_size`; pgno strictly ascending, `<= commit`, never the lock page; a
     /// snapshot lists every page from 1.
     pub fn encode_page(&mut self, pgno: u32, data: &[u8]) -> Result<(), LtxError> {
