@@ -417,6 +417,7 @@ def steady_run(tool, kind, fast, n, rate, moto=None, proxy=None, idle_secs=0):
                 lags.append((times[i] - c) * 1000)
         out["p50"], out["p99"] = percentile(lags, 50), percentile(lags, 99)
         out["missed"] = n - len(lags)
+        out["rate"] = (n - 1) / (commits[-1] - commits[0])
         out["cpu"], _, out["hwm"] = proc_stats(proc.pid)
         if proxy:
             reqs = proxy.snapshot()
@@ -510,7 +511,7 @@ TOOLS = ("litevisor", "litestream")
 
 
 def section_replication():
-    n, rate = (2000, 500) if QUICK else (20000, 1000)
+    n, rate = (2000, 500) if QUICK else (20000, 2000)
     idle = 10 if QUICK else 25  # must fit between two 30 s compaction boundaries
     bulk_mb = 50 if QUICK else 200
     moto = Moto()
@@ -547,6 +548,8 @@ def section_replication():
             row(f"{kind} replica, {setting}: replicator CPU for the run (s)", lv["cpu"], ls["cpu"], 2)
             row(f"{kind} replica, {setting}: replicator peak RSS (MiB)", lv["hwm"] / 1024, ls["hwm"] / 1024)
             for r, name in ((lv, "litevisor"), (ls, "Litestream")):
+                if r["rate"] < 0.9 * rate:
+                    print(f"| {kind} {setting}: writer fell behind beside {name} (txn/s) | {r['rate']:.0f} | | |")
                 if r["missed"]:
                     print(f"| {kind} {setting}: {name} commits never seen in the replica | {r['missed']} | | |")
     for fast in (False, True):
