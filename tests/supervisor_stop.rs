@@ -178,6 +178,7 @@ command = ["sh", "-c", "trap 'echo other hup >> $EV' HUP; while :; do sleep 0.05
     );
     let mut lv = s.start(Mode::Pid1, &[]);
     s.wait_event("up");
+    s.wait_ready(&["app", "other"]);
     lv.signal(libc::SIGHUP);
     s.wait_event("hup");
     lv.signal(libc::SIGUSR1);
@@ -201,6 +202,7 @@ command = ["sh", "-c", "trap 'echo b hup >> $EV' HUP; echo b up >> $EV; while :;
     let mut lv = s.start(Mode::Direct, &[]);
     s.wait_event("a up");
     s.wait_event("b up");
+    s.wait_ready(&["a", "b"]);
     lv.signal(libc::SIGHUP);
     s.wait_event("a hup");
     s.wait_event("b hup");

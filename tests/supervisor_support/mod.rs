@@ -84,6 +84,24 @@ impl Setup {
         );
     }
 
+    /// Waits until litevisor has logged every named service as ready. A service's own output can
+    /// come before the supervisor has recorded its process group; only a service reported ready is
+    /// sure to be a signal-forwarding target.
+    pub fn wait_ready(&self, names: &[&str]) {
+        let all_ready = wait_for(PATIENCE, || {
+            let log = self.stderr();
+            names
+                .iter()
+                .all(|name| log.contains(&format!("service {name:?} is ready")))
+                .then_some(())
+        });
+        assert!(
+            all_ready.is_some(),
+            "services {names:?} never all became ready; stderr:\n{}",
+            self.stderr()
+        );
+    }
+
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(self.file("stdout.log")).unwrap_or_default()
     }
