@@ -3,8 +3,9 @@
 
 use anyhow::{Context, bail};
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
+use super::duration::parse_duration;
 use crate::replica::{FileInfo, rfc3339};
 use crate::replication::compact::{self, Retention};
 use crate::replication::ltx::{PageEncoding, SNAPSHOT_LEVEL};
@@ -103,8 +104,12 @@ fn maintain(args: &LtxArgs, client: &dyn crate::replica::ReplicaClient) -> anyho
     }
     if args.enforce_retention {
         let retention = Retention {
-            snapshot_retention: parse_duration(&args.snapshot_retention)?,
-            l0_retention: parse_duration(&args.l0_retention)?,
+            snapshot_retention: parse_duration(&args.snapshot_retention)
+                .map_err(anyhow::Error::msg)
+                .context("-snapshot-retention")?,
+            l0_retention: parse_duration(&args.l0_retention)
+                .map_err(anyhow::Error::msg)
+                .context("-l0-retention")?,
         };
         let report = compact::enforce_retention(client, &retention, SystemTime::now())
             .context("retention")?;
@@ -113,43 +118,6 @@ fn maintain(args: &LtxArgs, client: &dyn crate::replica::ReplicaClient) -> anyho
         }
     }
     Ok(())
-}
-
-/// Go duration syntax for the common units: `300ms`, `30s`, `5m`, `24h`, `1h30m`, `0`.
-pub(crate) fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let (num, tail) = rest.split_at(digits);
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_len);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| anyhow::anyhow!("invalid duration {s:?}"))?;
-        let secs = match unit {
-            "ns" => n / 1e9,
-            "us" | "µs" => n / 1e6,
-            "ms" => n / 1e3,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            _ => bail!("invalid duration {s:?} (use Go syntax like 30s, 5m, 24h)"),
-        };
-        total += Duration::from_secs_f64(secs);
-        rest = next;
-    }
-    if s.is_empty() {
-        bail!("invalid duration {s:?}");
-    }
-    Ok(total)
 }
 
 fn to_table(files: &[FileInfo]) -> String {
@@ -219,17 +187,6 @@ fn to_json(files: &[FileInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert!(parse_duration("1d").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("m").is_err());
-    }
 
     #[test]
     fn table_matches_go_tabwriter() {

@@ -2,6 +2,7 @@
 //! to one subcommand. Each subcommand's flags and handler live in a file of their own.
 
 mod check;
+mod duration;
 mod ltx;
 mod replicate;
 mod restore;

@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{SigSet, Signal};
 use tracing::{error, info};
 
+use super::duration::parse_duration;
 use crate::replica::open_replica;
 use crate::replication::engine::{DbConfig, FinalSync, Replicator};
 use crate::replication::ltx::PageEncoding;
@@ -171,52 +172,5 @@ fn parse_encoding(s: &str) -> Result<PageEncoding, String> {
         "frame" => Ok(PageEncoding::Frame),
         "block" => Ok(PageEncoding::Block),
         _ => Err(format!("unknown page encoding {s:?} (frame or block)")),
-    }
-}
-
-/// Go-style durations: `0`, `500ms`, `1s`, `1m30s`, `2h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, tail) = rest.split_at(num_len);
-        let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let secs = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!("invalid duration {s:?}: unit {unit:?}")),
-        };
-        total += Duration::from_secs_f64(value * secs);
-        rest = tail;
-    }
-    Ok(total)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("1d").is_err());
-        assert!(parse_duration("s").is_err());
     }
 }
