@@ -144,27 +144,22 @@ pub fn sync_once(
 
     let plan = verify(files, meta, state, &header, &mut wal_file, wal_len)?;
     let txid = state.pos.map_or(0, |p| p.txid) + 1;
-    let (written, limited, end) = match plan {
+    // An incremental plan whose resume point no longer matches becomes a snapshot, like any other
+    // continuity break.
+    let work = match plan {
         Plan::Incremental { start } => {
-            let scan = match wal::scan_committed(&mut wal_file, &header, start, opts.max_wal_bytes)
-            {
-                Ok(scan) => scan,
+            match wal::scan_committed(&mut wal_file, &header, start, opts.max_wal_bytes) {
+                Ok(scan) => Ok((start, scan)),
                 Err(WalError::ResumeMismatch { .. }) => {
-                    let reason = "the frame before the sync position no longer matches".to_string();
-                    let (w, end) = write_snapshot(
-                        files,
-                        db_file,
-                        meta,
-                        &header,
-                        &mut wal_file,
-                        txid,
-                        reason,
-                        opts,
-                    )?;
-                    return Ok(finish(state, w, false, end, wal_len));
+                    Err("the frame before the sync position no longer matches".to_string())
                 }
                 Err(e) => return Err(wal_err(e)),
-            };
+            }
+        }
+        Plan::Snapshot { reason } => Err(reason),
+    };
+    let (written, limited, end) = match work {
+        Ok((start, scan)) => {
             if scan.end == start {
                 // Nothing new; still adopt a proven new WAL generation so the position stays exact.
                 state.synced_to_wal_end = start == wal_len;
@@ -184,7 +179,7 @@ pub fn sync_once(
             )?;
             (w, scan.limited, scan.end)
         }
-        Plan::Snapshot { reason } => {
+        Err(reason) => {
             let (w, end) = write_snapshot(
                 files,
                 db_file,
