@@ -465,7 +465,7 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let secret = Secret::new("hunter2".into());
+        let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret} {secret:?}"), "*** ***");
         let replica = Replica::S3 {
             bucket: "b".into(),
@@ -474,7 +474,7 @@ mod tests {
             region: None,
             force_path_style: false,
             skip_verify: false,
-            access_key_id: Some(Secret::new("AKIDSECRET".into())),
+            access_key_id: Some(Secret::new("AKIDSECRET")),
             secret_access_key: Some(secret),
         };
         let shown = format!("{replica} {replica:?}");

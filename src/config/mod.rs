@@ -274,32 +274,9 @@ impl fmt::Debug for Environment {
     }
 }
 
-/// A credential. Printing it (Debug or Display) shows `***`; only [`Secret::expose`] gives the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-#[allow(dead_code)] // Used by the runtimes built on this model.
-impl Secret {
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+/// A credential: the S3 backend's type, so a secret from the config reaches the request signer
+/// without a conversion. Printing it (Debug or Display) shows `***`.
+pub use crate::replica::s3::Secret;
 
 /// Loads and validates the configuration: `path`, else `$LITEVISOR_CONFIG`, else [`DEFAULT_CONFIG`]
 /// (see the module documentation for the rules about missing files). Reads the process environment
