@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod control;
 mod init;
 mod replica;
 mod replication;

@@ -7,6 +7,7 @@ mod ltx;
 mod replicate;
 mod restore;
 mod run;
+mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +40,8 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// List the LTX files of a replica (Litestream `ltx`).
     Ltx(ltx::LtxArgs),
+    /// Show the running supervisor's services and databases (over its control socket).
+    Status(status::StatusArgs),
 }
 
 /// Parses the process's argv, runs the chosen subcommand and returns the process exit code.
@@ -59,6 +62,7 @@ pub fn main() -> i32 {
         Some(Command::Replicate(args)) => replicate::run(args),
         Some(Command::Restore(args)) => restore::run(args),
         Some(Command::Ltx(args)) => ltx::run(args),
+        Some(Command::Status(args)) => status::run(args),
     };
     match result {
         Ok(code) => code,

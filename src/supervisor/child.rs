@@ -30,14 +30,21 @@ impl Running {
     }
 }
 
-/// Starts `spec` (blocking only a pool thread for the fork-to-exec window).
-pub async fn start(spec: ChildSpec) -> Result<Running, SpawnError> {
+/// Starts `spec` (blocking only a pool thread for the fork-to-exec window). `on_started` gets the
+/// pid on that thread as soon as the process runs, before this future resumes: whoever needs the
+/// process group (signal forwarding) has it without waiting for the runtime to poll us again.
+pub async fn start(
+    spec: ChildSpec,
+    on_started: impl FnOnce(Pid) + Send + 'static,
+) -> Result<Running, SpawnError> {
     let program = spec.program().to_owned();
     let (tx, exit) = oneshot::channel();
     let spawned = tokio::task::spawn_blocking(move || {
-        init::spawn(&spec, move |_, status| {
+        let pid = init::spawn(&spec, move |_, status| {
             let _ = tx.send(status);
-        })
+        })?;
+        on_started(pid);
+        Ok(pid)
     })
     .await;
     match spawned {

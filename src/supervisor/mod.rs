@@ -41,20 +41,28 @@
 
 mod backoff;
 mod child;
+mod database;
+pub use database::{engine_config, replica_client};
 mod orchestrator;
 mod output;
 mod readiness;
 mod service;
+mod status;
 mod unit;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, ServiceKind};
+use crate::control;
 use crate::init::{self, ExitCodeMap, Flow, Reactor};
 
+use database::{DbShared, ReplicateUnit, RestoreUnit};
 use orchestrator::{Node, Settings};
 use output::Output;
 use service::ProcessService;
+use status::{Overview, ServiceEntry};
+use unit::Board;
 
 /// How long, after the last process ended, output still in the pipes may take to reach stdout.
 const OUTPUT_PATIENCE: Duration = Duration::from_secs(2);
@@ -82,11 +90,8 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
     {
         tracing::warn!(%err, "cannot become a child subreaper: orphans will not be reaped by litevisor");
     }
-    if !config.databases.is_empty() {
-        tracing::warn!(
-            "[[databases]] are not managed by the supervisor yet: run `litevisor replicate` for them"
-        );
-    }
+    // Bound before any other thread exists: the bind narrows the process umask for a moment.
+    let mut socket = control::Server::bind(&control::socket_path());
 
     let (events, event_rx) = tokio::sync::mpsc::unbounded_channel();
     let reactor_thread = std::thread::Builder::new()
@@ -117,43 +122,103 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         grace: config.grace,
         exit_map: options.exit_map,
     };
-    let nodes = build_nodes(&config, &output);
+    let (nodes, overview) = build_nodes(&config, &output);
+    let board = Arc::clone(&overview.board);
+    let serve = {
+        // The listener joins the runtime's reactor, so it is registered inside it.
+        let _inside = runtime.enter();
+        socket.as_mut().and_then(|s| s.serve(Arc::new(overview)))
+    };
     let code = runtime.block_on(async {
-        let code = orchestrator::run(nodes, settings, event_rx).await;
+        if let Some(serve) = serve {
+            tokio::spawn(serve);
+        }
+        let code = orchestrator::run(nodes, settings, event_rx, board).await;
         output.close(OUTPUT_PATIENCE).await;
         code
     });
     drop(runtime);
+    drop(socket);
     // The event receiver is gone: the next turn of the reactor ends its loop.
     waker.wake();
     let _ = reactor_thread.join();
     Ok(code)
 }
 
-/// One node per service, in the configuration's start order.
-fn build_nodes(config: &Config, output: &std::sync::Arc<Output>) -> Vec<Node> {
+/// The graph: per database a restore node and a replicate node (which depends on it), then one node
+/// per service in the configuration's start order; every service depends on the replicate node of
+/// each database in its `databases` list, so it starts on a restored, replicated database and stops
+/// before that database's final sync. Also the status view of all of it.
+fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id());
-    config
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, service)| Node {
+    let mut nodes = Vec::new();
+    let mut shared = Vec::new();
+    let names = database::display_names(&config.databases);
+    for (db, name) in config.databases.iter().zip(names) {
+        let record = DbShared::new(db);
+        let restore = nodes.len();
+        nodes.push(Node {
+            name: format!("restore:{name}"),
+            deps: Vec::new(),
+            main: false,
+            database: true,
+            unit: Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record))),
+        });
+        nodes.push(Node {
+            name: format!("replicate:{name}"),
+            deps: vec![restore],
+            main: false,
+            database: true,
+            unit: Box::new(ReplicateUnit::new(db.clone(), Arc::clone(&record))),
+        });
+        shared.push(record);
+    }
+    let first_service = nodes.len();
+    let replicate_node = |path: &std::path::Path| {
+        config
+            .databases
+            .iter()
+            .position(|db| db.path == path)
+            .map(|i| 2 * i + 1)
+    };
+    let mut services = Vec::new();
+    for (i, service) in config.services.iter().enumerate() {
+        let mut deps: Vec<usize> = service
+            .depends_on
+            .iter()
+            .filter_map(|d| config.index_of(d))
+            .map(|d| first_service + d)
+            .collect();
+        deps.extend(service.databases.iter().filter_map(|p| replicate_node(p)));
+        services.push(ServiceEntry {
+            index: nodes.len(),
             name: service.name.clone(),
-            deps: service
-                .depends_on
-                .iter()
-                .filter_map(|d| config.index_of(d))
-                .collect(),
+            kind: match service.kind {
+                ServiceKind::Oneshot => "oneshot",
+                ServiceKind::Longrun => "longrun",
+            },
             main: service.main,
+        });
+        nodes.push(Node {
+            name: service.name.clone(),
+            deps,
+            main: service.main,
+            database: false,
             unit: Box::new(ProcessService::new(
                 service.clone(),
-                std::sync::Arc::clone(output),
+                Arc::clone(output),
                 seed.wrapping_add(i as u64)
                     .wrapping_mul(0x9E37_79B9_7F4A_7C15),
             )),
-        })
-        .collect()
+        });
+    }
+    let overview = Overview {
+        board: Board::new(nodes.len()),
+        services,
+        databases: shared,
+    };
+    (nodes, overview)
 }

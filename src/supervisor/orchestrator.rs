@@ -9,14 +9,21 @@
 //! - start-up failed (readiness timeout, failed oneshot, exit before readiness with dependents
 //!   waiting): 1;
 //! - a service gave up with `give_up = "shutdown"`: its last exit code, or 1 if that was 0;
-//! - every service ended on its own (no main): the first non-zero exit code among them, else 0.
+//! - every service ended on its own (no main): the first non-zero exit code among them, else 0;
+//! - then, if a database's final sync failed: a code that would be 0 becomes 74 (EX_IOERR); a
+//!   non-zero code is kept (the failure is logged either way).
+//!
+//! Databases: their nodes stop last (every service depends on its databases' replicators), and
+//! services get a stop deadline that leaves the final syncs a share of `shutdown_timeout`
+//! ([`final_sync_reserve`]). A process service ending on its own keeps the container up while
+//! others run; database nodes never count as "still running" for that rule.
 
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::unit::{Command, Control, Ended, Groups, Report, Unit, Why};
+use super::unit::{Board, Command, Control, Ended, NodeState, Report, Unit, Why};
 use crate::init::{Event, ExitCodeMap, ExitStatus, procs, signal_name};
 
 /// One node of the graph, ready to run.
@@ -25,7 +32,19 @@ pub struct Node {
     /// Indices of the nodes this one depends on.
     pub deps: Vec<usize>,
     pub main: bool,
+    /// A database node (restore or replicator) rather than a service.
+    pub database: bool,
     pub unit: Box<dyn Unit>,
+}
+
+/// Exit code when everything else says 0 but a database's final sync failed (sysexits' EX_IOERR).
+pub const FINAL_SYNC_FAILED: i32 = 74;
+
+/// The part of `shutdown_timeout` kept for the databases' final syncs when databases are configured:
+/// services must be down that much earlier (their `stop_grace` is cut to fit), so a service that
+/// ignores its stop signal cannot eat the time the last transactions need to reach the replica.
+pub fn final_sync_reserve(shutdown_timeout: Duration) -> Duration {
+    (shutdown_timeout / 3).min(Duration::from_secs(5))
 }
 
 pub struct Settings {
@@ -59,6 +78,7 @@ struct Slot {
     deps: Vec<usize>,
     dependents: Vec<usize>,
     main: bool,
+    database: bool,
     unit: Option<Box<dyn Unit>>,
     state: State,
     /// Dependents may start (ready longrun, or oneshot that exited 0). Stays true after it ends.
@@ -71,7 +91,7 @@ struct Orchestrator {
     slots: Vec<Slot>,
     settings: Settings,
     reports: mpsc::UnboundedSender<Report>,
-    groups: std::sync::Arc<Groups>,
+    board: std::sync::Arc<Board>,
     self_pid: i32,
     reason: Option<Reason>,
     /// Set when the shutdown starts: everything must be gone by then.
@@ -82,13 +102,15 @@ struct Orchestrator {
     done: bool,
     main_status: Option<ExitStatus>,
     first_failure: Option<i32>,
+    final_sync_failed: bool,
 }
 
-/// Runs the graph to the end; returns litevisor's exit code.
+/// Runs the graph to the end; returns litevisor's exit code. `board` has one entry per node.
 pub async fn run(
     nodes: Vec<Node>,
     settings: Settings,
     mut events: mpsc::UnboundedReceiver<Event>,
+    board: std::sync::Arc<Board>,
 ) -> i32 {
     let (reports, mut report_rx) = mpsc::unbounded_channel();
     let mut slots: Vec<Slot> = nodes
@@ -98,6 +120,7 @@ pub async fn run(
             deps: n.deps,
             dependents: Vec::new(),
             main: n.main,
+            database: n.database,
             unit: Some(n.unit),
             state: State::Pending,
             satisfied: false,
@@ -111,7 +134,7 @@ pub async fn run(
         }
     }
     let mut o = Orchestrator {
-        groups: Groups::new(slots.len()),
+        board,
         slots,
         settings,
         reports,
@@ -123,6 +146,7 @@ pub async fn run(
         done: false,
         main_status: None,
         first_failure: None,
+        final_sync_failed: false,
     };
     o.start_what_can_start();
     o.check_all_ended();
@@ -212,9 +236,9 @@ impl Orchestrator {
     /// group when there is no main service (or it is not running).
     fn forward(&self, signal: i32) {
         let main = self.slots.iter().position(|s| s.main);
-        let targets = match main.and_then(|i| self.groups.get(i)) {
+        let targets = match main.and_then(|i| self.board.get(i)) {
             Some(group) => vec![group],
-            None => self.groups.all(),
+            None => self.board.all(),
         };
         tracing::debug!(signal = %signal_name(signal), groups = targets.len(), "forwarding");
         for group in targets {
@@ -227,6 +251,9 @@ impl Orchestrator {
             Report::Ready(i) => {
                 if !self.slots[i].satisfied {
                     self.slots[i].satisfied = true;
+                    if self.slots[i].state == State::Running && !self.slots[i].stop_sent {
+                        self.board.set_state(i, NodeState::Running);
+                    }
                     self.start_what_can_start();
                 }
             }
@@ -239,8 +266,13 @@ impl Orchestrator {
         slot.state = State::Ended;
         slot.command = None;
         let name = slot.name.clone();
+        self.board.set_ended(i, ended.status);
         if slot.main {
             self.main_status = ended.status;
+        }
+        if let Why::FinalSyncFailed(why) = &ended.why {
+            tracing::error!("{why}");
+            self.final_sync_failed = true;
         }
         if let Some(status) = ended.status
             && !status.success()
@@ -301,8 +333,9 @@ impl Orchestrator {
                 i,
                 self.reports.clone(),
                 orders,
-                std::sync::Arc::clone(&self.groups),
+                std::sync::Arc::clone(&self.board),
             );
+            self.board.set_state(i, NodeState::Starting);
             let reports = self.reports.clone();
             tokio::spawn(async move {
                 let ended = unit.run(control).await;
@@ -314,9 +347,16 @@ impl Orchestrator {
         }
     }
 
-    /// With no main service, the container ends when nothing runs any more.
+    /// With no main service, the container ends when no service runs any more. Database nodes do
+    /// not count (they run until the services stop), so databases alone run until a stop signal.
     fn check_all_ended(&mut self) {
-        if self.deadline.is_none() && self.slots.iter().all(|s| s.state == State::Ended) {
+        let mut services = self.slots.iter().filter(|s| !s.database).peekable();
+        let any_service = services.peek().is_some();
+        let services_ended = services.all(|s| s.state == State::Ended);
+        if self.deadline.is_none()
+            && services_ended
+            && (any_service || self.slots.iter().all(|s| s.state == State::Ended))
+        {
             tracing::info!("every service has ended: shutting down");
             self.begin_shutdown(Reason::AllEnded);
         }
@@ -328,10 +368,11 @@ impl Orchestrator {
         }
         self.reason = Some(reason);
         self.deadline = Some(Instant::now() + self.settings.shutdown_timeout);
-        for slot in &mut self.slots {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
             if slot.state == State::Pending {
                 slot.state = State::Ended;
                 slot.unit = None;
+                self.board.set_ended(i, None);
             }
         }
         self.stop_what_can_stop();
@@ -341,6 +382,11 @@ impl Orchestrator {
     fn stop_what_can_stop(&mut self) {
         let Some(deadline) = self.deadline else {
             return;
+        };
+        let service_deadline = if self.slots.iter().any(|s| s.database) {
+            deadline - final_sync_reserve(self.settings.shutdown_timeout)
+        } else {
+            deadline
         };
         for i in (0..self.slots.len()).rev() {
             let slot = &self.slots[i];
@@ -359,12 +405,17 @@ impl Orchestrator {
             if let Some(command) = &slot.command {
                 let order = if self.killed {
                     Command::Kill
-                } else {
+                } else if slot.database {
                     Command::Stop {
                         deadline: deadline.into_std(),
                     }
+                } else {
+                    Command::Stop {
+                        deadline: service_deadline.into_std(),
+                    }
                 };
                 let _ = command.send(order);
+                self.board.set_state(i, NodeState::Stopping);
             }
         }
         if self.sweep_kill_at.is_none() && self.slots.iter().all(|s| s.state == State::Ended) {
@@ -438,6 +489,14 @@ impl Orchestrator {
                 code => code,
             },
             Some(Reason::AllEnded) => self.first_failure.unwrap_or(0),
+        };
+        let code = if self.final_sync_failed && code == 0 {
+            tracing::error!(
+                "a database's final sync failed: exiting with {FINAL_SYNC_FAILED} instead of 0"
+            );
+            FINAL_SYNC_FAILED
+        } else {
+            code
         };
         tracing::info!("exiting with code {code}");
         code

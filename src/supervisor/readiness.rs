@@ -103,7 +103,7 @@ async fn tcp(host: &str, port: u16) {
 async fn command(spec: ChildSpec) {
     let mut pause = Duration::from_millis(50);
     loop {
-        match child::start(spec.clone()).await {
+        match child::start(spec.clone(), |_| {}).await {
             Ok(mut running) => {
                 let mut guard = KillOnDrop::new(running.pid);
                 let status = running.exited().await;

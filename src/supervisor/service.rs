@@ -80,7 +80,7 @@ impl ProcessService {
                 return ended(None, Why::Stopped);
             }
             let started = Instant::now();
-            let end = match self.start().await {
+            let end = match self.start(&ctl).await {
                 Ok((running, probe)) => self.watch(&mut ctl, running, probe, &mut ever_ready).await,
                 Err(err) => {
                     tracing::error!("service {name:?}: {err}");
@@ -149,6 +149,7 @@ impl ProcessService {
                     return ended(Some(status), Why::GaveUp { shutdown });
                 }
                 Decision::Restart { delay, attempt } => {
+                    ctl.restarting(status);
                     let max = self
                         .service
                         .backoff
@@ -183,11 +184,13 @@ impl ProcessService {
         spec
     }
 
-    /// Spawns `argv` with stdout and stderr through the log pipes (plus `extra`, a descriptor to pass).
+    /// Spawns `argv` with stdout and stderr through the log pipes (plus `extra`, a descriptor to pass);
+    /// `on_started` gets the pid from the spawning thread (see [`child::start`]).
     async fn launch(
         &self,
         argv: &[OsString],
         extra: Option<(i32, &OwnedFd)>,
+        on_started: impl FnOnce(nix::unistd::Pid) + Send + 'static,
     ) -> Result<Running, SpawnError> {
         let parent_err = |source: io::Error| SpawnError::Parent {
             program: argv[0].clone(),
@@ -208,11 +211,12 @@ impl ProcessService {
         if let Some((target, fd)) = extra {
             spec = spec.pass_fd(target, fd.as_raw_fd());
         }
-        child::start(spec).await
+        child::start(spec, on_started).await
         // `out`, `err` and the passed descriptor close here: only the child holds them now.
     }
 
-    async fn start(&self) -> Result<(Running, Probe), SpawnError> {
+    /// Starts the service's process; its group is recorded on `ctl` the moment it runs.
+    async fn start(&self, ctl: &Control) -> Result<(Running, Probe), SpawnError> {
         let parent_err = |source: io::Error| SpawnError::Parent {
             program: self.service.command[0].clone(),
             source,
@@ -241,6 +245,7 @@ impl ProcessService {
             .launch(
                 &self.service.command,
                 notify.as_ref().map(|(n, fd)| (*n, fd)),
+                ctl.group_recorder(),
             )
             .await?;
         tracing::info!(
@@ -261,7 +266,6 @@ impl ProcessService {
     ) -> RunEnd {
         let name = &self.service.name;
         let oneshot = self.service.kind == ServiceKind::Oneshot;
-        ctl.set_group(Some(running.pid));
         let mut tree = Tree::new(running.pid);
         let waiting_for = probe.describe();
         let gated = !*ever_ready && !oneshot;
@@ -356,7 +360,8 @@ impl ProcessService {
             signal.to_string().into(),
             name.into(),
         ]);
-        let mut running = match self.launch(&full, None).await {
+        // The finish program is not a signal target: only the service's own process is.
+        let mut running = match self.launch(&full, None, |_| {}).await {
             Ok(running) => running,
             Err(err) => {
                 tracing::warn!("service {name:?}: finish: {err}");

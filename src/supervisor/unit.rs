@@ -1,7 +1,8 @@
 //! The contract between the orchestrator and one node of the service graph: a [`Unit`] runs until it
 //! ends for good, says when it is ready, and obeys stop orders. A process service is one kind of unit
-//! ([`super::service::ProcessService`]); an in-process unit (a database restore or replicator) is the
-//! next one, and needs nothing else from the orchestrator.
+//! ([`super::service::ProcessService`]); the database restore and replicator are in-process ones
+//! ([`super::database`]). The [`Board`] is what every node publishes about itself (process group,
+//! state, restarts): signal forwarding and `litevisor status` read it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +39,9 @@ pub enum Why {
     GaveUp { shutdown: bool },
     /// It could not start: readiness timeout, failed oneshot. The text says why.
     Failed(String),
+    /// A database's final sync at stop did not get everything committed to the replica. The text
+    /// says which database and why; the exit code becomes non-zero (74 instead of 0).
+    FinalSyncFailed(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,30 +59,91 @@ pub enum Report {
     Ended(usize, Ended),
 }
 
-/// The process group each unit currently runs (for forwarding signals), indexed like the nodes.
-#[derive(Debug, Default)]
-pub struct Groups(Mutex<Vec<Option<Pid>>>);
+/// Where a node is in its life, as `litevisor status` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NodeState {
+    /// Waiting for its dependencies.
+    #[default]
+    Pending,
+    /// Started, not ready yet.
+    Starting,
+    /// Ready (a oneshot: done); a restarted longrun is back here once its new process runs.
+    Running,
+    /// Waiting out its restart delay.
+    Restarting,
+    /// Told to stop (a database: its final sync runs).
+    Stopping,
+    /// Will not run again (or never ran, because of a shutdown).
+    Ended,
+}
 
-impl Groups {
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Pending => "pending",
+            NodeState::Starting => "starting",
+            NodeState::Running => "running",
+            NodeState::Restarting => "restarting",
+            NodeState::Stopping => "stopping",
+            NodeState::Ended => "ended",
+        }
+    }
+}
+
+/// What one node publishes about itself.
+#[derive(Clone, Debug, Default)]
+pub struct NodeInfo {
+    /// The process group it currently runs (`None` when nothing runs): signals go there.
+    pub group: Option<Pid>,
+    pub state: NodeState,
+    pub restarts: u32,
+    /// How its last process ended, if one did.
+    pub last_exit: Option<ExitStatus>,
+}
+
+/// Every node's [`NodeInfo`], indexed like the nodes. Shared by the orchestrator, the units and the
+/// status server; each access is one short lock.
+#[derive(Debug, Default)]
+pub struct Board(Mutex<Vec<NodeInfo>>);
+
+impl Board {
     pub fn new(n: usize) -> Arc<Self> {
-        Arc::new(Self(Mutex::new(vec![None; n])))
+        Arc::new(Self(Mutex::new(vec![NodeInfo::default(); n])))
     }
 
-    fn set(&self, index: usize, pid: Option<Pid>) {
-        let mut groups = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = groups.get_mut(index) {
-            *slot = pid;
+    fn update(&self, index: usize, f: impl FnOnce(&mut NodeInfo)) {
+        let mut nodes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = nodes.get_mut(index) {
+            f(slot);
         }
     }
 
+    pub fn set_state(&self, index: usize, state: NodeState) {
+        self.update(index, |n| n.state = state);
+    }
+
+    /// Records how the node ended.
+    pub fn set_ended(&self, index: usize, status: Option<ExitStatus>) {
+        self.update(index, |n| {
+            n.state = NodeState::Ended;
+            n.group = None;
+            if status.is_some() {
+                n.last_exit = status;
+            }
+        });
+    }
+
     pub fn get(&self, index: usize) -> Option<Pid> {
-        let groups = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        groups.get(index).copied().flatten()
+        self.snapshot().get(index).and_then(|n| n.group)
     }
 
     pub fn all(&self) -> Vec<Pid> {
-        let groups = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        groups.iter().flatten().copied().collect()
+        let nodes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.iter().filter_map(|n| n.group).collect()
+    }
+
+    pub fn snapshot(&self) -> Vec<NodeInfo> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -89,7 +154,7 @@ pub struct Control {
     command: watch::Receiver<Command>,
     /// The last order returned by `next_order`.
     seen: Command,
-    groups: Arc<Groups>,
+    board: Arc<Board>,
 }
 
 impl Control {
@@ -97,14 +162,14 @@ impl Control {
         index: usize,
         reports: mpsc::UnboundedSender<Report>,
         command: watch::Receiver<Command>,
-        groups: Arc<Groups>,
+        board: Arc<Board>,
     ) -> Self {
         Self {
             index,
             reports,
             command,
             seen: Command::Run,
-            groups,
+            board,
         }
     }
 
@@ -113,9 +178,40 @@ impl Control {
         let _ = self.reports.send(Report::Ready(self.index));
     }
 
-    /// Records the process group now running for this unit (`None` when nothing runs).
+    /// Records the process group now running for this unit (`None` when nothing runs). A process
+    /// started again after a restart delay counts as running (restarts are not re-gated).
     pub fn set_group(&self, pid: Option<Pid>) {
-        self.groups.set(self.index, pid);
+        self.board.update(self.index, |n| {
+            n.group = pid;
+            if pid.is_some() && n.state == NodeState::Restarting {
+                n.state = NodeState::Running;
+            }
+        });
+    }
+
+    /// A `set_group` that can travel to the thread that spawns the process, so the group is recorded
+    /// the moment the spawn returns, before the async side even resumes: a signal forwarded right
+    /// after the start reaches it.
+    pub fn group_recorder(&self) -> impl FnOnce(Pid) + Send + 'static {
+        let board = Arc::clone(&self.board);
+        let index = self.index;
+        move |pid| {
+            board.update(index, |n| {
+                n.group = Some(pid);
+                if n.state == NodeState::Restarting {
+                    n.state = NodeState::Running;
+                }
+            })
+        }
+    }
+
+    /// Records an exit that is followed by a restart (after the back-off delay).
+    pub fn restarting(&self, status: ExitStatus) {
+        self.board.update(self.index, |n| {
+            n.state = NodeState::Restarting;
+            n.restarts += 1;
+            n.last_exit = Some(status);
+        });
     }
 
     pub fn command(&self) -> Command {

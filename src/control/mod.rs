@@ -1,0 +1,581 @@
+//! The supervisor's control socket and `litevisor status`: where the socket lives, the one-line
+//! protocol, the status snapshot (services and databases) and its text and JSON renderings.
+//!
+//! Socket path: `$LITEVISOR_SOCKET`; else `/run/litevisor.sock` when `/run` is writable; else
+//! `$XDG_RUNTIME_DIR/litevisor.sock`; else `/tmp/litevisor-$UID.sock`. The supervisor creates it
+//! with mode 0600 (only its user may ask). A leftover socket nobody listens on (a litevisor that was
+//! SIGKILLed) is replaced; a live one (another litevisor) is left alone and this supervisor runs
+//! without a socket: the socket is a convenience, never a reason to fail a start-up.
+//!
+//! Protocol: the client connects, writes one line, `status` or `status json`, and reads the answer
+//! until the server closes the connection.
+//!
+//! The server runs on the supervisor's current-thread runtime. It arms no timer while idle; an open
+//! connection gets [`REQUEST_PATIENCE`] to send its line. Answering only reads in-memory state
+//! through [`StatusSource`] (short mutex reads), so a status request never waits on SQLite or on a
+//! replica.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::replica::rfc3339;
+
+pub const SOCKET_ENV: &str = "LITEVISOR_SOCKET";
+
+/// How long a connected client may take to send its request line.
+const REQUEST_PATIENCE: Duration = Duration::from_secs(5);
+/// The longest request line accepted.
+const MAX_REQUEST: usize = 256;
+
+/// What `litevisor status` shows: the services, then the databases.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub services: Vec<ServiceRow>,
+    pub databases: Vec<DatabaseRow>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceRow {
+    pub name: String,
+    /// `longrun` or `oneshot`.
+    pub kind: &'static str,
+    pub main: bool,
+    /// `pending`, `starting`, `running`, `restarting`, `stopping`, `ended`.
+    pub state: &'static str,
+    /// The process (group leader) running now.
+    pub pid: Option<i32>,
+    pub restarts: u32,
+    /// How its last process ended (`exited with status 3`, `killed by SIGTERM`), if one did.
+    pub last_exit: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DatabaseRow {
+    pub path: String,
+    /// The replica as a URL, without credentials.
+    pub replica: String,
+    /// `pending`, `restoring`, `starting`, `replicating`, `final sync`, `stopped`, `failed`.
+    pub state: String,
+    /// Newest TXID synced from the WAL into a local L0 file.
+    pub txid: u64,
+    /// Newest TXID on the replica.
+    pub replica_txid: u64,
+    pub last_sync: Option<SystemTime>,
+    pub last_upload: Option<SystemTime>,
+    /// Failed replica operations so far (each was retried).
+    pub replica_errors: u64,
+    pub last_error: Option<String>,
+    /// What the start-up restore did (`restored TXID 0000000000000012`, `kept the existing file`...).
+    pub restore: Option<String>,
+}
+
+impl DatabaseRow {
+    /// Committed transactions not yet on the replica.
+    pub fn lag(&self) -> u64 {
+        self.txid.saturating_sub(self.replica_txid)
+    }
+}
+
+/// Where the status comes from (the supervisor).
+pub trait StatusSource: Send + Sync {
+    fn snapshot(&self) -> Snapshot;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "no litevisor is listening on {0} (is it running? its socket can be named with {SOCKET_ENV} or --socket)"
+    )]
+    NotRunning(PathBuf),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The socket path the supervisor uses (see the module docs).
+pub fn socket_path() -> PathBuf {
+    if let Some(p) = env_path(SOCKET_ENV) {
+        return p;
+    }
+    if writable(Path::new("/run")) {
+        return PathBuf::from("/run/litevisor.sock");
+    }
+    if let Some(dir) = env_path("XDG_RUNTIME_DIR").filter(|d| writable(d)) {
+        return dir.join("litevisor.sock");
+    }
+    tmp_socket()
+}
+
+/// The socket a client should talk to: `$LITEVISOR_SOCKET`, else the first of the supervisor's
+/// candidate paths where a socket exists (a client may not be able to write where the supervisor
+/// could), else what the supervisor would pick.
+pub fn client_socket_path() -> PathBuf {
+    if let Some(p) = env_path(SOCKET_ENV) {
+        return p;
+    }
+    let candidates = [
+        Some(PathBuf::from("/run/litevisor.sock")),
+        env_path("XDG_RUNTIME_DIR").map(|d| d.join("litevisor.sock")),
+        Some(tmp_socket()),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| is_socket(p))
+        .unwrap_or_else(socket_path)
+}
+
+fn tmp_socket() -> PathBuf {
+    // SAFETY: getuid cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/tmp/litevisor-{uid}.sock"))
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access reads the NUL-terminated path only. It also fails on a read-only mount.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+fn is_socket(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// The bound control socket. Dropping it removes the socket file, if the file is still the one it
+/// created (another litevisor may have replaced a socket it thought stale).
+pub struct Server {
+    listener: Option<StdListener>,
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+impl Server {
+    /// Binds the socket at `path`. Returns `None` (after a warning) when it cannot: another
+    /// litevisor listens there, the path is not a socket, or the directory is not usable.
+    /// Call it before other threads create files (it narrows the umask for the bind).
+    pub fn bind(path: &Path) -> Option<Server> {
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!("control socket {}: {e}; running without it", path.display());
+                return None;
+            }
+            Ok(meta) if !meta.file_type().is_socket() => {
+                tracing::warn!(
+                    "control socket {} exists and is not a socket; running without it",
+                    path.display()
+                );
+                return None;
+            }
+            Ok(_) => match StdStream::connect(path) {
+                Ok(_) => {
+                    tracing::warn!(
+                        "another litevisor is listening on {}; running without a control socket (set {SOCKET_ENV} to give this one its own)",
+                        path.display()
+                    );
+                    return None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    tracing::info!("replacing stale control socket {}", path.display());
+                    if let Err(e) = std::fs::remove_file(path)
+                        && e.kind() != io::ErrorKind::NotFound
+                    {
+                        tracing::warn!(
+                            "cannot remove stale control socket {}: {e}; running without it",
+                            path.display()
+                        );
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("control socket {}: {e}; running without it", path.display());
+                    return None;
+                }
+            },
+        }
+        // The socket file is created by bind with the umask applied: narrow it so the file is never
+        // reachable by others, even for an instant.
+        // SAFETY: umask only swaps the process's file creation mask.
+        let old = unsafe { libc::umask(0o177) };
+        let bound = StdListener::bind(path);
+        // SAFETY: as above, restoring the previous mask.
+        unsafe { libc::umask(old) };
+        let listener = match bound {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot create control socket {}: {e}; running without it",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        let meta = std::fs::metadata(path).ok();
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!("chmod 0600 {}: {e}", path.display());
+        }
+        if let Err(e) = listener.set_nonblocking(true) {
+            tracing::warn!("control socket {}: {e}; running without it", path.display());
+            let _ = std::fs::remove_file(path);
+            return None;
+        }
+        tracing::info!("control socket: {}", path.display());
+        Some(Server {
+            listener: Some(listener),
+            path: path.to_path_buf(),
+            identity: meta.map_or((0, 0), |m| (m.dev(), m.ino())),
+        })
+    }
+
+    /// Answers requests until the runtime drops the task. Must run inside a tokio runtime.
+    pub fn serve(
+        &mut self,
+        source: Arc<dyn StatusSource>,
+    ) -> Option<impl Future<Output = ()> + use<>> {
+        let listener = self.listener.take()?;
+        let listener = match tokio::net::UnixListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(
+                    "control socket {}: {e}; running without it",
+                    self.path.display()
+                );
+                return None;
+            }
+        };
+        Some(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(answer(stream, Arc::clone(&source)));
+                    }
+                    Err(e) => {
+                        // Out of descriptors and the like: back off instead of spinning.
+                        tracing::debug!("control socket accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+async fn answer(mut stream: tokio::net::UnixStream, source: Arc<dyn StatusSource>) {
+    let request = tokio::time::timeout(REQUEST_PATIENCE, read_line(&mut stream)).await;
+    let reply = match request {
+        Ok(Ok(line)) => match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["status"] => render_text(&source.snapshot()),
+            ["status", "json"] => render_json(&source.snapshot()),
+            _ => format!("error: unknown request {line:?} (use `status` or `status json`)\n"),
+        },
+        Ok(Err(e)) => {
+            tracing::debug!("control socket read: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn read_line(stream: &mut tokio::net::UnixStream) -> io::Result<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        buf.extend_from_slice(&chunk[..n]);
+        if n == 0 || buf.contains(&b'\n') || buf.len() > MAX_REQUEST {
+            break;
+        }
+    }
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    Ok(String::from_utf8_lossy(line).trim().to_owned())
+}
+
+/// Asks the litevisor listening on `path`; returns its answer.
+pub fn query(path: &Path, request: &str) -> Result<String, ControlError> {
+    let io_err = |op| {
+        move |source| ControlError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let mut stream = match StdStream::connect(path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ControlError::NotRunning(path.to_path_buf()));
+        }
+        Err(e) => return Err(io_err("connect to")(e)),
+    };
+    let patience = Some(Duration::from_secs(10));
+    stream
+        .set_read_timeout(patience)
+        .map_err(io_err("set timeout on"))?;
+    stream
+        .set_write_timeout(patience)
+        .map_err(io_err("set timeout on"))?;
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(io_err("write to"))?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(io_err("read from"))?;
+    Ok(answer)
+}
+
+fn time_text(t: Option<SystemTime>, now: SystemTime) -> String {
+    match t {
+        None => "-".to_owned(),
+        Some(t) => {
+            let ago = now.duration_since(t).unwrap_or_default().as_secs();
+            format!("{} ({ago}s ago)", rfc3339::format_utc(t))
+        }
+    }
+}
+
+/// The human-readable answer: one table of services, then one block per database.
+pub fn render_text(s: &Snapshot) -> String {
+    let now = SystemTime::now();
+    let mut out = String::new();
+    if s.services.is_empty() {
+        out.push_str("no services\n");
+    } else {
+        let mut rows = vec![
+            ["SERVICE", "TYPE", "STATE", "PID", "RESTARTS", "LAST EXIT"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for svc in &s.services {
+            rows.push(vec![
+                if svc.main {
+                    format!("{} (main)", svc.name)
+                } else {
+                    svc.name.clone()
+                },
+                svc.kind.to_owned(),
+                svc.state.to_owned(),
+                svc.pid.map_or("-".to_owned(), |p| p.to_string()),
+                svc.restarts.to_string(),
+                svc.last_exit.clone().unwrap_or_else(|| "-".to_owned()),
+            ]);
+        }
+        out.push_str(&tabulate(&rows));
+    }
+    for db in &s.databases {
+        out.push('\n');
+        let lines = [
+            ("database", db.path.clone()),
+            ("replica", db.replica.clone()),
+            ("state", db.state.clone()),
+            ("local txid", format!("{:016x}", db.txid)),
+            ("replica txid", format!("{:016x}", db.replica_txid)),
+            ("lag", format!("{} txid(s)", db.lag())),
+            ("last sync", time_text(db.last_sync, now)),
+            ("last upload", time_text(db.last_upload, now)),
+            ("replica errors", db.replica_errors.to_string()),
+            (
+                "last error",
+                db.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+            ),
+            (
+                "restore",
+                db.restore.clone().unwrap_or_else(|| "-".to_owned()),
+            ),
+        ];
+        for (k, v) in lines {
+            out.push_str(&format!("{k:<15} {v}\n"));
+        }
+    }
+    out
+}
+
+/// The machine-readable answer (one JSON object, TXIDs as 16-digit hex strings like Litestream's).
+pub fn render_json(s: &Snapshot) -> String {
+    let opt_str = |v: &Option<String>| v.as_deref().map_or("null".to_owned(), json_str);
+    let opt_time =
+        |t: Option<SystemTime>| t.map_or("null".to_owned(), |t| json_str(&rfc3339::format_utc(t)));
+    let services: Vec<String> = s
+        .services
+        .iter()
+        .map(|svc| {
+            format!(
+                "{{\"name\":{},\"type\":{},\"main\":{},\"state\":{},\"pid\":{},\"restarts\":{},\"last_exit\":{}}}",
+                json_str(&svc.name),
+                json_str(svc.kind),
+                svc.main,
+                json_str(svc.state),
+                svc.pid.map_or("null".to_owned(), |p| p.to_string()),
+                svc.restarts,
+                opt_str(&svc.last_exit)
+            )
+        })
+        .collect();
+    let databases: Vec<String> = s
+        .databases
+        .iter()
+        .map(|db| {
+            format!(
+                "{{\"path\":{},\"replica\":{},\"state\":{},\"txid\":\"{:016x}\",\"replica_txid\":\"{:016x}\",\"lag\":{},\"last_sync\":{},\"last_upload\":{},\"replica_errors\":{},\"last_error\":{},\"restore\":{}}}",
+                json_str(&db.path),
+                json_str(&db.replica),
+                json_str(&db.state),
+                db.txid,
+                db.replica_txid,
+                db.lag(),
+                opt_time(db.last_sync),
+                opt_time(db.last_upload),
+                db.replica_errors,
+                opt_str(&db.last_error),
+                opt_str(&db.restore)
+            )
+        })
+        .collect();
+    format!(
+        "{{\"services\":[{}],\"databases\":[{}]}}\n",
+        services.join(","),
+        databases.join(",")
+    )
+}
+
+fn tabulate(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        for (c, cell) in row.iter().enumerate() {
+            out.push_str(cell);
+            if c + 1 < row.len() {
+                out.push_str(&" ".repeat(widths[c] - cell.chars().count() + 2));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            services: vec![ServiceRow {
+                name: "app".into(),
+                kind: "longrun",
+                main: true,
+                state: "running",
+                pid: Some(42),
+                restarts: 1,
+                last_exit: Some("exited with status 3".into()),
+            }],
+            databases: vec![DatabaseRow {
+                path: "/data/a \"b\".db".into(),
+                replica: "file:///r".into(),
+                state: "replicating".into(),
+                txid: 12,
+                replica_txid: 10,
+                ..DatabaseRow::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn json_is_escaped_and_carries_the_lag() {
+        let j = render_json(&sample());
+        assert!(j.contains("\"path\":\"/data/a \\\"b\\\".db\""), "{j}");
+        assert!(j.contains("\"txid\":\"000000000000000c\""), "{j}");
+        assert!(j.contains("\"lag\":2"), "{j}");
+        assert!(j.contains("\"pid\":42"), "{j}");
+        assert!(j.contains("\"last_sync\":null"), "{j}");
+    }
+
+    #[test]
+    fn text_names_every_service_and_database() {
+        let t = render_text(&sample());
+        assert!(t.contains("app (main)") && t.contains("running"), "{t}");
+        assert!(t.contains("lag             2 txid(s)"), "{t}");
+    }
+
+    #[test]
+    fn a_live_socket_is_left_alone_and_a_stale_one_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lv.sock");
+        let first = Server::bind(&path).expect("bind");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            Server::bind(&path).is_none(),
+            "a live socket was taken over"
+        );
+        // Simulate a SIGKILLed litevisor: the listener closes, the file stays.
+        let stale = StdListener::bind(dir.path().join("stale.sock")).unwrap();
+        drop(stale);
+        let second = Server::bind(&dir.path().join("stale.sock"));
+        assert!(second.is_some(), "a stale socket was not replaced");
+        drop(first);
+        assert!(!path.exists(), "the socket file outlived its server");
+    }
+}

@@ -1,0 +1,49 @@
+//! What the supervisor answers on its control socket: the services from the [`Board`], the
+//! databases from their [`DbShared`] records. Every read is a short lock on in-memory state.
+
+use std::sync::Arc;
+
+use super::database::DbShared;
+use super::unit::Board;
+use crate::control::{ServiceRow, Snapshot, StatusSource};
+
+/// One service node of the graph, as the status shows it.
+pub struct ServiceEntry {
+    /// Index of the node on the board.
+    pub index: usize,
+    pub name: String,
+    pub kind: &'static str,
+    pub main: bool,
+}
+
+pub struct Overview {
+    pub board: Arc<Board>,
+    pub services: Vec<ServiceEntry>,
+    pub databases: Vec<Arc<DbShared>>,
+}
+
+impl StatusSource for Overview {
+    fn snapshot(&self) -> Snapshot {
+        let nodes = self.board.snapshot();
+        let services = self
+            .services
+            .iter()
+            .map(|s| {
+                let info = nodes.get(s.index).cloned().unwrap_or_default();
+                ServiceRow {
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    main: s.main,
+                    state: info.state.as_str(),
+                    pid: info.group.map(|p| p.as_raw()),
+                    restarts: info.restarts,
+                    last_exit: info.last_exit.map(|e| e.to_string()),
+                }
+            })
+            .collect();
+        Snapshot {
+            services,
+            databases: self.databases.iter().map(|d| d.row()).collect(),
+        }
+    }
+}
