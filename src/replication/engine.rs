@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::replica::{ReplicaClient, ReplicaError};
 use crate::replication::compact::{self, Retention};
 use crate::replication::db::{self, Db, DbError};
+use crate::replication::fsguard::{self, FsGuardError};
 use crate::replication::ltx::{PageEncoding, SNAPSHOT_LEVEL};
 use crate::replication::meta::{Meta, MetaError, MetaLock};
 use crate::replication::sync::{self, DbFiles, Position, SyncError, SyncOptions, SyncState};
@@ -67,6 +68,8 @@ pub struct DbConfig {
     pub retention_enabled: bool,
     /// The first sync writes a full snapshot (`-force-snapshot`).
     pub force_snapshot: bool,
+    /// Replicate even when the database's directory is on a network filesystem (see `fsguard`).
+    pub allow_network_fs: bool,
 }
 
 impl DbConfig {
@@ -90,6 +93,7 @@ impl DbConfig {
             l0_retention: Duration::from_secs(300),
             retention_enabled: true,
             force_snapshot: false,
+            allow_network_fs: false,
         }
     }
 }
@@ -133,6 +137,8 @@ pub enum EngineError {
     Sync(#[from] SyncError),
     #[error(transparent)]
     Meta(#[from] MetaError),
+    #[error(transparent)]
+    FsGuard(#[from] FsGuardError),
     #[error("replica: {0}")]
     Replica(#[from] ReplicaError),
     #[error("{op} {path}: {source}")]
@@ -182,11 +188,18 @@ impl Replicator {
     /// Starts replicating. When the database exists it is opened and checked against the replica
     /// before this returns (errors surface here); otherwise the sync thread waits for it to appear.
     pub fn start(cfg: DbConfig) -> Result<Replicator, EngineError> {
+        if let Some(fs) = fsguard::check(&cfg.path, cfg.allow_network_fs)? {
+            warn!(db = %cfg.path.display(), dir = %fs.dir.display(), filesystem = %fs.name,
+                "replicating on a network filesystem because allow_network_fs is set: only one host may ever open this database");
+        }
         let meta = Meta::new(
             cfg.meta_dir
                 .clone()
                 .unwrap_or_else(|| db::meta_dir(&cfg.path)),
         );
+        // Before anything touches the meta directory (prepare() removes temp files a running holder
+        // may be writing), and even when the database does not exist yet.
+        let lock = meta.lock(&cfg.path)?;
         let dir = cfg
             .path
             .parent()
@@ -234,7 +247,7 @@ impl Replicator {
             cfg,
             meta,
             db: None,
-            lock: None,
+            lock: Some(lock),
             state: SyncState::default(),
             status: status.clone(),
             upload_tx: upload_tx.clone(),
@@ -400,7 +413,7 @@ impl SyncWorker {
         }
         self.meta.prepare()?;
         if self.lock.is_none() {
-            self.lock = Some(self.meta.lock()?);
+            self.lock = Some(self.meta.lock(&self.cfg.path)?);
         }
         let mut db = Db::open(&self.cfg.path, self.cfg.busy_timeout)?;
         self.files.page_size = db.page_size();

@@ -25,9 +25,17 @@ pub enum MetaError {
     #[error("L0 file {path}: {source}")]
     Ltx { path: PathBuf, source: LtxError },
     #[error(
-        "another replicator already holds {path} (is litevisor or a second replicate running for this database?)"
+        "database {db} is already being replicated by another litevisor ({holder}, lock {path}); \
+         two replicators would fork the replica's history",
+        db = .db.display(),
+        path = .path.display()
     )]
-    Locked { path: PathBuf },
+    Locked {
+        db: PathBuf,
+        path: PathBuf,
+        /// `pid N on host H` as the holder recorded it, or `pid unknown`.
+        holder: String,
+    },
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MetaError + use<> {
@@ -72,17 +80,51 @@ impl Meta {
         Ok(())
     }
 
-    /// Takes the single-replicator lock (non-blocking: a second replicator gets a clear error).
-    pub fn lock(&self) -> Result<MetaLock, MetaError> {
+    /// Takes the single-replicator lock on `db`'s meta directory (creating it), non-blocking: a second
+    /// replicator gets an error naming the database and the holder. flock(2) is released by the
+    /// kernel when the holder dies, so a crash never leaves a stale lock; it works between containers
+    /// sharing the volume because they share the kernel. The holder writes `pid host` into the file
+    /// only so the refusal can name it (in the holder's PID namespace; the host name tells containers
+    /// apart).
+    pub fn lock(&self, db: &Path) -> Result<MetaLock, MetaError> {
+        fs::create_dir_all(&self.dir).map_err(io("create meta directory", &self.dir))?;
         let path = self.dir.join("litevisor.lock");
         let file = File::options()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&path)
             .map_err(io("open lock file", &path))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|_| MetaError::Locked { path: path.clone() })?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| {
+                        let mut it = s.split_whitespace();
+                        let pid = it.next()?.parse::<u32>().ok()?;
+                        Some(match it.next() {
+                            Some(host) => format!("pid {pid} on host {host}"),
+                            None => format!("pid {pid}"),
+                        })
+                    })
+                    .unwrap_or_else(|| "pid unknown".to_string());
+                return Err(MetaError::Locked {
+                    db: db.to_path_buf(),
+                    path,
+                    holder,
+                });
+            }
+            Err((_, errno)) => return Err(io("lock", &path)(errno.into())),
+        };
+        let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let who = format!("{} {}\n", std::process::id(), host.trim());
+        // Best effort: the lock itself is what protects; the text only names the holder.
+        if lock.set_len(0).is_ok() {
+            use std::os::unix::fs::FileExt;
+            let _ = lock.write_all_at(who.as_bytes(), 0);
+        }
         Ok(MetaLock { _lock: lock })
     }
 

@@ -2,6 +2,7 @@
 
 pub mod compact;
 pub mod db;
+pub mod fsguard;
 pub mod engine;
 pub mod ltx;
 pub mod meta;
