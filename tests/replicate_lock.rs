@@ -1,0 +1,153 @@
+//! One replicator per database: a second `litevisor replicate` on the same database (another process,
+//! another container sharing the volume) is refused at once with a message naming the database and
+//! the holder, while the first keeps replicating; the lock dies with its holder, even on SIGKILL.
+
+mod replicate_support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use replicate_support::*;
+
+/// Runs `litevisor replicate ARGS DB URL` expecting it to exit on its own within `limit`.
+fn run_second(db: &Path, replica: &Path, extra: &[&str], limit: Duration) -> (i32, String) {
+    let log = db.with_extension("second.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(LITEVISOR)
+        .arg("replicate")
+        .args(extra)
+        .arg(db)
+        .arg(url(replica))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the second replicator did not exit within {limit:?}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
+
+fn assert_refusal(code: i32, text: &str, db: &Path, holder_pid: u32) {
+    assert_ne!(code, 0, "a second replicator must fail: {text}");
+    for part in [
+        format!(
+            "database {} is already being replicated by another litevisor",
+            db.display()
+        ),
+        format!("(pid {holder_pid} on host "),
+        "litevisor.lock".to_string(),
+        "two replicators would fork the replica's history".to_string(),
+    ] {
+        assert!(text.contains(&part), "{part:?} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn second_replicator_is_refused_and_the_first_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..20, 5);
+
+    let mut first = Replicator::litevisor(&db, &replica, &[]);
+    wait_for(&first, "the first sync", Duration::from_secs(30), || {
+        max_l0(&replica) >= 1
+    });
+    let first_pid = first.child.id();
+
+    // A daemon and a -once run are both refused, quickly, naming the holder.
+    let (code, text) = run_second(&db, &replica, &[], Duration::from_secs(10));
+    assert_refusal(code, &text, &db, first_pid);
+    let (code, text) = run_second(&db, &replica, &["-once"], Duration::from_secs(10));
+    assert_refusal(code, &text, &db, first_pid);
+
+    // The first one was not disturbed: it still replicates new commits.
+    let before = max_l0(&replica);
+    insert(&mut c, 20..60, 4);
+    wait_for(
+        &first,
+        "a sync after the refusals",
+        Duration::from_secs(30),
+        || max_l0(&replica) > before,
+    );
+    assert!(first.alive(), "the first replicator must still run");
+    let status = first.stop();
+    assert!(status.success(), "first replicator exit {status:?}");
+    assert_same_rows(&db, &litevisor_restore(&replica, &dir.path().join("r1.db")));
+
+    // Once it is gone the database can be replicated again, continuing the same history.
+    insert(&mut c, 60..80, 10);
+    let next = Replicator::litevisor(&db, &replica, &[]);
+    let after_first = max_l0(&replica);
+    wait_for(
+        &next,
+        "the next replicator's sync",
+        Duration::from_secs(30),
+        || max_l0(&replica) > after_first,
+    );
+    let status = next.stop();
+    assert!(status.success(), "next replicator exit {status:?}");
+    let l0 = replica_files(&replica, 0);
+    assert!(
+        l0.windows(2).all(|w| w[1].0 == w[0].1 + 1),
+        "one contiguous history: {l0:?}"
+    );
+    assert_same_rows(&db, &litevisor_restore(&replica, &dir.path().join("r2.db")));
+}
+
+#[test]
+fn lock_is_held_before_the_database_exists_and_released_by_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("later.db");
+    let replica = dir.path().join("replica");
+
+    // Both would wait for the database to appear; only one may.
+    let mut first = Replicator::litevisor(&db, &replica, &[]);
+    let lock = dir
+        .path()
+        .join(".later.db-litestream")
+        .join("litevisor.lock");
+    wait_for(&first, "the lock file", Duration::from_secs(30), || {
+        std::fs::read_to_string(&lock).is_ok_and(|s| s.starts_with(&first.child.id().to_string()))
+    });
+    let (code, text) = run_second(&db, &replica, &[], Duration::from_secs(10));
+    assert_refusal(code, &text, &db, first.child.id());
+    assert!(first.alive());
+
+    // A crash (SIGKILL: no cleanup at all) must not leave a stale lock behind.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..10, 5);
+    let next = Replicator::litevisor(&db, &replica, &[]);
+    wait_for(
+        &next,
+        "replication after the crash",
+        Duration::from_secs(30),
+        || max_l0(&replica) >= 1,
+    );
+    let status = next.stop();
+    assert!(status.success(), "exit {status:?}");
+    assert_same_rows(&db, &litevisor_restore(&replica, &dir.path().join("r.db")));
+}
