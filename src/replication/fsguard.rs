@@ -154,12 +154,12 @@ pub fn detect(dir: &Path) -> Result<Option<Detected>, FsGuardError> {
     };
     let mut name = fs.name.to_string();
     if magic == FUSE_SUPER_MAGIC
-        && let Some(fstype) = mount_type(dir)
+        && let Some(mount) = mount_of(dir)
     {
-        if local_fuse_type(&fstype) {
+        if local_fuse_type(&mount.fstype) {
             return Ok(None);
         }
-        name = format!("FUSE ({fstype})");
+        name = format!("FUSE ({}, mounted from {})", mount.fstype, mount.source);
     }
     Ok(Some(Detected {
         dir: dir.to_path_buf(),
@@ -180,34 +180,51 @@ pub fn check(db: &Path, allow: bool) -> Result<Option<Detected>, FsGuardError> {
     }
 }
 
-/// The mountinfo type field of the mount that holds `dir` (best effort: None when unknown).
-fn mount_type(dir: &Path) -> Option<String> {
+/// The mount that holds a directory, as mountinfo describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Mount {
+    /// `fuse.sshfs`, `virtiofs`, `fuseblk`, ...
+    fstype: String,
+    /// `user@host:/srv`, `server:/volume`, a device, ...
+    source: String,
+}
+
+/// The mount that holds `dir` (best effort: None when unknown).
+fn mount_of(dir: &Path) -> Option<Mount> {
     let dir = std::fs::canonicalize(dir).ok()?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mount_type_in(&info, &dir)
+    mount_in(&info, &dir)
 }
 
 /// Finds the deepest mount point containing `dir` in mountinfo text; the last one listed wins
 /// among equal mount points (it is mounted on top).
-fn mount_type_in(mountinfo: &str, dir: &Path) -> Option<String> {
-    let mut best: Option<(usize, String)> = None;
+fn mount_in(mountinfo: &str, dir: &Path) -> Option<Mount> {
+    let mut best: Option<(usize, Mount)> = None;
     for line in mountinfo.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
         let Some(sep) = fields.iter().position(|f| *f == "-") else {
             continue;
         };
-        let (Some(point), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
+        let (Some(point), Some(fstype), Some(source)) =
+            (fields.get(4), fields.get(sep + 1), fields.get(sep + 2))
+        else {
             continue;
         };
         let point = PathBuf::from(unescape_octal(point));
         if dir.starts_with(&point) {
             let depth = point.components().count();
             if best.as_ref().is_none_or(|(d, _)| depth >= *d) {
-                best = Some((depth, (*fstype).to_string()));
+                best = Some((
+                    depth,
+                    Mount {
+                        fstype: unescape_octal(fstype),
+                        source: unescape_octal(source),
+                    },
+                ));
             }
         }
     }
-    best.map(|(_, t)| t)
+    best.map(|(_, m)| m)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -320,10 +337,16 @@ mod tests {
 42 22 0:41 / /mnt/my\\040share rw,relatime - fuse.glusterfs srv:/vol rw
 43 22 0:42 / /data rw,relatime - virtiofs shared rw
 ";
-        let t = |p: &str| mount_type_in(info, Path::new(p));
+        let t = |p: &str| mount_in(info, Path::new(p)).map(|m| m.fstype);
         assert_eq!(t("/data/db").as_deref(), Some("virtiofs"));
         assert_eq!(t("/data/local/x").as_deref(), Some("fuseblk"));
-        assert_eq!(t("/mnt/my share").as_deref(), Some("fuse.glusterfs"));
+        assert_eq!(
+            mount_in(info, Path::new("/mnt/my share/x")),
+            Some(Mount {
+                fstype: "fuse.glusterfs".to_string(),
+                source: "srv:/vol".to_string()
+            })
+        );
         assert_eq!(t("/var/lib").as_deref(), Some("ext4"));
         assert_eq!(t("/database").as_deref(), Some("ext4"));
         assert!(local_fuse_type("fuseblk"));
