@@ -2,7 +2,8 @@
 //! to one subcommand. Each subcommand's flags and handler live in a file of their own.
 
 mod check;
-mod duration;
+mod databases;
+pub(crate) mod duration;
 mod ltx;
 mod replicate;
 mod restore;
@@ -40,6 +41,8 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// List the LTX files of a replica (Litestream `ltx`).
     Ltx(ltx::LtxArgs),
+    /// List the configured databases and their replicas (Litestream `databases`).
+    Databases(databases::DatabasesArgs),
     /// Show the running supervisor's services and databases (over its control socket).
     Status(status::StatusArgs),
 }
@@ -62,6 +65,7 @@ pub fn main() -> i32 {
         Some(Command::Replicate(args)) => replicate::run(args),
         Some(Command::Restore(args)) => restore::run(args),
         Some(Command::Ltx(args)) => ltx::run(args),
+        Some(Command::Databases(args)) => databases::run(args),
         Some(Command::Status(args)) => status::run(args),
     };
     match result {

@@ -1,125 +1,255 @@
-//! `litevisor replicate DB_PATH REPLICA_URL` (Litestream's command-line form): replicate one database
-//! until SIGTERM/SIGINT, then run a final sync (WAL -> L0 -> replica) before exiting.
+//! `litevisor replicate`: Litestream's `replicate` command in all its forms, as a drop-in.
 //!
-//! Exit codes: 0 when the final sync uploaded everything committed; 1 when it did not (or on any
-//! error: the database or replica could not be opened, the restore failed); 2 for usage errors.
-//! (Litestream exits 0 even when its final sync fails; a supervisor deserves to know.)
+//! - `litevisor replicate [-config PATH]`: the databases of a `litestream.yml` (`-config`, else
+//!   `$LITESTREAM_CONFIG`, else `/etc/litestream.yml`; see [`crate::config::litestream`]).
+//! - `litevisor replicate DB_PATH REPLICA_URL`: one database, no file.
+//! - Either form with `-exec "myapp -myflag myarg"` (or `exec:` in the file; the flag wins): the
+//!   program is the main service of litevisor's supervisor. It starts once the databases are
+//!   restored (`-restore-if-db-not-exists`, else never restored, as in Litestream), gets the stop
+//!   signals forwarded to its process group, and its exit ends the run; then the final sync runs.
+//! - `-once`: one sync and upload of every configured database, then exit. Not with `-exec`.
 //!
-//! `-exec` and `-config` are deliberately absent: the supervisor and config loader plug in by building
-//! `DbConfig`s and driving `Replicator`s the same way `replicate_one` does.
+//! Without `-once` the run *is* the supervisor ([`crate::supervisor::run`], called before any
+//! other thread exists because it takes the signals over): every database is a restore oneshot plus
+//! a replicator longrun whose stop is the final sync. So this also works as a container's
+//! entrypoint, as PID 1, or as a sidecar container of its own.
+//!
+//! Shutdown deadline: the final sync may retry for `shutdown-sync-timeout` (default 30 s; at least
+//! 1 s); with `-exec` the program first gets up to 10 s between SIGTERM and SIGKILL, so the whole
+//! shutdown is bounded by `shutdown-sync-timeout + 10 s`. Keep that below `docker stop -t`.
+//!
+//! Exit codes:
+//! - with `-exec`: the program's code (`128 + N` if signal N killed it, e.g. 143 after SIGTERM);
+//!   74 when that code would be 0 but a final sync did not reach the replica. (Litestream collapses
+//!   the program's code to 0/1 and skips the final sync when the program fails.)
+//! - without: 0 after SIGTERM/SIGINT when every final sync reached the replica, 74 otherwise.
+//! - `-once`: 0 when every database was synced and uploaded, 1 otherwise.
+//! - 1 when a database or replica could not be opened or a restore failed; 2 for usage errors and
+//!   invalid configuration (every problem is printed as `file:line:col: key: message`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use nix::sys::signal::{SigSet, Signal};
-use tracing::{error, info};
+use anyhow::Context;
+use tracing::{error, info, warn};
 
 use super::duration::parse_duration;
-use crate::replica::open_replica;
-use crate::replication::engine::{DbConfig, FinalSync, Replicator};
+use crate::config::litestream::{self, Overrides};
+use crate::config::{Config, ConfigError, Database, RestorePolicy};
+use crate::init::ExitCodeMap;
+use crate::replication::engine::{FinalSync, Replicator};
 use crate::replication::ltx::PageEncoding;
 use crate::replication::restore;
 
+/// Exit code of a usage error or an invalid configuration.
+const USAGE: i32 = 2;
+
 #[derive(clap::Args, Debug)]
 pub struct ReplicateArgs {
-    /// Database to replicate (with REPLICA_URL; `-config` is not supported yet).
+    /// Database to replicate (with REPLICA_URL); without both, the databases of the config file.
     pub db_path: Option<PathBuf>,
-    /// Replica URL: `file:///path` or a plain path.
+    /// Replica URL: `file:///path`, a plain path, or `s3://bucket/path?...`.
     pub replica_url: Option<String>,
+    /// More replica URLs: refused (one replica per database, as in Litestream 0.5).
+    #[arg(hide = true)]
+    pub more_urls: Vec<String>,
+    /// Litestream configuration file (default: $LITESTREAM_CONFIG, else /etc/litestream.yml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Do not expand $VAR / ${VAR} in the configuration file.
+    #[arg(long = "no-expand-env")]
+    pub no_expand_env: bool,
+    /// Run this command (split like a shell would, not run by one) as the supervised application;
+    /// its exit ends replication after a final sync, with its exit code.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Replicate even from a network or FUSE filesystem (NFS, SMB, 9p, ...), which is refused by
+    /// default.
+    #[arg(long = "allow-network-fs")]
+    pub allow_network_fs: bool,
     /// Sync the WAL and upload once, then exit.
     #[arg(long)]
     pub once: bool,
     /// With -once: write a full snapshot instead of an incremental L0.
     #[arg(long = "force-snapshot", requires = "once")]
     pub force_snapshot: bool,
-    /// Restore the database from the replica first when it does not exist and the replica has data.
+    /// Restore a database from its replica first when it does not exist and the replica has data.
     #[arg(long = "restore-if-db-not-exists")]
     pub restore_if_db_not_exists: bool,
     /// trace, debug, info, warn, error (LOG_LEVEL overrides, as in Litestream).
     #[arg(long = "log-level", default_value = "info")]
     pub log_level: String,
     /// Minimum time between two syncs (Litestream's monitor-interval); 0 syncs as soon as the WAL
-    /// changes.
-    #[arg(long = "monitor-interval", default_value = "1s", value_parser = parse_duration)]
-    pub monitor_interval: Duration,
-    /// How long the final sync may retry uploads at shutdown.
-    #[arg(long = "shutdown-sync-timeout", default_value = "30s", value_parser = parse_duration)]
-    pub shutdown_sync_timeout: Duration,
+    /// changes [default: 1s, or the config file's].
+    #[arg(long = "monitor-interval", value_parser = parse_duration)]
+    pub monitor_interval: Option<Duration>,
+    /// How long the final sync may retry uploads at shutdown [default: 30s, or the config file's].
+    #[arg(long = "shutdown-sync-timeout", value_parser = parse_duration)]
+    pub shutdown_sync_timeout: Option<Duration>,
     /// Page encoding of written LTX files: `frame` (every Litestream 0.5.x reads it) or `block`
-    /// (Litestream >= 0.5.16 only).
-    #[arg(long = "page-encoding", default_value = "frame", value_parser = parse_encoding)]
-    pub page_encoding: PageEncoding,
-    /// How long litevisor's SQLite connections wait for locks.
-    #[arg(long = "busy-timeout", default_value = "1s", value_parser = parse_duration)]
-    pub busy_timeout: Duration,
+    /// (Litestream >= 0.5.16 only) [default: frame].
+    #[arg(long = "page-encoding", value_parser = parse_encoding)]
+    pub page_encoding: Option<PageEncoding>,
+    /// How long litevisor's SQLite connections wait for locks [default: 1s, or the config file's].
+    #[arg(long = "busy-timeout", value_parser = parse_duration)]
+    pub busy_timeout: Option<Duration>,
 }
 
 pub fn run(args: ReplicateArgs) -> anyhow::Result<i32> {
     init_logging(&args.log_level);
-    let (Some(db_path), Some(url)) = (args.db_path.clone(), args.replica_url.clone()) else {
-        bail!(
-            "usage: litevisor replicate [flags] DB_PATH REPLICA_URL (-config is not supported yet)"
+    if !args.more_urls.is_empty() {
+        return usage(
+            "several replica URLs are not supported: give one DB_PATH and one REPLICA_URL",
         );
-    };
-    let replica = open_replica(&url).with_context(|| format!("open replica {url}"))?;
-    if args.restore_if_db_not_exists && !db_path.exists() {
-        restore_if_replica_exists(&*replica, &db_path)?;
     }
-    let mut cfg = DbConfig::new(&db_path, replica);
-    cfg.min_sync_interval = args.monitor_interval;
-    cfg.encoding = args.page_encoding;
-    cfg.busy_timeout = args.busy_timeout;
-    cfg.force_snapshot = args.force_snapshot;
-
-    if args.once {
-        if !db_path.exists() {
-            bail!("database {} does not exist", db_path.display());
-        }
-        let replicator =
-            Replicator::start(cfg).with_context(|| format!("replicate {}", db_path.display()))?;
-        // One pass through the same engine the daemon uses, then the final sync (a no-op unless
-        // the database changed meanwhile).
-        match replicator.sync_now(args.shutdown_sync_timeout) {
-            Ok(s) => {
-                info!(db = %replicator.path().display(), txid = s.txid, replica_txid = s.replica_txid, "synced")
+    if args.once && args.exec.is_some() {
+        return usage("cannot specify -exec with -once");
+    }
+    let mut config = match load(&args) {
+        Ok(Ok(config)) => config,
+        Ok(Err(err)) => {
+            for problem in &err.problems {
+                eprintln!("{problem}");
             }
-            Err(e) => error!(db = %replicator.path().display(), "sync failed: {e}"),
+            eprintln!("litevisor: error: the configuration has the problems above");
+            return Ok(USAGE);
         }
-        return Ok(report(
-            replicator.shutdown(args.shutdown_sync_timeout),
-            &db_path,
+        Err(msg) => return usage(&msg),
+    };
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
+    for db in &mut config.databases {
+        if let Some(d) = args.monitor_interval {
+            db.sync_interval = d;
+        }
+        if let Some(d) = args.busy_timeout {
+            db.busy_timeout = d;
+        }
+        if let Some(e) = args.page_encoding {
+            db.page_encoding = e;
+        }
+    }
+    if args.once {
+        if config.main_service().is_some() {
+            return usage("cannot use -once with `exec` in the configuration file");
+        }
+        // Without exec the deadline is exactly the final sync's window.
+        return Ok(once(
+            &config.databases,
+            config.shutdown_timeout,
+            args.force_snapshot,
         ));
     }
-
-    // Block the stop signals before any thread starts so every thread inherits the mask and only
-    // `sigwait` below sees them.
-    let mut stop = SigSet::empty();
-    stop.add(Signal::SIGTERM);
-    stop.add(Signal::SIGINT);
-    stop.thread_block().context("block SIGTERM/SIGINT")?;
-    let replicator =
-        Replicator::start(cfg).with_context(|| format!("replicate {}", db_path.display()))?;
-    info!(db = %db_path.display(), replica = %url, "replicating");
-    let sig = stop.wait().context("wait for SIGTERM/SIGINT")?;
-    info!(signal = %sig, "stopping: final sync");
-    Ok(report(
-        replicator.shutdown(args.shutdown_sync_timeout),
-        &db_path,
-    ))
+    for db in &config.databases {
+        info!(db = %db.path.display(), replica = %db.replica, "replicating");
+    }
+    let options = crate::supervisor::Options {
+        exit_map: ExitCodeMap::new(Vec::new()),
+    };
+    match crate::supervisor::run(config, options) {
+        Ok(code) => Ok(code),
+        Err(err) => {
+            eprintln!("litevisor: error: {err}");
+            Ok(1)
+        }
+    }
 }
 
-fn report(done: FinalSync, db: &std::path::Path) -> i32 {
+/// The configuration the arguments describe; `Err` for a usage error.
+fn load(args: &ReplicateArgs) -> Result<Result<Config, ConfigError>, String> {
+    let shutdown_sync_timeout = args.shutdown_sync_timeout;
+    match (&args.db_path, &args.replica_url) {
+        (Some(db_path), Some(url)) => {
+            if args.config.is_some() {
+                return Err("cannot specify a replica URL and the -config flag".to_string());
+            }
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+            let replica = crate::config::replica_from_url(url, &cwd)?;
+            let mut db = Database::new(cwd.join(db_path), replica);
+            db.restore = if args.restore_if_db_not_exists {
+                RestorePolicy::IfMissing
+            } else {
+                RestorePolicy::Never
+            };
+            db.allow_network_fs = args.allow_network_fs;
+            Ok(litestream::command_line(
+                db,
+                args.exec.as_deref(),
+                shutdown_sync_timeout.unwrap_or(litestream::DEFAULT_SHUTDOWN_SYNC_TIMEOUT),
+            ))
+        }
+        (Some(_), None) => Err("must specify a replica URL after DB_PATH".to_string()),
+        (None, _) => {
+            let path = litestream::config_path(args.config.as_deref());
+            let overrides = Overrides {
+                exec: args.exec.clone(),
+                restore_if_db_not_exists: args.restore_if_db_not_exists,
+                allow_network_fs: args.allow_network_fs,
+                shutdown_sync_timeout,
+                ignore_exec: false,
+            };
+            Ok(litestream::load(&path, !args.no_expand_env, &overrides))
+        }
+    }
+}
+
+fn usage(msg: &str) -> anyhow::Result<i32> {
+    eprintln!("litevisor: error: {msg}");
+    eprintln!(
+        "usage: litevisor replicate [-config PATH] [-exec CMD] [-once] [flags] [DB_PATH REPLICA_URL]"
+    );
+    Ok(USAGE)
+}
+
+/// `-once`: each database through the same engine the daemon uses, one pass, then its final sync.
+fn once(databases: &[Database], sync_timeout: Duration, force_snapshot: bool) -> i32 {
+    let mut code = 0;
+    for db in databases {
+        if let Err(err) = once_one(db, sync_timeout, force_snapshot) {
+            error!(db = %db.path.display(), "{err:#}");
+            eprintln!("litevisor: error: {}: {err:#}", db.path.display());
+            code = 1;
+        }
+    }
+    code
+}
+
+fn once_one(db: &Database, sync_timeout: Duration, force_snapshot: bool) -> anyhow::Result<()> {
+    let mut cfg = crate::supervisor::engine_config(db);
+    cfg.force_snapshot = force_snapshot;
+    if db.restore == RestorePolicy::IfMissing && !db.path.exists() {
+        restore_if_replica_exists(&*cfg.replica, &db.path)?;
+    }
+    if !db.path.exists() {
+        anyhow::bail!("database {} does not exist", db.path.display());
+    }
+    let replicator =
+        Replicator::start(cfg).with_context(|| format!("replicate {}", db.path.display()))?;
+    match replicator.sync_now(sync_timeout) {
+        Ok(s) => {
+            info!(db = %replicator.path().display(), txid = s.txid, replica_txid = s.replica_txid, "synced")
+        }
+        Err(e) => error!(db = %replicator.path().display(), "sync failed: {e}"),
+    }
+    // The final sync is a no-op unless the database changed meanwhile; it says whether the replica
+    // holds everything committed.
+    report(replicator.shutdown(sync_timeout))
+}
+
+fn report(done: FinalSync) -> anyhow::Result<()> {
     if done.ok() {
-        info!(db = %db.display(), txid = done.txid, "final sync complete");
-        0
+        info!(txid = done.txid, "final sync complete");
+        Ok(())
     } else {
         let why = done
             .error
             .unwrap_or_else(|| "replica is behind".to_string());
-        error!(db = %db.display(), txid = done.txid, replica_txid = done.replica_txid, "final sync failed: {why}");
-        eprintln!("litevisor: final sync of {} failed: {why}", db.display());
-        1
+        anyhow::bail!(
+            "final sync failed (local txid {}, replica txid {}): {why}",
+            done.txid,
+            done.replica_txid
+        )
     }
 }
 

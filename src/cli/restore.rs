@@ -1,5 +1,6 @@
 //! `litevisor restore [flags] DB_PATH|REPLICA_URL`: Litestream's restore command, same flags, messages
-//! and exit codes. Config lookup of a DB path is wired by the config track through [`run_restore`].
+//! and exit codes. A DB path is looked up in the configuration (`litestream.yml`, or litevisor.toml's
+//! `[[databases]]`) to find its replica ([`find_database`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
+use crate::config::{Database, litestream};
 use crate::replica::{self, FileInfo, ReplicaClient, rfc3339};
 use crate::replication::restore::{self, IntegrityCheck, RestoreError, RestoreOptions, Target};
 
@@ -98,11 +100,31 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         (None, None) => Target::Latest,
     };
     if !replica::is_url(&args.source) {
-        bail!(
-            "restoring by database path needs its replica from a config file, which `litevisor restore` \
-             does not read yet; name the replica instead: litevisor restore -o {} file:///path/to/replica",
-            args.source
-        );
+        // Litestream's `restore DB_PATH`: the replica comes from the configuration, the output
+        // defaults to the database's own path, and `-timestamp` is not checked against the
+        // replica's time range first (as in Litestream).
+        let db = find_database(args.config.as_deref(), !args.no_expand_env, &args.source)?;
+        let request = RestoreRequest {
+            source: args.source.clone(),
+            output: args.output.unwrap_or_else(|| db.path.clone()),
+            target,
+            if_db_not_exists: args.if_db_not_exists,
+            if_replica_exists: args.if_replica_exists,
+            force: args.force,
+            dry_run: args.dry_run,
+            json: args.json,
+            integrity_check,
+            check_time_bounds: false,
+        };
+        if request.if_db_not_exists && exists(&request.output) {
+            eprintln!(
+                "database already exists, skipping: {}",
+                request.output.display()
+            );
+            return Ok(0);
+        }
+        let replica = crate::supervisor::replica_client(&db.replica);
+        return run_restore(replica.as_ref(), &request);
     }
     if args.config.is_some() {
         bail!("cannot specify a replica URL and the -config flag");
@@ -136,21 +158,75 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
     run_restore(replica.as_ref(), &request)
 }
 
-/// Opens the replica a command line names. A DB path needs the config (not wired yet).
+/// Opens the replica a command line names: a replica URL, or a database path looked up in the
+/// configuration ([`find_database`]).
 pub(crate) fn replica_for(
     target: &str,
     config: Option<&str>,
 ) -> anyhow::Result<Arc<dyn ReplicaClient>> {
     if !replica::is_url(target) {
-        bail!(
-            "{target} is a database path; finding its replica needs a config file, which is not supported \
-             here yet: pass the replica URL instead (e.g. file:///path/to/replica)"
-        );
+        let db = find_database(config, true, target)?;
+        return Ok(crate::supervisor::replica_client(&db.replica));
     }
     if config.is_some() {
         bail!("cannot specify a replica URL and the -config flag");
     }
     Ok(replica::open_replica(target)?)
+}
+
+/// The configured databases and the file they come from: litevisor.toml's `[[databases]]` when
+/// `config` ends in `.toml` (or is not given and `$LITEVISOR_CONFIG` is set), otherwise Litestream's
+/// `litestream.yml` (`config`, else `$LITESTREAM_CONFIG`, else `/etc/litestream.yml`).
+pub(crate) fn configured_databases(
+    config: Option<&str>,
+    expand_env: bool,
+) -> anyhow::Result<(PathBuf, Vec<Database>)> {
+    let toml = match config {
+        Some(path) => path.ends_with(".toml"),
+        None => std::env::var_os(crate::config::CONFIG_ENV).is_some_and(|v| !v.is_empty()),
+    };
+    let problems =
+        |err: crate::config::ConfigError| anyhow::anyhow!("the configuration has problems:\n{err}");
+    if toml {
+        let loaded = crate::config::load(config.map(Path::new)).map_err(problems)?;
+        let file = loaded
+            .file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
+        return Ok((file, loaded.databases));
+    }
+    let path = litestream::config_path(config.map(Path::new));
+    let overrides = litestream::Overrides {
+        ignore_exec: true,
+        ..litestream::Overrides::default()
+    };
+    let loaded = litestream::load(&path, expand_env, &overrides).map_err(problems)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok((path, loaded.databases))
+}
+
+/// The configured database at `db_path` (compared as absolute paths).
+pub(crate) fn find_database(
+    config: Option<&str>,
+    expand_env: bool,
+    db_path: &str,
+) -> anyhow::Result<Database> {
+    let (file, databases) = configured_databases(config, expand_env)?;
+    let wanted = std::path::absolute(db_path).unwrap_or_else(|_| PathBuf::from(db_path));
+    let same = |p: &Path| {
+        p == wanted || matches!((p.canonicalize(), wanted.canonicalize()), (Ok(a), Ok(b)) if a == b)
+    };
+    match databases.into_iter().find(|db| same(&db.path)) {
+        Some(db) => Ok(db),
+        None => bail!(
+            "database not found in config: {} is not a database of {} (use `litevisor databases -config {}` to list them)",
+            wanted.display(),
+            file.display(),
+            file.display()
+        ),
+    }
 }
 
 /// Litestream's TXID flag: hex, inclusive. Fewer than 16 digits are accepted too.

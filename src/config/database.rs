@@ -1,6 +1,7 @@
 //! The `[[databases]]` array: which SQLite files to replicate, where to, and Litestream's tuning knobs
-//! (same names, snake_case). Parsed and validated here for the replication side; credentials become
-//! [`Secret`]s at once so they can never be printed.
+//! (same names, snake_case), plus litevisor's `allow_network_fs`. Parsed and validated here for the
+//! replication side; credentials become [`Secret`]s at once so they can never be printed. Replica URLs
+//! go through [`ReplicaUrl::parse`], the same rules as the command line's (Litestream's).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use super::diag::{Loc, Problems, Source};
 use super::tree::{Node, Spanned, TableReader};
 use super::{Database, Replica, RestorePolicy, Secret, values};
+use crate::replica::url::{ReplicaUrl, S3Url};
 
 /// Reads the `databases` array of the root table.
 pub fn read_all(
@@ -105,6 +107,7 @@ fn read_one(
     let busy_timeout = duration(&mut t, "busy_timeout", Duration::from_secs(1), problems);
     let min_checkpoint_page_count = count(&mut t, "min_checkpoint_page_count", 1000, 1, problems);
     let truncate_page_n = count(&mut t, "truncate_page_n", 121_359, 0, problems);
+    let allow_network_fs = t.bool("allow_network_fs", problems);
     t.finish(problems);
 
     let path = match path {
@@ -125,14 +128,14 @@ fn read_one(
         }
     };
     let db = Database {
-        path: base_dir.join(&path.value),
-        replica: replica?,
         restore: restore.unwrap_or(RestorePolicy::IfMissing),
         sync_interval: sync_interval?,
         checkpoint_interval: checkpoint_interval?,
         min_checkpoint_page_count: min_checkpoint_page_count?,
         truncate_page_n: truncate_page_n?,
         busy_timeout: busy_timeout?,
+        allow_network_fs: allow_network_fs.is_some_and(|v| v.value),
+        ..Database::new(base_dir.join(&path.value), replica?)
     };
     Some((db, path.loc))
 }
@@ -189,7 +192,11 @@ fn read_replica(
     problems: &mut Problems,
 ) -> Option<Replica> {
     let entries = match node.into_inner() {
-        Node::Str(url) => return parse_url(&url).map_err(|msg| problems.push(loc, msg)).ok(),
+        Node::Str(url) => {
+            return replica_from_url(&url, base_dir)
+                .map_err(|msg| problems.push(loc, msg))
+                .ok();
+        }
         Node::Table(entries) => entries,
         other => {
             problems.push(
@@ -212,7 +219,7 @@ fn read_replica(
     let secret_access_key = t.string("secret_access_key", problems);
     t.finish(problems);
 
-    let mut parts = match &url {
+    let mut replica = match &url {
         Some(url) => {
             for other in [&kind, &bucket, &path].into_iter().flatten() {
                 let msg = format!(
@@ -221,9 +228,8 @@ fn read_replica(
                 );
                 problems.push(other.loc.clone(), msg);
             }
-            match parse_url_parts(&url.value) {
-                Ok(UrlParts::File(path)) => UrlParts::File(path),
-                Ok(UrlParts::S3(s3)) => UrlParts::S3(s3),
+            match replica_from_url(&url.value, base_dir) {
+                Ok(replica) => replica,
                 Err(msg) => {
                     problems.push(url.loc.clone(), msg);
                     return None;
@@ -231,8 +237,10 @@ fn read_replica(
             }
         }
         None => match kind.as_ref().map(|k| (k.value.as_str(), k)) {
-            Some(("s3", _)) => UrlParts::S3(S3Parts::default()),
-            Some(("file", _)) => UrlParts::File(PathBuf::new()),
+            Some(("s3", _)) => empty_s3(),
+            Some(("file", _)) => Replica::File {
+                path: PathBuf::new(),
+            },
             Some((other, k)) => {
                 problems.push(
                     k.loc.clone(),
@@ -240,16 +248,18 @@ fn read_replica(
                 );
                 return None;
             }
-            None if bucket.is_some() => UrlParts::S3(S3Parts::default()),
-            None => UrlParts::File(PathBuf::new()),
+            None if bucket.is_some() => empty_s3(),
+            None => Replica::File {
+                path: PathBuf::new(),
+            },
         },
     };
     let replica_key = |key: &str| Loc {
         key: Some(format!("{}.{key}", db.path_of("replica"))),
         ..loc.clone()
     };
-    match &mut parts {
-        UrlParts::File(file_path) => {
+    match &mut replica {
+        Replica::File { path: file_path } => {
             let s3_only = [
                 ("bucket", bucket.map(|v| v.loc)),
                 ("endpoint", endpoint.map(|v| v.loc)),
@@ -276,168 +286,123 @@ fn read_replica(
                     }
                 }
             }
-            Some(Replica::File {
-                path: std::mem::take(file_path),
-            })
         }
-        UrlParts::S3(s3) => {
+        Replica::S3 {
+            bucket: s3_bucket,
+            path: s3_path,
+            endpoint: s3_endpoint,
+            region: s3_region,
+            force_path_style: s3_force_path_style,
+            skip_verify: s3_skip_verify,
+            access_key_id: s3_access_key_id,
+            secret_access_key: s3_secret_access_key,
+            ..
+        } => {
             if let Some(b) = bucket {
-                s3.bucket = b.value;
+                *s3_bucket = b.value;
             }
             if let Some(p) = path {
-                s3.path = p.value.trim_matches('/').to_string();
+                *s3_path = p.value.trim_matches('/').to_string();
             }
-            if s3.bucket.is_empty() {
+            if s3_bucket.is_empty() {
                 problems.push(
                     replica_key("bucket"),
                     "an s3 replica needs `bucket` (or `url`)",
                 );
                 return None;
             }
-            s3.endpoint = endpoint.map(|v| v.value).or(s3.endpoint.take());
-            s3.region = region.map(|v| v.value).or(s3.region.take());
-            s3.force_path_style = force_path_style.map(|v| v.value).or(s3.force_path_style);
-            s3.skip_verify = skip_verify.map_or(s3.skip_verify, |v| v.value);
-            let mut replica = std::mem::take(s3).into_replica();
-            if let Replica::S3 {
-                access_key_id: id,
-                secret_access_key: secret,
-                ..
-            } = &mut replica
-            {
-                *id = access_key_id.map(|v| Secret::new(v.value));
-                *secret = secret_access_key.map(|v| Secret::new(v.value));
+            if let Some(e) = endpoint {
+                *s3_endpoint = Some(e.value);
             }
-            Some(replica)
+            if let Some(r) = region {
+                *s3_region = Some(r.value);
+            }
+            // Path-style addressing defaults to on with a custom endpoint (MinIO and friends), like
+            // Litestream; an explicit setting wins.
+            *s3_force_path_style = match force_path_style {
+                Some(v) => v.value,
+                None => *s3_force_path_style || s3_endpoint.is_some(),
+            };
+            if let Some(v) = skip_verify {
+                *s3_skip_verify = v.value;
+            }
+            *s3_access_key_id = access_key_id.map(|v| Secret::new(v.value));
+            *s3_secret_access_key = secret_access_key.map(|v| Secret::new(v.value));
         }
     }
+    Some(replica)
 }
 
 fn line_of(loc: &Loc) -> usize {
     loc.line.map_or(0, |(l, _)| l)
 }
 
-enum UrlParts {
-    File(PathBuf),
-    S3(S3Parts),
-}
-
-#[derive(Default)]
-struct S3Parts {
-    bucket: String,
-    path: String,
-    endpoint: Option<String>,
-    region: Option<String>,
-    force_path_style: Option<bool>,
-    skip_verify: bool,
-}
-
-impl S3Parts {
-    /// Path-style addressing defaults to on with a custom endpoint (MinIO and friends), like Litestream.
-    fn into_replica(self) -> Replica {
-        Replica::S3 {
-            force_path_style: self.force_path_style.unwrap_or(self.endpoint.is_some()),
-            bucket: self.bucket,
-            path: self.path,
-            endpoint: self.endpoint,
-            region: self.region,
-            skip_verify: self.skip_verify,
-            access_key_id: None,
-            secret_access_key: None,
-        }
+fn empty_s3() -> Replica {
+    Replica::S3 {
+        bucket: String::new(),
+        path: String::new(),
+        endpoint: None,
+        region: None,
+        force_path_style: false,
+        skip_verify: false,
+        part_size: None,
+        concurrency: None,
+        storage_class: None,
+        access_key_id: None,
+        secret_access_key: None,
     }
 }
 
-/// `file:///abs/path` or `s3://bucket/prefix?endpoint=...&region=...&forcePathStyle=true&skipVerify=true`.
-pub fn parse_url(url: &str) -> Result<Replica, String> {
-    Ok(match parse_url_parts(url)? {
-        UrlParts::File(path) => Replica::File { path },
-        UrlParts::S3(s3) => s3.into_replica(),
-    })
-}
-
-fn parse_url_parts(url: &str) -> Result<UrlParts, String> {
-    if let Some(path) = url.strip_prefix("file://") {
-        if !path.starts_with('/') {
-            return Err(format!(
-                "invalid replica URL {url:?}: a file URL needs an absolute path (file:///dir)"
-            ));
-        }
-        return Ok(UrlParts::File(PathBuf::from(path)));
-    }
-    let Some(rest) = url.strip_prefix("s3://") else {
-        return Err(match url.split_once("://") {
-            Some((scheme, _)) => {
-                format!("unsupported replica scheme {scheme:?}: use s3:// or file://")
-            }
-            None => format!("invalid replica URL {url:?}: use s3://bucket/path or file:///path"),
-        });
-    };
-    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (bucket, path) = location.split_once('/').unwrap_or((location, ""));
-    if bucket.is_empty() {
-        return Err(format!("invalid replica URL {url:?}: no bucket"));
-    }
-    let mut s3 = S3Parts {
-        bucket: bucket.to_string(),
-        path: path.trim_matches('/').to_string(),
-        ..S3Parts::default()
-    };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value)
-            .ok_or_else(|| format!("invalid %-escape in replica URL parameter {key:?}"))?;
-        match key {
-            "endpoint" => s3.endpoint = Some(value),
-            "region" => s3.region = Some(value),
-            "forcePathStyle" | "force-path-style" | "force_path_style" => {
-                s3.force_path_style = Some(flag(key, &value)?)
-            }
-            "skipVerify" | "skip-verify" | "skip_verify" => s3.skip_verify = flag(key, &value)?,
-            other => return Err(format!("unknown replica URL parameter {other:?}")),
-        }
-    }
-    Ok(UrlParts::S3(s3))
-}
-
-fn flag(key: &str, value: &str) -> Result<bool, String> {
-    match value {
-        "" | "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(format!(
-            "replica URL parameter {key}={value:?}: use true or false"
-        )),
+/// A replica named by a URL or a plain path, with exactly the rules of `litevisor replicate DB URL`
+/// ([`ReplicaUrl::parse`], Litestream's): `file:///dir`, `s3://bucket/path?endpoint=...`, or a path
+/// (relative paths resolve against `base_dir`). Credentials never come from a URL.
+pub fn replica_from_url(url: &str, base_dir: &Path) -> Result<Replica, String> {
+    match ReplicaUrl::parse(url).map_err(|e| e.to_string())? {
+        ReplicaUrl::File(path) => Ok(Replica::File {
+            path: base_dir.join(path),
+        }),
+        ReplicaUrl::S3(s3) => Ok(s3_replica(s3)),
     }
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+fn s3_replica(s3: S3Url) -> Replica {
+    Replica::S3 {
+        force_path_style: s3.force_path_style,
+        bucket: s3.bucket,
+        path: s3.path,
+        endpoint: s3.endpoint,
+        region: s3.region,
+        skip_verify: s3.skip_verify,
+        part_size: s3.part_size,
+        concurrency: s3.concurrency,
+        storage_class: s3.storage_class,
+        access_key_id: None,
+        secret_access_key: None,
     }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse_url(url: &str) -> Result<Replica, String> {
+        replica_from_url(url, Path::new("/cfg"))
+    }
+
     #[test]
-    fn urls() {
+    fn urls_follow_the_command_line_rules() {
         assert_eq!(
             parse_url("file:///backups/app"),
             Ok(Replica::File {
                 path: "/backups/app".into()
             })
+        );
+        assert_eq!(
+            parse_url("backups/app"),
+            Ok(Replica::File {
+                path: "/cfg/backups/app".into()
+            }),
+            "a plain path is a file replica next to the config"
         );
         let Ok(Replica::S3 {
             bucket,
@@ -445,38 +410,48 @@ mod tests {
             endpoint,
             force_path_style,
             skip_verify,
+            part_size,
             ..
-        }) = parse_url("s3://bkt/app/db/?endpoint=http%3A%2F%2F127.0.0.1%3A9000&skipVerify=true")
+        }) = parse_url(
+            "s3://bkt/app/db/?endpoint=http%3A%2F%2F127.0.0.1%3A9000&skipVerify=true&partSize=6000000",
+        )
         else {
             panic!("not s3")
         };
         assert_eq!((bucket.as_str(), path.as_str()), ("bkt", "app/db"));
         assert_eq!(endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert!(force_path_style && skip_verify);
-        assert!(
-            parse_url("gs://b/p")
-                .unwrap_err()
-                .contains("unsupported replica scheme")
+        assert_eq!(part_size, Some(6_000_000));
+        assert!(parse_url("gs://b/p").unwrap_err().contains("unsupported"));
+        // Go's URL rules, as Litestream: the host part of a file URL is a path component.
+        assert_eq!(
+            parse_url("file://relative"),
+            Ok(Replica::File {
+                path: "/relative".into()
+            })
         );
-        assert!(parse_url("file://relative").is_err());
         assert!(parse_url("s3:///p").is_err());
-        assert!(parse_url("s3://b/p?bogus=1").unwrap_err().contains("bogus"));
+        assert!(
+            !parse_url("s3://id:hunter2@/p")
+                .unwrap_err()
+                .contains("hunter2")
+        );
     }
 
     #[test]
     fn secrets_never_print() {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret} {secret:?}"), "*** ***");
-        let replica = Replica::S3 {
-            bucket: "b".into(),
-            path: "p".into(),
-            endpoint: None,
-            region: None,
-            force_path_style: false,
-            skip_verify: false,
-            access_key_id: Some(Secret::new("AKIDSECRET")),
-            secret_access_key: Some(secret),
-        };
+        let mut replica = empty_s3();
+        if let Replica::S3 {
+            access_key_id,
+            secret_access_key,
+            ..
+        } = &mut replica
+        {
+            *access_key_id = Some(Secret::new("AKIDSECRET"));
+            *secret_access_key = Some(secret);
+        }
         let shown = format!("{replica} {replica:?}");
         assert!(
             !shown.contains("hunter2") && !shown.contains("AKIDSECRET"),

@@ -20,6 +20,7 @@ mod database;
 mod diag;
 mod env;
 mod graph;
+pub mod litestream;
 mod program;
 mod resolve;
 mod s6dir;
@@ -32,6 +33,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use database::replica_from_url;
 pub use diag::{ConfigError, Problem};
 pub use nix::sys::signal::Signal;
 
@@ -209,6 +211,52 @@ pub struct Database {
     /// WAL size in pages that forces a TRUNCATE checkpoint; 0 = never.
     pub truncate_page_n: u32,
     pub busy_timeout: Duration,
+    /// Litestream's `meta-path`; `None` = `.<db file name>-litestream` next to the database.
+    pub meta_path: Option<PathBuf>,
+    /// Most WAL bytes turned into one L0 file per sync; 0 = unlimited.
+    pub max_sync_wal_bytes: u64,
+    /// Compaction intervals of L1..Ln.
+    pub levels: Vec<Duration>,
+    pub snapshot_interval: Duration,
+    pub snapshot_retention: Duration,
+    /// How long L0 files stay after compaction; 0 = never delete them.
+    pub l0_retention: Duration,
+    /// false = never delete anything from the replica.
+    pub retention_enabled: bool,
+    /// Page encoding of written LTX files.
+    pub page_encoding: crate::replication::ltx::PageEncoding,
+    /// Replicate even when the database is on a network or FUSE filesystem (litevisor refuses by
+    /// default: SQLite's locking is unreliable there).
+    pub allow_network_fs: bool,
+}
+
+impl Database {
+    /// A database with Litestream's documented defaults for every knob.
+    pub fn new(path: PathBuf, replica: Replica) -> Database {
+        Database {
+            path,
+            replica,
+            restore: RestorePolicy::IfMissing,
+            sync_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_secs(60),
+            min_checkpoint_page_count: 1000,
+            truncate_page_n: 121_359,
+            busy_timeout: Duration::from_secs(1),
+            meta_path: None,
+            max_sync_wal_bytes: 64 * 1024 * 1024,
+            levels: vec![
+                Duration::from_secs(30),
+                Duration::from_secs(300),
+                Duration::from_secs(3600),
+            ],
+            snapshot_interval: Duration::from_secs(24 * 3600),
+            snapshot_retention: Duration::from_secs(24 * 3600),
+            l0_retention: Duration::from_secs(300),
+            retention_enabled: true,
+            page_encoding: crate::replication::ltx::PageEncoding::Frame,
+            allow_network_fs: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,12 +276,18 @@ pub enum Replica {
     },
     S3 {
         bucket: String,
-        /// Key prefix inside the bucket, without leading or trailing '/'.
+        /// Key prefix inside the bucket: objects are `<path>/<level>/<file>`. A URL's path arrives
+        /// cleaned like Litestream's (`s3://b` gives `.`); a config `path` is kept as written.
         path: String,
         endpoint: Option<String>,
         region: Option<String>,
         force_path_style: bool,
         skip_verify: bool,
+        /// Multipart part size in bytes; `None` = the backend's default.
+        part_size: Option<u64>,
+        /// Parts in flight per upload; `None` = the backend's default.
+        concurrency: Option<u64>,
+        storage_class: Option<String>,
         /// `None` = from the environment (`AWS_ACCESS_KEY_ID` / `LITESTREAM_ACCESS_KEY_ID`).
         access_key_id: Option<Secret>,
         secret_access_key: Option<Secret>,

@@ -43,6 +43,15 @@ pub fn engine_config(db: &Database) -> DbConfig {
     cfg.checkpoint.interval = db.checkpoint_interval;
     cfg.checkpoint.min_page_count = u64::from(db.min_checkpoint_page_count);
     cfg.checkpoint.truncate_page_n = u64::from(db.truncate_page_n);
+    cfg.meta_dir = db.meta_path.clone();
+    cfg.max_sync_wal_bytes = db.max_sync_wal_bytes;
+    cfg.levels = db.levels.clone();
+    cfg.snapshot_interval = db.snapshot_interval;
+    cfg.snapshot_retention = db.snapshot_retention;
+    cfg.l0_retention = db.l0_retention;
+    cfg.retention_enabled = db.retention_enabled;
+    cfg.encoding = db.page_encoding;
+    cfg.allow_network_fs = db.allow_network_fs;
     cfg
 }
 
@@ -57,6 +66,9 @@ pub fn replica_client(replica: &Replica) -> Arc<dyn ReplicaClient> {
             region,
             force_path_style,
             skip_verify,
+            part_size,
+            concurrency,
+            storage_class,
             access_key_id,
             secret_access_key,
         } => Arc::new(S3Replica::new(S3Options {
@@ -68,6 +80,9 @@ pub fn replica_client(replica: &Replica) -> Arc<dyn ReplicaClient> {
             skip_verify: *skip_verify,
             access_key_id: access_key_id.as_ref().map(|k| k.expose().to_owned()),
             secret_access_key: secret_access_key.clone(),
+            part_size: *part_size,
+            concurrency: concurrency.map(|c| c.min(64) as usize),
+            storage_class: storage_class.clone(),
             ..S3Options::default()
         })),
     }

@@ -1,0 +1,43 @@
+//! `litevisor databases [-config PATH] [-no-expand-env] [-json]`: Litestream's `databases` command.
+//! Lists each configured database and its replica (as a URL, never with credentials), from
+//! `litestream.yml` or litevisor.toml's `[[databases]]` (see [`super::restore::configured_databases`]).
+
+use super::restore::{configured_databases, json_str};
+
+#[derive(clap::Args, Debug)]
+pub struct DatabasesArgs {
+    /// Configuration file: a litestream.yml, or a litevisor .toml (default: $LITESTREAM_CONFIG,
+    /// else /etc/litestream.yml; $LITEVISOR_CONFIG when set).
+    #[arg(long, value_name = "PATH")]
+    config: Option<String>,
+    /// Do not expand $VAR / ${VAR} in the configuration file.
+    #[arg(long = "no-expand-env")]
+    no_expand_env: bool,
+    /// Print a JSON array instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: DatabasesArgs) -> anyhow::Result<i32> {
+    let (_, databases) = configured_databases(args.config.as_deref(), !args.no_expand_env)?;
+    if args.json {
+        let items: Vec<String> = databases
+            .iter()
+            .map(|db| {
+                format!(
+                    "  {{\"path\": {}, \"replica\": {}}}",
+                    json_str(&db.path.to_string_lossy()),
+                    json_str(&db.replica.to_string())
+                )
+            })
+            .collect();
+        println!("[\n{}\n]", items.join(",\n"));
+        return Ok(0);
+    }
+    let mut rows = vec![vec!["path".to_string(), "replica".to_string()]];
+    for db in &databases {
+        rows.push(vec![db.path.display().to_string(), db.replica.to_string()]);
+    }
+    print!("{}", super::ltx::tabulate(&rows));
+    Ok(0)
+}
