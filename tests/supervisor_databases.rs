@@ -1,0 +1,456 @@
+//! `[[databases]]` under the supervisor, end to end with the real binary, the real `sqlite3` CLI as the
+//! application and a file replica: every committed row reaches the replica on a graceful stop (the
+//! app trapping SIGTERM, dying of it, or exiting at once), the exit code is the main service's, a
+//! failed final sync turns 0 into 74, the database is restored before the app starts (and not with
+//! `restore = "never"`), and `litevisor status` shows the database and its lag.
+
+mod supervisor_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use supervisor_support::{BIN, PATIENCE, alive, children_of, read_lines, wait_exit, wait_for};
+
+/// A scratch directory with a config, a socket path of its own and litevisor's logs.
+struct Db {
+    dir: tempfile::TempDir,
+}
+
+/// The application: records what it found at start (`first=N`, or `first=none` without a table),
+/// then inserts rows one transaction each (each committed id appended to `committed`) until it
+/// has written `$LIMIT` rows in this run; then, depending on `$THEN`, exits 0 or waits to be stopped.
+/// With `$TRAP` set it exits 3 on SIGTERM, otherwise SIGTERM kills it.
+const APP: &str = r#"#!/bin/sh
+db="$DIR/app.db"
+sq() { sqlite3 -cmd '.timeout 10000' "$db" "$@"; }
+[ -n "$TRAP" ] && trap 'echo "trapped" >> "$DIR/events"; exit 3' TERM
+echo "first=$(sq 'select count(*) from t' 2>/dev/null || echo none)" >> "$DIR/events"
+sq 'pragma journal_mode=wal' > /dev/null
+sq 'create table if not exists t(id integer primary key, v text not null)'
+i=$(sq 'select coalesce(max(id), 0) from t')
+end=$((i + LIMIT))
+while [ "$i" -lt "$end" ]; do
+  i=$((i + 1))
+  if sq "insert into t(id, v) values($i, 'row $i ' || hex(randomblob(64)))"; then
+    echo "$i" >> "$DIR/committed"
+  fi
+  if [ -e "$DIR/pause" ]; then
+    while [ -e "$DIR/pause" ]; do sleep 0.05; done
+  fi
+done
+echo "done" >> "$DIR/events"
+[ "$THEN" = "exit" ] && exit 0
+while :; do sleep 1; done
+"#;
+
+impl Db {
+    /// `extra_db` is appended to the `[[databases]]` table, `app_env` to the service's environment.
+    fn new(extra_db: &str, app_env: &str) -> Db {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db { dir };
+        db.write_exec("app.sh", APP);
+        let config = format!(
+            r#"shutdown_timeout = "20s"
+
+[[databases]]
+path = "app.db"
+replica = "file://{replica}"
+sync_interval = "50ms"
+{extra_db}
+
+[services.app]
+main = true
+command = ["{app}"]
+stop_grace = "10s"
+environment = {{ DIR = "{dir}", {app_env} }}
+"#,
+            replica = db.replica().display(),
+            app = db.file("app.sh").display(),
+            dir = db.path().display(),
+        );
+        std::fs::write(db.file("litevisor.toml"), config).expect("config");
+        db
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn replica(&self) -> PathBuf {
+        self.file("replica")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.file("lv.sock")
+    }
+
+    fn write_exec(&self, name: &str, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(self.file(name), text).expect("write");
+        std::fs::set_permissions(self.file(name), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+
+    fn events(&self) -> Vec<String> {
+        read_lines(&self.file("events"))
+    }
+
+    fn committed(&self) -> Vec<i64> {
+        read_lines(&self.file("committed"))
+            .iter()
+            .map(|l| l.parse().expect("id"))
+            .collect()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.file("stderr.log")).unwrap_or_default()
+    }
+
+    /// Starts litevisor (as PID 1 of a new PID namespace with `pid1`).
+    fn start(&self, pid1: bool) -> Lv {
+        let mut cmd = if pid1 {
+            let mut c = Command::new("unshare");
+            c.args(["--pid", "--fork", "--mount-proc", "--kill-child", BIN]);
+            c
+        } else {
+            Command::new(BIN)
+        };
+        cmd.arg("--config").arg(self.file("litevisor.toml"));
+        for var in ["LITEVISOR_GRACE", "LOG_LEVEL", "LITEVISOR_CONFIG"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("LITEVISOR_LOG", "info")
+            .env("LITEVISOR_SOCKET", self.socket())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(self.file("stdout.log")).expect("stdout.log"))
+            .stderr(std::fs::File::create(self.file("stderr.log")).expect("stderr.log"));
+        let child = cmd.spawn().expect("spawn litevisor");
+        let pid = if pid1 {
+            let launcher = child.id() as i32;
+            wait_for(PATIENCE, || {
+                children_of(launcher).into_iter().find(|p| {
+                    std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == Path::new(BIN))
+                })
+            })
+            .expect("litevisor did not appear under unshare")
+        } else {
+            child.id() as i32
+        };
+        Lv { child, pid }
+    }
+
+    /// Waits until the app has committed at least `n` rows in total.
+    fn wait_committed(&self, n: usize) {
+        let ok = wait_for(PATIENCE, || (self.committed().len() >= n).then_some(()));
+        assert!(
+            ok.is_some(),
+            "the app committed only {} rows; events {:?}\nstderr:\n{}",
+            self.committed().len(),
+            self.events(),
+            self.stderr()
+        );
+    }
+
+    fn wait_event(&self, event: &str) {
+        let ok = wait_for(PATIENCE, || {
+            self.events().iter().any(|e| e == event).then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "event {event:?} never came; events {:?}\nstderr:\n{}",
+            self.events(),
+            self.stderr()
+        );
+    }
+
+    /// Restores the replica into a new file with `litevisor restore`; returns (count, max id).
+    fn restored(&self) -> (i64, i64) {
+        let out = self.file(&format!("restored-{}.db", rand_suffix()));
+        let output = Command::new(BIN)
+            .arg("restore")
+            .arg("-o")
+            .arg(&out)
+            .arg(format!("file://{}", self.replica().display()))
+            .output()
+            .expect("run litevisor restore");
+        assert!(
+            output.status.success(),
+            "restore failed: {}\nlitevisor stderr:\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.stderr()
+        );
+        assert_eq!(sql(&out, "pragma integrity_check"), "ok");
+        count_and_max(&out)
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn sql(db: &Path, query: &str) -> String {
+    let output = Command::new("sqlite3")
+        .args(["-cmd", ".timeout 10000"])
+        .arg(db)
+        .arg(query)
+        .output()
+        .expect("run sqlite3");
+    assert!(
+        output.status.success(),
+        "sqlite3 {query:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn count_and_max(db: &Path) -> (i64, i64) {
+    let text = sql(db, "select count(*) || ' ' || coalesce(max(id), 0) from t");
+    let mut parts = text.split(' ').map(|p| p.parse::<i64>().expect("number"));
+    (parts.next().expect("count"), parts.next().expect("max"))
+}
+
+struct Lv {
+    child: std::process::Child,
+    pid: i32,
+}
+
+impl Lv {
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory-safety requirements.
+        unsafe { libc::kill(self.pid, sig) };
+    }
+
+    fn wait(&mut self) -> i32 {
+        let status = wait_exit(&mut self.child, Duration::from_secs(90));
+        status.code().expect("litevisor was killed by a signal")
+    }
+}
+
+impl Drop for Lv {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: as above; a PID-1 litevisor takes its namespace down with it.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// SIGTERM while the app writes as fast as it can (so the stop lands in the middle of syncs): the
+/// exit code is the app's, and the replica holds exactly what the app committed.
+fn stop_while_writing(trap: bool, pid1: bool) {
+    let env = format!(
+        r#"LIMIT = "100000", THEN = "wait", TRAP = "{}""#,
+        if trap { "1" } else { "" }
+    );
+    let db = Db::new("", &env);
+    let mut lv = db.start(pid1);
+    db.wait_committed(60);
+    lv.signal(libc::SIGTERM);
+    let code = lv.wait();
+    let log = db.stderr();
+    assert_eq!(
+        code,
+        if trap { 3 } else { 143 },
+        "exit code; stderr:\n{log}"
+    );
+    assert!(log.contains("final sync done"), "stderr:\n{log}");
+    assert!(!alive(lv.pid));
+    // The local database is the truth about what was committed; the replica must hold all of it.
+    let local = count_and_max(&db.file("app.db"));
+    let committed = db.committed();
+    let reported_max = committed.iter().copied().max().unwrap_or(0);
+    assert!(
+        local.1 >= reported_max && local.0 >= committed.len() as i64,
+        "the app reported {} rows up to {reported_max}, the database has {local:?}",
+        committed.len()
+    );
+    assert_eq!(
+        db.restored(),
+        local,
+        "replica differs from the database; stderr:\n{log}"
+    );
+}
+
+#[test]
+fn sigterm_trapped_exit_code_and_every_committed_row_replicated() {
+    stop_while_writing(true, false);
+}
+
+#[test]
+fn sigterm_killed_app_gives_143_and_every_committed_row_replicated() {
+    stop_while_writing(false, false);
+}
+
+#[test]
+fn as_pid1_sigterm_keeps_every_committed_row() {
+    stop_while_writing(true, true);
+}
+
+#[test]
+fn restores_before_the_app_starts_unless_policy_never() {
+    // Run 1: a fresh database; the main service writes 40 rows and exits 0 at once.
+    let db = Db::new("", r#"LIMIT = "40", THEN = "exit""#);
+    let code = db.start(false).wait();
+    assert_eq!(code, 0, "stderr:\n{}", db.stderr());
+    assert_eq!(db.events().first().map(String::as_str), Some("first=none"));
+    assert_eq!(db.restored(), (40, 40), "stderr:\n{}", db.stderr());
+
+    // Run 2: the volume is lost (database, WAL and litevisor's state); the replica has the data.
+    // The app's first look at the database must already see the 40 rows.
+    for f in ["app.db", "app.db-wal", "app.db-shm", "events"] {
+        let _ = std::fs::remove_file(db.file(f));
+    }
+    std::fs::remove_dir_all(db.file(".app.db-litestream")).expect("remove meta dir");
+    let code = db.start(false).wait();
+    let log = db.stderr();
+    assert_eq!(code, 0, "stderr:\n{log}");
+    assert_eq!(
+        db.events().first().map(String::as_str),
+        Some("first=40"),
+        "the app started before the restore; stderr:\n{log}"
+    );
+    assert!(log.contains("restored from"), "stderr:\n{log}");
+    assert_eq!(db.restored(), (80, 80), "stderr:\n{log}");
+
+    // Run 3: restore = "never" leaves a missing database missing.
+    let never = Db::new(r#"restore = "never""#, r#"LIMIT = "1", THEN = "exit""#);
+    std::fs::create_dir_all(never.replica()).expect("mkdir");
+    copy_dir(&db.replica(), &never.replica());
+    let code = never.start(false).wait();
+    assert_eq!(code, 0, "stderr:\n{}", never.stderr());
+    assert_eq!(
+        never.events().first().map(String::as_str),
+        Some("first=none"),
+        "restore = \"never\" restored; stderr:\n{}",
+        never.stderr()
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_failed_final_sync_turns_exit_0_into_74() {
+    let db = Db::new("", r#"LIMIT = "20", THEN = "exit""#);
+    // The app stops after its first row until the replica is broken.
+    std::fs::write(db.file("pause"), "").expect("pause");
+    let mut lv = db.start(false);
+    db.wait_committed(1);
+    // Let the first row reach the replica, then make L0 unwritable: a regular file where the
+    // level directory was (chmod would not stop root).
+    let l0 = db.replica().join("ltx").join("0");
+    let synced = wait_for(PATIENCE, || {
+        std::fs::read_dir(&l0)
+            .ok()
+            .and_then(|d| d.flatten().next())
+            .map(|_| ())
+    });
+    assert!(
+        synced.is_some(),
+        "nothing reached the replica; stderr:\n{}",
+        db.stderr()
+    );
+    std::fs::rename(&l0, db.replica().join("ltx").join("0.moved")).expect("move L0 away");
+    std::fs::write(&l0, "not a directory").expect("block L0");
+    std::fs::remove_file(db.file("pause")).expect("resume");
+    let code = lv.wait();
+    let log = db.stderr();
+    assert_eq!(code, 74, "stderr:\n{log}");
+    assert!(log.contains("FINAL SYNC FAILED"), "stderr:\n{log}");
+}
+
+#[test]
+fn a_nonzero_main_code_is_kept_when_the_final_sync_fails() {
+    let db = Db::new("", r#"LIMIT = "5", THEN = "wait", TRAP = "1""#);
+    let mut lv = db.start(false);
+    db.wait_event("done");
+    let l0 = db.replica().join("ltx").join("0");
+    std::fs::rename(&l0, db.replica().join("ltx").join("0.moved")).expect("move L0 away");
+    std::fs::write(&l0, "not a directory").expect("block L0");
+    // One more commit that cannot reach the replica.
+    sql(&db.file("app.db"), "insert into t(v) values('late')");
+    lv.signal(libc::SIGTERM);
+    let code = lv.wait();
+    let log = db.stderr();
+    assert_eq!(code, 3, "stderr:\n{log}");
+    assert!(log.contains("FINAL SYNC FAILED"), "stderr:\n{log}");
+}
+
+fn status(db: &Db, json: bool) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("status").env("LITEVISOR_SOCKET", db.socket());
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().expect("run litevisor status");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn status_shows_the_services_and_the_database_lag() {
+    let db = Db::new("", r#"LIMIT = "25", THEN = "wait""#);
+    let mut lv = db.start(false);
+    db.wait_event("done");
+    let path = db.file("app.db").display().to_string();
+    // Once the last commit is synced and uploaded the lag is 0 and the replica is at the local TXID.
+    let json = wait_for(PATIENCE, || {
+        let (code, out, _) = status(&db, true);
+        (code == 0 && out.contains("\"lag\":0") && !out.contains("\"txid\":\"0000000000000000\""))
+            .then_some(out)
+    });
+    let Some(json) = json else {
+        panic!(
+            "status never showed lag 0: {:?}\nstderr:\n{}",
+            status(&db, true),
+            db.stderr()
+        );
+    };
+    assert!(json.contains(&format!("\"path\":\"{path}\"")), "{json}");
+    assert!(json.contains("\"state\":\"replicating\""), "{json}");
+    assert!(json.contains("\"name\":\"app\""), "{json}");
+    assert!(json.contains("\"last_upload\":\"20"), "{json}");
+    let (code, text, _) = status(&db, false);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains(&path) && text.contains("lag             0 txid(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("app (main)") && text.contains("running"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("file://{}", db.replica().display())),
+        "{text}"
+    );
+
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(), 143, "stderr:\n{}", db.stderr());
+    assert!(!db.socket().exists(), "the socket outlived litevisor");
+    let (code, out, err) = status(&db, false);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("no litevisor is listening"), "{err}");
+}
