@@ -9,6 +9,7 @@ mod replicate;
 mod restore;
 mod run;
 mod status;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +46,8 @@ enum Command {
     Databases(databases::DatabasesArgs),
     /// Show the running supervisor's services and databases (over its control socket).
     Status(status::StatusArgs),
+    /// Check that a replica restores to exactly the live database (integrity check + checksum).
+    Verify(verify::VerifyArgs),
 }
 
 /// Parses the process's argv, runs the chosen subcommand and returns the process exit code.
@@ -67,6 +70,7 @@ pub fn main() -> i32 {
         Some(Command::Ltx(args)) => ltx::run(args),
         Some(Command::Databases(args)) => databases::run(args),
         Some(Command::Status(args)) => status::run(args),
+        Some(Command::Verify(args)) => verify::run(args),
     };
     match result {
         Ok(code) => code,

@@ -8,4 +8,5 @@ pub mod ltx;
 pub mod meta;
 pub mod restore;
 pub mod sync;
+pub mod verify;
 pub mod wal;

@@ -1,0 +1,166 @@
+//! `litevisor verify DB REPLICA`: a healthy replica verifies (exit 0, text and JSON); a live database
+//! ahead of its replica is "not comparable" (exit 3) until the next sync; a live database whose
+//! pages differ from the replica at the same TXID is a mismatch (exit 4). Verify changes nothing.
+
+mod replicate_support;
+
+use std::path::Path;
+use std::process::Command;
+
+use replicate_support::*;
+
+fn verify(db: &Path, replica: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(LITEVISOR)
+        .arg("verify")
+        .args(extra)
+        .arg(db)
+        .arg(url(replica))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every byte of the database, its WAL and its meta directory (verify must leave them as they are).
+fn snapshot_files(db: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let dir = db.parent().unwrap();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.to_string_lossy().into_owned();
+            if p.is_dir() {
+                if name.contains("-litestream") {
+                    stack.push(p);
+                }
+            } else if name.contains("app.db") && !name.ends_with("-shm") {
+                out.push((name, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn synced_once(db: &Path, replica: &Path) {
+    let (code, text) = once(db, replica, &[]);
+    assert_eq!(code, 0, "replicate -once: {text}");
+}
+
+#[test]
+fn healthy_replica_verifies_and_a_live_db_ahead_is_not_comparable_until_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..300, 50);
+    synced_once(&db, &replica);
+
+    // The application keeps its connection (the WAL is live): verify reads it without a write lock.
+    let before = snapshot_files(&db);
+    let (code, stdout, stderr) = verify(&db, &replica, &[]);
+    assert_eq!(code, 0, "healthy replica: {stdout}{stderr}");
+    assert!(stdout.contains("integrity:  ok"), "{stdout}");
+    assert!(stdout.contains("result:     ok"), "{stdout}");
+    assert!(
+        stdout.contains("live:       TXID "),
+        "live TXID proven: {stdout}"
+    );
+    assert!(
+        snapshot_files(&db) == before,
+        "verify must not change the database, its WAL or its meta directory"
+    );
+    let (code, json, _) = verify(&db, &replica, &["-json"]);
+    assert_eq!(code, 0, "{json}");
+    for part in [
+        "\"result\":\"ok\"",
+        "\"match\":true",
+        "\"integrity\":\"ok\"",
+        "\"replica_txid\":\"",
+    ] {
+        assert!(json.contains(part), "{part} missing from {json}");
+    }
+
+    // New commits not yet replicated: the live database is past the replica's TXID.
+    insert(&mut c, 300..320, 5);
+    let (code, stdout, stderr) = verify(&db, &replica, &[]);
+    assert_eq!(code, 3, "live ahead: {stdout}{stderr}");
+    assert!(stderr.contains("live DB"), "{stderr}");
+    assert!(stderr.contains("replicate -once"), "{stderr}");
+    assert!(stdout.contains("not_comparable"), "{stdout}");
+
+    // After the next sync it verifies again, with the application's connection open or closed.
+    synced_once(&db, &replica);
+    let (code, stdout, stderr) = verify(&db, &replica, &[]);
+    assert_eq!(code, 0, "after the sync: {stdout}{stderr}");
+    drop(c);
+    let (code, stdout, stderr) = verify(&db, &replica, &[]);
+    assert_eq!(code, 0, "after the app closed: {stdout}{stderr}");
+}
+
+#[test]
+fn live_pages_that_differ_from_the_replica_at_the_same_txid_are_a_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    {
+        let mut c = app(&db);
+        create_table(&c);
+        insert(&mut c, 0..400, 100);
+    } // the application's close moves everything into the database file
+    synced_once(&db, &replica);
+    let (code, stdout, stderr) = verify(&db, &replica, &[]);
+    assert_eq!(code, 0, "before the damage: {stdout}{stderr}");
+
+    // Silent damage to the live file (a bad disk, a stray write outside SQLite): one byte of row
+    // data in the last page, which the WAL does not hold. Replication saw nothing, so the replica
+    // and the live database claim the same TXID but hold different pages.
+    let len = std::fs::metadata(&db).unwrap().len();
+    let page_size = 4096;
+    assert_eq!(len % page_size, 0);
+    let offset = len - 16;
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[offset as usize] ^= 0x01;
+    std::fs::write(&db, &bytes).unwrap();
+
+    let (code, stdout, stderr) = verify(&db, &replica, &[]);
+    assert_eq!(code, 4, "mismatch: {stdout}{stderr}");
+    assert!(
+        stdout.contains("integrity:  ok"),
+        "the replica itself is sound: {stdout}"
+    );
+    assert!(stderr.contains("MISMATCH"), "{stderr}");
+    assert!(stderr.contains("at the same TXID"), "{stderr}");
+    let (code, json, _) = verify(&db, &replica, &["-json"]);
+    assert_eq!(code, 4);
+    assert!(json.contains("\"result\":\"mismatch\""), "{json}");
+    assert!(json.contains("\"match\":false"), "{json}");
+}
+
+#[test]
+fn usage_and_error_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let (code, _, stderr) = verify(&db, &replica, &[]);
+    assert_eq!(code, 1, "missing database: {stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..10, 10);
+    let (code, _, stderr) = verify(&db, &replica, &[]);
+    assert_eq!(code, 1, "empty replica: {stderr}");
+    assert!(stderr.contains("holds no backup"), "{stderr}");
+
+    let out = Command::new(LITEVISOR)
+        .args(["verify", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
