@@ -297,8 +297,15 @@ fn as_pid1_sigterm_keeps_every_committed_row() {
 
 #[test]
 fn restores_before_the_app_starts_unless_policy_never() {
-    // Run 1: a fresh database; the main service writes 40 rows and exits 0 at once.
+    // Run 1: the main service writes 40 rows and exits 0 at once. The database starts with 24 MB
+    // of other data so that a restore takes far longer than the app needs to look (an app not
+    // held back until the restore is done would see no rows).
     let db = Db::new("", r#"LIMIT = "40", THEN = "exit""#);
+    sql(
+        &db.file("app.db"),
+        "pragma journal_mode=wal; create table big(b); \
+         insert into big select randomblob(1000000) from generate_series(1, 24)",
+    );
     let code = db.start(false).wait();
     assert_eq!(code, 0, "stderr:\n{}", db.stderr());
     assert_eq!(db.events().first().map(String::as_str), Some("first=none"));
