@@ -1,0 +1,360 @@
+//! The Litestream drop-in, through the real binary: `litestream.yml` (env expansion, warnings for
+//! unknown and ignored keys, errors for what litevisor cannot do, each naming file, line and key),
+//! `replicate -config` and `-exec` run by the supervisor (exit codes, final sync), `restore DB_PATH`
+//! and `databases` via the config, and the same file read by REAL Litestream 0.5.17.
+
+mod replicate_support;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use replicate_support::*;
+
+/// Runs litevisor with `args` in `dir` (its own control socket, no inherited CA bundle).
+fn lv(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(LITEVISOR)
+        .args(args)
+        .current_dir(dir)
+        .env("LITEVISOR_SOCKET", dir.join("lv.sock"))
+        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("LITESTREAM_CONFIG")
+        .env_remove("LITEVISOR_CONFIG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run litevisor")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_config(dir: &Path, body: &str) -> String {
+    let path = dir.join("litestream.yml");
+    fs::write(&path, body).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// A `replicate` started in the background with its stderr in a log file.
+fn spawn_replicate(dir: &Path, args: &[&str]) -> Replicator {
+    let log = dir.join(format!("replicate-{}.log", args.len()));
+    let out = fs::File::create(&log).unwrap();
+    let child = Command::new(LITEVISOR)
+        .arg("replicate")
+        .args(args)
+        .current_dir(dir)
+        .env("LITEVISOR_SOCKET", dir.join("lv.sock"))
+        .env_remove("AWS_CA_BUNDLE")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("spawn litevisor replicate");
+    Replicator { child, log }
+}
+
+fn wait_exit(r: &mut Replicator, timeout: Duration) -> i32 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = r.child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicate did not exit; log:\n{}",
+            r.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn count(db: &Path) -> i64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn env_expansion_and_no_expand_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let config = write_config(
+        dir.path(),
+        "dbs:\n  - path: $LV_DIR/a${LV_UNSET_XYZ}.db\n    replica:\n      url: file://${LV_DIR}/replica\n",
+    );
+    let out = lv(
+        dir.path(),
+        &["databases", "-config", &config],
+        &[("LV_DIR", d)],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!("{d}/a.db")) && stdout.contains(&format!("file://{d}/replica")),
+        "unset variables expand to nothing:\n{stdout}"
+    );
+
+    let out = lv(
+        dir.path(),
+        &["databases", "-no-expand-env", "-config", &config],
+        &[("LV_DIR", d)],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("$LV_DIR/a${LV_UNSET_XYZ}.db"),
+        "the text is taken literally:\n{stdout}"
+    );
+}
+
+#[test]
+fn unknown_and_ignored_keys_are_warnings_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "addr: \":9090\"\ndbs:\n  - path: /data/app.db\n    monitr-interval: 1s\n    replica:\n      url: file:///backups/app\n",
+    );
+    let out = lv(dir.path(), &["databases", "-config", &config], &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("/data/app.db") && stdout.contains("file:///backups/app"));
+    assert!(
+        stderr.contains(&format!(
+            "{config}:4:5: dbs[0].monitr-interval: unknown key"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{config}:1:1: addr: ignored")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn rejected_keys_fail_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "dbs:\n  - dir: /data\n    replica:\n      url: file:///r\n  - path: /data/b.db\n    replica:\n      url: gs://bucket/b\n  - path: /data/c.db\n    replicas:\n      - url: file:///r1\n      - url: file:///r2\n",
+    );
+    let out = lv(dir.path(), &["replicate", "-config", &config], &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for expected in [
+        format!("{config}:2:5: dbs[0].dir: Litestream's directory mode is not supported"),
+        format!("{config}:7:7: dbs[1].replica.url: replica type \"gs\" is not supported"),
+        format!("{config}:9:5: dbs[2].replicas: several replicas per database are not supported"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "dbs:\n  - path: /data/a.db\n    replica: {url: file:///r}\n",
+    );
+    let out = lv(
+        dir.path(),
+        &["replicate", "-once", "-exec", "true", "-config", &config],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("-exec with -once"));
+    let out = lv(
+        dir.path(),
+        &["replicate", "-config", &config, "a.db", "file:///r"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("-config"));
+    let out = lv(
+        dir.path(),
+        &[
+            "replicate",
+            "-config",
+            &dir.path().join("none.yml").to_string_lossy(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("none.yml"));
+}
+
+#[test]
+fn replicate_config_then_restore_by_db_path_and_with_litestream() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    // The same file is read by litevisor and by Litestream: only Litestream keys, env expanded.
+    let config = write_config(
+        dir.path(),
+        "dbs:\n  - path: ${DATA_DIR}/app.db\n    monitor-interval: 100ms\n    replica:\n      type: file\n      path: $DATA_DIR/replica\n",
+    );
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..200, 20);
+
+    let mut child = Command::new(LITEVISOR);
+    child
+        .args(["replicate", "-config", &config])
+        .env("DATA_DIR", &d)
+        .env("LITEVISOR_SOCKET", dir.path().join("lv.sock"))
+        .env_remove("AWS_CA_BUNDLE");
+    let log = dir.path().join("replicate.log");
+    let out = fs::File::create(&log).unwrap();
+    let mut r = Replicator {
+        child: child
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    wait_for(&r, "the first upload", Duration::from_secs(30), || {
+        max_l0(&replica) >= 1
+    });
+    insert(&mut c, 200..500, 25);
+    drop(c);
+    // SIGTERM right after the last commit: the final sync must carry it.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(r.child.id() as i32, libc::SIGTERM) };
+    let code = wait_exit(&mut r, Duration::from_secs(60));
+    assert_eq!(code, 0, "log:\n{}", r.log_text());
+
+    // litevisor restore DB_PATH: the replica comes from the config.
+    let out_db = dir.path().join("restored.db");
+    let out = lv(
+        dir.path(),
+        &[
+            "restore",
+            "-config",
+            &config,
+            "-o",
+            out_db.to_str().unwrap(),
+            db.to_str().unwrap(),
+        ],
+        &[("DATA_DIR", &d)],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_same_rows(&db, &out_db);
+    assert_eq!(count(&out_db), 500);
+
+    // A path the config does not list is a clear error.
+    let out = lv(
+        dir.path(),
+        &[
+            "restore",
+            "-config",
+            &config,
+            "-o",
+            "x.db",
+            "/nowhere/else.db",
+        ],
+        &[("DATA_DIR", &d)],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("database not found in config"),
+        "{}",
+        text(&out).1
+    );
+
+    // REAL Litestream reads the same file and restores what litevisor replicated.
+    let ls_db = dir.path().join("litestream-restored.db");
+    let out = Command::new("litestream")
+        .args(["restore", "-config", &config, "-o"])
+        .arg(&ls_db)
+        .arg(&db)
+        .env("DATA_DIR", &d)
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .expect("run litestream restore");
+    assert!(
+        out.status.success(),
+        "litestream restore -config failed: {}",
+        text(&out).1
+    );
+    assert_same_rows(&db, &ls_db);
+}
+
+#[test]
+fn exec_exit_code_is_the_programs_and_rows_are_replicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let c = app(&db);
+    create_table(&c);
+    drop(c);
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "dbs:\n  - path: {}\n    replica:\n      url: file://{}\n",
+            db.display(),
+            replica.display()
+        ),
+    );
+    // The program writes rows (sqlite3, with a busy timeout like a real app) and fails with 3.
+    let script = format!(
+        "sh -c 'for i in 1 2 3 4 5; do sqlite3 -cmd \".timeout 5000\" {db} \"INSERT INTO t(id, v) VALUES ($i, '\\''v'\\'')\"; done; exit 3'",
+        db = db.display()
+    );
+    let mut r = spawn_replicate(dir.path(), &["-exec", &script, "-config", &config]);
+    let code = wait_exit(&mut r, Duration::from_secs(60));
+    assert_eq!(code, 3, "log:\n{}", r.log_text());
+    assert_eq!(count(&db), 5, "the program ran");
+    let restored = litevisor_restore(&replica, &dir.path().join("restored.db"));
+    assert_eq!(
+        count(&restored),
+        5,
+        "the final sync after the program's exit carried every row; log:\n{}",
+        r.log_text()
+    );
+}
+
+#[test]
+fn exec_killed_by_sigterm_exits_143_after_the_final_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..50, 10);
+    // DB_PATH REPLICA_URL form, program given with -exec (split like a shell: quotes kept together).
+    let marker = dir.path().join("started");
+    let script = format!("sh -c 'touch {}; exec sleep 60'", marker.display());
+    let mut r = spawn_replicate(
+        dir.path(),
+        &[
+            "-exec",
+            &script,
+            "-monitor-interval",
+            "100ms",
+            db.to_str().unwrap(),
+            &url(&replica),
+        ],
+    );
+    wait_for(&r, "the program to start", Duration::from_secs(30), || {
+        marker.exists()
+    });
+    insert(&mut c, 50..120, 10);
+    drop(c);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(r.child.id() as i32, libc::SIGTERM) };
+    let code = wait_exit(&mut r, Duration::from_secs(60));
+    assert_eq!(code, 143, "log:\n{}", r.log_text());
+    let restored = litevisor_restore(&replica, &dir.path().join("restored.db"));
+    assert_same_rows(&db, &restored);
+}
