@@ -164,3 +164,55 @@ fn usage_and_error_exit_codes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_replica_can_come_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..50, 10);
+    synced_once(&db, &replica);
+    let yml = dir.path().join("litestream.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "dbs:\n  - path: {}\n    replica:\n      url: {}\n",
+            db.display(),
+            url(&replica)
+        ),
+    )
+    .unwrap();
+    let out = Command::new(LITEVISOR)
+        .arg("verify")
+        .arg("-config")
+        .arg(&yml)
+        .arg(&db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("result:     ok"), "{text}");
+
+    let other = dir.path().join("other.db");
+    std::fs::copy(&db, &other).unwrap();
+    let out = Command::new(LITEVISOR)
+        .arg("verify")
+        .arg("-config")
+        .arg(&yml)
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found in config"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

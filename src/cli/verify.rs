@@ -1,8 +1,12 @@
-//! `litevisor verify [-json] DB_PATH REPLICA_URL`: proves that a replica restores to exactly the live
+//! `litevisor verify [-config PATH] [-json] DB_PATH [REPLICA_URL]`: proves that a replica restores to exactly the live
 //! database. It restores the replica's latest state (TXID T) into a private temp directory (the
 //! restore checks every LTX file checksum), runs `PRAGMA integrity_check` on that copy, and compares
 //! the copy's LTX database checksum with the live database's at T (see `replication::verify` for how
 //! the live database's TXID is proven and why only "the live database is at T now" can be compared).
+//!
+//! Without REPLICA_URL the database's replica (and meta path) come from the configuration, found the
+//! way `litevisor restore DB_PATH` finds it (`-config`, `$LITEVISOR_CONFIG`, `$LITESTREAM_CONFIG`,
+//! `/etc/litestream.yml`).
 //!
 //! Nothing is written to the live database, its WAL or meta directory, or the replica: the live
 //! database is read through a read-only connection inside one read transaction.
@@ -24,7 +28,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::duration::parse_duration;
-use super::restore::json_str;
+use super::restore::{find_database, json_str};
 use crate::replica;
 use crate::replication::db;
 use crate::replication::restore::{self, IntegrityCheck, RestoreError, RestoreOptions, Target};
@@ -35,6 +39,12 @@ pub const EXIT_FAILED: i32 = 4;
 
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
+    /// Configuration file to find DB_PATH's replica in (a litestream.yml or a litevisor .toml).
+    #[arg(long, value_name = "PATH")]
+    config: Option<String>,
+    /// Do not expand $VAR / ${VAR} in the configuration file.
+    #[arg(long = "no-expand-env")]
+    no_expand_env: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -48,7 +58,7 @@ pub struct VerifyArgs {
     /// The live database.
     #[arg(value_name = "DB_PATH")]
     db_path: PathBuf,
-    /// Its replica: `file:///path`, a plain path, or `s3://bucket/path`.
+    /// Its replica: `file:///path`, a plain path, or `s3://bucket/path` (default: from the config).
     #[arg(value_name = "REPLICA_URL")]
     replica_url: Option<String>,
 }
@@ -82,29 +92,43 @@ impl Verdict {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
-    let Some(url) = args.replica_url.as_deref() else {
-        bail!(
-            "usage: litevisor verify [-json] DB_PATH REPLICA_URL (looking the replica up in a config \
-             file is not supported yet: name the replica, e.g. file:///backups/app)"
-        );
-    };
     let db_path = &args.db_path;
+    let (replica, shown, meta_path) = match args.replica_url.as_deref() {
+        Some(_) if args.config.is_some() => {
+            bail!("cannot specify a replica URL and the -config flag")
+        }
+        Some(url) => (
+            replica::open_replica(url).with_context(|| format!("open replica {url}"))?,
+            replica::url::redact(url),
+            None,
+        ),
+        None => {
+            let db = find_database(
+                args.config.as_deref(),
+                !args.no_expand_env,
+                &db_path.to_string_lossy(),
+            )?;
+            (
+                crate::supervisor::replica_client(&db.replica),
+                db.replica.to_string(),
+                db.meta_path,
+            )
+        }
+    };
     if !db_path.is_file() {
         bail!("database {} does not exist", db_path.display());
     }
-    let replica = replica::open_replica(url).with_context(|| format!("open replica {url}"))?;
     let meta_dir = args
         .meta_path
         .clone()
+        .or(meta_path)
         .unwrap_or_else(|| db::meta_dir(db_path));
 
     // T is fixed by the plan; the live database is read right after, so a running replicator has
     // the least time to move past T.
     let files = match restore::plan(replica.as_ref(), Target::Latest) {
-        Err(RestoreError::TxNotAvailable) => {
-            bail!("replica {} holds no backup", replica::url::redact(url))
-        }
-        r => r.with_context(|| format!("read replica {}", replica::url::redact(url)))?,
+        Err(RestoreError::TxNotAvailable) => bail!("replica {shown} holds no backup"),
+        r => r.with_context(|| format!("read replica {shown}"))?,
     };
     let live = verify::live(db_path, &meta_dir, args.busy_timeout)
         .with_context(|| format!("read live database {}", db_path.display()))?;
@@ -113,7 +137,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     let copy = tmp.0.join("replica.db");
     let report =
         restore::restore_files(replica.as_ref(), &files, &copy, &RestoreOptions::default())
-            .with_context(|| format!("restore replica {}", replica::url::redact(url)))?;
+            .with_context(|| format!("restore replica {shown}"))?;
     let integrity = match restore::integrity_check(&copy, IntegrityCheck::Full) {
         Ok(()) => "ok".to_string(),
         Err(RestoreError::Integrity { result, .. }) => result,
@@ -126,7 +150,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     let (verdict, message) = judge(report.txid, &restored, &integrity, &live);
     let out = Output {
         db: db_path,
-        replica: &replica::url::redact(url),
+        replica: &shown,
         replica_txid: report.txid,
         restored: &restored,
         integrity: &integrity,
