@@ -342,6 +342,37 @@ fn restores_before_the_app_starts_unless_policy_never() {
     );
 }
 
+#[test]
+fn a_stop_during_the_restore_never_starts_the_app() {
+    let db = Db::new("", r#"LIMIT = "1", THEN = "exit""#);
+    sql(
+        &db.file("app.db"),
+        "pragma journal_mode=wal; create table big(b); \
+         insert into big select randomblob(1000000) from generate_series(1, 48)",
+    );
+    assert_eq!(db.start(false).wait(), 0, "stderr:\n{}", db.stderr());
+    for f in ["app.db", "app.db-wal", "app.db-shm", "events"] {
+        let _ = std::fs::remove_file(db.file(f));
+    }
+    std::fs::remove_dir_all(db.file(".app.db-litestream")).expect("remove meta dir");
+
+    let mut lv = db.start(false);
+    let restoring = wait_for(PATIENCE, || {
+        db.stderr().contains("restoring from").then_some(())
+    });
+    assert!(restoring.is_some(), "stderr:\n{}", db.stderr());
+    lv.signal(libc::SIGTERM);
+    let code = lv.wait();
+    let log = db.stderr();
+    assert_eq!(code, 0, "stderr:\n{log}");
+    assert!(
+        db.events().is_empty() && !log.contains("started (pid"),
+        "the app ran although the start-up was stopped; stderr:\n{log}"
+    );
+    assert!(!log.contains("replicating to"), "stderr:\n{log}");
+    assert!(log.contains("restore abandoned"), "stderr:\n{log}");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("read_dir") {
         let entry = entry.expect("entry");

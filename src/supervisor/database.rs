@@ -264,6 +264,11 @@ fn restore_if_needed(db: &Database) -> Result<Restored, String> {
             "the replica is empty: the database starts empty"
         }));
     }
+    tracing::info!(
+        "database {}: restoring from {}",
+        db.path.display(),
+        db.replica
+    );
     let started = Instant::now();
     let report = restore::restore(
         &*replica,
