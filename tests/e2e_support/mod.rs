@@ -229,6 +229,10 @@ pub fn scenario(launcher: &mut dyn Launcher, s3: &S3Server, bucket: &str, scratc
         "run 1: the app did not stop on its own; output:\n{out1}"
     );
     assert!(
+        out1.contains("[migrate] schema ready") && out1.contains("[stats] rows="),
+        "run 1: the other services of the example did not run; output:\n{out1}"
+    );
+    assert!(
         !out1.contains(SECRET_ACCESS_KEY),
         "the secret key appeared in litevisor's output"
     );
