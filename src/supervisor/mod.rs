@@ -27,17 +27,33 @@
 //!   including after a SIGTERM-initiated stop (so `docker stop` of a main that dies of SIGTERM gives
 //!   143; `-e 143` maps it to 0); 0 after a stop signal when there is no main service; 1 for a failed
 //!   start-up; the give-up service's code (at least 1); with no main service and every service ended
-//!   on its own: the first non-zero exit code, else 0.
+//!   on its own: the first non-zero exit code, else 0. Then 74 instead of 0 if a database's final
+//!   sync failed.
 //!
-//! # Extension point: in-process units
+//! # Units and databases
 //! The orchestrator knows nodes only as [`unit::Unit`]s: `run(control)` starts the unit, calls
 //! `control.ready()` when dependents may start, obeys `control.next_order()` (`Stop { deadline }`,
-//! then maybe `Kill`), and returns an [`unit::Ended`] once it is down for good. A process service is
-//! one implementation. Databases are meant to become two in-process units per `[[databases]]`
-//! entry, added as nodes by [`build_nodes`]: a oneshot "restore DB" (ready when the file is in
-//! place) and a longrun "replicate DB" (ready once replicating; its stop is the final sync, bounded
-//! by the deadline), with every service that lists the database depending on them. The
-//! orchestrator, ordering, deadline and exit code rules need no change for that.
+//! then maybe `Kill`), and returns an [`unit::Ended`] once it is down for good. A process service
+//! ([`service`]) is one implementation; each `[[databases]]` entry adds two in-process ones
+//! ([`database`]), built by [`build_nodes`]:
+//! - `restore:<db>`, a oneshot: restores the file per its `restore` policy (default: when the file
+//!   is missing and the replica has data), ready when the file is in place. A failed restore or an
+//!   unreadable replica fails the start-up (exit 1) instead of starting the app on an empty database;
+//! - `replicate:<db>`, a longrun depending on it: ready once the engine replicates; its stop order is
+//!   the final sync (WAL -> L0 -> replica, retried until the shutdown deadline).
+//!
+//! Every service depends on the replicate node of each database in its `databases` list (all of
+//! them by default), so it starts on a restored, replicated database, and the reverse-order stop
+//! runs the final syncs only after those services are down. Services get their stop deadline
+//! [`orchestrator::final_sync_reserve`] earlier than the databases, so a service that ignores its
+//! stop signal cannot use up the final sync's time. A failed (or abandoned) final sync turns an exit
+//! code of 0 into 74 and keeps any other code; it is logged as an error either way. Databases alone
+//! (no services) replicate until a stop signal.
+//!
+//! # Control socket
+//! [`control::Server`] is bound before any thread starts (see [`crate::control`] for the path) and
+//! answers `litevisor status` from the runtime: service states from the [`unit::Board`], database
+//! positions from each database's [`database::DbShared`] (in-memory reads only).
 
 mod backoff;
 mod child;
