@@ -151,3 +151,60 @@ fn lock_is_held_before_the_database_exists_and_released_by_sigkill() {
     assert!(status.success(), "exit {status:?}");
     assert_same_rows(&db, &litevisor_restore(&replica, &dir.path().join("r.db")));
 }
+
+/// Like a second container on the same volume: the holder runs in its own PID and UTS namespaces
+/// (PID 1 there, its own host name); the refusal outside names that pid and host.
+#[test]
+fn the_holder_in_another_pid_and_uts_namespace_is_named_by_its_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..10, 5);
+
+    let log = dir.path().join("holder.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut holder = Command::new("unshare")
+        .args(["--pid", "--uts", "--fork", "--kill-child", "sh", "-c"])
+        .arg("hostname lv-ctr-1 && exec \"$0\" replicate -monitor-interval 100ms \"$1\" \"$2\"")
+        .arg(LITEVISOR)
+        .arg(&db)
+        .arg(url(&replica))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("unshare (util-linux) is needed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while max_l0(&replica) < 1 {
+        assert!(
+            Instant::now() < deadline && holder.try_wait().unwrap().is_none(),
+            "the namespaced holder did not replicate: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, text) = run_second(&db, &replica, &["-once"], Duration::from_secs(10));
+    assert_ne!(code, 0, "{text}");
+    assert!(
+        text.contains("(pid 1 on host lv-ctr-1, lock "),
+        "the holder is PID 1 of its namespace on host lv-ctr-1: {text}"
+    );
+    // --kill-child: the namespace's PID 1 gets SIGKILL with unshare; the lock goes with it.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, text) = run_second(&db, &replica, &["-once"], Duration::from_secs(30));
+        if code == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && text.contains("already being replicated"),
+            "after the holder died: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(c);
+}
