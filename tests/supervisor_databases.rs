@@ -373,6 +373,43 @@ fn a_stop_during_the_restore_never_starts_the_app() {
     assert!(log.contains("restore abandoned"), "stderr:\n{log}");
 }
 
+#[test]
+fn a_database_that_cannot_be_replicated_fails_the_start_up_naming_it() {
+    let db = Db::new("", r#"LIMIT = "3", THEN = "wait""#);
+    let mut first = db.start(false);
+    db.wait_event("done");
+    // A second supervisor of the same database (its own socket and logs): the replicator's lock
+    // refuses it, so start-up fails before its app runs.
+    let other = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(db.file("litevisor.toml"))
+        .env("LITEVISOR_SOCKET", other.path().join("lv.sock"))
+        .env("LITEVISOR_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run a second litevisor");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{err}");
+    let path = db.file("app.db").display().to_string();
+    assert!(
+        err.contains(&format!("database {path}: cannot replicate")),
+        "stderr:\n{err}"
+    );
+    assert!(!err.contains("started (pid"), "stderr:\n{err}");
+    assert_eq!(
+        db.events()
+            .iter()
+            .filter(|e| e.starts_with("first="))
+            .count(),
+        1,
+        "a second app ran"
+    );
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait(), 143, "stderr:\n{}", db.stderr());
+    assert_eq!(db.restored(), (3, 3));
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("read_dir") {
         let entry = entry.expect("entry");
