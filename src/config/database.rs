@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::diag::{Loc, Problems, Source};
 use super::tree::{Node, Spanned, TableReader};
 use super::{Database, Replica, RestorePolicy, Secret, values};
-use crate::replica::url::{ReplicaUrl, S3Url};
+use crate::replica::url::{ReplicaUrl, S3Url, is_url};
 
 /// Reads the `databases` array of the root table.
 pub fn read_all(
@@ -357,6 +357,14 @@ fn empty_s3() -> Replica {
 /// ([`ReplicaUrl::parse`], Litestream's): `file:///dir`, `s3://bucket/path?endpoint=...`, or a path
 /// (relative paths resolve against `base_dir`). Credentials never come from a URL.
 pub fn replica_from_url(url: &str, base_dir: &Path) -> Result<Replica, String> {
+    if let Some((scheme, _)) = url.split_once("://")
+        && is_url(url)
+        && !matches!(scheme.to_ascii_lowercase().as_str(), "s3" | "file")
+    {
+        return Err(format!(
+            "unsupported replica scheme {scheme:?}: use s3:// or file:// (or a path)"
+        ));
+    }
     match ReplicaUrl::parse(url).map_err(|e| e.to_string())? {
         ReplicaUrl::File(path) => Ok(Replica::File {
             path: base_dir.join(path),

@@ -368,6 +368,9 @@ impl ReplicateUnit {
         let mut stopping = false;
         loop {
             tokio::select! {
+                // A start failure also closes `done_rx`: read the start result first, so its error
+                // (e.g. the database is locked by another replicator) is the one reported.
+                biased;
                 result = &mut started_rx, if !started => {
                     started = true;
                     match result {
