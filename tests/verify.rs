@@ -216,3 +216,65 @@ fn the_replica_can_come_from_the_config_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Beside a running replicator and a busy application (syncs, checkpoints and WAL restarts happen
+/// under it), verify never reports a false mismatch or fails; once the writes stop it verifies.
+#[test]
+fn verify_beside_a_running_replicator_never_raises_a_false_alarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..100, 50);
+    let lv = Replicator::litevisor(&db, &replica, &[]);
+    wait_for(
+        &lv,
+        "the first sync",
+        std::time::Duration::from_secs(30),
+        || max_l0(&replica) >= 1,
+    );
+
+    let writer = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let mut id = 100;
+        while start.elapsed() < std::time::Duration::from_secs(4) {
+            insert(&mut c, id..id + 3, 3);
+            id += 3;
+        }
+        c
+    });
+    let mut codes = Vec::new();
+    while !writer.is_finished() {
+        let (code, stdout, stderr) = verify(&db, &replica, &[]);
+        assert!(
+            code == 0 || code == 3,
+            "only ok or not-comparable while writing, got {code}: {stdout}{stderr}\nlog:\n{}",
+            lv.log_text()
+        );
+        codes.push(code);
+    }
+    let c = writer.join().unwrap();
+    assert!(!codes.is_empty());
+    eprintln!(
+        "verify while writing: {} runs, {} ok; replicator checkpoints: {}",
+        codes.len(),
+        codes.iter().filter(|c| **c == 0).count(),
+        lv.log_text().matches("checkpoint").count()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, stdout, stderr) = verify(&db, &replica, &[]);
+        if code == 0 {
+            break;
+        }
+        assert!(
+            code == 3 && std::time::Instant::now() < deadline,
+            "after the writes stopped, got {code}: {stdout}{stderr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let status = lv.stop();
+    assert!(status.success(), "{status:?}");
+    drop(c);
+}

@@ -15,7 +15,9 @@
 //! Reading the live database takes no write lock and changes nothing: a read-only SQLite connection
 //! holds a read transaction (so no checkpoint can restart the WAL underneath) while the pages are
 //! read from the database file and the WAL's committed frames, exactly as `sync.rs` reads them for a
-//! snapshot. The file descriptors opened here stay open until after the connection is closed: POSIX
+//! snapshot. Like any SQLite reader of a WAL database, the connection creates empty `-wal`/`-shm`
+//! files when they are missing (they are SQLite's own and harmless; deleting them afterwards could
+//! pull them from under an application that just opened the database). The file descriptors opened here stay open until after the connection is closed: POSIX
 //! record locks are per process, and closing any descriptor of the database file would drop the
 //! connection's shared lock.
 
