@@ -148,6 +148,11 @@ fn build_context(ctx: &Path, litevisor: &Path, config: &str) {
 
     // busybox-static: /bin/sh and the applets the services use, as symlinks.
     let busybox = which("busybox");
+    assert!(
+        !has_interpreter(&std::fs::read(&busybox).expect("read busybox")),
+        "{} is dynamically linked: the image needs Debian's busybox-static",
+        busybox.display()
+    );
     put(&root, Path::new("/bin/busybox"), &busybox);
     let list = Command::new(&busybox)
         .arg("--list")
