@@ -17,9 +17,9 @@
 //! read from the database file and the WAL's committed frames, exactly as `sync.rs` reads them for a
 //! snapshot. Like any SQLite reader of a WAL database, the connection creates empty `-wal`/`-shm`
 //! files when they are missing (they are SQLite's own and harmless; deleting them afterwards could
-//! pull them from under an application that just opened the database). The file descriptors opened here stay open until after the connection is closed: POSIX
-//! record locks are per process, and closing any descriptor of the database file would drop the
-//! connection's shared lock.
+//! pull them from under an application that just opened the database). The file descriptors opened
+//! here stay open until after the connection is closed: POSIX record locks are per process, and
+//! closing any descriptor of the database file would drop the connection's shared lock.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
