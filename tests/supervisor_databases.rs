@@ -529,3 +529,54 @@ fn status_shows_the_services_and_the_database_lag() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("no litevisor is listening"), "{err}");
 }
+
+/// A signal forwarded the moment a service's first output line appears reaches it. (The process
+/// group is recorded by the spawning thread before the service's task resumes; the old window, up
+/// to that task's next poll, is too narrow to hit reliably from here, so this checks the behaviour
+/// across ten fresh starts rather than the race itself.)
+#[test]
+fn a_signal_right_after_the_start_reaches_the_service() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = dir.path().join("app.sh");
+        std::fs::write(
+            &app,
+            "#!/bin/sh\ntrap 'echo got-usr1; exit 0' USR1\necho up\nwhile :; do sleep 0.01; done\n",
+        )
+        .expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let config = dir.path().join("litevisor.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[services.app]\nmain = true\ncommand = [\"{}\"]\n",
+                app.display()
+            ),
+        )
+        .expect("config");
+        let stdout = dir.path().join("stdout.log");
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .env("LITEVISOR_SOCKET", dir.path().join("lv.sock"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let up = wait_for(PATIENCE, || {
+            std::fs::read_to_string(&stdout)
+                .ok()
+                .filter(|t| t.contains("up"))
+                .map(|_| ())
+        });
+        assert!(up.is_some(), "round {round}: the service never started");
+        // SAFETY: kill has no memory-safety requirements.
+        unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+        let status = wait_exit(&mut child, Duration::from_secs(30));
+        let out = std::fs::read_to_string(&stdout).unwrap_or_default();
+        assert_eq!(status.code(), Some(0), "round {round}: stdout:\n{out}");
+        assert!(out.contains("got-usr1"), "round {round}: stdout:\n{out}");
+    }
+}
