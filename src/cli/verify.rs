@@ -1,8 +1,9 @@
-//! `litevisor verify [-config PATH] [-json] DB_PATH [REPLICA_URL]`: proves that a replica restores to exactly the live
-//! database. It restores the replica's latest state (TXID T) into a private temp directory (the
-//! restore checks every LTX file checksum), runs `PRAGMA integrity_check` on that copy, and compares
-//! the copy's LTX database checksum with the live database's at T (see `replication::verify` for how
-//! the live database's TXID is proven and why only "the live database is at T now" can be compared).
+//! `litevisor verify [-config PATH] [-json] DB_PATH [REPLICA_URL]`: proves that a replica restores
+//! to exactly the live database. It restores the replica's latest state (TXID T) into a private temp
+//! directory (the restore checks every LTX file checksum), runs `PRAGMA integrity_check` on that
+//! copy, and compares the copy's LTX database checksum with the live database's at T (see
+//! `replication::verify` for how the live database's TXID is proven and why only "the live database
+//! is at T now" can be compared).
 //!
 //! Without REPLICA_URL the database's replica (and meta path) come from the configuration, found the
 //! way `litevisor restore DB_PATH` finds it (`-config`, `$LITEVISOR_CONFIG`, `$LITESTREAM_CONFIG`,
