@@ -21,6 +21,12 @@ use std::process::{Command, Output, Stdio};
 use e2e_support::{Launcher, repo, unique};
 use s3_server::S3Server;
 
+/// The static build, as Dockerfile.example runs it.
+const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
+/// Where the image holds the example's files, as Dockerfile.example copies them.
+const CONFIG_IN_IMAGE: &str = "etc/litevisor/litevisor.toml";
+const SERVICES_IN_IMAGE: &str = "etc/litevisor/services.d";
+
 fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)
@@ -71,7 +77,7 @@ fn static_litevisor() -> PathBuf {
             "--target",
             &triple,
         ])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("RUSTFLAGS", STATIC_RUSTFLAGS)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .current_dir(repo())
         .stdin(Stdio::null())
@@ -190,11 +196,8 @@ fn build_context(ctx: &Path, litevisor: &Path, config: &str) {
     );
     put(&root, roots, roots);
 
-    copy_tree(
-        &e2e_support::services_dir(),
-        &root.join("etc/litevisor/services.d"),
-    );
-    std::fs::write(root.join("etc/litevisor/litevisor.toml"), config).expect("config");
+    copy_tree(&e2e_support::services_dir(), &root.join(SERVICES_IN_IMAGE));
+    std::fs::write(root.join(CONFIG_IN_IMAGE), config).expect("config");
     for dir in ["data", "tmp"] {
         std::fs::create_dir_all(root.join(dir)).expect("mkdir");
     }
@@ -301,4 +304,49 @@ fn from_scratch_image_replicates_stops_and_restores_before_start() {
 
     e2e_support::scenario(&mut launcher, &s3, bucket, scratch.path());
     eprintln!("container_e2e: RAN (FROM scratch image {image}, docker run/stop, S3 replica)");
+}
+
+/// Dockerfile.example cannot be built where the tests run (no registry for its base images), so
+/// this keeps it in step with the image the scenario above runs: the same static build, the same
+/// files at the same paths, the same entrypoint, and a configuration `litevisor check` accepts.
+#[test]
+fn dockerfile_example_ships_what_the_e2e_image_runs() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile.example"))
+        .expect("read Dockerfile.example");
+    let expected = [
+        format!("RUSTFLAGS='{STATIC_RUSTFLAGS}'"),
+        "cargo build --locked --release --bin litevisor --target".to_string(),
+        format!("COPY container.example/litevisor.toml /{CONFIG_IN_IMAGE}\n"),
+        format!("COPY container.example/services.d/ /{SERVICES_IN_IMAGE}/\n"),
+        "VOLUME /data\n".to_string(),
+        "ENTRYPOINT [\"litevisor\"]\n".to_string(),
+    ];
+    for line in expected {
+        assert!(
+            dockerfile.contains(&line),
+            "Dockerfile.example no longer contains {line:?}: keep it and tests/container_e2e.rs in step"
+        );
+    }
+    let out = Command::new(e2e_support::BIN)
+        .args(["check", "--config"])
+        .arg(repo().join("container.example/litevisor.toml"))
+        .env_remove("LITEVISOR_CONFIG")
+        .output()
+        .expect("run litevisor check");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "litevisor check rejects container.example/litevisor.toml: {}{listing}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for service in ["migrate", "app", "stats"] {
+        assert!(
+            listing.lines().any(|l| l.starts_with(service)),
+            "service {service} missing from `litevisor check`:\n{listing}"
+        );
+    }
+    assert!(
+        listing.contains("database /data/app.db -> s3://my-bucket/app.db"),
+        "the example's database is not listed:\n{listing}"
+    );
 }
