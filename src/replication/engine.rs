@@ -1,11 +1,12 @@
 //! The replication engine for one database: a sync thread (SQLite discipline, WAL -> L0, checkpoints,
-//! woken by inotify) and an upload thread (L0 -> replica with back-off, then compaction, snapshot
-//! level and retention on their schedules). Both threads sleep until something happens: no timer is
-//! armed unless it has work pending, so an idle database costs no wake-ups and no replica requests.
+//! woken by the process's one inotify watcher, [`super::watch`]) and an upload thread (L0 -> replica
+//! with back-off, then compaction, snapshot level and retention on their schedules). Both threads
+//! sleep until something happens: no timer is armed unless it has work pending, so an idle database
+//! costs no wake-ups and no replica requests.
 //!
 //! `Replicator` is the handle others use: `start`, `status`, `sync_now`, `shutdown` (final sync).
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -13,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tracing::{debug, info, warn};
 
 use crate::replica::{ReplicaClient, ReplicaError};
@@ -23,7 +23,7 @@ use crate::replication::fsguard::{self, FsGuardError};
 use crate::replication::ltx::{PageEncoding, SNAPSHOT_LEVEL};
 use crate::replication::meta::{Meta, MetaError, MetaLock};
 use crate::replication::sync::{self, DbFiles, Position, SyncError, SyncOptions, SyncState};
-use crate::replication::wal;
+use crate::replication::{wal, watch};
 
 /// Checkpoint policy (Litestream's defaults; section 3.5 of the reference).
 #[derive(Clone, Debug)]
@@ -200,29 +200,16 @@ impl Replicator {
         // Before anything touches the meta directory (prepare() removes temp files a running holder
         // may be writing), and even when the database does not exist yet.
         let lock = meta.lock(&cfg.path)?;
-        let dir = cfg
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        let inotify =
-            Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| {
-                EngineError::Io {
-                    op: "inotify_init",
-                    path: dir.clone(),
-                    source: e.into(),
-                }
-            })?;
-        let mask = AddWatchFlags::IN_MODIFY
-            | AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_DELETE
-            | AddWatchFlags::IN_CLOSE_WRITE;
-        inotify.add_watch(&dir, mask).map_err(|e| EngineError::Io {
-            op: "inotify_add_watch",
+        let dir = watch::parent_dir(&cfg.path);
+        let wal_path = db::wal_path(&cfg.path);
+        let names: Vec<&std::ffi::OsStr> = [cfg.path.file_name(), wal_path.file_name()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let (subscription, changes) = watch::watch(&dir, &names).map_err(|e| EngineError::Io {
+            op: "watch",
             path: dir.clone(),
-            source: e.into(),
+            source: e,
         })?;
         let (wake, wake_rx) = UnixStream::pair().map_err(|e| EngineError::Io {
             op: "socketpair for",
@@ -286,7 +273,7 @@ impl Replicator {
             })?;
         let sync_thread = std::thread::Builder::new()
             .name(format!("lv-sync-{name}"))
-            .spawn(move || worker.run(inotify, wake_rx, sync_rx))
+            .spawn(move || worker.run(subscription, changes, wake_rx, sync_rx))
             .map_err(|e| EngineError::Io {
                 op: "spawn sync thread for",
                 path: path.clone(),
@@ -510,19 +497,13 @@ impl SyncWorker {
         Ok(replica_max)
     }
 
-    fn run(mut self, inotify: Inotify, wake: UnixStream, cmds: mpsc::Receiver<SyncCmd>) {
-        let db_name = self
-            .cfg
-            .path
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        let wal_name = self
-            .files
-            .wal
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
+    fn run(
+        mut self,
+        _subscription: watch::Watch,
+        changes: UnixStream,
+        wake: UnixStream,
+        cmds: mpsc::Receiver<SyncCmd>,
+    ) {
         loop {
             // Sleep until the WAL/DB changes, a command arrives, or a pending deadline passes.
             let now = Instant::now();
@@ -538,22 +519,9 @@ impl SyncWorker {
                 deadline = Some(deadline.map_or(next, |d| d.min(next)));
             }
             let timeout = deadline.map(|d| d.saturating_duration_since(now));
-            let (events, wake_ready, hangup) = poll_two(&inotify, &wake, timeout);
-            if events {
-                while let Ok(evs) = inotify.read_events() {
-                    if evs.is_empty() {
-                        break;
-                    }
-                    for ev in evs {
-                        if ev
-                            .name
-                            .as_ref()
-                            .is_some_and(|n| *n == db_name || *n == wal_name)
-                        {
-                            self.dirty = true;
-                        }
-                    }
-                }
+            let (changed, wake_ready, hangup) = poll_two(&changes, &wake, timeout);
+            if changed && watch::drain(&changes) {
+                self.dirty = true;
             }
             if wake_ready {
                 let mut buf = [0u8; 64];
@@ -800,11 +768,16 @@ impl SyncWorker {
     }
 }
 
-/// Polls the inotify fd and the wake socket; returns (inotify readable, wake readable, wake hung up).
-fn poll_two(inotify: &Inotify, wake: &UnixStream, timeout: Option<Duration>) -> (bool, bool, bool) {
+/// Polls the change socket and the wake socket; returns (changes readable, wake readable, wake hung
+/// up).
+fn poll_two(
+    changes: &UnixStream,
+    wake: &UnixStream,
+    timeout: Option<Duration>,
+) -> (bool, bool, bool) {
     let mut fds = [
         libc::pollfd {
-            fd: inotify.as_fd().as_raw_fd(),
+            fd: changes.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         },

@@ -10,3 +10,4 @@ pub mod restore;
 pub mod sync;
 pub mod verify;
 pub mod wal;
+pub mod watch;
