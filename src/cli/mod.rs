@@ -52,6 +52,11 @@ enum Command {
 
 /// Parses the process's argv, runs the chosen subcommand and returns the process exit code.
 pub fn main() -> i32 {
+    // A stop signal that arrives while litevisor is still starting (parsing flags, reading the
+    // config) must not kill it by its default action before `run`/`replicate` own the signals: that
+    // would skip the final sync. Blocked, it stays pending until their signalfd reads it. The other
+    // subcommands get the default behaviour back at once.
+    let stop_signals = StopSignals::block();
     let argv = go_style_flags(std::env::args_os().collect());
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
@@ -61,6 +66,14 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    let takes_signals_over = match &cli.command {
+        None | Some(Command::Run(_)) => true,
+        Some(Command::Replicate(args)) => !args.once,
+        Some(_) => false,
+    };
+    if !takes_signals_over {
+        stop_signals.unblock();
+    }
     let result = match cli.command {
         None => run::run(cli.run),
         Some(Command::Run(args)) => run::run(args),
@@ -78,6 +91,26 @@ pub fn main() -> i32 {
             eprintln!("litevisor: error: {err:#}");
             1
         }
+    }
+}
+
+/// The signals that stop litevisor, blocked from process start until a subcommand handles them.
+struct StopSignals(nix::sys::signal::SigSet);
+
+impl StopSignals {
+    fn block() -> StopSignals {
+        use nix::sys::signal::{SigSet, Signal};
+        let mut set = SigSet::empty();
+        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP] {
+            set.add(signal);
+        }
+        // Cannot fail with a valid set; if it did, startup would merely keep the default actions.
+        let _ = set.thread_block();
+        StopSignals(set)
+    }
+
+    fn unblock(self) {
+        let _ = self.0.thread_unblock();
     }
 }
 
