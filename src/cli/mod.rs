@@ -101,7 +101,12 @@ impl StopSignals {
     fn block() -> StopSignals {
         use nix::sys::signal::{SigSet, Signal};
         let mut set = SigSet::empty();
-        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP] {
+        for signal in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGQUIT,
+            Signal::SIGHUP,
+        ] {
             set.add(signal);
         }
         // Cannot fail with a valid set; if it did, startup would merely keep the default actions.
