@@ -263,6 +263,11 @@ impl Launcher for Docker {
         )
     }
 
+    fn status(&self) -> Output {
+        let name = self.current.as_deref().expect("started");
+        docker(&["exec", name, "litevisor", "status"])
+    }
+
     fn stop(&mut self) -> i32 {
         let name = self.current.clone().expect("started");
         // Longer than the example's shutdown_timeout (20s), as its comment asks.

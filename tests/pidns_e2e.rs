@@ -27,6 +27,10 @@ struct PidNs {
 }
 
 impl PidNs {
+    fn socket(&self) -> PathBuf {
+        self.dir.join(format!("run{}.sock", self.run))
+    }
+
     fn log(&self, stream: &str) -> PathBuf {
         self.dir.join(format!("run{}.{stream}", self.run))
     }
@@ -60,6 +64,8 @@ impl Launcher for PidNs {
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("LITEVISOR_LOG", "info")
+            // /run is the host's here: keep other litevisors' `status` away from this one.
+            .env("LITEVISOR_SOCKET", self.socket())
             .env("APP_DB", data.join("app.db"))
             .env("STATS_INTERVAL", "1")
             .stdin(Stdio::null())
@@ -92,6 +98,14 @@ impl Launcher for PidNs {
         let out = std::fs::read_to_string(self.log("stdout")).unwrap_or_default();
         let err = std::fs::read_to_string(self.log("stderr")).unwrap_or_default();
         format!("{out}{err}")
+    }
+
+    fn status(&self) -> std::process::Output {
+        Command::new(BIN)
+            .arg("status")
+            .env("LITEVISOR_SOCKET", self.socket())
+            .output()
+            .expect("run litevisor status")
     }
 
     fn stop(&mut self) -> i32 {

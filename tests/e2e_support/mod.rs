@@ -107,6 +107,8 @@ pub trait Launcher {
     fn output(&self) -> String;
     /// Sends SIGTERM the way the platform does (`docker stop`, kill) and returns the exit code.
     fn stop(&mut self) -> i32;
+    /// `litevisor status` run next to the running litevisor (`docker exec`, or the same socket).
+    fn status(&self) -> std::process::Output;
     /// Path of the database file on the host, given the data directory.
     fn db_on_host(&self, data: &Path) -> PathBuf {
         data.join("app.db")
@@ -275,6 +277,27 @@ pub fn scenario(launcher: &mut dyn Launcher, s3: &S3Server, bucket: &str, scratc
         more.is_some(),
         "run 2: the app never started and committed rows; output:\n{}",
         launcher.output()
+    );
+    // `litevisor status` beside it: the services, and the database restored and replicating.
+    let status = launcher.status();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "run 2: litevisor status failed: {}{text}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .map(|l| l[name.len()..].trim().to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("app (main)") && l.contains("running"))
+            && field("state") == "replicating"
+            && field("restore").starts_with("restored txid"),
+        "run 2: unexpected litevisor status:\n{text}"
     );
     let code = launcher.stop();
     let out2 = launcher.output();
