@@ -274,14 +274,23 @@ def start_replicator(tool, db, url, fast, workdir):
 
 
 def start_litestream(pairs, workdir, interval="1s"):
+    return start_from_config("litestream", pairs, workdir, interval)
+
+
+def start_from_config(tool, pairs, workdir, interval="1s"):
+    """Starts `tool replicate -config` on one litestream.yml listing every (db, url) pair: both tools
+    read the same file."""
     cfg = os.path.join(workdir, "litestream.yml")
     with open(cfg, "w") as f:
         f.write("logging:\n  level: error\ndbs:\n")
         for db, url in pairs:
             f.write(f"  - path: {db}\n    monitor-interval: {interval}\n"
                     f"    replica:\n      url: {json.dumps(url)}\n      sync-interval: {interval}\n")
-    return spawn([LS, "replicate", "-config", cfg], stdout=subprocess.DEVNULL,
-                 stderr=open(os.path.join(workdir, "ls.log"), "w"))
+    binary, log = (LS, "ls.log") if tool == "litestream" else (LV, "lv.log")
+    args = [binary, "replicate", "-config", cfg]
+    if tool == "litevisor":
+        args[2:2] = ["-log-level", "error"]
+    return spawn(args, stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, log), "w"))
 
 
 def new_db(path):
@@ -647,35 +656,49 @@ def section_scale():
     print("| metric | litevisor | Litestream 0.5.17 | litevisor / Litestream |")
     print("|---|---|---|---|")
     for n in sizes:
-        work = tempfile.mkdtemp(dir=TMP)
-        pairs = []
-        for i in range(n):
-            db = os.path.join(work, f"db{i}.sqlite")
-            c = new_db(db)
-            c.execute("INSERT INTO t(v) VALUES (x'00')")
-            c.close()
-            pairs.append((db, "file://" + os.path.join(work, f"replica{i}")))
-        t0 = time.monotonic()
-        proc = start_litestream(pairs, work)
-        try:
-            deadline = t0 + 300
-            pending = {os.path.join(work, f"replica{i}", "ltx", "0") for i in range(n)}
-            while pending and time.monotonic() < deadline:
-                pending = {p for p in pending if not (os.path.isdir(p) and os.listdir(p))}
-                time.sleep(0.2)
-            startup = time.monotonic() - t0 if not pending else float("nan")
-            cpu0, _, _ = proc_stats(proc.pid)
-            time.sleep(idle)
-            cpu1, rss, hwm = proc_stats(proc.pid)
-        finally:
-            proc.kill()  # its final syncs of N DBs are not measured; spare the wait
-            proc.wait()
-            shutil.rmtree(work, ignore_errors=True)
-        na = "n/a: one DB per process until config support lands"
-        print(f"| {n:,} DBs: start → every replica has its first L0 (s) | {na} | {fmt(startup, 1)} | n/a |")
-        print(f"| {n:,} DBs: idle CPU over {idle} s (s) | {na} | {cpu1 - cpu0:.2f} | n/a |")
-        print(f"| {n:,} DBs: idle RSS (MiB) | {na} | {rss / 1024:.1f} | n/a |")
-        print(f"| {n:,} DBs: peak RSS (MiB) | {na} | {hwm / 1024:.1f} | n/a |")
+        figures = {tool: scale_run(tool, n, idle) for tool in ("litevisor", "litestream")}
+        lv, ls = figures["litevisor"], figures["litestream"]
+        rows = [
+            ("start → every replica has its first L0 (s)", 0, 1),
+            (f"idle CPU over {idle} s (s)", 1, 2),
+            ("idle RSS (MiB)", 2, 1),
+            ("peak RSS (MiB)", 3, 1),
+            ("threads", 4, 0),
+        ]
+        for label, i, digits in rows:
+            print(f"| {n:,} DBs: {label} | {fmt(lv[i], digits)} | {fmt(ls[i], digits)} | {ratio(lv[i], ls[i])} |")
+
+
+def scale_run(tool, n, idle):
+    """(startup s, idle CPU s, RSS MiB, peak RSS MiB, threads) of one `tool replicate -config` of n DBs."""
+    work = tempfile.mkdtemp(dir=TMP)
+    pairs = []
+    for i in range(n):
+        db = os.path.join(work, f"db{i}.sqlite")
+        c = new_db(db)
+        c.execute("INSERT INTO t(v) VALUES (x'00')")
+        c.close()
+        pairs.append((db, "file://" + os.path.join(work, f"replica{i}")))
+    t0 = time.monotonic()
+    proc = start_from_config(tool, pairs, work)
+    try:
+        deadline = t0 + 300
+        pending = {os.path.join(work, f"replica{i}", "ltx", "0") for i in range(n)}
+        while pending and time.monotonic() < deadline and proc.poll() is None:
+            pending = {p for p in pending if not (os.path.isdir(p) and os.listdir(p))}
+            time.sleep(0.2)
+        if pending:
+            return (float("nan"),) * 5
+        startup = time.monotonic() - t0
+        cpu0, _, _ = proc_stats(proc.pid)
+        time.sleep(idle)
+        cpu1, rss, hwm = proc_stats(proc.pid)
+        threads = len(os.listdir(f"/proc/{proc.pid}/task"))
+        return (startup, cpu1 - cpu0, rss / 1024, hwm / 1024, threads)
+    finally:
+        proc.kill()  # the final syncs of N DBs are not measured; spare the wait
+        proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main():
