@@ -1,8 +1,9 @@
 //! The network-filesystem refusal against a REAL FUSE mount (bindfs, the same kernel interface as
 //! GlusterFS, sshfs, s3fs and Docker Desktop's file sharing): `litevisor replicate` refuses the
-//! database with an explanation and touches nothing next to it; `-allow-network-fs` overrides.
+//! database with an explanation and touches nothing next to it; `-allow-network-fs` overrides. A
+//! real overlayfs mount (a container's own layer) is local and replicates as usual.
 //!
-//! Needs root, /dev/fuse and bindfs (`scripts/install-test-deps` installs it).
+//! Needs root, /dev/fuse, overlayfs and bindfs (`scripts/install-test-deps` installs it).
 
 mod replicate_support;
 
@@ -98,6 +99,53 @@ fn a_database_on_fuse_is_refused_unless_allowed() {
         text.contains("network filesystem"),
         "a warning is logged: {text}"
     );
+    assert_same_rows(
+        &db,
+        &litevisor_restore(&replica, &dir.path().join("out.db")),
+    );
+    drop(c);
+}
+
+/// Overlayfs is what a container's own writable layer is: local, so it is replicated as usual.
+#[test]
+fn a_database_on_overlayfs_is_replicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let [lower, upper, work, mnt] = ["lower", "upper", "work", "mnt"].map(|d| dir.path().join(d));
+    for d in [&lower, &upper, &work, &mnt] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let out = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        ))
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "overlay mount failed (needs root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+
+    let db = mnt.join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..30, 10);
+    let (code, text) = replicate(&["-once"], &db, &replica);
+    assert_eq!(code, 0, "overlayfs is local: {text}");
+    assert!(!text.contains("network filesystem"), "{text}");
     assert_same_rows(
         &db,
         &litevisor_restore(&replica, &dir.path().join("out.db")),
