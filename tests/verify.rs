@@ -278,3 +278,45 @@ fn verify_beside_a_running_replicator_never_raises_a_false_alarm() {
     assert!(status.success(), "{status:?}");
     drop(c);
 }
+
+#[path = "support/s3_server.rs"]
+mod s3_server;
+
+/// The same check against an S3 replica (moto on loopback).
+#[test]
+fn an_s3_replica_verifies() {
+    let server = s3_server::S3Server::start();
+    server.create_bucket("verify");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..200, 20);
+    let s3 = format!("s3://verify/app?endpoint={}", server.endpoint);
+    let run = |args: &[&str]| {
+        let out = Command::new(LITEVISOR)
+            .args(args)
+            .env_remove("AWS_CA_BUNDLE")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let db_arg = db.to_str().unwrap();
+    let (code, text) = run(&["replicate", "-once", db_arg, &s3]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = run(&["verify", db_arg, &s3]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("result:     ok"), "{text}");
+    insert(&mut c, 200..210, 5);
+    let (code, text) = run(&["verify", db_arg, &s3]);
+    assert_eq!(code, 3, "{text}");
+}
