@@ -654,3 +654,49 @@ fn s3_replica_with_keys_from_the_config() {
     );
     assert_eq!(count_and_max(&out), (40, 40));
 }
+
+/// Without a main service the container stops when every service has ended; the databases do not
+/// keep it up, and they still get their final sync.
+#[test]
+fn services_ending_on_their_own_stop_the_container_after_a_final_sync() {
+    let db = Db::new("", r#"LIMIT = "15", THEN = "exit""#);
+    let config = std::fs::read_to_string(db.file("litevisor.toml")).expect("config");
+    std::fs::write(
+        db.file("litevisor.toml"),
+        config.replace("main = true", "type = \"oneshot\""),
+    )
+    .expect("config");
+    let code = db.start(false).wait();
+    let log = db.stderr();
+    assert_eq!(code, 0, "stderr:\n{log}");
+    assert!(log.contains("every service has ended"), "stderr:\n{log}");
+    assert!(log.contains("final sync done"), "stderr:\n{log}");
+    assert_eq!(db.restored(), (15, 15));
+}
+
+/// Databases alone (no services: a replication sidecar) replicate until a stop signal, then exit 0
+/// after the final sync.
+#[test]
+fn databases_alone_replicate_until_a_stop_signal() {
+    let db = Db::new("", r#"LIMIT = "1", THEN = "exit""#);
+    let config = std::fs::read_to_string(db.file("litevisor.toml")).expect("config");
+    let cut = config.find("[services.app]").expect("service table");
+    std::fs::write(db.file("litevisor.toml"), &config[..cut]).expect("config");
+    let mut lv = db.start(false);
+    let file = db.file("app.db");
+    sql(
+        &file,
+        "pragma journal_mode=wal; create table t(id integer primary key, v text not null)",
+    );
+    for i in 1..=30 {
+        sql(&file, &format!("insert into t(v) values('row {i}')"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        lv.child.try_wait().expect("try_wait").is_none(),
+        "litevisor exited on its own"
+    );
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(), 0, "stderr:\n{}", db.stderr());
+    assert_eq!(db.restored(), (30, 30));
+}
