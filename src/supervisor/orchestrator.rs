@@ -270,9 +270,14 @@ impl Orchestrator {
         if slot.main {
             self.main_status = ended.status;
         }
-        if let Why::FinalSyncFailed(why) = &ended.why {
-            tracing::error!("{why}");
-            self.final_sync_failed = true;
+        match &ended.why {
+            Why::FinalSyncFailed(why) => {
+                tracing::error!("{why}");
+                self.final_sync_failed = true;
+            }
+            // During a shutdown nothing else reports it (the start-up is over either way).
+            Why::Failed(why) if self.deadline.is_some() => tracing::error!("{why}"),
+            _ => {}
         }
         if let Some(status) = ended.status
             && !status.success()
