@@ -313,50 +313,18 @@ impl ReplicateUnit {
         let name = self.db.path.display().to_string();
         let replica_url = self.shared.replica_url.clone();
         self.shared.set_state("starting");
+        // One short-lived thread starts the engine (it blocks on SQLite and the replica), another
+        // runs the final sync: no thread of ours idles beside the engine's own while it replicates.
         let (started_tx, mut started_rx) = oneshot::channel::<Result<(), String>>();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<Instant>();
-        let (done_tx, mut done_rx) = oneshot::channel::<FinalSync>();
         let db = self.db.clone();
         let shared = Arc::clone(&self.shared);
         let spawned = std::thread::Builder::new()
-            .name("lv-replicate".into())
+            .name("lv-db-start".into())
             .spawn(move || {
-                let replicator = match Replicator::start(engine_config(&db)) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                shared.lock().replicator = Some(replicator);
-                let _ = started_tx.send(Ok(()));
-                // The stop order carries the shutdown deadline. Without one (the supervisor's task
-                // is gone, so is everyone waiting), still try a short final sync.
-                let deadline = stop_rx
-                    .recv()
-                    .unwrap_or_else(|_| Instant::now() + Duration::from_secs(1));
-                let taken = {
-                    let mut inner = shared.lock();
-                    inner.state = "final sync";
-                    inner.replicator.take()
-                };
-                let Some(replicator) = taken else {
-                    return;
-                };
-                let last = replicator.status();
-                shared.lock().last = last;
-                let result =
-                    replicator.shutdown(deadline.saturating_duration_since(Instant::now()));
-                {
-                    let mut inner = shared.lock();
-                    inner.last.txid = result.txid;
-                    inner.last.replica_txid = result.replica_txid;
-                    inner.state = if result.ok() { "stopped" } else { "failed" };
-                    if let Some(e) = &result.error {
-                        inner.error = Some(format!("final sync: {e}"));
-                    }
-                }
-                let _ = done_tx.send(result);
+                let result = Replicator::start(engine_config(&db)).map(|replicator| {
+                    shared.lock().replicator = Some(replicator);
+                });
+                let _ = started_tx.send(result.map_err(|e| e.to_string()));
             });
         if let Err(e) = spawned {
             return self.fail(format!(
@@ -365,18 +333,30 @@ impl ReplicateUnit {
         }
 
         let mut started = false;
-        let mut stopping = false;
+        // Set by a stop order; the final sync starts as soon as the engine runs.
+        let mut stop_deadline: Option<Instant> = None;
+        let mut done_rx: Option<oneshot::Receiver<FinalSync>> = None;
         loop {
+            if started
+                && done_rx.is_none()
+                && let Some(deadline) = stop_deadline
+            {
+                match self.final_sync(deadline) {
+                    Ok(rx) => done_rx = Some(rx),
+                    Err(e) => {
+                        return ended(Why::FinalSyncFailed(format!(
+                            "database {name}: FINAL SYNC FAILED: cannot start its thread: {e}"
+                        )));
+                    }
+                }
+            }
             tokio::select! {
-                // A start failure also closes `done_rx`: read the start result first, so its error
-                // (e.g. the database is locked by another replicator) is the one reported.
-                biased;
                 result = &mut started_rx, if !started => {
                     started = true;
                     match result {
                         Ok(Ok(())) => {
                             tracing::info!("database {name}: replicating to {replica_url}");
-                            if !stopping {
+                            if stop_deadline.is_none() {
                                 self.shared.set_state("replicating");
                                 ctl.ready();
                             }
@@ -389,7 +369,7 @@ impl ReplicateUnit {
                         }
                     }
                 }
-                result = &mut done_rx => {
+                result = finished(&mut done_rx) => {
                     return match result {
                         Ok(done) if done.ok() => {
                             tracing::info!(
@@ -409,20 +389,19 @@ impl ReplicateUnit {
                             )))
                         }
                         Err(_) => ended(Why::FinalSyncFailed(format!(
-                            "database {name}: FINAL SYNC FAILED: the replication thread died"
+                            "database {name}: FINAL SYNC FAILED: the final sync thread died"
                         ))),
                     };
                 }
                 order = ctl.next_order() => match order {
                     Command::Stop { deadline } => {
-                        if !stopping {
-                            stopping = true;
+                        if stop_deadline.is_none() {
                             let left = deadline.saturating_duration_since(Instant::now());
                             tracing::info!(
                                 "database {name}: final sync (up to {:.1}s)",
                                 left.as_secs_f64()
                             );
-                            let _ = stop_tx.send(deadline);
+                            stop_deadline = Some(deadline);
                         }
                     }
                     Command::Kill => {
@@ -441,11 +420,59 @@ impl ReplicateUnit {
         }
     }
 
+    /// Takes the running engine out of the shared record and runs its final sync on a thread of its
+    /// own, bounded by `deadline`; the result arrives on the returned channel.
+    fn final_sync(&self, deadline: Instant) -> std::io::Result<oneshot::Receiver<FinalSync>> {
+        let (done_tx, done_rx) = oneshot::channel();
+        let shared = Arc::clone(&self.shared);
+        std::thread::Builder::new()
+            .name("lv-db-final".into())
+            .spawn(move || {
+                let taken = {
+                    let mut inner = shared.lock();
+                    inner.state = "final sync";
+                    let replicator = inner.replicator.take();
+                    if let Some(r) = &replicator {
+                        // What the status shows while the engine is out of the record.
+                        inner.last = r.status();
+                    }
+                    replicator
+                };
+                // Without an engine there is nothing to send: the dropped sender says so.
+                let Some(replicator) = taken else {
+                    return;
+                };
+                let result =
+                    replicator.shutdown(deadline.saturating_duration_since(Instant::now()));
+                {
+                    let mut inner = shared.lock();
+                    inner.last.txid = result.txid;
+                    inner.last.replica_txid = result.replica_txid;
+                    inner.state = if result.ok() { "stopped" } else { "failed" };
+                    if let Some(e) = &result.error {
+                        inner.error = Some(format!("final sync: {e}"));
+                    }
+                }
+                let _ = done_tx.send(result);
+            })?;
+        Ok(done_rx)
+    }
+
     fn fail(&self, why: String) -> Ended {
         let mut inner = self.shared.lock();
         inner.state = "failed";
         inner.error = Some(why.clone());
         ended(Why::Failed(why))
+    }
+}
+
+/// The final sync's result once one runs; never resolves before that.
+async fn finished(
+    rx: &mut Option<oneshot::Receiver<FinalSync>>,
+) -> Result<FinalSync, oneshot::error::RecvError> {
+    match rx {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
     }
 }
 
