@@ -22,11 +22,13 @@ struct Db {
 /// The application: records what it found at start (`first=N`, or `first=none` without a table),
 /// then inserts rows one transaction each (each committed id appended to `committed`) until it
 /// has written `$LIMIT` rows in this run; then, depending on `$THEN`, exits 0 or waits to be stopped.
-/// With `$TRAP` set it exits 3 on SIGTERM, otherwise SIGTERM kills it.
+/// With `$TRAP` set it exits 3 on SIGTERM, with `$IGNORE` set it ignores SIGTERM, otherwise
+/// SIGTERM kills it.
 const APP: &str = r#"#!/bin/sh
 db="$DIR/app.db"
 sq() { sqlite3 -cmd '.timeout 10000' "$db" "$@"; }
 [ -n "$TRAP" ] && trap 'echo "trapped" >> "$DIR/events"; exit 3' TERM
+[ -n "$IGNORE" ] && trap '' TERM
 echo "first=$(sq 'select count(*) from t' 2>/dev/null || echo none)" >> "$DIR/events"
 sq 'pragma journal_mode=wal' > /dev/null
 sq 'create table if not exists t(id integer primary key, v text not null)'
@@ -698,5 +700,36 @@ fn databases_alone_replicate_until_a_stop_signal() {
     );
     lv.signal(libc::SIGTERM);
     assert_eq!(lv.wait(), 0, "stderr:\n{}", db.stderr());
+    assert_eq!(db.restored(), (30, 30));
+}
+
+/// An app that ignores SIGTERM with a `stop_grace` longer than the whole `shutdown_timeout` is
+/// SIGKILLed early enough to leave the final sync its share of the deadline: it is killed (137), and
+/// still every row it committed reaches the replica.
+#[test]
+fn an_app_ignoring_sigterm_cannot_eat_the_final_sync_time() {
+    let db = Db::new("", r#"LIMIT = "30", THEN = "wait", IGNORE = "1""#);
+    let config = std::fs::read_to_string(db.file("litevisor.toml")).expect("config");
+    std::fs::write(
+        db.file("litevisor.toml"),
+        config
+            .replace("shutdown_timeout = \"20s\"", "shutdown_timeout = \"6s\"")
+            .replace("stop_grace = \"10s\"", "stop_grace = \"1m\""),
+    )
+    .expect("config");
+    let mut lv = db.start(false);
+    db.wait_event("done");
+    let stop = std::time::Instant::now();
+    lv.signal(libc::SIGTERM);
+    let code = lv.wait();
+    let took = stop.elapsed();
+    let log = db.stderr();
+    assert_eq!(code, 137, "stderr:\n{log}");
+    assert!(log.contains("final sync done"), "stderr:\n{log}");
+    assert!(!log.contains("FINAL SYNC FAILED"), "stderr:\n{log}");
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}; stderr:\n{log}"
+    );
     assert_eq!(db.restored(), (30, 30));
 }
