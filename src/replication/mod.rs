@@ -2,8 +2,8 @@
 
 pub mod compact;
 pub mod db;
-pub mod fsguard;
 pub mod engine;
+pub mod fsguard;
 pub mod ltx;
 pub mod meta;
 pub mod restore;
