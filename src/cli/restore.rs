@@ -196,6 +196,14 @@ pub(crate) fn configured_databases(
         return Ok((file, loaded.databases));
     }
     let path = litestream::config_path(config.map(Path::new));
+    if !path.exists() {
+        bail!(
+            "no configuration file at {}: a database path is looked up in the config (give -config \
+             PATH or set LITESTREAM_CONFIG), or name the replica by its replica URL instead \
+             (s3://bucket/path, file:///path/to/replica)",
+            path.display()
+        );
+    }
     let overrides = litestream::Overrides {
         ignore_exec: true,
         ..litestream::Overrides::default()
