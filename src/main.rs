@@ -9,6 +9,7 @@ mod init;
 mod replica;
 mod replication;
 mod supervisor;
+mod text;
 
 fn main() {
     std::process::exit(cli::main());

@@ -2,7 +2,8 @@
 //! Lists each configured database and its replica (as a URL, never with credentials), from
 //! `litestream.yml` or litevisor.toml's `[[databases]]` (see [`super::restore::configured_databases`]).
 
-use super::restore::{configured_databases, json_str};
+use super::restore::configured_databases;
+use crate::text::{json_str, tabulate};
 
 #[derive(clap::Args, Debug)]
 pub struct DatabasesArgs {
@@ -38,6 +39,6 @@ pub fn run(args: DatabasesArgs) -> anyhow::Result<i32> {
     for db in &databases {
         rows.push(vec![db.path.display().to_string(), db.replica.to_string()]);
     }
-    print!("{}", super::ltx::tabulate(&rows));
+    print!("{}", tabulate(&rows));
     Ok(0)
 }

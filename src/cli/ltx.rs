@@ -9,6 +9,7 @@ use super::duration::parse_duration;
 use crate::replica::{FileInfo, rfc3339};
 use crate::replication::compact::{self, Retention};
 use crate::replication::ltx::{PageEncoding, SNAPSHOT_LEVEL};
+use crate::text::tabulate;
 
 #[derive(clap::Args, Debug)]
 pub struct LtxArgs {
@@ -138,32 +139,6 @@ fn to_table(files: &[FileInfo]) -> String {
     tabulate(&rows)
 }
 
-/// Go's `tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)` for rows with the same number of cells: every cell
-/// but the last is padded to its column's width plus two spaces.
-pub(crate) fn tabulate(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        for (c, cell) in row.iter().enumerate() {
-            out.push_str(cell);
-            if c + 1 < row.len() {
-                out.push_str(&" ".repeat(widths[c] - cell.chars().count() + 2));
-            }
-        }
-        out.push('\n');
-    }
-    out
-}
-
 fn to_json(files: &[FileInfo]) -> String {
     if files.is_empty() {
         return "[]\n".to_string();
@@ -182,18 +157,4 @@ fn to_json(files: &[FileInfo]) -> String {
         })
         .collect();
     format!("[\n{}\n]\n", items.join(",\n"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_matches_go_tabwriter() {
-        let rows = vec![
-            vec!["level".to_string(), "size".into()],
-            vec!["10".into(), "3".into()],
-        ];
-        assert_eq!(tabulate(&rows), "level  size\n10     3\n");
-    }
 }

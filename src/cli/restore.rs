@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use crate::config::{Database, litestream};
 use crate::replica::{self, FileInfo, ReplicaClient, rfc3339};
 use crate::replication::restore::{self, IntegrityCheck, RestoreError, RestoreOptions, Target};
+use crate::text::{json_str, tabulate};
 
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
@@ -441,26 +442,8 @@ fn dry_run_text(req: &RestoreRequest, replica: &dyn ReplicaClient, files: &[File
         replica::url::redact(&req.source),
         req.output.display(),
         replica.kind(),
-        super::ltx::tabulate(&rows)
+        tabulate(&rows)
     )
-}
-
-/// A JSON string literal.
-pub(crate) fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -474,10 +457,5 @@ mod tests {
         assert!(parse_txid("").is_err());
         assert!(parse_txid("0x2a").is_err());
         assert!(parse_txid("00000000000000002a").is_err());
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
     }
 }

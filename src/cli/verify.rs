@@ -29,11 +29,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::duration::parse_duration;
-use super::restore::{find_database, json_str};
+use super::restore::find_database;
 use crate::replica;
 use crate::replication::db;
 use crate::replication::restore::{self, IntegrityCheck, RestoreError, RestoreOptions, Target};
 use crate::replication::verify::{self, Live, LivePosition, Summary};
+use crate::text::json_str;
 
 pub const EXIT_NOT_COMPARABLE: i32 = 3;
 pub const EXIT_FAILED: i32 = 4;
