@@ -100,41 +100,23 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         })?),
         (None, None) => Target::Latest,
     };
-    if !replica::is_url(&args.source) {
-        // Litestream's `restore DB_PATH`: the replica comes from the configuration, the output
-        // defaults to the database's own path, and `-timestamp` is not checked against the
-        // replica's time range first (as in Litestream).
-        let db = find_database(args.config.as_deref(), !args.no_expand_env, &args.source)?;
-        let request = RestoreRequest {
-            source: args.source.clone(),
-            output: args.output.unwrap_or_else(|| db.path.clone()),
-            target,
-            if_db_not_exists: args.if_db_not_exists,
-            if_replica_exists: args.if_replica_exists,
-            force: args.force,
-            dry_run: args.dry_run,
-            json: args.json,
-            integrity_check,
-            check_time_bounds: false,
-        };
-        if request.if_db_not_exists && exists(&request.output) {
-            eprintln!(
-                "database already exists, skipping: {}",
-                request.output.display()
-            );
-            return Ok(0);
+    // Litestream's `restore DB_PATH`: the replica comes from the configuration, the output
+    // defaults to the database's own path, and `-timestamp` is not checked against the replica's
+    // time range first (as in Litestream). A replica URL needs `-o`.
+    let (output, db) = if replica::is_url(&args.source) {
+        if args.config.is_some() {
+            bail!("cannot specify a replica URL and the -config flag");
         }
-        let replica = crate::supervisor::replica_client(&db.replica);
-        return run_restore(replica.as_ref(), &request);
-    }
-    if args.config.is_some() {
-        bail!("cannot specify a replica URL and the -config flag");
-    }
-    let Some(output) = args.output else {
-        bail!(
-            "-o is required when restoring from a replica URL (litevisor restore -o /path/to/db {})",
-            args.source
-        );
+        let Some(output) = args.output else {
+            bail!(
+                "-o is required when restoring from a replica URL (litevisor restore -o /path/to/db {})",
+                args.source
+            );
+        };
+        (output, None)
+    } else {
+        let db = find_database(args.config.as_deref(), !args.no_expand_env, &args.source)?;
+        (args.output.unwrap_or_else(|| db.path.clone()), Some(db))
     };
     let request = RestoreRequest {
         source: args.source.clone(),
@@ -146,8 +128,9 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         dry_run: args.dry_run,
         json: args.json,
         integrity_check,
-        check_time_bounds: true,
+        check_time_bounds: db.is_none(),
     };
+    // Checked before the replica URL is opened, so a skipped restore never fails on the replica.
     if request.if_db_not_exists && exists(&request.output) {
         eprintln!(
             "database already exists, skipping: {}",
@@ -155,7 +138,10 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    let replica = replica_for(&args.source, None)?;
+    let replica = match &db {
+        Some(db) => crate::supervisor::replica_client(&db.replica),
+        None => replica::open_replica(&args.source)?,
+    };
     run_restore(replica.as_ref(), &request)
 }
 
