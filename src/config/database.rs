@@ -10,6 +10,7 @@ use super::diag::{Loc, Problems, Source};
 use super::tree::{Node, Spanned, TableReader};
 use super::{Database, Replica, RestorePolicy, Secret, values};
 use crate::replica::url::{ReplicaUrl, S3Url, is_url};
+use crate::replication::engine;
 
 /// Reads the `databases` array of the root table.
 pub fn read_all(
@@ -97,16 +98,38 @@ fn read_one(
                 None
             }
         });
-    let sync_interval = duration(&mut t, "sync_interval", Duration::from_secs(1), problems);
+    let sync_interval = duration(
+        &mut t,
+        "sync_interval",
+        engine::DEFAULT_MIN_SYNC_INTERVAL,
+        problems,
+    );
     let checkpoint_interval = duration(
         &mut t,
         "checkpoint_interval",
-        Duration::from_secs(60),
+        engine::DEFAULT_CHECKPOINT_INTERVAL,
         problems,
     );
-    let busy_timeout = duration(&mut t, "busy_timeout", Duration::from_secs(1), problems);
-    let min_checkpoint_page_count = count(&mut t, "min_checkpoint_page_count", 1000, 1, problems);
-    let truncate_page_n = count(&mut t, "truncate_page_n", 121_359, 0, problems);
+    let busy_timeout = duration(
+        &mut t,
+        "busy_timeout",
+        crate::replication::db::DEFAULT_BUSY_TIMEOUT,
+        problems,
+    );
+    let min_checkpoint_page_count = count(
+        &mut t,
+        "min_checkpoint_page_count",
+        engine::DEFAULT_MIN_CHECKPOINT_PAGE_COUNT,
+        1,
+        problems,
+    );
+    let truncate_page_n = count(
+        &mut t,
+        "truncate_page_n",
+        engine::DEFAULT_TRUNCATE_PAGE_N,
+        0,
+        problems,
+    );
     let allow_network_fs = t.bool("allow_network_fs", problems);
     t.finish(problems);
 

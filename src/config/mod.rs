@@ -231,27 +231,24 @@ pub struct Database {
 }
 
 impl Database {
-    /// A database with Litestream's documented defaults for every knob.
+    /// A database with Litestream's documented defaults for every knob (the engine's).
     pub fn new(path: PathBuf, replica: Replica) -> Database {
+        use crate::replication::{db, engine, sync};
         Database {
             path,
             replica,
             restore: RestorePolicy::IfMissing,
-            sync_interval: Duration::from_secs(1),
-            checkpoint_interval: Duration::from_secs(60),
-            min_checkpoint_page_count: 1000,
-            truncate_page_n: 121_359,
-            busy_timeout: Duration::from_secs(1),
+            sync_interval: engine::DEFAULT_MIN_SYNC_INTERVAL,
+            checkpoint_interval: engine::DEFAULT_CHECKPOINT_INTERVAL,
+            min_checkpoint_page_count: engine::DEFAULT_MIN_CHECKPOINT_PAGE_COUNT,
+            truncate_page_n: engine::DEFAULT_TRUNCATE_PAGE_N,
+            busy_timeout: db::DEFAULT_BUSY_TIMEOUT,
             meta_path: None,
-            max_sync_wal_bytes: 64 * 1024 * 1024,
-            levels: vec![
-                Duration::from_secs(30),
-                Duration::from_secs(300),
-                Duration::from_secs(3600),
-            ],
-            snapshot_interval: Duration::from_secs(24 * 3600),
-            snapshot_retention: Duration::from_secs(24 * 3600),
-            l0_retention: Duration::from_secs(300),
+            max_sync_wal_bytes: sync::DEFAULT_MAX_SYNC_WAL_BYTES,
+            levels: engine::DEFAULT_LEVELS.to_vec(),
+            snapshot_interval: engine::DEFAULT_SNAPSHOT_INTERVAL,
+            snapshot_retention: engine::DEFAULT_SNAPSHOT_RETENTION,
+            l0_retention: engine::DEFAULT_L0_RETENTION,
             retention_enabled: true,
             page_encoding: crate::replication::ltx::PageEncoding::Frame,
             allow_network_fs: false,

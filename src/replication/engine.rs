@@ -25,6 +25,20 @@ use crate::replication::meta::{Meta, MetaError, MetaLock};
 use crate::replication::sync::{self, DbFiles, Position, SyncError, SyncOptions, SyncState};
 use crate::replication::{wal, watch};
 
+/// Litestream's defaults for the knobs below; the configuration starts from these too.
+pub const DEFAULT_MIN_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_MIN_CHECKPOINT_PAGE_COUNT: u32 = 1000;
+pub const DEFAULT_TRUNCATE_PAGE_N: u32 = 121_359;
+pub const DEFAULT_LEVELS: [Duration; 3] = [
+    Duration::from_secs(30),
+    Duration::from_secs(300),
+    Duration::from_secs(3600),
+];
+pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_SNAPSHOT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_L0_RETENTION: Duration = Duration::from_secs(300);
+
 /// Checkpoint policy (Litestream's defaults; section 3.5 of the reference).
 #[derive(Clone, Debug)]
 pub struct CheckpointConfig {
@@ -39,9 +53,9 @@ pub struct CheckpointConfig {
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig {
-            min_page_count: 1000,
-            interval: Duration::from_secs(60),
-            truncate_page_n: 121_359,
+            min_page_count: u64::from(DEFAULT_MIN_CHECKPOINT_PAGE_COUNT),
+            interval: DEFAULT_CHECKPOINT_INTERVAL,
+            truncate_page_n: u64::from(DEFAULT_TRUNCATE_PAGE_N),
         }
     }
 }
@@ -79,18 +93,14 @@ impl DbConfig {
             meta_dir: None,
             replica,
             busy_timeout: db::DEFAULT_BUSY_TIMEOUT,
-            min_sync_interval: Duration::from_secs(1),
+            min_sync_interval: DEFAULT_MIN_SYNC_INTERVAL,
             max_sync_wal_bytes: sync::DEFAULT_MAX_SYNC_WAL_BYTES,
             checkpoint: CheckpointConfig::default(),
             encoding: PageEncoding::Frame,
-            levels: vec![
-                Duration::from_secs(30),
-                Duration::from_secs(300),
-                Duration::from_secs(3600),
-            ],
-            snapshot_interval: Duration::from_secs(24 * 3600),
-            snapshot_retention: Duration::from_secs(24 * 3600),
-            l0_retention: Duration::from_secs(300),
+            levels: DEFAULT_LEVELS.to_vec(),
+            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            snapshot_retention: DEFAULT_SNAPSHOT_RETENTION,
+            l0_retention: DEFAULT_L0_RETENTION,
             retention_enabled: true,
             force_snapshot: false,
             allow_network_fs: false,
