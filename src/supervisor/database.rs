@@ -128,6 +128,14 @@ impl DbShared {
         self.lock().state = state;
     }
 
+    /// Marks the database failed with `why` (shown by `litevisor status`); the unit's end.
+    fn fail(&self, why: String) -> Ended {
+        let mut inner = self.lock();
+        inner.state = "failed";
+        inner.error = Some(why.clone());
+        ended(Why::Failed(why))
+    }
+
     /// The status row: a short lock plus, while replicating, the engine's own short status lock.
     pub fn row(&self) -> DatabaseRow {
         let inner = self.lock();
@@ -195,7 +203,7 @@ impl RestoreUnit {
                 let _ = tx.send(restore_if_needed(&db));
             });
         if let Err(e) = spawned {
-            return self.fail(format!(
+            return self.shared.fail(format!(
                 "database {name}: cannot start the restore thread: {e}"
             ));
         }
@@ -213,8 +221,8 @@ impl RestoreUnit {
                     );
                     self.shared.lock().restore = Some(format!("restored txid {txid:016x}"));
                 }
-                Ok(Err(e)) => return self.fail(format!("database {name}: {e}")),
-                Err(_) => return self.fail(format!("database {name}: the restore thread died")),
+                Ok(Err(e)) => return self.shared.fail(format!("database {name}: {e}")),
+                Err(_) => return self.shared.fail(format!("database {name}: the restore thread died")),
             },
             _ = ctl.next_order() => {
                 tracing::info!("database {name}: restore abandoned (stopping)");
@@ -225,13 +233,6 @@ impl RestoreUnit {
         self.shared.set_state("restored");
         ctl.ready();
         ended(Why::Exited)
-    }
-
-    fn fail(&self, why: String) -> Ended {
-        let mut inner = self.shared.lock();
-        inner.state = "failed";
-        inner.error = Some(why.clone());
-        ended(Why::Failed(why))
     }
 }
 
@@ -327,7 +328,7 @@ impl ReplicateUnit {
                 let _ = started_tx.send(result.map_err(|e| e.to_string()));
             });
         if let Err(e) = spawned {
-            return self.fail(format!(
+            return self.shared.fail(format!(
                 "database {name}: cannot start the replication thread: {e}"
             ));
         }
@@ -362,10 +363,10 @@ impl ReplicateUnit {
                             }
                         }
                         Ok(Err(e)) => {
-                            return self.fail(format!("database {name}: cannot replicate: {e}"));
+                            return self.shared.fail(format!("database {name}: cannot replicate: {e}"));
                         }
                         Err(_) => {
-                            return self.fail(format!("database {name}: the replication thread died"));
+                            return self.shared.fail(format!("database {name}: the replication thread died"));
                         }
                     }
                 }
@@ -456,13 +457,6 @@ impl ReplicateUnit {
                 let _ = done_tx.send(result);
             })?;
         Ok(done_rx)
-    }
-
-    fn fail(&self, why: String) -> Ended {
-        let mut inner = self.shared.lock();
-        inner.state = "failed";
-        inner.error = Some(why.clone());
-        ended(Why::Failed(why))
     }
 }
 
