@@ -361,19 +361,7 @@ fn line_of(loc: &Loc) -> usize {
 }
 
 fn empty_s3() -> Replica {
-    Replica::S3 {
-        bucket: String::new(),
-        path: String::new(),
-        endpoint: None,
-        region: None,
-        force_path_style: false,
-        skip_verify: false,
-        part_size: None,
-        concurrency: None,
-        storage_class: None,
-        access_key_id: None,
-        secret_access_key: None,
-    }
+    Replica::s3(String::new(), String::new())
 }
 
 /// A replica named by a URL or a plain path, with exactly the rules of `litevisor replicate DB URL`

@@ -1242,19 +1242,10 @@ fn read_replica(
             }
         },
         // A config `path` is the key prefix as written, like Litestream's.
-        (None, _) => Replica::S3 {
-            bucket: String::new(),
-            path: replica_path.map(|(_, p)| p).unwrap_or_default(),
-            endpoint: None,
-            region: None,
-            force_path_style: false,
-            skip_verify: false,
-            part_size: None,
-            concurrency: None,
-            storage_class: None,
-            access_key_id: None,
-            secret_access_key: None,
-        },
+        (None, _) => Replica::s3(
+            String::new(),
+            replica_path.map(|(_, p)| p).unwrap_or_default(),
+        ),
     };
     match &mut replica {
         Replica::File { .. } => {

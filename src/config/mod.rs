@@ -291,6 +291,26 @@ pub enum Replica {
     },
 }
 
+impl Replica {
+    /// An S3 replica at `bucket`/`path` with every other setting left to the backend (credentials
+    /// from the environment); the config parsers start from this and apply their keys.
+    pub fn s3(bucket: String, path: String) -> Replica {
+        Replica::S3 {
+            bucket,
+            path,
+            endpoint: None,
+            region: None,
+            force_path_style: false,
+            skip_verify: false,
+            part_size: None,
+            concurrency: None,
+            storage_class: None,
+            access_key_id: None,
+            secret_access_key: None,
+        }
+    }
+}
+
 impl fmt::Display for Replica {
     /// The replica as a URL, never with credentials.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
