@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::diag::{Loc, Problems, Source};
 use super::tree::{Node, Spanned, TableReader};
-use super::{Database, Replica, RestorePolicy, Secret, values};
+use super::{Database, Replica, RestorePolicy, S3Keys, values};
 use crate::replica::url::{ReplicaUrl, S3Url, is_url};
 use crate::replication::engine;
 
@@ -284,17 +284,23 @@ fn read_replica(
     match &mut replica {
         Replica::File { path: file_path } => {
             let s3_only = [
-                ("bucket", bucket.map(|v| v.loc)),
-                ("endpoint", endpoint.map(|v| v.loc)),
-                ("region", region.map(|v| v.loc)),
-                ("force_path_style", force_path_style.map(|v| v.loc)),
-                ("skip_verify", skip_verify.map(|v| v.loc)),
-                ("access_key_id", access_key_id.map(|v| v.loc)),
-                ("secret_access_key", secret_access_key.map(|v| v.loc)),
+                ("bucket", bucket.as_ref().map(|v| &v.loc)),
+                ("endpoint", endpoint.as_ref().map(|v| &v.loc)),
+                ("region", region.as_ref().map(|v| &v.loc)),
+                (
+                    "force_path_style",
+                    force_path_style.as_ref().map(|v| &v.loc),
+                ),
+                ("skip_verify", skip_verify.as_ref().map(|v| &v.loc)),
+                ("access_key_id", access_key_id.as_ref().map(|v| &v.loc)),
+                (
+                    "secret_access_key",
+                    secret_access_key.as_ref().map(|v| &v.loc),
+                ),
             ];
             for (key, at) in s3_only {
                 if let Some(at) = at {
-                    problems.push(at, format!("`{key}` applies only to s3 replicas"));
+                    problems.push(at.clone(), format!("`{key}` applies only to s3 replicas"));
                 }
             }
             if url.is_none() {
@@ -313,12 +319,6 @@ fn read_replica(
         Replica::S3 {
             bucket: s3_bucket,
             path: s3_path,
-            endpoint: s3_endpoint,
-            region: s3_region,
-            force_path_style: s3_force_path_style,
-            skip_verify: s3_skip_verify,
-            access_key_id: s3_access_key_id,
-            secret_access_key: s3_secret_access_key,
             ..
         } => {
             if let Some(b) = bucket {
@@ -334,25 +334,17 @@ fn read_replica(
                 );
                 return None;
             }
-            if let Some(e) = endpoint {
-                *s3_endpoint = Some(e.value);
-            }
-            if let Some(r) = region {
-                *s3_region = Some(r.value);
-            }
-            // Path-style addressing defaults to on with a custom endpoint (MinIO and friends), like
-            // Litestream; an explicit setting wins.
-            *s3_force_path_style = match force_path_style {
-                Some(v) => v.value,
-                None => *s3_force_path_style || s3_endpoint.is_some(),
-            };
-            if let Some(v) = skip_verify {
-                *s3_skip_verify = v.value;
-            }
-            *s3_access_key_id = access_key_id.map(|v| Secret::new(v.value));
-            *s3_secret_access_key = secret_access_key.map(|v| Secret::new(v.value));
         }
     }
+    replica.apply_s3_keys(S3Keys {
+        endpoint: endpoint.map(|v| v.value),
+        region: region.map(|v| v.value),
+        force_path_style: force_path_style.map(|v| v.value),
+        skip_verify: skip_verify.map(|v| v.value),
+        access_key_id: access_key_id.map(|v| v.value),
+        secret_access_key: secret_access_key.map(|v| v.value),
+        ..S3Keys::default()
+    });
     Some(replica)
 }
 
@@ -403,6 +395,7 @@ fn s3_replica(s3: S3Url) -> Replica {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     fn parse_url(url: &str) -> Result<Replica, String> {
         replica_from_url(url, Path::new("/cfg"))

@@ -28,8 +28,8 @@ use super::diag::{ConfigError, Loc, Problems};
 use super::env::EnvBuilder;
 use super::program::{DEFAULT_PATH, check_program};
 use super::{
-    Backoff, Config, Database, GiveUp, Readiness, Replica, RestartPolicy, RestorePolicy,
-    SERVICE_NAME_ENV, Secret, Service, ServiceKind,
+    Backoff, Config, Database, GiveUp, Readiness, Replica, RestartPolicy, RestorePolicy, S3Keys,
+    SERVICE_NAME_ENV, Service, ServiceKind,
 };
 use crate::cli::duration::parse_duration;
 use crate::replica::url::{ReplicaUrl, is_url};
@@ -1254,19 +1254,7 @@ fn read_replica(
                 problems.push(here("bucket"), "`bucket` applies only to s3 replicas");
             }
         }
-        Replica::S3 {
-            bucket,
-            endpoint,
-            region,
-            force_path_style,
-            skip_verify,
-            part_size,
-            concurrency,
-            storage_class,
-            access_key_id,
-            secret_access_key,
-            ..
-        } => {
+        Replica::S3 { bucket, .. } => {
             if url.is_some() && had_bucket {
                 problems.push(
                     here("bucket"),
@@ -1284,33 +1272,19 @@ fn read_replica(
                 problems.push(here("bucket"), "an s3 replica needs `bucket` (or `url`)");
                 return None;
             }
-            if let Some(e) = keys.endpoint {
-                *endpoint = Some(with_scheme(&e));
-            }
-            if let Some(r) = keys.region {
-                *region = Some(r);
-            }
-            // Path-style addressing defaults to on with a custom endpoint, like Litestream.
-            *force_path_style = keys
-                .force_path_style
-                .unwrap_or(*force_path_style || endpoint.is_some());
-            if let Some(v) = keys.skip_verify {
-                *skip_verify = v;
-            }
-            if keys.part_size.is_some() {
-                *part_size = keys.part_size;
-            }
-            if keys.concurrency.is_some() {
-                *concurrency = keys.concurrency;
-            }
-            if keys.storage_class.is_some() {
-                *storage_class = keys.storage_class;
-            }
-            // Keys in the file win over the environment (the S3 client falls back to it when unset).
-            *access_key_id = keys.access_key_id.map(Secret::new);
-            *secret_access_key = keys.secret_access_key.map(Secret::new);
         }
     }
+    replica.apply_s3_keys(S3Keys {
+        endpoint: keys.endpoint.map(|e| with_scheme(&e)),
+        region: keys.region,
+        force_path_style: keys.force_path_style,
+        skip_verify: keys.skip_verify,
+        part_size: keys.part_size,
+        concurrency: keys.concurrency,
+        storage_class: keys.storage_class,
+        access_key_id: keys.access_key_id,
+        secret_access_key: keys.secret_access_key,
+    });
     Some((replica, keys.sync_interval))
 }
 
@@ -1333,6 +1307,7 @@ fn with_scheme(endpoint: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     fn load_text(text: &str, overrides: &Overrides) -> (Option<Config>, Problems) {
         let mut problems = Problems::default();

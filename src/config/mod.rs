@@ -309,6 +309,66 @@ impl Replica {
             secret_access_key: None,
         }
     }
+
+    /// Puts a configuration file's S3 keys on an S3 replica (a file replica is left as it is).
+    pub fn apply_s3_keys(&mut self, keys: S3Keys) {
+        let Replica::S3 {
+            endpoint,
+            region,
+            force_path_style,
+            skip_verify,
+            part_size,
+            concurrency,
+            storage_class,
+            access_key_id,
+            secret_access_key,
+            ..
+        } = self
+        else {
+            return;
+        };
+        if keys.endpoint.is_some() {
+            *endpoint = keys.endpoint;
+        }
+        if keys.region.is_some() {
+            *region = keys.region;
+        }
+        // Path-style addressing defaults to on with a custom endpoint (MinIO and friends), like
+        // Litestream; an explicit setting wins.
+        *force_path_style = keys
+            .force_path_style
+            .unwrap_or(*force_path_style || endpoint.is_some());
+        if let Some(v) = keys.skip_verify {
+            *skip_verify = v;
+        }
+        if keys.part_size.is_some() {
+            *part_size = keys.part_size;
+        }
+        if keys.concurrency.is_some() {
+            *concurrency = keys.concurrency;
+        }
+        if keys.storage_class.is_some() {
+            *storage_class = keys.storage_class;
+        }
+        // Keys in the file win over the environment (the S3 client falls back to it when unset).
+        *access_key_id = keys.access_key_id.map(Secret::new);
+        *secret_access_key = keys.secret_access_key.map(Secret::new);
+    }
+}
+
+/// The S3 settings a configuration file gives a replica on top of its URL or `type`; `None` keeps
+/// what the URL said (or the backend's default).
+#[derive(Debug, Default)]
+pub struct S3Keys {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub force_path_style: Option<bool>,
+    pub skip_verify: Option<bool>,
+    pub part_size: Option<u64>,
+    pub concurrency: Option<u64>,
+    pub storage_class: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
 }
 
 impl fmt::Display for Replica {
