@@ -2,7 +2,11 @@
 real Litestream 0.5.17, each printed as one markdown table.
 
 Usage: python3 bench/lib/replbench.py replication|restore|scale
-Environment: LITEVISOR_BIN (the binary to measure), BENCH_QUICK=1 (small workloads, ~1 min each).
+Environment: LITEVISOR_BIN (the binary to measure), BENCH_QUICK=1 (small workloads, one run per cell),
+REPL_ROUNDS (runs per cell of the replication and scale tables; default 3, quick 1).
+
+Every figure is the median (min–max) of several runs; the two tools' runs are interleaved (the order
+alternates from one round to the next) so that a slow spell of the machine hits both.
 
 Everything this starts (moto, the counting proxy's thread, the replicators) is stopped on exit, and
 its temp dirs removed. Nothing is asserted: the figures are for people.
@@ -24,6 +28,7 @@ import time
 import urllib.request
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
+ROUNDS = int(os.environ.get("REPL_ROUNDS") or (1 if QUICK else 3))
 LV = os.environ.get("LITEVISOR_BIN") or "target/release/litevisor"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BUCKET = "bench"
@@ -394,7 +399,32 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
-def steady_run(tool, kind, fast, n, rate, moto=None, proxy=None, idle_secs=0):
+def cell(values, digits=1):
+    """median (min–max) of one tool's runs; just the value for a single run."""
+    values = [v for v in values if v == v]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return fmt(values[0], digits)
+    return f"{fmt(median(values), digits)} ({fmt(min(values), digits)}–{fmt(max(values), digits)})"
+
+
+def row(label, lv, ls, digits=1):
+    """A table row: each tool's runs as median (min–max), and the ratio of the medians."""
+    print(f"| {label} | {cell(lv, digits)} | {cell(ls, digits)} | {ratio(median(lv), median(ls))} |")
+
+
+def rounds(runs, fn):
+    """runs rounds of fn(tool) for both tools, the order alternating from round to round;
+    returns {tool: [result of each round]}."""
+    out = {tool: [] for tool in TOOLS}
+    for r in range(runs):
+        for tool in (TOOLS if r % 2 == 0 else TOOLS[::-1]):
+            out[tool].append(fn(tool))
+    return out
+
+
+def steady_run(tool, kind, fast, n, rate, moto=None, proxy=None):
     """One fresh DB + fresh replica, n transactions at `rate`/s. Returns a dict of figures."""
     work = tempfile.mkdtemp(dir=TMP)
     db = os.path.join(work, "db.sqlite")
@@ -431,21 +461,47 @@ def steady_run(tool, kind, fast, n, rate, moto=None, proxy=None, idle_secs=0):
         if proxy:
             reqs = proxy.snapshot()
             out["req_per_1k"] = {k: v * 1000 / n for k, v in reqs.items()}
-            if idle_secs:
-                # Both tools compact L0 into L1 at wall-clock 30 s boundaries: wait past the next one
-                # (the steady run's data is compacted then) and measure before the one after.
-                time.sleep(30 - time.time() % 30 + 3)
-                proxy.reset()
-                time.sleep(idle_secs)
-                reqs = proxy.snapshot()
-                out["idle_per_h"] = {k: v * 3600 / idle_secs for k, v in reqs.items()}
-        out["watcher_lists"] = watcher.lists
     finally:
         watcher.stop()
         stop(proc)
         conn.close()
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+COMPACTION_PERIOD = 30  # both tools compact L0 into L1 at wall-clock 30 s boundaries
+
+
+def idle_runs(moto, windows, window_secs, result):
+    """Both tools side by side, each on a fresh one-row DB with a default-settings S3 replica behind
+    its own counting proxy, doing nothing. After the first compaction boundary (the initial snapshot
+    is then in L1), `windows` consecutive windows of `window_secs` each; result[tool] gets one dict of
+    requests per hour (by kind) per window. A window of 30 s holds exactly one L1 compaction tick."""
+    procs, proxies = {}, {}
+    try:
+        for tool in TOOLS:
+            proxies[tool] = CountingProxy(moto.port)
+            work = tempfile.mkdtemp(dir=TMP)
+            db = os.path.join(work, "db.sqlite")
+            conn = new_db(db)
+            conn.execute("INSERT INTO t(v) VALUES (x'00')")
+            conn.close()
+            procs[tool] = start_replicator(tool, db, s3_url(proxies[tool].endpoint, f"idle-{tool}"), False, work)
+        deadline = time.monotonic() + 60
+        while not all(moto.list_keys(f"idle-{t}/0000/") for t in TOOLS) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(COMPACTION_PERIOD - time.time() % COMPACTION_PERIOD + 2)
+        for tool in TOOLS:
+            result[tool] = []
+        for _ in range(windows):
+            for p in proxies.values():
+                p.reset()
+            time.sleep(window_secs)
+            for tool in TOOLS:
+                result[tool].append({k: v * 3600 / window_secs for k, v in proxies[tool].snapshot().items()})
+    finally:
+        for p in procs.values():
+            stop(p)
 
 
 def fill(conn, mb):
@@ -520,81 +576,107 @@ TOOLS = ("litevisor", "litestream")
 
 
 def section_replication():
-    n, rate = (2000, 500) if QUICK else (20000, 2000)
-    idle = 10 if QUICK else 25  # must fit between two 30 s compaction boundaries
+    n, rate = (2000, 1000) if QUICK else (20000, 4000)
     bulk_mb = 50 if QUICK else 200
+    windows, window_secs = (1, 15) if QUICK else (3, COMPACTION_PERIOD)
     moto = Moto()
     proxy = CountingProxy(moto.port)
-    res = {}
-    for kind in ("file", "s3"):
-        for fast in (False, True):
-            for tool in TOOLS:
-                res[kind, fast, tool] = steady_run(
-                    tool, kind, fast, n, rate, moto if kind == "s3" else None,
-                    proxy if kind == "s3" else None, idle if (kind == "s3" and not fast) else 0)
-    bulk = {tool: bulk_run(tool, bulk_mb) for tool in TOOLS}
 
-    print(f"Steady workload: {n:,} one-row transactions at {rate}/s from a python3 writer (WAL, "
+    # The idle measurement is timer-bound and takes minutes of wall time: it runs in the background
+    # while the file-replica runs and the bulk loads (which do not touch S3) are measured, and ends
+    # before the S3 runs start.
+    idle, idle_error = {}, []
+
+    def idle_thread():
+        try:
+            idle_runs(moto, windows, window_secs, idle)
+        except Exception as e:  # reported by the main thread
+            idle_error.append(e)
+
+    background = threading.Thread(target=idle_thread, daemon=True)
+    background.start()
+    res = {}
+    for fast in (False, True):
+        res["file", fast] = rounds(ROUNDS, lambda tool: steady_run(tool, "file", fast, n, rate))
+    bulk = rounds(ROUNDS, lambda tool: bulk_run(tool, bulk_mb))
+    background.join()
+    if idle_error:
+        raise idle_error[0]
+    for fast in (False, True):
+        res["s3", fast] = rounds(ROUNDS, lambda tool: steady_run(tool, "s3", fast, n, rate, moto, proxy))
+
+    runs = f"{ROUNDS} run{'s' if ROUNDS > 1 else ''}"
+    print(f"Steady workload: {n:,} one-row transactions at {rate:,}/s from a python3 writer (WAL, "
           "busy_timeout 5000), fresh DB and replica per run. Lag = time from COMMIT returning to the "
           "first L0 file that appears in the replica after it (replica's `ltx/0/` polled every 5 ms; "
-          "for S3 listed in a loop straight against moto). p50/p99 over all transactions of one run. "
+          "for S3 listed in a loop straight against moto); p50/p99 over all transactions of a run. "
           "Settings: *default* = both tools' 1s; *fast* = litevisor `-monitor-interval 0`, "
           "Litestream `monitor-interval: 1ms` + replica `sync-interval: 1ms` (it rejects a "
-          "sync-interval of 0, and a monitor-interval of 0 turns its monitor off).")
+          "sync-interval of 0, and a monitor-interval of 0 turns its monitor off). "
+          f"Each cell: median (min–max) of {runs} per tool, the tools interleaved; ratio of the medians.")
     print()
     print("| metric | litevisor | Litestream 0.5.17 | litevisor / Litestream |")
     print("|---|---|---|---|")
 
-    def row(label, a, b, digits=1):
-        print(f"| {label} | {fmt(a, digits)} | {fmt(b, digits)} | {ratio(a, b)} |")
+    def col(runs_by_tool, tool, key, scale=1.0):
+        return [r[key] * scale for r in runs_by_tool[tool]]
+
+    def both(runs_by_tool, key, scale=1.0):
+        return col(runs_by_tool, "litevisor", key, scale), col(runs_by_tool, "litestream", key, scale)
 
     for kind in ("file", "s3"):
         for fast in (False, True):
-            lv, ls = res[kind, fast, "litevisor"], res[kind, fast, "litestream"]
+            r = res[kind, fast]
             setting = "fast" if fast else "default"
-            row(f"{kind} replica, {setting}: lag p50 (ms)", lv["p50"], ls["p50"])
-            row(f"{kind} replica, {setting}: lag p99 (ms)", lv["p99"], ls["p99"])
-            row(f"{kind} replica, {setting}: replicator CPU for the run (s)", lv["cpu"], ls["cpu"], 2)
-            row(f"{kind} replica, {setting}: replicator peak RSS (MiB)", lv["hwm"] / 1024, ls["hwm"] / 1024)
-            for r, name in ((lv, "litevisor"), (ls, "Litestream")):
-                if r["rate"] < 0.9 * rate:
-                    print(f"| {kind} {setting}: writer fell behind beside {name} (txn/s) | {r['rate']:.0f} | | |")
-                if r["missed"]:
-                    print(f"| {kind} {setting}: {name} commits never seen in the replica | {r['missed']} | | |")
+            row(f"{kind} replica, {setting}: lag p50 (ms)", *both(r, "p50"))
+            row(f"{kind} replica, {setting}: lag p99 (ms)", *both(r, "p99"))
+            row(f"{kind} replica, {setting}: replicator CPU for the run (s)", *both(r, "cpu"), 2)
+            row(f"{kind} replica, {setting}: replicator peak RSS (MiB)", *both(r, "hwm", 1 / 1024))
+            for tool, name in (("litevisor", "litevisor"), ("litestream", "Litestream")):
+                slowest = min(col(r, tool, "rate"))
+                if slowest < 0.9 * rate:
+                    print(f"| {kind} {setting}: writer fell behind beside {name} (slowest run, txn/s) | "
+                          f"{slowest:.0f} | | |")
+                missed = sum(col(r, tool, "missed"))
+                if missed:
+                    print(f"| {kind} {setting}: {name} commits never seen in the replica (all runs) | {missed} | | |")
     for fast in (False, True):
-        lv, ls = res["s3", fast, "litevisor"], res["s3", fast, "litestream"]
+        r = res["s3", fast]
         setting = "fast" if fast else "default"
         for k in CountingProxy.KINDS:
-            a, b = lv["req_per_1k"][k], ls["req_per_1k"][k]
-            if a or b:
-                row(f"S3, {setting}: {k} requests per 1,000 transactions", a, b)
-    lv, ls = res["s3", False, "litevisor"], res["s3", False, "litestream"]
-    window = f"measured over {idle} s, ×{3600 / idle:.0f}"
-    a, b = sum(lv["idle_per_h"].values()), sum(ls["idle_per_h"].values())
-    print(f"| S3, default, idle: requests per hour, all kinds ({window}) | {fmt(a, 0)} | {fmt(b, 0)} | {ratio(a, b)} |")
+            lv = [x["req_per_1k"][k] for x in r["litevisor"]]
+            ls = [x["req_per_1k"][k] for x in r["litestream"]]
+            if any(lv) or any(ls):
+                row(f"S3, {setting}: {k} requests per 1,000 transactions", lv, ls)
+    scale = f"{window_secs} s window × {3600 / window_secs:.0f}"
+    lv_total = [sum(w.values()) for w in idle["litevisor"]]
+    ls_total = [sum(w.values()) for w in idle["litestream"]]
+    row(f"S3, default, idle: requests per hour, all kinds ({scale})", lv_total, ls_total, 0)
     for k in CountingProxy.KINDS:
-        a, b = lv["idle_per_h"][k], ls["idle_per_h"][k]
-        if a or b:
-            print(f"| S3, default, idle: {k} requests per hour ({window}) | {fmt(a, 0)} | {fmt(b, 0)} | {ratio(a, b)} |")
-    lvb, lsb = bulk["litevisor"], bulk["litestream"]
+        lv = [w[k] for w in idle["litevisor"]]
+        ls = [w[k] for w in idle["litestream"]]
+        if any(lv) or any(ls):
+            row(f"S3, default, idle: {k} requests per hour ({scale})", lv, ls, 0)
     gib = bulk_mb / 1024
     row(f"bulk load {bulk_mb} MiB (4 KiB random rows, 1 MiB/txn), file replica: replicator CPU (s)",
-        lvb["cpu"], lsb["cpu"], 2)
-    row("bulk load: replicator CPU per GiB loaded (s/GiB)", lvb["cpu"] / gib, lsb["cpu"] / gib, 2)
-    row("bulk load: replicator peak RSS (MiB)", lvb["hwm"] / 1024, lsb["hwm"] / 1024)
-    row("bulk load: replica size after exit, all levels (MiB)", lvb["replica_bytes"] / 2**20,
-        lsb["replica_bytes"] / 2**20)
-    row("bulk load: load start → replicator exited after its final sync (s)", lvb["wall"], lsb["wall"])
+        *both(bulk, "cpu"), 2)
+    row("bulk load: replicator CPU per GiB loaded (s/GiB)", *both(bulk, "cpu", 1 / gib), 2)
+    row("bulk load: replicator peak RSS (MiB)", *both(bulk, "hwm", 1 / 1024))
+    row("bulk load: replica size after exit, all levels (MiB)", *both(bulk, "replica_bytes", 1 / 2**20))
+    row("bulk load: load start → replicator exited after its final sync (s)", *both(bulk, "wall"))
     print()
-    print("One run per cell. CPU = utime+stime of the replicator process (/proc/PID/stat) just before "
-          "it is stopped, including its startup; peak RSS = VmHWM. Bulk load: CPU and peak RSS (ru_maxrss) "
-          "of the replicator's whole life from wait4, SIGTERMed right after the load so its final sync "
-          "ships the rest; the replica is then restored by the same tool and checked for every row. "
-          "S3 = moto behind a counting proxy "
-          "(the watcher's own LIST requests go to moto directly and are not counted); idle requests per "
-          "hour are extrapolated from a short idle window after the steady run, placed between two wall-clock "
-          "30 s L1-compaction boundaries once the steady run's data has been compacted (so L2+ "
-          "compactions, every 5 min or more, are not in it).")
+    print(f"Steady and bulk cells: {runs} per tool. CPU = utime+stime of the replicator process "
+          "(/proc/PID/stat) just before it is stopped, including its startup; peak RSS = VmHWM. Bulk "
+          "load: CPU and peak RSS (ru_maxrss) of the replicator's whole life from wait4, SIGTERMed right "
+          "after the load so its final sync ships the rest; the replica is then restored by the same "
+          "tool and checked for every row. S3 = moto behind a counting proxy (the watcher's own LIST "
+          "requests go to moto directly and are not counted). Idle requests per hour: both tools idle "
+          "side by side (own DB, own counting proxy, default settings) after their first L1 compaction, "
+          + (f"{windows} consecutive windows of {window_secs} s (median (min–max) over the windows)"
+             if windows > 1 else f"one window of {window_secs} s")
+          + ", each extrapolated to an hour (a 30 s window holds one L1 compaction tick; the rarer L2+ "
+          "compactions, every 5 min or more, and snapshots are not in it); measured in the background "
+          "of the file and bulk runs, which do not use S3.")
 
 
 def section_restore():
@@ -612,28 +694,30 @@ def section_restore():
     for url in replicas.values():  # written once, by litevisor
         subprocess.run([LV, "replicate", "-once", "-log-level", "error", db, url],
                        env=tool_env(), check=True, stdin=subprocess.DEVNULL)
+    def restore(tool, kind):
+        out = os.path.join(work, f"out-{tool}-{kind}.db")
+        t0 = time.monotonic()
+        subprocess.run([LV if tool == "litevisor" else LS, "restore", "-o", out, replicas[kind]],
+                       env=tool_env(), check=True, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.monotonic() - t0
+        with sqlite3.connect(out) as c:
+            got = c.execute("SELECT count(*) FROM t").fetchone()[0]
+        if got != rows:
+            raise RuntimeError(f"{tool} restored {got} rows from {kind}, expected {rows}")
+        os.remove(out)
+        return wall
+
     res = {}
-    for kind, url in replicas.items():
+    for kind in replicas:
+        by_tool = rounds(runs, lambda tool: restore(tool, kind))
         for tool in TOOLS:
-            times = []
-            for i in range(runs):
-                out = os.path.join(work, f"out-{tool}-{kind}-{i}.db")
-                exe = LV if tool == "litevisor" else LS
-                t0 = time.monotonic()
-                subprocess.run([exe, "restore", "-o", out, url], env=tool_env(), check=True,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-                times.append(time.monotonic() - t0)
-                with sqlite3.connect(out) as c:
-                    got = c.execute("SELECT count(*) FROM t").fetchone()[0]
-                if got != rows:
-                    raise RuntimeError(f"{tool} restored {got} rows from {kind}, expected {rows}")
-                os.remove(out)
-            res[kind, tool] = times
+            res[kind, tool] = by_tool[tool]
     print(f"A {size / 2**20:.0f} MiB database ({rows:,} rows of 4 KiB random bytes) replicated once by "
           f"`litevisor replicate -once` (one snapshot L0 file); then restored {runs} times by each "
           "tool from the SAME replica, each restore checked for the full row count. "
-          f"Wall time of the `restore -o` process, median (min–max) of {runs}; throughput = DB size / median.")
+          f"Wall time of the `restore -o` process, median (min–max) of {runs} per tool, the tools "
+          "interleaved; throughput = DB size / median.")
     print()
     print("| metric | litevisor | Litestream 0.5.17 | litevisor / Litestream |")
     print("|---|---|---|---|")
@@ -648,36 +732,41 @@ def section_restore():
 
 def section_scale():
     sizes = (100, 300) if QUICK else (100, 1000)
-    idle = 10 if QUICK else 30
+    idle = 5 if QUICK else 10
+    runs = f"{ROUNDS} run{'s' if ROUNDS > 1 else ''}"
     print(f"N small databases (one table, one row, WAL) each with its own file replica, all in ONE "
-          f"replicator process. After every replica has its first L0 file: CPU (utime+stime) over "
-          f"an idle window of {idle} s and RSS at its end.")
+          f"replicator process (`replicate -config` of the same litestream.yml, default settings). "
+          f"After every replica has its first L0 file: CPU (utime+stime) over an idle window of "
+          f"{idle} s and RSS at its end. Median (min–max) of {runs} per tool, each a fresh process on "
+          "fresh DBs and replicas, the tools interleaved; ratio of the medians.")
     print()
     print("| metric | litevisor | Litestream 0.5.17 | litevisor / Litestream |")
     print("|---|---|---|---|")
     for n in sizes:
-        figures = {tool: scale_run(tool, n, idle) for tool in ("litevisor", "litestream")}
-        lv, ls = figures["litevisor"], figures["litestream"]
-        rows = [
-            ("start → every replica has its first L0 (s)", 0, 1),
-            (f"idle CPU over {idle} s (s)", 1, 2),
-            ("idle RSS (MiB)", 2, 1),
-            ("peak RSS (MiB)", 3, 1),
-            ("threads", 4, 0),
+        figures = rounds(ROUNDS, lambda tool: scale_run(tool, n, idle))
+        labels = [
+            ("start → every replica has its first L0 (s)", 1),
+            (f"idle CPU over {idle} s (s)", 2),
+            ("idle RSS (MiB)", 1),
+            ("peak RSS (MiB)", 1),
+            ("threads", 0),
         ]
-        for label, i, digits in rows:
-            print(f"| {n:,} DBs: {label} | {fmt(lv[i], digits)} | {fmt(ls[i], digits)} | {ratio(lv[i], ls[i])} |")
+        for i, (label, digits) in enumerate(labels):
+            row(f"{n:,} DBs: {label}", [f[i] for f in figures["litevisor"]],
+                [f[i] for f in figures["litestream"]], digits)
 
 
 def scale_run(tool, n, idle):
     """(startup s, idle CPU s, RSS MiB, peak RSS MiB, threads) of one `tool replicate -config` of n DBs."""
     work = tempfile.mkdtemp(dir=TMP)
+    template = os.path.join(work, "template.sqlite")
+    c = new_db(template)
+    c.execute("INSERT INTO t(v) VALUES (x'00')")
+    c.close()  # the last connection checkpoints the WAL away: one self-contained file in WAL mode
     pairs = []
     for i in range(n):
         db = os.path.join(work, f"db{i}.sqlite")
-        c = new_db(db)
-        c.execute("INSERT INTO t(v) VALUES (x'00')")
-        c.close()
+        shutil.copyfile(template, db)
         pairs.append((db, "file://" + os.path.join(work, f"replica{i}")))
     t0 = time.monotonic()
     proc = start_from_config(tool, pairs, work)
@@ -686,7 +775,7 @@ def scale_run(tool, n, idle):
         pending = {os.path.join(work, f"replica{i}", "ltx", "0") for i in range(n)}
         while pending and time.monotonic() < deadline and proc.poll() is None:
             pending = {p for p in pending if not (os.path.isdir(p) and os.listdir(p))}
-            time.sleep(0.2)
+            time.sleep(0.1)
         if pending:
             return (float("nan"),) * 5
         startup = time.monotonic() - t0
