@@ -160,3 +160,50 @@ fn own_checkpoints_restart_the_wal_without_snapshots() {
     let restored = litestream_restore(&replica, &dir.path().join("out.db"));
     assert_same_rows(&db, &restored);
 }
+
+/// A SIGKILLed replicator runs no final sync, but what the app committed is still in the WAL: the
+/// next start continues from the local state at the next TXID without a snapshot, and the replica
+/// ends up with every row.
+#[test]
+fn sigkill_then_restart_resumes_without_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    let lv = Replicator::litevisor(&db, &replica, &[]);
+    insert(&mut c, 0..200, 20);
+    wait_for(&lv, "the rows replicated", Duration::from_secs(30), || {
+        max_l0(&replica) > 0
+            && rows(&litevisor_restore(&replica, &dir.path().join("probe.db"))).len() == 200
+    });
+    let prev = max_l0(&replica);
+    drop(lv); // SIGKILL: no final sync, the meta dir stays as the last sync left it
+
+    insert(&mut c, 200..300, 10); // committed while no replicator runs; the app keeps its connection
+    let lv = Replicator::litevisor(&db, &replica, &[]);
+    wait_for(
+        &lv,
+        "the rows written while down",
+        Duration::from_secs(30),
+        || max_l0(&replica) > prev,
+    );
+    insert(&mut c, 300..350, 10);
+    let log_path = lv.log.clone();
+    let status = lv.stop();
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains("wrote snapshot L0"),
+        "resumed with a snapshot:\n{log}"
+    );
+    let (_, min, _, wal_offset, _) = ltx_header(&l0_path(&replica, prev + 1));
+    assert_eq!(min, prev + 1, "TXIDs continue");
+    assert!(
+        wal_offset > 32,
+        "an incremental L0, not a snapshot (WAL offset {wal_offset})"
+    );
+    drop(c);
+    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
+    assert_same_rows(&db, &restored);
+}
