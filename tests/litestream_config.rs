@@ -8,7 +8,7 @@ mod replicate_support;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use replicate_support::*;
 
@@ -42,35 +42,13 @@ fn write_config(dir: &Path, body: &str) -> String {
 
 /// A `replicate` started in the background with its stderr in a log file.
 fn spawn_replicate(dir: &Path, args: &[&str]) -> Replicator {
-    let log = dir.join(format!("replicate-{}.log", args.len()));
-    let out = fs::File::create(&log).unwrap();
-    let child = Command::new(LITEVISOR)
-        .arg("replicate")
+    let mut cmd = Command::new(LITEVISOR);
+    cmd.arg("replicate")
         .args(args)
         .current_dir(dir)
         .env("LITEVISOR_SOCKET", dir.join("lv.sock"))
-        .env_remove("AWS_CA_BUNDLE")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("spawn litevisor replicate");
-    Replicator { child, log }
-}
-
-fn wait_exit(r: &mut Replicator, timeout: Duration) -> i32 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = r.child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replicate did not exit; log:\n{}",
-            r.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        .env_remove("AWS_CA_BUNDLE");
+    Replicator::spawn(cmd, dir.join(format!("replicate-{}.log", args.len())))
 }
 
 fn count(db: &Path) -> i64 {
@@ -212,17 +190,7 @@ fn replicate_config_then_restore_by_db_path_and_with_litestream() {
         .env("DATA_DIR", &d)
         .env("LITEVISOR_SOCKET", dir.path().join("lv.sock"))
         .env_remove("AWS_CA_BUNDLE");
-    let log = dir.path().join("replicate.log");
-    let out = fs::File::create(&log).unwrap();
-    let mut r = Replicator {
-        child: child
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap(),
-        log,
-    };
+    let mut r = Replicator::spawn(child, dir.path().join("replicate.log"));
     wait_for(&r, "the first upload", Duration::from_secs(30), || {
         max_l0(&replica) >= 1
     });
@@ -231,7 +199,7 @@ fn replicate_config_then_restore_by_db_path_and_with_litestream() {
     // SIGTERM right after the last commit: the final sync must carry it.
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(r.child.id() as i32, libc::SIGTERM) };
-    let code = wait_exit(&mut r, Duration::from_secs(60));
+    let code = r.wait_exit(Duration::from_secs(60)).code().unwrap_or(-1);
     assert_eq!(code, 0, "log:\n{}", r.log_text());
 
     // litevisor restore DB_PATH: the replica comes from the config.
@@ -312,7 +280,7 @@ fn exec_exit_code_is_the_programs_and_rows_are_replicated() {
         db = db.display()
     );
     let mut r = spawn_replicate(dir.path(), &["-exec", &script, "-config", &config]);
-    let code = wait_exit(&mut r, Duration::from_secs(60));
+    let code = r.wait_exit(Duration::from_secs(60)).code().unwrap_or(-1);
     assert_eq!(code, 3, "log:\n{}", r.log_text());
     assert_eq!(count(&db), 5, "the program ran");
     let restored = litevisor_restore(&replica, &dir.path().join("restored.db"));
@@ -353,7 +321,7 @@ fn exec_killed_by_sigterm_exits_143_after_the_final_sync() {
     drop(c);
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(r.child.id() as i32, libc::SIGTERM) };
-    let code = wait_exit(&mut r, Duration::from_secs(60));
+    let code = r.wait_exit(Duration::from_secs(60)).code().unwrap_or(-1);
     assert_eq!(code, 143, "log:\n{}", r.log_text());
     let restored = litevisor_restore(&replica, &dir.path().join("restored.db"));
     assert_same_rows(&db, &restored);

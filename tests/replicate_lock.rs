@@ -12,37 +12,11 @@ use replicate_support::*;
 
 /// Runs `litevisor replicate ARGS DB URL` expecting it to exit on its own within `limit`.
 fn run_second(db: &Path, replica: &Path, extra: &[&str], limit: Duration) -> (i32, String) {
-    let log = db.with_extension("second.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(LITEVISOR)
-        .arg("replicate")
-        .args(extra)
-        .arg(db)
-        .arg(url(replica))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the second replicator did not exit within {limit:?}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        status.code().unwrap_or(-1),
-        std::fs::read_to_string(&log).unwrap_or_default(),
-    )
+    let mut cmd = Command::new(LITEVISOR);
+    cmd.arg("replicate").args(extra).arg(db).arg(url(replica));
+    let mut second = Replicator::spawn(cmd, db.with_extension("second.log"));
+    let status = second.wait_exit(limit);
+    (status.code().unwrap_or(-1), second.log_text())
 }
 
 fn assert_refusal(code: i32, text: &str, db: &Path, holder_pid: u32) {

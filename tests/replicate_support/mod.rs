@@ -40,7 +40,8 @@ impl Replicator {
         Replicator::spawn(cmd, log)
     }
 
-    fn spawn(mut cmd: Command, log: PathBuf) -> Replicator {
+    /// Spawns `cmd` with its stdout and stderr in the file `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Replicator {
         let out = fs::File::create(&log).unwrap();
         let child = cmd
             .stdin(Stdio::null())
@@ -55,20 +56,27 @@ impl Replicator {
     pub fn stop(mut self) -> ExitStatus {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let status = self.wait_exit(Duration::from_secs(90));
+        if !status.success() {
+            eprintln!("replicator exited {status:?}; log:\n{}", self.log_text());
+        }
+        status
+    }
+
+    /// Waits up to `limit` for the process to exit; past it, fails the test showing the log (the
+    /// process is killed on drop).
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                if !status.success() {
-                    eprintln!("replicator exited {status:?}; log:\n{}", self.log_text());
-                }
                 return status;
             }
             assert!(
                 Instant::now() < deadline,
-                "replicator did not stop; log:\n{}",
+                "the process did not exit within {limit:?}; log:\n{}",
                 self.log_text()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
