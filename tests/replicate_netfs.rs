@@ -43,24 +43,6 @@ impl Drop for FuseMount {
     }
 }
 
-fn replicate(extra: &[&str], db: &Path, replica: &Path) -> (i32, String) {
-    let out = Command::new(LITEVISOR)
-        .arg("replicate")
-        .args(extra)
-        .arg(db)
-        .arg(url(replica))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn a_database_on_fuse_is_refused_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();

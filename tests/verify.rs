@@ -10,18 +10,7 @@ use std::process::Command;
 use replicate_support::*;
 
 fn verify(db: &Path, replica: &Path, extra: &[&str]) -> (i32, String, String) {
-    let out = Command::new(LITEVISOR)
-        .arg("verify")
-        .args(extra)
-        .arg(db)
-        .arg(url(replica))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_on(&[&["verify"], extra].concat(), db, replica)
 }
 
 /// Every byte of the database, its WAL and its meta directory (verify must leave them as they are).

@@ -273,22 +273,30 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Runs `litevisor replicate -once ... DB URL`, returns (exit code, combined output).
-pub fn once(db: &Path, replica: &Path, extra: &[&str]) -> (i32, String) {
+/// Runs `litevisor ARGS... DB URL` to completion: (exit code, stdout, stderr).
+pub fn run_on(args: &[&str], db: &Path, replica: &Path) -> (i32, String, String) {
     let out = Command::new(LITEVISOR)
-        .arg("replicate")
-        .arg("-once")
-        .args(extra)
+        .args(args)
         .arg(db)
         .arg(url(replica))
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `litevisor replicate ... DB URL`, returns (exit code, combined output).
+pub fn replicate(extra: &[&str], db: &Path, replica: &Path) -> (i32, String) {
+    let (code, stdout, stderr) = run_on(&[&["replicate"], extra].concat(), db, replica);
+    (code, stdout + &stderr)
+}
+
+/// Runs `litevisor replicate -once ... DB URL`, returns (exit code, combined output).
+pub fn once(db: &Path, replica: &Path, extra: &[&str]) -> (i32, String) {
+    replicate(&[&["-once"], extra].concat(), db, replica)
 }
 
 pub fn count_matches(text: &str, needle: &str) -> usize {
