@@ -281,14 +281,7 @@ fn restore_if_replica_exists(
     replica: &dyn crate::replica::ReplicaClient,
     db: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let has_data = [0u8, crate::replication::ltx::SNAPSHOT_LEVEL]
-        .iter()
-        .map(|l| replica.ltx_files(*l).map(|f| !f.is_empty()))
-        .collect::<Result<Vec<_>, _>>()
-        .context("list replica")?
-        .into_iter()
-        .any(|b| b);
-    if !has_data {
+    if !restore::has_data(replica).context("list replica")? {
         info!(db = %db.display(), "no database and no replica data: starting empty");
         return Ok(());
     }

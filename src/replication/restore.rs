@@ -94,6 +94,17 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Res
     }
 }
 
+/// Whether any level of the replica holds a file. Compaction and retention may have emptied L0 before
+/// any snapshot exists, so every level is looked at (stopping at the first non-empty one).
+pub fn has_data(replica: &dyn ReplicaClient) -> Result<bool, ReplicaError> {
+    for level in 0..=SNAPSHOT_LEVEL {
+        if !replica.ltx_files(level)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Litestream's `CalcRestorePlan` over the replica's listings.
 pub fn plan(replica: &dyn ReplicaClient, target: Target) -> Result<Vec<FileInfo>, RestoreError> {
     let mut levels: Vec<Vec<FileInfo>> = Vec::with_capacity(SNAPSHOT_LEVEL as usize + 1);
@@ -624,6 +635,18 @@ pub fn timestamp_to_time(ms: i64) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_with_files_only_in_a_middle_level_has_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = crate::replica::file::FileReplica::new(dir.path());
+        assert!(!has_data(&replica).unwrap(), "an empty replica");
+        // L0 trimmed by retention and no snapshot yet: only L2 holds the history.
+        let l2 = replica.level_dir(2);
+        fs::create_dir_all(&l2).unwrap();
+        fs::write(l2.join(crate::replica::ltx_file_name(1, 9)), b"x").unwrap();
+        assert!(has_data(&replica).unwrap());
+    }
 
     fn f(level: u8, min: u64, max: u64, created_s: u64) -> FileInfo {
         FileInfo {

@@ -31,7 +31,6 @@ use crate::replica::ReplicaClient;
 use crate::replica::file::FileReplica;
 use crate::replica::s3::{S3Options, S3Replica};
 use crate::replication::engine::{DbConfig, FinalSync, Replicator, Status};
-use crate::replication::ltx::SNAPSHOT_LEVEL;
 use crate::replication::restore::{self, RestoreOptions, Target};
 
 /// The engine's settings for one configured database. One plain field-to-field mapping, so every
@@ -253,7 +252,7 @@ fn restore_if_needed(db: &Database) -> Result<Restored, String> {
         return Ok(Restored::Kept("the file exists"));
     }
     let replica = replica_client(&db.replica);
-    if !has_data(&*replica).map_err(|e| {
+    if !restore::has_data(&*replica).map_err(|e| {
         format!(
             "cannot list the replica {} to decide whether to restore: {e}",
             db.replica
@@ -283,17 +282,6 @@ fn restore_if_needed(db: &Database) -> Result<Restored, String> {
         bytes: u64::from(report.pages) * u64::from(report.page_size),
         took: started.elapsed(),
     })
-}
-
-/// Whether any level of the replica holds a file. Compaction and retention may have emptied L0, so
-/// every level is looked at (stopping at the first non-empty one).
-fn has_data(replica: &dyn ReplicaClient) -> Result<bool, crate::replica::ReplicaError> {
-    for level in 0..=SNAPSHOT_LEVEL {
-        if !replica.ltx_files(level)?.is_empty() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// The longrun that replicates one database; its stop is the final sync.
