@@ -34,7 +34,7 @@ const MAX_PAGE_SIZE: u32 = 65536;
 const PENDING_BYTE: u32 = 0x4000_0000;
 /// Slice-by-16 tables (32 KiB, built at compile time): ~5x the byte-wise table's throughput, and the
 /// file checksum covers every decompressed byte.
-const CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_GO_ISO);
+pub(crate) const CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_GO_ISO);
 const READ_BUFFER_SIZE: usize = 64 << 10;
 
 const LZ4_FRAME_MAGIC: u32 = 0x184D_2204;

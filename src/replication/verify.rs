@@ -27,15 +27,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crc::{CRC_64_GO_ISO, Crc, Table};
 use rusqlite::{Connection, OpenFlags};
 
-use crate::replication::ltx::{self, Header};
+use crate::replication::ltx::{self, CHECKSUM_FLAG, CRC64, Header};
 use crate::replication::meta::{Meta, MetaError};
 use crate::replication::wal::{self, WalError};
-
-const CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_GO_ISO);
-const CHECKSUM_FLAG: u64 = 1 << 63;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
