@@ -198,7 +198,6 @@ pub struct Credentials {
 }
 
 /// One `[[databases]]` entry.
-#[allow(dead_code)] // Read by the replication runtime, built on this model.
 #[derive(Debug, Clone)]
 pub struct Database {
     /// The SQLite database file (relative paths resolve against the config file's directory).
