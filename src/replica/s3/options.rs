@@ -21,7 +21,6 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 pub struct Secret(String);
 
 impl Secret {
-    #[allow(dead_code)] // Used by the config layer and the tests.
     pub fn new(s: impl Into<String>) -> Secret {
         Secret(s.into())
     }
