@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use supervisor_support::{BIN, PATIENCE, alive, children_of, read_lines, wait_exit, wait_for};
+use supervisor_support::{BIN, Lv, PATIENCE, alive, children_of, read_lines, wait_exit, wait_for};
+
+/// How long a stopped litevisor may take to exit (final syncs included).
+const STOP_LIMIT: Duration = Duration::from_secs(90);
 
 /// A scratch directory with a config, a socket path of its own and litevisor's logs.
 struct Db {
@@ -228,34 +231,6 @@ fn count_and_max(db: &Path) -> (i64, i64) {
     (parts.next().expect("count"), parts.next().expect("max"))
 }
 
-struct Lv {
-    child: std::process::Child,
-    pid: i32,
-}
-
-impl Lv {
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill has no memory-safety requirements.
-        unsafe { libc::kill(self.pid, sig) };
-    }
-
-    fn wait(&mut self) -> i32 {
-        let status = wait_exit(&mut self.child, Duration::from_secs(90));
-        status.code().expect("litevisor was killed by a signal")
-    }
-}
-
-impl Drop for Lv {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            // SAFETY: as above; a PID-1 litevisor takes its namespace down with it.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// SIGTERM while the app writes as fast as it can (so the stop lands in the middle of syncs): the
 /// exit code is the app's, and the replica holds exactly what the app committed.
 fn stop_while_writing(trap: bool, pid1: bool) {
@@ -267,7 +242,7 @@ fn stop_while_writing(trap: bool, pid1: bool) {
     let mut lv = db.start(pid1);
     db.wait_committed(60);
     lv.signal(libc::SIGTERM);
-    let code = lv.wait();
+    let code = lv.wait(STOP_LIMIT);
     let log = db.stderr();
     assert_eq!(
         code,
@@ -318,7 +293,7 @@ fn restores_before_the_app_starts_unless_policy_never() {
         "pragma journal_mode=wal; create table big(b); \
          insert into big select randomblob(1000000) from generate_series(1, 24)",
     );
-    let code = db.start(false).wait();
+    let code = db.start(false).wait(STOP_LIMIT);
     assert_eq!(code, 0, "stderr:\n{}", db.stderr());
     assert_eq!(db.events().first().map(String::as_str), Some("first=none"));
     assert_eq!(db.restored(), (40, 40), "stderr:\n{}", db.stderr());
@@ -329,7 +304,7 @@ fn restores_before_the_app_starts_unless_policy_never() {
         let _ = std::fs::remove_file(db.file(f));
     }
     std::fs::remove_dir_all(db.file(".app.db-litestream")).expect("remove meta dir");
-    let code = db.start(false).wait();
+    let code = db.start(false).wait(STOP_LIMIT);
     let log = db.stderr();
     assert_eq!(code, 0, "stderr:\n{log}");
     assert_eq!(
@@ -344,7 +319,7 @@ fn restores_before_the_app_starts_unless_policy_never() {
     let never = Db::new(r#"restore = "never""#, r#"LIMIT = "1", THEN = "exit""#);
     std::fs::create_dir_all(never.replica()).expect("mkdir");
     copy_dir(&db.replica(), &never.replica());
-    let code = never.start(false).wait();
+    let code = never.start(false).wait(STOP_LIMIT);
     assert_eq!(code, 0, "stderr:\n{}", never.stderr());
     assert_eq!(
         never.events().first().map(String::as_str),
@@ -362,7 +337,12 @@ fn a_stop_during_the_restore_never_starts_the_app() {
         "pragma journal_mode=wal; create table big(b); \
          insert into big select randomblob(1000000) from generate_series(1, 48)",
     );
-    assert_eq!(db.start(false).wait(), 0, "stderr:\n{}", db.stderr());
+    assert_eq!(
+        db.start(false).wait(STOP_LIMIT),
+        0,
+        "stderr:\n{}",
+        db.stderr()
+    );
     for f in ["app.db", "app.db-wal", "app.db-shm", "events"] {
         let _ = std::fs::remove_file(db.file(f));
     }
@@ -374,7 +354,7 @@ fn a_stop_during_the_restore_never_starts_the_app() {
     });
     assert!(restoring.is_some(), "stderr:\n{}", db.stderr());
     lv.signal(libc::SIGTERM);
-    let code = lv.wait();
+    let code = lv.wait(STOP_LIMIT);
     let log = db.stderr();
     assert_eq!(code, 0, "stderr:\n{log}");
     assert!(
@@ -418,7 +398,7 @@ fn a_database_that_cannot_be_replicated_fails_the_start_up_naming_it() {
         "a second app ran"
     );
     first.signal(libc::SIGTERM);
-    assert_eq!(first.wait(), 143, "stderr:\n{}", db.stderr());
+    assert_eq!(first.wait(STOP_LIMIT), 143, "stderr:\n{}", db.stderr());
     assert_eq!(db.restored(), (3, 3));
 }
 
@@ -459,7 +439,7 @@ fn a_failed_final_sync_turns_exit_0_into_74() {
     std::fs::rename(&l0, db.replica().join("ltx").join("0.moved")).expect("move L0 away");
     std::fs::write(&l0, "not a directory").expect("block L0");
     std::fs::remove_file(db.file("pause")).expect("resume");
-    let code = lv.wait();
+    let code = lv.wait(STOP_LIMIT);
     let log = db.stderr();
     assert_eq!(code, 74, "stderr:\n{log}");
     assert!(log.contains("FINAL SYNC FAILED"), "stderr:\n{log}");
@@ -476,7 +456,7 @@ fn a_nonzero_main_code_is_kept_when_the_final_sync_fails() {
     // One more commit that cannot reach the replica.
     sql(&db.file("app.db"), "insert into t(v) values('late')");
     lv.signal(libc::SIGTERM);
-    let code = lv.wait();
+    let code = lv.wait(STOP_LIMIT);
     let log = db.stderr();
     assert_eq!(code, 3, "stderr:\n{log}");
     assert!(log.contains("FINAL SYNC FAILED"), "stderr:\n{log}");
@@ -535,7 +515,7 @@ fn status_shows_the_services_and_the_database_lag() {
     );
 
     lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(), 143, "stderr:\n{}", db.stderr());
+    assert_eq!(lv.wait(STOP_LIMIT), 143, "stderr:\n{}", db.stderr());
     assert!(!db.socket().exists(), "the socket outlived litevisor");
     let (code, out, err) = status(&db, false);
     assert_eq!(code, 1, "{out}{err}");
@@ -620,7 +600,7 @@ fn s3_replica_with_keys_from_the_config() {
     assert!(shown.contains("\"replica\":\"s3://lv-db/app\""), "{shown}");
     assert!(!shown.contains(&secret), "the secret is in the status");
     lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(), 143, "stderr:\n{}", db.stderr());
+    assert_eq!(lv.wait(STOP_LIMIT), 143, "stderr:\n{}", db.stderr());
     assert!(!db.stderr().contains(&secret), "the secret is in the log");
 
     // Lose the volume: the next start restores from S3 before the app looks.
@@ -631,7 +611,7 @@ fn s3_replica_with_keys_from_the_config() {
     let mut lv = db.start(false);
     db.wait_event("done");
     lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(), 143, "stderr:\n{}", db.stderr());
+    assert_eq!(lv.wait(STOP_LIMIT), 143, "stderr:\n{}", db.stderr());
     assert_eq!(
         db.events().first().map(String::as_str),
         Some("first=20"),
@@ -668,7 +648,7 @@ fn services_ending_on_their_own_stop_the_container_after_a_final_sync() {
         config.replace("main = true", "type = \"oneshot\""),
     )
     .expect("config");
-    let code = db.start(false).wait();
+    let code = db.start(false).wait(STOP_LIMIT);
     let log = db.stderr();
     assert_eq!(code, 0, "stderr:\n{log}");
     assert!(log.contains("every service has ended"), "stderr:\n{log}");
@@ -699,7 +679,7 @@ fn databases_alone_replicate_until_a_stop_signal() {
         "litevisor exited on its own"
     );
     lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(), 0, "stderr:\n{}", db.stderr());
+    assert_eq!(lv.wait(STOP_LIMIT), 0, "stderr:\n{}", db.stderr());
     assert_eq!(db.restored(), (30, 30));
 }
 
@@ -721,7 +701,7 @@ fn an_app_ignoring_sigterm_cannot_eat_the_final_sync_time() {
     db.wait_event("done");
     let stop = std::time::Instant::now();
     lv.signal(libc::SIGTERM);
-    let code = lv.wait();
+    let code = lv.wait(STOP_LIMIT);
     let took = stop.elapsed();
     let log = db.stderr();
     assert_eq!(code, 137, "stderr:\n{log}");
