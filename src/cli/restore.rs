@@ -210,9 +210,8 @@ pub(crate) fn find_database(
 ) -> anyhow::Result<Database> {
     let (file, databases) = configured_databases(config, expand_env)?;
     let wanted = std::path::absolute(db_path).unwrap_or_else(|_| PathBuf::from(db_path));
-    let same = |p: &Path| {
-        p == wanted || matches!((p.canonicalize(), wanted.canonicalize()), (Ok(a), Ok(b)) if a == b)
-    };
+    let real = wanted.canonicalize().ok();
+    let same = |p: &Path| p == wanted || (real.is_some() && p.canonicalize().ok() == real);
     match databases.into_iter().find(|db| same(&db.path)) {
         Some(db) => Ok(db),
         None => bail!(
