@@ -244,7 +244,7 @@ impl Replicator {
             cfg,
             meta,
             db: None,
-            lock: Some(lock),
+            _lock: lock,
             state: SyncState::default(),
             status: status.clone(),
             upload_tx: upload_tx.clone(),
@@ -386,7 +386,8 @@ struct SyncWorker {
     files: DbFiles,
     meta: Meta,
     db: Option<Db>,
-    lock: Option<MetaLock>,
+    /// The single-replicator lock, taken by `start` and held as long as the worker lives.
+    _lock: MetaLock,
     state: SyncState,
     status: Arc<Mutex<Status>>,
     upload_tx: mpsc::Sender<UploadMsg>,
@@ -409,9 +410,6 @@ impl SyncWorker {
             return Err(EngineError::NoDatabase(self.cfg.path.clone()));
         }
         self.meta.prepare()?;
-        if self.lock.is_none() {
-            self.lock = Some(self.meta.lock(&self.cfg.path)?);
-        }
         let mut db = Db::open(&self.cfg.path, self.cfg.busy_timeout)?;
         self.files.page_size = db.page_size();
         let mut wal_file = std::fs::File::open(&self.files.wal).ok();
