@@ -25,7 +25,8 @@ pub struct RunArgs {
     pub remap_exit: Vec<(u8, u8)>,
 
     /// Log level: error, warn, info, debug, trace (or a tracing filter such as `litevisor=debug`)
-    /// [env: LITEVISOR_LOG or LOG_LEVEL] [default: warn].
+    /// [env: LITEVISOR_LOG or LOG_LEVEL] [default: warn, and info for databases: restored, replicating,
+    /// final sync].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
 
@@ -98,8 +99,13 @@ fn grace_from_env() -> anyhow::Result<Duration> {
     }
 }
 
-/// Logs go to stderr, quiet (warn) unless asked. The level comes from `--log-level`, else
-/// `LITEVISOR_LOG`, else Litestream's `LOG_LEVEL`.
+/// Logs go to stderr, quiet (warn) unless asked, except for the few lines of each database's life
+/// (restored, replicating, snapshots, final sync done or failed) that an operator needs to see
+/// without asking. The level comes from `--log-level`, else `LITEVISOR_LOG`, else Litestream's
+/// `LOG_LEVEL`.
+const DEFAULT_LOG_FILTER: &str =
+    "warn,litevisor::supervisor::database=info,litevisor::replication=info";
+
 fn init_logging(flag: Option<&str>) {
     use tracing_subscriber::filter::LevelFilter;
     let env = |name| {
@@ -111,7 +117,7 @@ fn init_logging(flag: Option<&str>) {
         .map(str::to_owned)
         .or_else(|| env("LITEVISOR_LOG"))
         .or_else(|| env("LOG_LEVEL"))
-        .unwrap_or_else(|| "warn".to_owned());
+        .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
