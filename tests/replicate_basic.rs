@@ -464,3 +464,43 @@ fn block_page_encoding_is_restorable_by_litestream() {
     let restored = litestream_restore(&replica, &dir.path().join("out.db"));
     assert_same_rows(&db, &restored);
 }
+
+/// A stop signal that arrives while litevisor is still starting (here: as soon as it has blocked
+/// the stop signals, before it has even read its flags) still gets the database's committed rows to
+/// the replica: the replicator starts for its final sync alone.
+#[test]
+fn a_sigterm_during_start_up_still_runs_the_final_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..40, 10);
+    drop(c);
+
+    let mut lv = Replicator::litevisor(&db, &replica, &[]);
+    let pid = lv.child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stop_signal_blocked(pid) {
+        assert!(Instant::now() < deadline, "litevisor never blocked SIGTERM");
+        std::hint::spin_loop();
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = lv.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{status:?}: {}", lv.log_text());
+    let restored = litevisor_restore(&replica, &dir.path().join("out.db"));
+    assert_same_rows(&db, &restored);
+}
+
+/// SIGTERM (15) is in the process's blocked mask (`SigBlk` of /proc/PID/status).
+fn stop_signal_blocked(pid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+}

@@ -183,15 +183,17 @@ impl RestoreUnit {
     }
 
     async fn supervise(self, mut ctl: Control) -> Ended {
-        if ctl.command() != Command::Run {
-            return ended(Why::Stopped);
-        }
         let name = self.db.path.display().to_string();
-        if self.db.restore == RestorePolicy::Never {
-            tracing::info!("database {name}: restore = \"never\": using the file as it is");
-            self.shared.lock().restore = Some("not attempted (restore = \"never\")".into());
+        // Decided before looking at the orders: when nothing is to be restored, the database is in
+        // place already, and a stop that came first must still let its replicator do the final sync.
+        if let Some(why) = self.nothing_to_restore() {
+            tracing::info!("database {name}: not restored ({why})");
+            self.shared.lock().restore = Some(format!("not restored ({why})"));
             ctl.ready();
             return ended(Why::Exited);
+        }
+        if ctl.command() != Command::Run {
+            return ended(Why::Stopped);
         }
         self.shared.set_state("restoring");
         let (tx, rx) = oneshot::channel();
@@ -232,6 +234,20 @@ impl RestoreUnit {
         self.shared.set_state("restored");
         ctl.ready();
         ended(Why::Exited)
+    }
+}
+
+impl RestoreUnit {
+    /// Why no restore is needed, when that is clear without asking the replica: `restore =
+    /// "never"`, or `if-missing` and the file exists (one stat; no SQLite, no network).
+    fn nothing_to_restore(&self) -> Option<&'static str> {
+        match self.db.restore {
+            RestorePolicy::Never => Some("restore = \"never\""),
+            RestorePolicy::IfMissing if std::fs::symlink_metadata(&self.db.path).is_ok() => {
+                Some("the file exists")
+            }
+            _ => None,
+        }
     }
 }
 
@@ -296,7 +312,9 @@ impl ReplicateUnit {
     }
 
     async fn supervise(self, mut ctl: Control) -> Ended {
-        if ctl.command() != Command::Run {
+        // Started with its stop order already given (the shutdown began before it could start):
+        // it still starts, and the stop order below turns that into the final sync at once.
+        if ctl.command() == Command::Kill {
             return ended(Why::Stopped);
         }
         let name = self.db.path.display().to_string();

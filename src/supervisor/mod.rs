@@ -40,7 +40,9 @@
 //!   is missing and the replica has data), ready when the file is in place. A failed restore or an
 //!   unreadable replica fails the start-up (exit 1) instead of starting the app on an empty database;
 //! - `replicate:<db>`, a longrun depending on it: ready once the engine replicates; its stop order is
-//!   the final sync (WAL -> L0 -> replica, retried until the shutdown deadline).
+//!   the final sync (WAL -> L0 -> replica, retried until the shutdown deadline). A stop that comes
+//!   before it started does not skip it: once its restore is done (or was not needed) it starts for
+//!   the final sync alone; after an abandoned restore it never starts.
 //!
 //! Every service depends on the replicate node of each database in its `databases` list (all of
 //! them by default), so it starts on a restored, replicated database, and the reverse-order stop
@@ -181,6 +183,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             deps: Vec::new(),
             main: false,
             database: true,
+            final_sync: false,
             unit: Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record))),
         });
         nodes.push(Node {
@@ -188,6 +191,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             deps: vec![restore],
             main: false,
             database: true,
+            final_sync: true,
             unit: Box::new(ReplicateUnit::new(db.clone(), Arc::clone(&record))),
         });
         shared.push(record);
@@ -223,6 +227,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             deps,
             main: service.main,
             database: false,
+            final_sync: false,
             unit: Box::new(ProcessService::new(
                 service.clone(),
                 Arc::clone(output),

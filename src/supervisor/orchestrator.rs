@@ -34,6 +34,10 @@ pub struct Node {
     pub main: bool,
     /// A database node (restore or replicator) rather than a service.
     pub database: bool,
+    /// Runs even when the shutdown begins before it started (a replicator: committed transactions
+    /// already in the database must still reach the replica), once its dependencies are satisfied;
+    /// it then starts with its stop order already given.
+    pub final_sync: bool,
     pub unit: Box<dyn Unit>,
 }
 
@@ -79,6 +83,7 @@ struct Slot {
     dependents: Vec<usize>,
     main: bool,
     database: bool,
+    final_sync: bool,
     unit: Option<Box<dyn Unit>>,
     state: State,
     /// Dependents may start (ready longrun, or oneshot that exited 0). Stays true after it ends.
@@ -121,6 +126,7 @@ pub async fn run(
             dependents: Vec::new(),
             main: n.main,
             database: n.database,
+            final_sync: n.final_sync,
             unit: Some(n.unit),
             state: State::Pending,
             satisfied: false,
@@ -317,23 +323,31 @@ impl Orchestrator {
             }
         }
         if self.deadline.is_some() {
+            self.drop_unstartable();
             self.stop_what_can_stop();
         }
     }
 
+    /// Starts every pending node whose dependencies are satisfied. During a shutdown only
+    /// `final_sync` nodes still start, with their stop order already given.
     fn start_what_can_start(&mut self) {
-        if self.deadline.is_some() {
-            return;
-        }
         for i in 0..self.slots.len() {
             let slot = &self.slots[i];
             if slot.state != State::Pending || !slot.deps.iter().all(|&d| self.slots[d].satisfied) {
                 continue;
             }
+            let first_order = match self.deadline {
+                None => Command::Run,
+                Some(_) if !slot.final_sync => continue,
+                Some(_) if self.killed => Command::Kill,
+                Some(deadline) => Command::Stop {
+                    deadline: deadline.into_std(),
+                },
+            };
             let Some(unit) = self.slots[i].unit.take() else {
                 continue;
             };
-            let (command, orders) = watch::channel(Command::Run);
+            let (command, orders) = watch::channel(first_order);
             let control = Control::new(
                 i,
                 self.reports.clone(),
@@ -349,6 +363,26 @@ impl Orchestrator {
             let slot = &mut self.slots[i];
             slot.command = Some(command);
             slot.state = State::Running;
+            slot.stop_sent = first_order != Command::Run;
+        }
+    }
+
+    /// During a shutdown: a pending `final_sync` node whose dependency ended without being
+    /// satisfied (a restore that was abandoned or failed) can never start; it ends unstarted.
+    fn drop_unstartable(&mut self) {
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            if slot.state == State::Pending
+                && slot
+                    .deps
+                    .iter()
+                    .any(|&d| self.slots[d].state == State::Ended && !self.slots[d].satisfied)
+            {
+                let slot = &mut self.slots[i];
+                slot.state = State::Ended;
+                slot.unit = None;
+                self.board.set_ended(i, None);
+            }
         }
     }
 
@@ -374,12 +408,14 @@ impl Orchestrator {
         self.reason = Some(reason);
         self.deadline = Some(Instant::now() + self.settings.shutdown_timeout);
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.state == State::Pending {
+            if slot.state == State::Pending && !slot.final_sync {
                 slot.state = State::Ended;
                 slot.unit = None;
                 self.board.set_ended(i, None);
             }
         }
+        self.drop_unstartable();
+        self.start_what_can_start();
         self.stop_what_can_stop();
     }
 
@@ -398,10 +434,12 @@ impl Orchestrator {
             if slot.state != State::Running || slot.stop_sent {
                 continue;
             }
+            // A pending dependent (a replicator waiting for its restore) does not hold the stop
+            // back: the restore is abandoned, and the replicator then never starts.
             if !slot
                 .dependents
                 .iter()
-                .all(|&d| self.slots[d].state == State::Ended)
+                .all(|&d| self.slots[d].state != State::Running)
             {
                 continue;
             }
