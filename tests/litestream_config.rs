@@ -399,3 +399,34 @@ fn s3_replica_from_the_file_replicated_and_restored_by_both_tools() {
     );
     assert_same_rows(&db, &ls_db);
 }
+
+/// As under Litestream, the `-exec` program sees `LITESTREAM_ACCESS_KEY_ID`/`_SECRET_ACCESS_KEY` as
+/// the `AWS_*` variables its own AWS SDK reads (when those are not set already).
+#[test]
+fn exec_sees_litestream_keys_as_aws_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let seen = dir.path().join("seen");
+    let replica = format!("file://{}", dir.path().join("replica").display());
+    let script = format!(
+        "sh -c 'echo \"$AWS_ACCESS_KEY_ID $AWS_SECRET_ACCESS_KEY\" > {}'",
+        seen.display()
+    );
+    let out = Command::new(LITEVISOR)
+        .args(["replicate", "-exec", &script])
+        .arg(&db)
+        .arg(&replica)
+        .current_dir(dir.path())
+        .env("LITEVISOR_SOCKET", dir.path().join("lv.sock"))
+        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("LITESTREAM_ACCESS_KEY_ID", "AKIDFROMLS")
+        .env("LITESTREAM_SECRET_ACCESS_KEY", "secret-from-ls")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run litevisor");
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let seen = std::fs::read_to_string(&seen).expect("the program ran");
+    assert_eq!(seen.trim(), "AKIDFROMLS secret-from-ls");
+}

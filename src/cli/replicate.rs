@@ -98,6 +98,9 @@ pub struct ReplicateArgs {
 }
 
 pub fn run(args: ReplicateArgs) -> anyhow::Result<i32> {
+    // As under Litestream, an -exec program sees LITESTREAM_ACCESS_KEY_ID/SECRET as the AWS_*
+    // variables its own SDK reads. Here, before any thread exists (it changes the environment).
+    crate::replica::s3::apply_litestream_env();
     init_logging(&args.log_level);
     if !args.more_urls.is_empty() {
         return usage(

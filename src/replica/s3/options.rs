@@ -196,7 +196,6 @@ fn env_nonempty(name: &str) -> Option<String> {
 /// the S3 client resolves the same precedence itself without touching the environment (see
 /// [`litestream_env_keys`]); calling it only matters for code that reads `AWS_*` directly, and it
 /// makes supervised children inherit the `AWS_*` copies as they would under Litestream's `-exec`.
-#[allow(dead_code)] // For the CLI's process start.
 pub fn apply_litestream_env() {
     for (from, to) in [
         ("LITESTREAM_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
