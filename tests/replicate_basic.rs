@@ -504,3 +504,30 @@ fn stop_signal_blocked(pid: i32) -> bool {
         .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
         .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
 }
+
+/// At the fastest setting every commit becomes an L0 file while the uploader lists the local
+/// directory: a listing that races with the renames must not make it skip a file. The replica's L0
+/// chain has no hole, and Litestream restores every row. (The race showed in a release build with
+/// 61 holes in 7,500 files; this debug-build guard does not hit it reliably.)
+#[test]
+fn fast_commits_leave_no_hole_in_the_replica_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    let lv = Replicator::litevisor(&db, &replica, &["-monitor-interval", "0"]);
+    insert(&mut c, 0..6000, 1);
+    let status = lv.stop();
+    assert!(status.success());
+    let files = replica_files(&replica, 0);
+    let holes: Vec<_> = files
+        .windows(2)
+        .filter(|w| w[1].0 != w[0].1 + 1)
+        .map(|w| (w[0].1, w[1].0))
+        .collect();
+    assert!(holes.is_empty(), "holes in the L0 chain: {holes:?}");
+    drop(c);
+    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
+    assert_same_rows(&db, &restored);
+}

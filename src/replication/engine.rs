@@ -853,6 +853,9 @@ struct Uploader {
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// How often a hole in the local L0 listing is listed again (1, 2, ... ms apart) before it is
+/// believed (one more listing always suffices unless a file really is missing).
+const GAP_RELISTS: u64 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 impl Uploader {
@@ -900,6 +903,8 @@ impl Uploader {
         if replica_txid.is_some() {
             let _ = self.upload_pending(false);
         }
+        // A message read ahead while coalescing NewL0s, handled next.
+        let mut next: Option<UploadMsg> = None;
         loop {
             let deadline = self
                 .levels
@@ -908,12 +913,24 @@ impl Uploader {
                 .filter_map(|l| l.due)
                 .chain(self.retry_at)
                 .min();
-            let msg = match deadline {
-                Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            let msg = match (next.take(), deadline) {
+                (Some(msg), _) => Ok(msg),
+                (None, Some(d)) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+                (None, None) => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match msg {
                 Ok(UploadMsg::NewL0) => {
+                    // One upload round covers every L0 written so far: skip the NewL0s queued
+                    // behind this one (at a high commit rate thousands queue up, and each round
+                    // lists the local L0 directory), but keep any other message, in order.
+                    loop {
+                        match rx.try_recv() {
+                            Ok(UploadMsg::NewL0) => continue,
+                            Ok(other) => next = Some(other),
+                            Err(_) => {}
+                        }
+                        break;
+                    }
                     let _ = self.upload_pending(false);
                 }
                 Ok(UploadMsg::Flush(reply)) => {
@@ -987,7 +1004,32 @@ impl Uploader {
         let mut pos = self.replica_txid()?;
         let mut uploaded = 0;
         let start = pos;
-        for txid in self.meta.l0_txids()?.into_iter().filter(|t| *t > start) {
+        let mut txids = self.meta.l0_txids()?;
+        // The sync thread renames L0 files into place one after another, and a directory listing
+        // taken meanwhile may miss one yet show a later one. Every file up to the newest one this
+        // first listing saw was in place before the listing ended, so a listing taken after it
+        // shows them all: upload up to that TXID only, and list again while it shows a hole there.
+        // Uploading past a hole would leave it in the replica's chain for good.
+        let target = txids.last().copied().unwrap_or(start);
+        let contiguous = |txids: &[u64]| {
+            let mut next = start + 1;
+            txids
+                .iter()
+                .filter(|t| **t > start && **t <= target)
+                .all(|t| {
+                    let ok = *t == next;
+                    next = t + 1;
+                    ok
+                })
+        };
+        for attempt in 1..=GAP_RELISTS {
+            if contiguous(&txids) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(attempt));
+            txids = self.meta.l0_txids()?;
+        }
+        for txid in txids.into_iter().filter(|t| *t > start && *t <= target) {
             if txid != pos + 1 {
                 warn!(db = %self.path.display(), replica_txid = pos, txid, "local L0 files do not continue the replica's chain");
             }
