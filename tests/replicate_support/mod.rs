@@ -52,10 +52,17 @@ impl Replicator {
         Replicator { child, log }
     }
 
-    /// SIGTERM, then waits (generously) for the exit status.
+    /// SIGTERM, then waits (generously) for the exit status. The signal is sent once the process
+    /// has taken SIGTERM over (blocked or caught it): sent while it is still being exec'd and
+    /// linked, the default action kills it, and no program can do anything about that.
     pub fn stop(mut self) -> ExitStatus {
+        let pid = self.child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !handles_sigterm(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(pid, libc::SIGTERM) };
         let status = self.wait_exit(Duration::from_secs(90));
         if !status.success() {
             eprintln!("replicator exited {status:?}; log:\n{}", self.log_text());
@@ -94,6 +101,22 @@ impl Drop for Replicator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// SIGTERM is blocked (`SigBlk`: litevisor reads it from a signalfd) or caught (`SigCgt`: Go's
+/// runtime) by the process, per /proc/PID/status. False once it has exited.
+pub fn handles_sigterm(pid: i32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (libc::SIGTERM - 1);
+    status.lines().any(|l| {
+        let mask = l
+            .strip_prefix("SigBlk:")
+            .or_else(|| l.strip_prefix("SigCgt:"));
+        mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & bit != 0)
+    })
 }
 
 fn unique() -> u32 {
