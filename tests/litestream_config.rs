@@ -412,20 +412,23 @@ fn exec_sees_litestream_keys_as_aws_variables() {
         "sh -c 'echo \"$AWS_ACCESS_KEY_ID $AWS_SECRET_ACCESS_KEY\" > {}'",
         seen.display()
     );
-    let out = Command::new(LITEVISOR)
-        .args(["replicate", "-exec", &script])
-        .arg(&db)
-        .arg(&replica)
-        .current_dir(dir.path())
-        .env("LITEVISOR_SOCKET", dir.path().join("lv.sock"))
-        .env_remove("AWS_CA_BUNDLE")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("LITESTREAM_ACCESS_KEY_ID", "AKIDFROMLS")
-        .env("LITESTREAM_SECRET_ACCESS_KEY", "secret-from-ls")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run litevisor");
+    // Empty counts as unset, for litevisor as for Litestream.
+    let out = lv(
+        dir.path(),
+        &[
+            "replicate",
+            "-exec",
+            &script,
+            &db.display().to_string(),
+            &replica,
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("LITESTREAM_ACCESS_KEY_ID", "AKIDFROMLS"),
+            ("LITESTREAM_SECRET_ACCESS_KEY", "secret-from-ls"),
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     let seen = std::fs::read_to_string(&seen).expect("the program ran");
     assert_eq!(seen.trim(), "AKIDFROMLS secret-from-ls");
