@@ -27,6 +27,24 @@ fn lv(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run litevisor")
 }
 
+/// REAL Litestream 0.5.17 restores `db` by its path in `config` into `out`, with every row of `db`.
+fn litestream_restores_from_config(config: &str, db: &Path, out_db: &Path, env: &[(&str, &str)]) {
+    let out = Command::new("litestream")
+        .args(["restore", "-config", config, "-o"])
+        .arg(out_db)
+        .arg(db)
+        .envs(env.iter().copied())
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .expect("run litestream restore");
+    assert!(
+        out.status.success(),
+        "litestream restore -config failed: {}",
+        text(&out).1
+    );
+    assert_same_rows(db, out_db);
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -241,21 +259,12 @@ fn replicate_config_then_restore_by_db_path_and_with_litestream() {
     );
 
     // REAL Litestream reads the same file and restores what litevisor replicated.
-    let ls_db = dir.path().join("litestream-restored.db");
-    let out = Command::new("litestream")
-        .args(["restore", "-config", &config, "-o"])
-        .arg(&ls_db)
-        .arg(&db)
-        .env("DATA_DIR", &d)
-        .env_remove("AWS_CA_BUNDLE")
-        .output()
-        .expect("run litestream restore");
-    assert!(
-        out.status.success(),
-        "litestream restore -config failed: {}",
-        text(&out).1
+    litestream_restores_from_config(
+        &config,
+        &db,
+        &dir.path().join("litestream-restored.db"),
+        &[("DATA_DIR", &d)],
     );
-    assert_same_rows(&db, &ls_db);
 }
 
 #[test]
@@ -383,21 +392,12 @@ fn s3_replica_from_the_file_replicated_and_restored_by_both_tools() {
     assert_same_rows(&db, &restored);
 
     // The same file, read by REAL Litestream, restores it too.
-    let ls_db = dir.path().join("litestream-restored.db");
-    let out = Command::new("litestream")
-        .args(["restore", "-config", &config, "-o"])
-        .arg(&ls_db)
-        .arg(&db)
-        .envs(env)
-        .env_remove("AWS_CA_BUNDLE")
-        .output()
-        .expect("run litestream restore");
-    assert!(
-        out.status.success(),
-        "litestream restore -config failed: {}",
-        text(&out).1
+    litestream_restores_from_config(
+        &config,
+        &db,
+        &dir.path().join("litestream-restored.db"),
+        &env,
     );
-    assert_same_rows(&db, &ls_db);
 }
 
 /// As under Litestream, the `-exec` program sees `LITESTREAM_ACCESS_KEY_ID`/`_SECRET_ACCESS_KEY` as
