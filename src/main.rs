@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod control;
+mod fault;
 mod init;
 mod replica;
 mod replication;

@@ -336,6 +336,71 @@ fn exec_killed_by_sigterm_exits_143_after_the_final_sync() {
     assert_same_rows(&db, &restored);
 }
 
+/// `replicate -exec APP DB URL`, then SIGTERM twice 100 ms apart while the app takes half a second
+/// to stop (GNU `timeout` does this): the app keeps its grace and its exit code, and the final sync
+/// carries every row the database kept.
+#[test]
+fn exec_a_repeated_sigterm_keeps_the_programs_code_and_the_final_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let c = app(&db);
+    create_table(&c);
+    drop(c);
+    let events = dir.path().join("events");
+    let app_script = dir.path().join("app.sh");
+    fs::write(
+        &app_script,
+        format!(
+            "#!/bin/sh\n\
+             trap 'echo term >> {ev}; sleep 0.5; exit 5' TERM\n\
+             i=0\n\
+             while :; do i=$((i+1)); sqlite3 -cmd '.timeout 5000' {db} \"insert into t(id, v) values($i, 'v')\" && echo $i >> {ev}.rows; done\n",
+            ev = events.display(),
+            db = db.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&app_script, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut r = spawn_replicate(
+        dir.path(),
+        &[
+            "-exec",
+            app_script.to_str().unwrap(),
+            "-monitor-interval",
+            "100ms",
+            db.to_str().unwrap(),
+            &url(&replica),
+        ],
+    );
+    let rows_file = dir.path().join("events.rows");
+    wait_for(
+        &r,
+        "the app to commit rows",
+        Duration::from_secs(30),
+        || fs::read_to_string(&rows_file).is_ok_and(|t| t.lines().count() >= 20),
+    );
+    let pid = r.child.id() as i32;
+    // SAFETY (both): kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_for(
+        &r,
+        "the first SIGTERM to be read",
+        Duration::from_secs(30),
+        || r.log_text().contains("SIGTERM received"),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let code = r.wait_exit(Duration::from_secs(60)).code().unwrap_or(-1);
+    let log = r.log_text();
+    assert_eq!(code, 5, "the program's own exit code; log:\n{log}");
+    assert!(log.contains("SIGTERM again"), "log:\n{log}");
+    assert!(!log.contains("FINAL SYNC FAILED"), "log:\n{log}");
+    let restored = litevisor_restore(&replica, &dir.path().join("restored.db"));
+    assert_same_rows(&db, &restored);
+}
+
 #[path = "support/s3_server.rs"]
 mod s3_server;
 

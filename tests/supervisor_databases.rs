@@ -25,13 +25,14 @@ struct Db {
 /// The application: records what it found at start (`first=N`, or `first=none` without a table),
 /// then inserts rows one transaction each (each committed id appended to `committed`) until it
 /// has written `$LIMIT` rows in this run; then, depending on `$THEN`, exits 0 or waits to be stopped.
-/// With `$TRAP` set it exits 3 on SIGTERM, with `$IGNORE` set it ignores SIGTERM, otherwise
-/// SIGTERM kills it.
+/// With `$TRAP` set it exits 3 on SIGTERM, with `$IGNORE` set it ignores SIGTERM, with `$SLOW` set
+/// it takes half a second to stop and exits 5, otherwise SIGTERM kills it.
 const APP: &str = r#"#!/bin/sh
 db="$DIR/app.db"
 sq() { sqlite3 -cmd '.timeout 10000' "$db" "$@"; }
 [ -n "$TRAP" ] && trap 'echo "trapped" >> "$DIR/events"; exit 3' TERM
 [ -n "$IGNORE" ] && trap '' TERM
+[ -n "$SLOW" ] && trap 'echo "term" >> "$DIR/events"; sleep 0.5; exit 5' TERM
 echo "first=$(sq 'select count(*) from t' 2>/dev/null || echo none)" >> "$DIR/events"
 sq 'pragma journal_mode=wal' > /dev/null
 sq 'create table if not exists t(id integer primary key, v text not null)'
@@ -128,6 +129,11 @@ environment = {{ DIR = "{dir}", {app_env} }}
 
     /// Starts litevisor (as PID 1 of a new PID namespace with `pid1`).
     fn start(&self, pid1: bool) -> Lv {
+        self.start_with(pid1, &[])
+    }
+
+    /// [`Db::start`] with more environment for litevisor itself.
+    fn start_with(&self, pid1: bool, env: &[(&str, &str)]) -> Lv {
         let mut cmd = if pid1 {
             let mut c = Command::new("unshare");
             c.args(["--pid", "--fork", "--mount-proc", "--kill-child", BIN]);
@@ -141,6 +147,7 @@ environment = {{ DIR = "{dir}", {app_env} }}
         }
         cmd.env("LITEVISOR_LOG", "info")
             .env("LITEVISOR_SOCKET", self.socket())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(self.file("stdout.log")).expect("stdout.log"))
             .stderr(std::fs::File::create(self.file("stderr.log")).expect("stderr.log"));
@@ -280,6 +287,147 @@ fn sigterm_killed_app_gives_143_and_every_committed_row_replicated() {
 #[test]
 fn as_pid1_sigterm_keeps_every_committed_row() {
     stop_while_writing(true, true);
+}
+
+/// SIGTERM twice, 100 ms apart, while the app takes half a second to stop (GNU `timeout` does
+/// this; so does a signal sent to a group and to its leader): the app keeps its grace and its own
+/// exit code, and the final sync carries every row the database kept.
+#[test]
+fn a_repeated_sigterm_costs_neither_the_apps_exit_code_nor_the_final_sync() {
+    for pid1 in [false, true] {
+        let db = Db::new("", r#"LIMIT = "100000", THEN = "wait", SLOW = "1""#);
+        let mut lv = db.start(pid1);
+        db.wait_committed(30);
+        lv.signal(libc::SIGTERM);
+        wait_for(PATIENCE, || {
+            db.stderr().contains("SIGTERM received").then_some(())
+        })
+        .expect("the first SIGTERM was read");
+        std::thread::sleep(Duration::from_millis(100));
+        lv.signal(libc::SIGTERM);
+        let code = lv.wait(STOP_LIMIT);
+        let log = db.stderr();
+        assert_eq!(
+            code, 5,
+            "pid1={pid1}: the app's own exit code; stderr:\n{log}"
+        );
+        assert!(log.contains("SIGTERM again"), "pid1={pid1}: stderr:\n{log}");
+        assert!(
+            !log.contains("FINAL SYNC FAILED"),
+            "pid1={pid1}: stderr:\n{log}"
+        );
+        assert!(
+            log.contains("final sync done"),
+            "pid1={pid1}: stderr:\n{log}"
+        );
+        let local = count_and_max(&db.file("app.db"));
+        assert_eq!(db.restored(), local, "pid1={pid1}: stderr:\n{log}");
+    }
+}
+
+/// A second Ctrl-C typed on litevisor's terminal cuts the services' grace short (a person wants
+/// out now), but the databases' final sync still runs.
+#[test]
+fn a_second_ctrl_c_on_the_terminal_kills_the_services_but_the_final_sync_runs() {
+    use std::io::Write;
+    let db = Db::new("", r#"LIMIT = "100000", THEN = "wait", IGNORE = "1""#);
+    let config = std::fs::read_to_string(db.file("litevisor.toml")).expect("config");
+    std::fs::write(
+        db.file("litevisor.toml"),
+        config
+            .replace("stop_grace = \"10s\"", "stop_grace = \"60s\"")
+            .replace("shutdown_timeout = \"20s\"", "shutdown_timeout = \"90s\""),
+    )
+    .expect("config");
+    let line = format!(
+        "exec {BIN} --config {} 2> {}",
+        db.file("litevisor.toml").display(),
+        db.file("stderr.log").display()
+    );
+    let mut script = Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env("LITEVISOR_LOG", "info")
+        .env("LITEVISOR_SOCKET", db.socket())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn script(1)");
+    let mut tty = script.stdin.take().expect("stdin");
+    db.wait_committed(30);
+    tty.write_all(b"\x03").expect("type ^C");
+    tty.flush().expect("flush");
+    wait_for(PATIENCE, || {
+        db.stderr().contains("stopping service").then_some(())
+    })
+    .expect("the first ^C started the stop");
+    let second = std::time::Instant::now();
+    tty.write_all(b"\x03").expect("type ^C");
+    tty.flush().expect("flush");
+    let status = wait_exit(&mut script, STOP_LIMIT);
+    let log = db.stderr();
+    assert!(
+        second.elapsed() < Duration::from_secs(30),
+        "the service kept its 60 s grace after the second ^C; stderr:\n{log}"
+    );
+    assert!(log.contains("Ctrl-C again"), "stderr:\n{log}");
+    assert!(log.contains("final sync done"), "stderr:\n{log}");
+    assert!(!log.contains("FINAL SYNC FAILED"), "stderr:\n{log}");
+    assert_eq!(
+        status.code(),
+        Some(137),
+        "the main service was killed; stderr:\n{log}"
+    );
+    let local = count_and_max(&db.file("app.db"));
+    assert_eq!(db.restored(), local, "stderr:\n{log}");
+}
+
+/// A unit that panics (a test-only hook of debug builds) is contained: the panic is logged, and
+/// the stop still runs every database's final sync. A replicator that panics is taken over by a
+/// fresh unit that adopts its engine; a service that panics stops the container (exit 1).
+#[test]
+fn a_panicking_unit_never_costs_the_final_sync() {
+    /// What panics where, whether the test stops litevisor, and the exit code it must give.
+    type Case = (&'static str, fn(&Db) -> String, bool, i32);
+    let replicate = |db: &Db| format!("stop:replicate:{}", db.file("app.db").display());
+    let cases: [Case; 3] = [
+        ("replicator panics at its stop", replicate, true, 3),
+        (
+            "service panics at its stop",
+            |_| "stop:app".to_owned(),
+            true,
+            1,
+        ),
+        (
+            "service panics while running",
+            |_| "ready:app".to_owned(),
+            false,
+            1,
+        ),
+    ];
+    for (what, point, stop, want) in cases {
+        let db = Db::new("", r#"LIMIT = "100000", THEN = "wait", TRAP = "1""#);
+        let mut lv = db.start_with(false, &[("LITEVISOR_TEST_PANIC", &point(&db))]);
+        if stop {
+            db.wait_committed(30);
+            lv.signal(libc::SIGTERM);
+        }
+        let code = lv.wait(STOP_LIMIT);
+        let log = db.stderr();
+        assert_eq!(code, want, "{what}: exit code; stderr:\n{log}");
+        assert!(
+            log.contains("panicked (injected panic"),
+            "{what}: stderr:\n{log}"
+        );
+        assert!(log.contains("final sync done"), "{what}: stderr:\n{log}");
+        assert!(!log.contains("FINAL SYNC FAILED"), "{what}: stderr:\n{log}");
+        assert!(!alive(lv.pid));
+        if db.file("app.db").exists() {
+            let local = count_and_max(&db.file("app.db"));
+            assert_eq!(db.restored(), local, "{what}: stderr:\n{log}");
+        }
+    }
 }
 
 #[test]

@@ -57,6 +57,7 @@ pub fn main() -> i32 {
     // would skip the final sync. Blocked, it stays pending until their signalfd reads it. The other
     // subcommands get the default behaviour back at once.
     let stop_signals = StopSignals::block();
+    report_panics_in_one_line();
     let argv = go_style_flags(std::env::args_os().collect());
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
@@ -92,6 +93,33 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// A panic is a litevisor bug that the supervisor contains (see the orchestrator): it is said in one
+/// log line naming where it happened, with a backtrace only when `RUST_BACKTRACE` asks for one.
+fn report_panics_in_one_line() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        if tracing::dispatcher::has_been_set() {
+            tracing::error!("internal error: thread {thread} panicked{location}: {message}");
+        } else {
+            eprintln!("litevisor: internal error: thread {thread} panicked{location}: {message}");
+        }
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            eprintln!("{backtrace}");
+        }
+    }));
 }
 
 /// The signals that stop litevisor, blocked from process start until a subcommand handles them.

@@ -22,6 +22,16 @@ pub struct SignalInfo {
     pub signal: i32,
     /// The sending process (0 for the kernel; our own pid for e.g. a SIGPIPE raised by our write).
     pub sender: i32,
+    /// `si_code`: how it was sent (`SI_USER` for kill(2), `SI_KERNEL` for the kernel's own).
+    pub code: i32,
+}
+
+impl SignalInfo {
+    /// A SIGINT the kernel sent because someone typed the interrupt character (Ctrl-C) on the
+    /// terminal litevisor runs in: a person at the keyboard, not a process manager.
+    pub fn is_terminal_interrupt(&self) -> bool {
+        self.signal == libc::SIGINT && self.code == libc::SI_KERNEL
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +206,7 @@ impl Reactor {
                 each(SignalInfo {
                     signal: info.ssi_signo as i32,
                     sender: info.ssi_pid as i32,
+                    code: info.ssi_code,
                 });
             }
             if records < batch.len() {

@@ -5,7 +5,8 @@
 //! Life cycle:
 //! - Running: every signal litevisor receives (except SIGCHLD) goes to the child's process group.
 //!   SIGTERM, SIGINT and SIGQUIT also start a shutdown: a grace period, after which the group and all
-//!   our descendants get SIGKILL. A second SIGTERM/SIGINT during shutdown sends SIGKILL at once.
+//!   our descendants get SIGKILL. A repeated stop signal is forwarded again and changes nothing else;
+//!   only a second Ctrl-C typed on litevisor's terminal sends SIGKILL at once.
 //! - Main exited: whatever remains (the child's group, and every descendant: `kill(-1)` as PID 1,
 //!   a /proc walk as subreaper) gets SIGTERM + SIGCONT, then SIGKILL when the grace period ends.
 //!   litevisor exits as soon as it has no children left, with the main program's exit code.
@@ -178,11 +179,14 @@ impl State {
             return;
         }
         let stops = matches!(signal, libc::SIGTERM | libc::SIGINT | libc::SIGQUIT);
-        let escalates = matches!(signal, libc::SIGTERM | libc::SIGINT)
+        // A repeated SIGTERM (GNU `timeout`, a signal sent to a group and to its leader) is only
+        // forwarded again: the program keeps its grace. A person pressing Ctrl-C a second time on
+        // the terminal means "now".
+        let escalates = info.is_terminal_interrupt()
             && (self.shutting_down || self.main_status.get().is_some());
         tracing::debug!(signal = %signal_name(signal), sender = info.sender, "signal received");
         if escalates {
-            tracing::debug!("second stop signal: killing every remaining process now");
+            tracing::debug!("second Ctrl-C: killing every remaining process now");
             self.kill_everyone();
             return;
         }

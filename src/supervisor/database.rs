@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::unit::{Command, Control, Ended, Unit, UnitFuture, Why};
 use crate::config::{Database, Replica, RestorePolicy};
@@ -98,13 +98,24 @@ pub struct DbShared {
 #[derive(Debug, Default)]
 struct DbInner {
     state: &'static str,
-    /// The running engine. Held here (not by the unit) so status requests can read it; taken out
-    /// for the final sync.
-    replicator: Option<Replicator>,
+    engine: Engine,
     /// The engine's status when it was last taken out (after the final sync, the final figures).
     last: Status,
     restore: Option<String>,
     error: Option<String>,
+}
+
+/// Where the database's replication engine is. Held here, not by the replicate unit, so status
+/// requests can read it and a unit that panicked can be replaced without losing it.
+#[derive(Debug, Default)]
+enum Engine {
+    #[default]
+    Idle,
+    /// Its start thread runs; the outcome arrives on the channel.
+    Starting(watch::Receiver<Option<Result<(), String>>>),
+    Running(Replicator),
+    /// Taken out for the final sync, which runs on a thread of its own.
+    FinalSync(watch::Receiver<Option<FinalSync>>),
 }
 
 impl DbShared {
@@ -135,13 +146,107 @@ impl DbShared {
         ended(Why::Failed(why))
     }
 
+    fn engine_idle(&self) -> bool {
+        matches!(self.lock().engine, Engine::Idle)
+    }
+
+    /// Starts the engine on a thread of its own (it blocks on SQLite and the replica), or adopts
+    /// the one already starting or running. The channel settles on the start's outcome.
+    fn start_engine(
+        self: &Arc<Self>,
+        db: &Database,
+    ) -> watch::Receiver<Option<Result<(), String>>> {
+        let mut inner = self.lock();
+        match &inner.engine {
+            Engine::Starting(rx) => return rx.clone(),
+            Engine::Running(_) | Engine::FinalSync(_) => return watch::channel(Some(Ok(()))).1,
+            Engine::Idle => {}
+        }
+        inner.state = "starting";
+        let (tx, rx) = watch::channel(None);
+        inner.engine = Engine::Starting(rx.clone());
+        drop(inner);
+        let db = db.clone();
+        let shared = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("lv-db-start".into())
+            .spawn(move || {
+                let result = Replicator::start(engine_config(&db));
+                let mut inner = shared.lock();
+                let outcome = match result {
+                    Ok(replicator) => {
+                        inner.engine = Engine::Running(replicator);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        inner.engine = Engine::Idle;
+                        Err(e.to_string())
+                    }
+                };
+                let _ = tx.send(Some(outcome));
+            });
+        if let Err(e) = spawned {
+            self.lock().engine = Engine::Idle;
+            return watch::channel(Some(Err(format!(
+                "cannot start the replication thread: {e}"
+            ))))
+            .1;
+        }
+        rx
+    }
+
+    /// Takes the running engine out and runs its final sync on a thread of its own, bounded by
+    /// `deadline`; or follows the final sync already under way. The channel settles on the result
+    /// (it closes without one when there was no engine to sync).
+    fn final_sync(
+        self: &Arc<Self>,
+        deadline: Instant,
+    ) -> std::io::Result<watch::Receiver<Option<FinalSync>>> {
+        let mut inner = self.lock();
+        let replicator = match std::mem::take(&mut inner.engine) {
+            Engine::Running(replicator) => replicator,
+            Engine::FinalSync(rx) => {
+                inner.engine = Engine::FinalSync(rx.clone());
+                return Ok(rx);
+            }
+            other => {
+                inner.engine = other;
+                return Ok(watch::channel(None).1);
+            }
+        };
+        inner.state = "final sync";
+        // What the status shows while the engine is out of the record.
+        inner.last = replicator.status();
+        let (tx, rx) = watch::channel(None);
+        inner.engine = Engine::FinalSync(rx.clone());
+        drop(inner);
+        let shared = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("lv-db-final".into())
+            .spawn(move || {
+                let result =
+                    replicator.shutdown(deadline.saturating_duration_since(Instant::now()));
+                {
+                    let mut inner = shared.lock();
+                    inner.last.txid = result.txid;
+                    inner.last.replica_txid = result.replica_txid;
+                    inner.state = if result.ok() { "stopped" } else { "failed" };
+                    if let Some(e) = &result.error {
+                        inner.error = Some(format!("final sync: {e}"));
+                    }
+                }
+                let _ = tx.send(Some(result));
+            })?;
+        Ok(rx)
+    }
+
     /// The status row: a short lock plus, while replicating, the engine's own short status lock.
     pub fn row(&self) -> DatabaseRow {
         let inner = self.lock();
-        let status = inner
-            .replicator
-            .as_ref()
-            .map_or_else(|| inner.last.clone(), Replicator::status);
+        let status = match &inner.engine {
+            Engine::Running(replicator) => replicator.status(),
+            _ => inner.last.clone(),
+        };
         DatabaseRow {
             path: self.path.display().to_string(),
             replica: self.replica_url.clone(),
@@ -196,6 +301,7 @@ impl RestoreUnit {
             return ended(Why::Stopped);
         }
         self.shared.set_state("restoring");
+        crate::fault::panic_if("start", &format!("restore:{name}"));
         let (tx, rx) = oneshot::channel();
         let db = self.db.clone();
         let spawned = std::thread::Builder::new()
@@ -301,6 +407,10 @@ fn restore_if_needed(db: &Database) -> Result<Restored, String> {
 }
 
 /// The longrun that replicates one database; its stop is the final sync.
+///
+/// The engine and its final sync belong to the database's [`DbShared`] record, not to this unit's
+/// future: should the unit panic, the orchestrator starts a fresh one ([`ReplicateUnit::revive`]),
+/// which adopts the engine (or the final sync already under way) instead of losing it.
 pub struct ReplicateUnit {
     db: Database,
     shared: Arc<DbShared>,
@@ -312,44 +422,23 @@ impl ReplicateUnit {
     }
 
     async fn supervise(self, mut ctl: Control) -> Ended {
-        // Started with its stop order already given (the shutdown began before it could start):
-        // it still starts, and the stop order below turns that into the final sync at once.
-        if ctl.command() == Command::Kill {
+        let name = self.db.path.display().to_string();
+        if ctl.command() == Command::Kill && self.shared.engine_idle() {
+            // Killed before it ever started: nothing was replicated, nothing is lost here.
             return ended(Why::Stopped);
         }
-        let name = self.db.path.display().to_string();
-        let replica_url = self.shared.replica_url.clone();
-        self.shared.set_state("starting");
-        // One short-lived thread starts the engine (it blocks on SQLite and the replica), another
-        // runs the final sync: no thread of ours idles beside the engine's own while it replicates.
-        let (started_tx, mut started_rx) = oneshot::channel::<Result<(), String>>();
-        let db = self.db.clone();
-        let shared = Arc::clone(&self.shared);
-        let spawned = std::thread::Builder::new()
-            .name("lv-db-start".into())
-            .spawn(move || {
-                let result = Replicator::start(engine_config(&db)).map(|replicator| {
-                    shared.lock().replicator = Some(replicator);
-                });
-                let _ = started_tx.send(result.map_err(|e| e.to_string()));
-            });
-        if let Err(e) = spawned {
-            return self.shared.fail(format!(
-                "database {name}: cannot start the replication thread: {e}"
-            ));
-        }
-
-        let mut started = false;
+        let mut started = self.shared.start_engine(&self.db);
+        let mut started_done = false;
         // Set by a stop order; the final sync starts as soon as the engine runs.
         let mut stop_deadline: Option<Instant> = None;
-        let mut done_rx: Option<oneshot::Receiver<FinalSync>> = None;
+        let mut done: Option<watch::Receiver<Option<FinalSync>>> = None;
         loop {
-            if started
-                && done_rx.is_none()
+            if started_done
+                && done.is_none()
                 && let Some(deadline) = stop_deadline
             {
-                match self.final_sync(deadline) {
-                    Ok(rx) => done_rx = Some(rx),
+                match self.shared.final_sync(deadline) {
+                    Ok(rx) => done = Some(rx),
                     Err(e) => {
                         return ended(Why::FinalSyncFailed(format!(
                             "database {name}: FINAL SYNC FAILED: cannot start its thread: {e}"
@@ -358,34 +447,38 @@ impl ReplicateUnit {
                 }
             }
             tokio::select! {
-                result = &mut started_rx, if !started => {
-                    started = true;
+                result = outcome(&mut started), if !started_done => {
+                    started_done = true;
                     match result {
-                        Ok(Ok(())) => {
-                            tracing::info!("database {name}: replicating to {replica_url}");
+                        Some(Ok(())) => {
                             if stop_deadline.is_none() {
+                                tracing::info!(
+                                    "database {name}: replicating to {}",
+                                    self.shared.replica_url
+                                );
                                 self.shared.set_state("replicating");
+                                crate::fault::panic_if("ready", &format!("replicate:{name}"));
                                 ctl.ready();
                             }
                         }
-                        Ok(Err(e)) => {
+                        Some(Err(e)) => {
                             return self.shared.fail(format!("database {name}: cannot replicate: {e}"));
                         }
-                        Err(_) => {
+                        None => {
                             return self.shared.fail(format!("database {name}: the replication thread died"));
                         }
                     }
                 }
-                result = finished(&mut done_rx) => {
+                result = outcome_of(&mut done) => {
                     return match result {
-                        Ok(done) if done.ok() => {
+                        Some(done) if done.ok() => {
                             tracing::info!(
                                 "database {name}: final sync done (txid {:016x} on the replica)",
                                 done.replica_txid
                             );
                             ended(Why::Stopped)
                         }
-                        Ok(done) => {
+                        Some(done) => {
                             let why = done
                                 .error
                                 .unwrap_or_else(|| "the replica is behind".to_owned());
@@ -395,7 +488,7 @@ impl ReplicateUnit {
                                 done.txid, done.replica_txid
                             )))
                         }
-                        Err(_) => ended(Why::FinalSyncFailed(format!(
+                        None => ended(Why::FinalSyncFailed(format!(
                             "database {name}: FINAL SYNC FAILED: the final sync thread died"
                         ))),
                     };
@@ -403,6 +496,7 @@ impl ReplicateUnit {
                 order = ctl.next_order() => match order {
                     Command::Stop { deadline } => {
                         if stop_deadline.is_none() {
+                            crate::fault::panic_if("stop", &format!("replicate:{name}"));
                             let left = deadline.saturating_duration_since(Instant::now());
                             tracing::info!(
                                 "database {name}: final sync (up to {:.1}s)",
@@ -412,12 +506,11 @@ impl ReplicateUnit {
                         }
                     }
                     Command::Kill => {
-                        if !started {
-                            // The engine never ran: nothing was replicated, nothing is lost here.
+                        if !started_done && self.shared.engine_idle() {
                             return ended(Why::Stopped);
                         }
                         return ended(Why::FinalSyncFailed(format!(
-                            "database {name}: FINAL SYNC FAILED: abandoned (second stop signal or shutdown_timeout passed); \
+                            "database {name}: FINAL SYNC FAILED: abandoned (shutdown_timeout passed); \
                              the newest transactions may be only in the local database and its WAL (the next start resumes from there)"
                         )));
                     }
@@ -427,51 +520,24 @@ impl ReplicateUnit {
         }
     }
 
-    /// Takes the running engine out of the shared record and runs its final sync on a thread of its
-    /// own, bounded by `deadline`; the result arrives on the returned channel.
-    fn final_sync(&self, deadline: Instant) -> std::io::Result<oneshot::Receiver<FinalSync>> {
-        let (done_tx, done_rx) = oneshot::channel();
-        let shared = Arc::clone(&self.shared);
-        std::thread::Builder::new()
-            .name("lv-db-final".into())
-            .spawn(move || {
-                let taken = {
-                    let mut inner = shared.lock();
-                    inner.state = "final sync";
-                    let replicator = inner.replicator.take();
-                    if let Some(r) = &replicator {
-                        // What the status shows while the engine is out of the record.
-                        inner.last = r.status();
-                    }
-                    replicator
-                };
-                // Without an engine there is nothing to send: the dropped sender says so.
-                let Some(replicator) = taken else {
-                    return;
-                };
-                let result =
-                    replicator.shutdown(deadline.saturating_duration_since(Instant::now()));
-                {
-                    let mut inner = shared.lock();
-                    inner.last.txid = result.txid;
-                    inner.last.replica_txid = result.replica_txid;
-                    inner.state = if result.ok() { "stopped" } else { "failed" };
-                    if let Some(e) = &result.error {
-                        inner.error = Some(format!("final sync: {e}"));
-                    }
-                }
-                let _ = done_tx.send(result);
-            })?;
-        Ok(done_rx)
+    /// A unit to take over after this database's unit panicked: it adopts whatever the record
+    /// holds (the engine starting or running, or its final sync under way).
+    pub fn revive(db: Database, shared: Arc<DbShared>) -> Box<dyn Unit> {
+        Box::new(Self::new(db, shared))
     }
 }
 
-/// The final sync's result once one runs; never resolves before that.
-async fn finished(
-    rx: &mut Option<oneshot::Receiver<FinalSync>>,
-) -> Result<FinalSync, oneshot::error::RecvError> {
+/// The value a watched outcome settles on; `None` when its thread died without one.
+async fn outcome<T: Clone>(rx: &mut watch::Receiver<Option<T>>) -> Option<T> {
+    // Closed without a value: the thread died (the value, if any, was seen by `wait_for`).
+    let settled = rx.wait_for(Option::is_some).await.ok().map(|v| v.clone());
+    settled.flatten()
+}
+
+/// [`outcome`] once there is something to watch; never resolves before that.
+async fn outcome_of<T: Clone>(rx: &mut Option<watch::Receiver<Option<T>>>) -> Option<T> {
     match rx {
-        Some(rx) => rx.await,
+        Some(rx) => outcome(rx).await,
         None => std::future::pending().await,
     }
 }

@@ -20,8 +20,10 @@
 //!   "shutdown"`, on a start-up failure, or (no main service) when every service has ended. Nodes
 //!   stop in reverse dependency order (one stops once all its dependents are down), each with its
 //!   stop signal, then SIGKILL of its tree after `stop_grace`; one deadline (`shutdown_timeout`)
-//!   bounds it all and, when it passes, everything is killed at once. A second SIGTERM/SIGINT kills
-//!   everything at once. Then leftovers (orphans, escaped descendants) get SIGTERM and, after `grace`
+//!   bounds it all and, when it passes, everything is killed at once. A repeated stop signal is
+//!   forwarded to the services still stopping and changes nothing else (it never costs a final
+//!   sync); a second Ctrl-C on litevisor's terminal kills the services at once, and the final syncs
+//!   still run. Then leftovers (orphans, escaped descendants) get SIGTERM and, after `grace`
 //!   (within the deadline), SIGKILL. litevisor exits the moment no process is left: no fixed sleeps.
 //! - Exit code: the main service's (`128 + N` if a signal killed it, remapped by `--remap-exit`),
 //!   including after a SIGTERM-initiated stop (so `docker stop` of a main that dies of SIGTERM gives
@@ -185,6 +187,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             database: true,
             final_sync: false,
             unit: Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record))),
+            revive: None,
         });
         nodes.push(Node {
             name: format!("replicate:{name}"),
@@ -193,6 +196,10 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             database: true,
             final_sync: true,
             unit: Box::new(ReplicateUnit::new(db.clone(), Arc::clone(&record))),
+            revive: Some({
+                let (db, record) = (db.clone(), Arc::clone(&record));
+                Box::new(move || ReplicateUnit::revive(db.clone(), Arc::clone(&record)))
+            }),
         });
         shared.push(record);
     }
@@ -234,6 +241,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
                 seed.wrapping_add(i as u64)
                     .wrapping_mul(0x9E37_79B9_7F4A_7C15),
             )),
+            revive: None,
         });
     }
     let overview = Overview {

@@ -39,6 +39,9 @@ pub struct Node {
     /// it then starts with its stop order already given.
     pub final_sync: bool,
     pub unit: Box<dyn Unit>,
+    /// Builds the unit that takes over should this one panic (a replicator: its engine lives on
+    /// and its final sync must still run). Without it a panic is a failure of the node.
+    pub revive: Option<Box<dyn Fn() -> Box<dyn Unit> + Send>>,
 }
 
 /// Exit code when everything else says 0 but a database's final sync failed (sysexits' EX_IOERR).
@@ -75,6 +78,8 @@ enum Reason {
     StartupFailed,
     GaveUp(ExitStatus),
     AllEnded,
+    /// A unit panicked (a litevisor bug) and could not be revived.
+    Panicked,
 }
 
 struct Slot {
@@ -85,6 +90,7 @@ struct Slot {
     database: bool,
     final_sync: bool,
     unit: Option<Box<dyn Unit>>,
+    revive: Option<Box<dyn Fn() -> Box<dyn Unit> + Send>>,
     state: State,
     /// Dependents may start (ready longrun, or oneshot that exited 0). Stays true after it ends.
     satisfied: bool,
@@ -102,12 +108,17 @@ struct Orchestrator {
     /// Set when the shutdown starts: everything must be gone by then.
     deadline: Option<Instant>,
     killed: bool,
+    /// Services get SIGKILL instead of their grace (an interactive second Ctrl-C); databases still
+    /// run their final sync.
+    services_killed: bool,
     /// Set once every node ended: when leftovers get SIGKILL.
     sweep_kill_at: Option<Instant>,
     done: bool,
     main_status: Option<ExitStatus>,
     first_failure: Option<i32>,
     final_sync_failed: bool,
+    /// A unit panicked and could not be revived: litevisor does not exit 0.
+    panicked: bool,
 }
 
 /// Runs the graph to the end; returns litevisor's exit code. `board` has one entry per node.
@@ -128,6 +139,7 @@ pub async fn run(
             database: n.database,
             final_sync: n.final_sync,
             unit: Some(n.unit),
+            revive: n.revive,
             state: State::Pending,
             satisfied: false,
             command: None,
@@ -148,11 +160,13 @@ pub async fn run(
         reason: None,
         deadline: None,
         killed: false,
+        services_killed: false,
         sweep_kill_at: None,
         done: false,
         main_status: None,
         first_failure: None,
         final_sync_failed: false,
+        panicked: false,
     };
     o.start_what_can_start();
     o.check_all_ended();
@@ -209,19 +223,26 @@ impl Orchestrator {
                     return; // raised by one of our own writes
                 }
                 match signal {
+                    libc::SIGTERM | libc::SIGINT | libc::SIGQUIT if self.deadline.is_none() => {
+                        tracing::info!("{} received: shutting down", signal_name(signal));
+                        self.begin_shutdown(Reason::Signal);
+                    }
+                    // A repeated stop signal is routine (GNU `timeout`, a signal sent to a group
+                    // and to its leader, an impatient orchestrator): it never costs the final
+                    // sync. Only the deadline, or a SIGKILL of litevisor, cuts the stop short.
+                    libc::SIGINT if info.is_terminal_interrupt() => {
+                        tracing::warn!(
+                            "Ctrl-C again: killing the services now; the databases' final sync still runs"
+                        );
+                        self.kill_services();
+                    }
                     libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => {
-                        if self.deadline.is_some() {
-                            if signal != libc::SIGQUIT {
-                                tracing::warn!(
-                                    "second {}: killing every process now",
-                                    signal_name(signal)
-                                );
-                                self.kill_everything();
-                            }
-                        } else {
-                            tracing::info!("{} received: shutting down", signal_name(signal));
-                            self.begin_shutdown(Reason::Signal);
-                        }
+                        tracing::info!(
+                            "{} again: forwarded to the services still stopping; the stop stays bounded by \
+                             their stop_grace and shutdown_timeout",
+                            signal_name(signal)
+                        );
+                        self.forward_to_services(signal);
                     }
                     _ => self.forward(signal),
                 }
@@ -252,6 +273,17 @@ impl Orchestrator {
         }
     }
 
+    /// A stop signal received again during the shutdown goes to every service still running.
+    fn forward_to_services(&self, signal: i32) {
+        for (i, slot) in self.slots.iter().enumerate() {
+            if !slot.database
+                && let Some(group) = self.board.get(i)
+            {
+                super::child::signal_group(group, signal);
+            }
+        }
+    }
+
     fn on_report(&mut self, report: Report) {
         match report {
             Report::Ready(i) => {
@@ -268,6 +300,11 @@ impl Orchestrator {
     }
 
     fn on_ended(&mut self, i: usize, ended: Ended) {
+        if let Why::Panicked(message) = &ended.why
+            && self.on_panic(i, message)
+        {
+            return;
+        }
         let slot = &mut self.slots[i];
         slot.state = State::Ended;
         slot.command = None;
@@ -279,6 +316,13 @@ impl Orchestrator {
         match &ended.why {
             Why::FinalSyncFailed(why) => {
                 tracing::error!("{why}");
+                self.final_sync_failed = true;
+            }
+            Why::Panicked(_) if self.slots[i].final_sync => {
+                tracing::error!(
+                    "{name}: FINAL SYNC FAILED: its unit panicked twice; the newest transactions may be \
+                     only in the local database and its WAL (the next start resumes from there)"
+                );
                 self.final_sync_failed = true;
             }
             // During a shutdown nothing else reports it (the start-up is over either way).
@@ -300,6 +344,10 @@ impl Orchestrator {
                 Why::Failed(reason) => {
                     tracing::error!("start-up failed: {reason}");
                     self.begin_shutdown(Reason::StartupFailed);
+                }
+                Why::Panicked(_) => {
+                    tracing::error!("{name} cannot go on: shutting down");
+                    self.begin_shutdown(Reason::Panicked);
                 }
                 _ if self.slots[i].main => {
                     let status = ended.status.unwrap_or(ExitStatus::Exited(0));
@@ -348,23 +396,60 @@ impl Orchestrator {
                 continue;
             };
             let (command, orders) = watch::channel(first_order);
-            let control = Control::new(
-                i,
-                self.reports.clone(),
-                orders,
-                std::sync::Arc::clone(&self.board),
-            );
             self.board.set_state(i, NodeState::Starting);
-            let reports = self.reports.clone();
-            tokio::spawn(async move {
-                let ended = unit.run(control).await;
-                let _ = reports.send(Report::Ended(i, ended));
-            });
+            self.spawn_unit(i, unit, orders);
             let slot = &mut self.slots[i];
             slot.command = Some(command);
             slot.state = State::Running;
             slot.stop_sent = first_order != Command::Run;
         }
+    }
+
+    /// Runs `unit` as node `i` on its own task, guarded: whatever happens inside, the orchestrator
+    /// hears how it ended (a panic included), so no stop ever waits for a unit that is gone.
+    fn spawn_unit(&self, i: usize, unit: Box<dyn Unit>, orders: watch::Receiver<Command>) {
+        let control = Control::new(
+            i,
+            self.reports.clone(),
+            orders,
+            std::sync::Arc::clone(&self.board),
+        );
+        let task = tokio::spawn(unit.run(control));
+        let reports = self.reports.clone();
+        tokio::spawn(async move {
+            let ended = match task.await {
+                Ok(ended) => ended,
+                Err(err) => Ended {
+                    status: None,
+                    why: Why::Panicked(panic_message(err)),
+                },
+            };
+            let _ = reports.send(Report::Ended(i, ended));
+        });
+    }
+
+    /// A unit panicked. Its process group (if any) is killed, since nothing supervises it any
+    /// more. A node that can be revived gets a fresh unit under the same orders; any other counts
+    /// as failed: at run time that stops the container, and the databases' final syncs still run.
+    /// Returns whether the node was revived.
+    fn on_panic(&mut self, i: usize, message: &str) -> bool {
+        let name = self.slots[i].name.clone();
+        tracing::error!("{name}: panicked ({message}): this is a litevisor bug, please report it");
+        if let Some(group) = self.board.get(i) {
+            super::child::signal_group(group, libc::SIGKILL);
+        }
+        let slot = &self.slots[i];
+        let (Some(revive), Some(command)) = (&slot.revive, &slot.command) else {
+            self.panicked = true;
+            return false;
+        };
+        tracing::warn!("{name}: taking over with a fresh unit");
+        let unit = revive();
+        let orders = command.subscribe();
+        // One revival per node: a unit that panics again is a failure.
+        self.slots[i].revive = None;
+        self.spawn_unit(i, unit, orders);
+        true
     }
 
     /// During a shutdown: a pending `final_sync` node whose dependency ended without being
@@ -446,7 +531,7 @@ impl Orchestrator {
             let slot = &mut self.slots[i];
             slot.stop_sent = true;
             if let Some(command) = &slot.command {
-                let order = if self.killed {
+                let order = if self.killed || (self.services_killed && !slot.database) {
                     Command::Kill
                 } else if slot.database {
                     Command::Stop {
@@ -470,7 +555,12 @@ impl Orchestrator {
     /// SIGKILL after the grace (within the deadline). Done when no process is left.
     fn begin_sweep(&mut self) {
         let deadline = self.deadline.unwrap_or_else(Instant::now);
-        self.sweep_kill_at = Some((Instant::now() + self.settings.grace).min(deadline));
+        let grace = if self.services_killed {
+            Duration::ZERO
+        } else {
+            self.settings.grace
+        };
+        self.sweep_kill_at = Some((Instant::now() + grace).min(deadline));
         let left = procs::descendants(self.self_pid);
         if left.is_empty() {
             self.done = true;
@@ -506,6 +596,17 @@ impl Orchestrator {
         }
     }
 
+    /// Cuts the services' grace short; database nodes keep their stop order (the final sync).
+    fn kill_services(&mut self) {
+        self.services_killed = true;
+        for slot in self.slots.iter_mut().filter(|s| !s.database) {
+            if let Some(command) = &slot.command {
+                slot.stop_sent = true;
+                let _ = command.send(Command::Kill);
+            }
+        }
+    }
+
     fn kill_everything(&mut self) {
         if self.deadline.is_none() {
             self.begin_shutdown(Reason::Signal);
@@ -526,7 +627,7 @@ impl Orchestrator {
         let code = match self.reason {
             Some(Reason::Main(status)) => map(status.code()),
             Some(Reason::Signal) | None => self.main_status.map_or(0, |s| map(s.code())),
-            Some(Reason::StartupFailed) => 1,
+            Some(Reason::StartupFailed | Reason::Panicked) => 1,
             Some(Reason::GaveUp(status)) => match status.code() {
                 0 => 1,
                 code => code,
@@ -541,7 +642,22 @@ impl Orchestrator {
         } else {
             code
         };
+        // A unit that panicked is a litevisor bug: never report success after one.
+        let code = if self.panicked && code == 0 { 1 } else { code };
         tracing::info!("exiting with code {code}");
         code
     }
+}
+
+/// What a panicked task said, for the log.
+fn panic_message(err: tokio::task::JoinError) -> String {
+    if !err.is_panic() {
+        return "cancelled".to_owned();
+    }
+    let payload = err.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
 }

@@ -284,6 +284,7 @@ impl ProcessService {
                     if gated {
                         *ever_ready = true;
                         tracing::info!("service {name:?} is ready");
+                        crate::fault::panic_if("ready", name);
                         ctl.ready();
                     }
                 }
@@ -299,6 +300,7 @@ impl ProcessService {
                     break RunEnd::Failed(status, format!("service {name:?} {what}"));
                 }
                 order = ctl.next_order() => {
+                    crate::fault::panic_if("stop", name);
                     let status = self.stop(ctl, order, &mut running, &mut tree).await;
                     break RunEnd::Stopped(status);
                 }

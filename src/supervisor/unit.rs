@@ -23,7 +23,7 @@ pub enum Command {
     Stop {
         deadline: Instant,
     },
-    /// Kill at once (second stop signal, or the global deadline passed).
+    /// Kill at once (the global deadline passed; a service: a second Ctrl-C on the terminal).
     Kill,
 }
 
@@ -42,6 +42,8 @@ pub enum Why {
     /// A database's final sync at stop did not get everything committed to the replica. The text
     /// says which database and why; the exit code becomes non-zero (74 instead of 0).
     FinalSyncFailed(String),
+    /// Its task panicked (a litevisor bug); the text is the panic's message.
+    Panicked(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
