@@ -263,25 +263,16 @@ impl Orchestrator {
     /// group when there is no main service (or it is not running).
     fn forward(&self, signal: i32) {
         let main = self.slots.iter().position(|s| s.main);
-        let targets = match main.and_then(|i| self.board.get(i)) {
-            Some(group) => vec![group],
-            None => self.board.all(),
+        let groups = match main {
+            Some(i) if self.board.deliver(i, signal) => 1,
+            _ => self.board.deliver_all(signal, |_| true),
         };
-        tracing::debug!(signal = %signal_name(signal), groups = targets.len(), "forwarding");
-        for group in targets {
-            super::child::signal_group(group, signal);
-        }
+        tracing::debug!(signal = %signal_name(signal), groups, "forwarding");
     }
 
     /// A stop signal received again during the shutdown goes to every service still running.
     fn forward_to_services(&self, signal: i32) {
-        for (i, slot) in self.slots.iter().enumerate() {
-            if !slot.database
-                && let Some(group) = self.board.get(i)
-            {
-                super::child::signal_group(group, signal);
-            }
-        }
+        self.board.deliver_all(signal, |i| !self.slots[i].database);
     }
 
     fn on_report(&mut self, report: Report) {

@@ -101,6 +101,11 @@ pub struct NodeInfo {
     pub restarts: u32,
     /// How its last process ended, if one did.
     pub last_exit: Option<ExitStatus>,
+    /// A process is being spawned: it may already run (and be waiting for a signal) before the
+    /// spawning thread records its group.
+    spawning: bool,
+    /// Signals that arrived while `spawning`: sent the moment the group is recorded.
+    held: Vec<i32>,
 }
 
 /// Every node's [`NodeInfo`], indexed like the nodes. Shared by the orchestrator, the units and the
@@ -139,9 +144,38 @@ impl Board {
         self.snapshot().get(index).and_then(|n| n.group)
     }
 
-    pub fn all(&self) -> Vec<Pid> {
-        let nodes = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        nodes.iter().filter_map(|n| n.group).collect()
+    /// Sends `signal` to node `index`'s process group; a process still being spawned gets it the
+    /// moment its group is recorded. False when the node runs no process at all.
+    pub fn deliver(&self, index: usize, signal: i32) -> bool {
+        let mut nodes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        nodes
+            .get_mut(index)
+            .is_some_and(|node| Self::deliver_to(node, signal))
+    }
+
+    /// [`Board::deliver`] to every node for which `which(index)` holds; returns how many got it.
+    pub fn deliver_all(&self, signal: i32, which: impl Fn(usize) -> bool) -> usize {
+        let mut nodes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut delivered = 0;
+        for (_, node) in nodes.iter_mut().enumerate().filter(|(i, _)| which(*i)) {
+            delivered += usize::from(Self::deliver_to(node, signal));
+        }
+        delivered
+    }
+
+    // Under the board's lock, so a signal cannot slip between a spawn's recording and its delivery.
+    fn deliver_to(node: &mut NodeInfo, signal: i32) -> bool {
+        match node.group {
+            Some(group) => {
+                super::child::signal_group(group, signal);
+                true
+            }
+            None if node.spawning => {
+                node.held.push(signal);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn snapshot(&self) -> Vec<NodeInfo> {
@@ -185,6 +219,8 @@ impl Control {
     pub fn set_group(&self, pid: Option<Pid>) {
         self.board.update(self.index, |n| {
             n.group = pid;
+            n.spawning = false;
+            n.held.clear();
             if pid.is_some() && n.state == NodeState::Restarting {
                 n.state = NodeState::Running;
             }
@@ -192,19 +228,17 @@ impl Control {
     }
 
     /// A `set_group` that can travel to the thread that spawns the process, so the group is recorded
-    /// the moment the spawn returns, before the async side even resumes: a signal forwarded right
-    /// after the start reaches it.
+    /// the moment the spawn returns, before the async side even resumes; signals forwarded while the
+    /// spawn runs are held and sent then (the process may already be running and waiting for one).
+    /// Dropped without being called (the spawn failed), it forgets the held signals.
     pub fn group_recorder(&self) -> impl FnOnce(Pid) + Send + 'static {
-        let board = Arc::clone(&self.board);
-        let index = self.index;
-        move |pid| {
-            board.update(index, |n| {
-                n.group = Some(pid);
-                if n.state == NodeState::Restarting {
-                    n.state = NodeState::Running;
-                }
-            })
-        }
+        self.board.update(self.index, |n| n.spawning = true);
+        let recorder = Recorder {
+            board: Arc::clone(&self.board),
+            index: self.index,
+            recorded: false,
+        };
+        move |pid| recorder.record(pid)
     }
 
     /// Records an exit that is followed by a restart (after the back-off delay).
@@ -237,6 +271,40 @@ impl Control {
                 self.seen = Command::Kill;
                 return Command::Kill;
             }
+        }
+    }
+}
+
+/// See [`Control::group_recorder`].
+struct Recorder {
+    board: Arc<Board>,
+    index: usize,
+    recorded: bool,
+}
+
+impl Recorder {
+    fn record(mut self, pid: Pid) {
+        self.recorded = true;
+        self.board.update(self.index, |n| {
+            n.group = Some(pid);
+            n.spawning = false;
+            for signal in std::mem::take(&mut n.held) {
+                super::child::signal_group(pid, signal);
+            }
+            if n.state == NodeState::Restarting {
+                n.state = NodeState::Running;
+            }
+        });
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.board.update(self.index, |n| {
+                n.spawning = false;
+                n.held.clear();
+            });
         }
     }
 }
