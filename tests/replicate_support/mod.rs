@@ -21,6 +21,12 @@ impl Replicator {
     pub fn litevisor(db: &Path, replica: &Path, extra: &[&str]) -> Replicator {
         let log = db.with_extension(format!("lv{}.log", unique()));
         let mut cmd = Command::new(LITEVISOR);
+        // A control socket of its own: the default one is shared by every litevisor on the host,
+        // and another test's `status` must not wake (or read) this one.
+        cmd.env(
+            "LITEVISOR_SOCKET",
+            db.with_extension(format!("{}.sock", unique())),
+        );
         cmd.arg("replicate").args(["-log-level", "debug"]);
         if !extra.contains(&"-monitor-interval") {
             cmd.args(["-monitor-interval", "100ms"]);
