@@ -207,3 +207,159 @@ fn sigkill_then_restart_resumes_without_a_snapshot() {
     let restored = litestream_restore(&replica, &dir.path().join("out.db"));
     assert_same_rows(&db, &restored);
 }
+
+/// Leaves a transaction (row `id`) in `db`'s WAL the way a writer that died inside its COMMIT leaves
+/// it: every frame written, checksums and commit marker valid, but the wal-index (`-shm`) never
+/// told. It is the real transaction SQLite writes, made on a copy of the database and WAL (same
+/// salts, same running checksum) and appended to the live WAL. `c`, the application's connection,
+/// stays open, so the live wal-index keeps saying where SQLite's committed WAL ends.
+fn leave_an_uncommitted_transaction(dir: &Path, db: &Path, id: i64) {
+    let wal = std::fs::read(db.with_file_name("app.db-wal")).unwrap();
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::copy(db, scratch.join("app.db")).unwrap();
+    std::fs::write(scratch.join("app.db-wal"), &wal).unwrap();
+    let writer = rusqlite::Connection::open(scratch.join("app.db")).unwrap();
+    writer.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
+    writer
+        .execute("INSERT INTO t(id, v) VALUES (?1, 'never committed')", [id])
+        .unwrap();
+    let after = std::fs::read(scratch.join("app.db-wal")).unwrap();
+    assert!(
+        after.len() > wal.len() && after[..wal.len()] == wal[..],
+        "the copy's transaction must continue the live WAL"
+    );
+    drop(writer);
+    use std::io::Write;
+    let mut live = std::fs::OpenOptions::new()
+        .append(true)
+        .open(db.with_file_name("app.db-wal"))
+        .unwrap();
+    live.write_all(&after[wal.len()..]).unwrap();
+}
+
+fn ids(db: &Path) -> Vec<i64> {
+    rows(db).into_iter().map(|(id, _)| id).collect()
+}
+
+/// Frames past the wal-index's last committed frame are never shipped (SQLite discards them: the
+/// next writer overwrites them); the next real transaction is, and the replica is the database.
+#[test]
+fn frames_a_dying_writer_left_past_the_wal_index_are_never_replicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    c.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
+    create_table(&c);
+    insert(&mut c, 0..10, 1);
+    let (code, out) = once(&db, &replica, &[]);
+    assert_eq!(code, 0, "{out}");
+    let before = max_l0(&replica);
+
+    leave_an_uncommitted_transaction(dir.path(), &db, 999);
+    let (code, out) = once(&db, &replica, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        max_l0(&replica),
+        before,
+        "uncommitted frames were shipped: {out}"
+    );
+    assert_eq!(
+        ids(&db),
+        (0..10).collect::<Vec<_>>(),
+        "SQLite does not count them"
+    );
+
+    // The application's next transaction takes the same WAL offsets; it is replicated, and the
+    // replica is exactly the database.
+    insert(&mut c, 10..11, 1);
+    let (code, out) = once(&db, &replica, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(max_l0(&replica), before + 1, "{out}");
+    let restored = litestream_restore(&replica, &dir.path().join("restored.db"));
+    assert_same_rows(&db, &restored);
+}
+
+/// A replica that already holds such a transaction (real Litestream 0.5.17 ships it) is caught when
+/// litevisor takes over: its position is past what SQLite committed, so it writes a snapshot at the
+/// next TXID, and the replica's latest state is the database's.
+#[test]
+fn a_replica_ahead_of_the_database_is_healed_by_a_snapshot_at_takeover() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    c.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
+    create_table(&c);
+    insert(&mut c, 0..10, 1);
+    let litestream_once = || {
+        let out = std::process::Command::new("litestream")
+            .env_remove("AWS_CA_BUNDLE")
+            .args(["replicate", "-once"])
+            .arg(&db)
+            .arg(url(&replica))
+            .output()
+            .expect("run litestream");
+        assert!(
+            out.status.success(),
+            "litestream replicate -once: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The first run creates Litestream's tables, so the second writes nothing to the database.
+    litestream_once();
+    leave_an_uncommitted_transaction(dir.path(), &db, 999);
+    litestream_once();
+    let shipped = max_l0(&replica);
+    let phantom = litestream_restore(&replica, &dir.path().join("phantom.db"));
+    assert!(
+        ids(&phantom).contains(&999),
+        "this Litestream did not ship the uncommitted transaction: the premise of this test is gone"
+    );
+
+    let (code, out) = once(&db, &replica, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("never committed"), "{out}");
+    let (_, min, max, wal_offset, _) = ltx_header(&l0_path(&replica, shipped + 1));
+    assert_eq!(
+        (min, max, wal_offset),
+        (shipped + 1, shipped + 1, 32),
+        "a snapshot"
+    );
+    let restored = litestream_restore(&replica, &dir.path().join("restored.db"));
+    assert!(!ids(&restored).contains(&999));
+    assert_same_rows(&db, &restored);
+}
+
+/// At the final sync the application is gone and litevisor's connections are the database's last:
+/// SQLite's recovery (run by whoever opens it next) counts a fully written transaction as committed,
+/// so the final sync lets SQLite decide (litevisor reopens) and the replica is what the next opener
+/// finds.
+#[test]
+fn the_final_sync_settles_unpublished_frames_as_the_next_opener_will() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    c.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
+    create_table(&c);
+    insert(&mut c, 0..10, 1);
+    let lv = Replicator::litevisor(&db, &replica, &[]);
+    wait_for(&lv, "the first sync", Duration::from_secs(30), || {
+        max_l0(&replica) > 0
+    });
+    leave_an_uncommitted_transaction(dir.path(), &db, 999);
+    drop(c);
+    let log_path = lv.log.clone();
+    let status = lv.stop();
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("left WAL frames unpublished"), "{log}");
+    let restored = litestream_restore(&replica, &dir.path().join("restored.db"));
+    assert_same_rows(&db, &restored);
+    assert!(
+        ids(&db).contains(&999),
+        "SQLite's recovery counts the whole transaction"
+    );
+}

@@ -87,7 +87,7 @@ fn header_of(wal: &[u8]) -> WalHeader {
 
 fn scan(wal: &[u8], start: u64, max_bytes: u64) -> Scan {
     let h = header_of(wal);
-    scan_committed(&mut Cursor::new(wal), &h, start, max_bytes).unwrap()
+    scan_committed(&mut Cursor::new(wal), &h, start, max_bytes, u64::MAX).unwrap()
 }
 
 /// The database file SQLite itself produces by checkpointing `wal` into `db`.
@@ -160,6 +160,32 @@ fn to_big_endian(wal: &[u8]) -> Vec<u8> {
         off += 24 + ps;
     }
     out
+}
+
+#[test]
+fn nothing_past_the_committed_limit_is_read() {
+    let f = fixture(&[
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
+        "INSERT INTO t(v) SELECT 'a' || i FROM s",
+        "INSERT INTO t(v) SELECT 'b' || i FROM s",
+    ]);
+    let wal = f.wal_bytes();
+    let h = header_of(&wal);
+    let full = scan(&wal, 32, 0);
+    assert_eq!(full.end, f.boundaries[2]);
+    // SQLite published only up to the second transaction (the third's writer died mid-commit):
+    // a limit at or inside the third transaction ends the scan at the second's commit frame.
+    for limit in [
+        f.boundaries[1],
+        f.boundaries[1] + h.frame_size(),
+        f.boundaries[2] - 1,
+    ] {
+        let s = scan_committed(&mut Cursor::new(&wal), &h, 32, 0, limit).unwrap();
+        assert_eq!(s.end, f.boundaries[1], "limit {limit}");
+        assert_eq!(s.commit, f.page_counts[1]);
+    }
+    let none = scan_committed(&mut Cursor::new(&wal), &h, 32, 0, 32).unwrap();
+    assert_eq!((none.end, none.pages.len()), (32, 0));
 }
 
 #[test]
@@ -319,7 +345,7 @@ fn byte_limit_and_resume_match_full_scan() {
 
     let h = header_of(&wal);
     assert!(matches!(
-        scan_committed(&mut Cursor::new(&wal), &h, f.boundaries[1] + 8, 0),
+        scan_committed(&mut Cursor::new(&wal), &h, f.boundaries[1] + 8, 0, u64::MAX),
         Err(WalError::UnalignedOffset { .. })
     ));
 }
@@ -361,7 +387,7 @@ fn stale_frames_after_wal_restart_are_ignored() {
     // Resuming at an offset of the old WAL is refused: the frame before it has the old salts.
     let stale = *f.boundaries.iter().rev().nth(1).unwrap();
     assert!(matches!(
-        scan_committed(&mut Cursor::new(&wal), &h, stale, 0),
+        scan_committed(&mut Cursor::new(&wal), &h, stale, 0, u64::MAX),
         Err(WalError::ResumeMismatch { .. })
     ));
 }
@@ -398,7 +424,7 @@ fn sample_wal() -> &'static (Vec<u8>, Scan) {
 fn check_no_panic(wal: &[u8], start: u64) -> Option<Scan> {
     let mut c = Cursor::new(wal);
     let h = read_header(&mut c).ok()??;
-    let s = scan_committed(&mut c, &h, start, 0).ok()?;
+    let s = scan_committed(&mut c, &h, start, 0, u64::MAX).ok()?;
     assert!(s.end >= s.start && s.end <= wal.len() as u64);
     assert!(s.pages.keys().all(|&p| p >= 1 && p <= s.commit));
     assert!(

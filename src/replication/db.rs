@@ -89,6 +89,10 @@ pub struct Db {
     /// lock and let the application's last close checkpoint and delete the WAL under us.
     /// Declared last: closed after the connections.
     file: std::fs::File,
+    /// The wal-index (`-shm`), read to know what SQLite has committed ([`super::shm`]); held open
+    /// for the same reason as `file` (SQLite's read marks are locks on it). `None` in exclusive
+    /// locking mode, which has no such file.
+    shm: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for Db {
@@ -141,9 +145,15 @@ impl Db {
             barrier_held: false,
             page_size: page_size as u32,
             file,
+            shm: None,
         };
         db.persist_wal()?;
         db.acquire_read()?;
+        // The read transaction made SQLite create and map the wal-index.
+        db.shm = super::shm::open(&db.path).map_err(|source| DbError::Open {
+            path: super::shm::shm_path(&db.path),
+            source,
+        })?;
         Ok(db)
     }
 
@@ -154,6 +164,11 @@ impl Db {
     /// The long-lived database file handle: read pages through it, never through a new descriptor.
     pub fn file(&self) -> &std::fs::File {
         &self.file
+    }
+
+    /// The long-lived wal-index handle (see [`super::shm`]).
+    pub fn shm(&self) -> Option<&std::fs::File> {
+        self.shm.as_ref()
     }
 
     /// Keeps the `-wal` file when connections close, so a restart finds the frames it has not synced.

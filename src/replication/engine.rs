@@ -255,6 +255,8 @@ impl Replicator {
             reconciled: false,
             reconcile_retry: None,
             reconcile_backoff: MIN_BACKOFF,
+            unpublished: false,
+            unpublished_retry: None,
         };
         let mut replica_txid = None;
         if worker.cfg.path.exists() {
@@ -400,6 +402,17 @@ struct SyncWorker {
     reconciled: bool,
     reconcile_retry: Option<Instant>,
     reconcile_backoff: Duration,
+    /// The last sync saw frames past what SQLite has committed (see [`SyncWorker::note_unpublished`]).
+    unpublished: bool,
+    unpublished_retry: Option<UnpublishedRetry>,
+}
+
+/// When to look again for a commit being published (see [`SyncWorker::note_unpublished`]).
+#[derive(Clone, Copy, Debug)]
+struct UnpublishedRetry {
+    at: Instant,
+    backoff: Duration,
+    since: Instant,
 }
 
 impl SyncWorker {
@@ -516,9 +529,10 @@ impl SyncWorker {
             // Sleep until the WAL/DB changes, a command arrives, or a pending deadline passes.
             let now = Instant::now();
             let mut deadline = self.checkpoint_due;
-            if let Some(t) = self.reconcile_retry.filter(|_| self.db.is_some()) {
+            let retries = [self.reconcile_retry, self.unpublished_retry.map(|r| r.at)];
+            for t in retries.into_iter().flatten().filter(|_| self.db.is_some()) {
                 deadline = Some(deadline.map_or(t, |d| d.min(t)));
-                self.dirty |= Instant::now() >= t;
+                self.dirty |= now >= t;
             }
             if self.dirty && self.db.is_some() {
                 let next = self
@@ -604,7 +618,11 @@ impl SyncWorker {
             return Ok(()); // nothing was ever replicated
         }
         loop {
-            match self.ensure_init(true).and_then(|()| self.sync_all()) {
+            match self
+                .ensure_init(true)
+                .and_then(|()| self.sync_all())
+                .and_then(|()| self.settle_unpublished(deadline))
+            {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() + Duration::from_millis(200) < deadline => {
                     warn!(db = %self.cfg.path.display(), "final sync failed, retrying: {e}");
@@ -615,7 +633,37 @@ impl SyncWorker {
         }
     }
 
-    /// Syncs every committed frame (in max-sync-wal-bytes chunks, one L0 each).
+    /// At the final sync, frames a writer left unpublished (it was stopped inside its commit) are
+    /// SQLite's to decide: when litevisor's connections are the database's last ones, closing and
+    /// reopening them makes SQLite recover the wal-index from the WAL, which counts a fully written
+    /// transaction as committed, exactly as the next process to open the database would. A process
+    /// that is still going away (killed a moment ago) holds the wal-index for a little while, so this
+    /// is retried for up to [`SETTLE_PATIENCE`]; a connection still open after that belongs to a
+    /// live process, whose next write discards the frames. Either way the replica ends where the
+    /// database's next opener will find it.
+    fn settle_unpublished(&mut self, deadline: Instant) -> Result<(), EngineError> {
+        if !self.unpublished {
+            return Ok(());
+        }
+        info!(db = %self.cfg.path.display(), "a writer left WAL frames unpublished; reopening so SQLite decides whether they are committed");
+        let give_up = (Instant::now() + SETTLE_PATIENCE).min(deadline);
+        loop {
+            self.db = None;
+            self.open_db()?;
+            self.sync_all()?;
+            if !self.unpublished {
+                return Ok(());
+            }
+            if Instant::now() >= give_up {
+                info!(db = %self.cfg.path.display(), "WAL frames stay unpublished: another connection has the database open, and its next write discards them");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Syncs every committed frame (in max-sync-wal-bytes chunks, one L0 each). Frames a writer has
+    /// not published yet arm [`Self::unpublished_retry`].
     fn sync_all(&mut self) -> Result<(), EngineError> {
         let opts = SyncOptions {
             max_wal_bytes: self.cfg.max_sync_wal_bytes,
@@ -627,7 +675,14 @@ impl SyncWorker {
             let Some(db) = self.db.as_ref() else {
                 return Err(EngineError::NoDatabase(self.cfg.path.clone()));
             };
-            match sync::sync_once(&self.files, db.file(), &self.meta, &mut self.state, &opts) {
+            match sync::sync_once(
+                &self.files,
+                db.file(),
+                db.shm(),
+                &self.meta,
+                &mut self.state,
+                &opts,
+            ) {
                 Ok(out) => {
                     if let Some(w) = &out.written {
                         self.synced_since_checkpoint = true;
@@ -645,6 +700,7 @@ impl SyncWorker {
                         let _ = self.upload_tx.send(UploadMsg::NewL0);
                     }
                     if !out.limited {
+                        self.note_unpublished(out.unpublished);
                         return Ok(());
                     }
                 }
@@ -658,6 +714,38 @@ impl SyncWorker {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// A commit whose frames are in the WAL but not yet in the wal-index raises no file event when
+    /// it is published (the index is shared memory), so the worker looks again on a back-off from
+    /// 1 ms (the usual case is a writer between its write and its index update, or its fsync) up to
+    /// [`MAX_UNPUBLISHED_BACKOFF`], and gives up after [`UNPUBLISHED_PATIENCE`]: frames still
+    /// unpublished then belong to a writer that died inside its commit, which SQLite discards (the
+    /// next commit overwrites them and wakes the worker) unless nobody else has the database open
+    /// when litevisor stops ([`Self::settle_unpublished`]).
+    fn note_unpublished(&mut self, unpublished: bool) {
+        self.unpublished = unpublished;
+        let now = Instant::now();
+        self.unpublished_retry = match (unpublished, self.unpublished_retry) {
+            (false, _) => None,
+            (true, None) => Some(UnpublishedRetry {
+                at: now + MIN_UNPUBLISHED_BACKOFF,
+                backoff: MIN_UNPUBLISHED_BACKOFF,
+                since: now,
+            }),
+            (true, Some(r)) if now.duration_since(r.since) >= UNPUBLISHED_PATIENCE => {
+                debug!(db = %self.cfg.path.display(), "WAL frames past the wal-index stay unpublished: a writer died inside its commit");
+                None
+            }
+            (true, Some(r)) => {
+                let backoff = (r.backoff * 2).min(MAX_UNPUBLISHED_BACKOFF);
+                Some(UnpublishedRetry {
+                    at: now + backoff,
+                    backoff,
+                    since: r.since,
+                })
+            }
+        };
     }
 
     fn wal_frames(&self) -> u64 {
@@ -852,6 +940,13 @@ struct Uploader {
     last_retention: Option<Instant>,
 }
 
+/// Looking again for a commit being published: from 1 ms, doubling up to 100 ms, for 5 s at most.
+const MIN_UNPUBLISHED_BACKOFF: Duration = Duration::from_millis(1);
+const MAX_UNPUBLISHED_BACKOFF: Duration = Duration::from_millis(100);
+const UNPUBLISHED_PATIENCE: Duration = Duration::from_secs(5);
+/// How long the final sync waits for other connections to let go of the wal-index so SQLite can
+/// decide on unpublished frames.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 /// How often a hole in the local L0 listing is listed again (1, 2, ... ms apart) before it is
 /// believed (one more listing always suffices unless a file really is missing).

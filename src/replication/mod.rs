@@ -7,6 +7,7 @@ pub mod fsguard;
 pub mod ltx;
 pub mod meta;
 pub mod restore;
+pub mod shm;
 pub mod sync;
 pub mod verify;
 pub mod wal;

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::replication::ltx::{self, HEADER_FLAG_NO_CHECKSUM, Header, PageEncoding};
 use crate::replication::meta::{Meta, MetaError};
+use crate::replication::shm::{self, ShmError};
 use crate::replication::wal::{self, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalError, WalHeader};
 
 /// Litestream's `max-sync-wal-bytes`.
@@ -34,6 +35,8 @@ pub enum SyncError {
     /// The WAL has no valid header: the caller forces a frame (db.rs) and syncs again.
     #[error("WAL {0} has no valid header")]
     NoWal(PathBuf),
+    #[error("database {path}: {source}")]
+    Shm { path: PathBuf, source: ShmError },
 }
 
 /// Where replication stands: the newest L0's TXID and the WAL range it ended at.
@@ -98,6 +101,10 @@ pub struct SyncOutcome {
     pub written: Option<Written>,
     /// More committed frames follow (the chunk hit max-sync-wal-bytes).
     pub limited: bool,
+    /// Frames of this WAL generation lie past what SQLite has committed: a writer is publishing a
+    /// commit (its frames are written, the wal-index not updated yet), or died doing so. The caller
+    /// looks again soon: the publication itself raises no file event.
+    pub unpublished: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -115,10 +122,11 @@ pub struct DbFiles {
 }
 
 /// One sync pass: verify, then write at most one L0 file (`pos.txid + 1`).
-/// `db_file` must be the long-lived handle of `db.rs` (see `Db::file` for why).
+/// `db_file` and `shm` must be the long-lived handles of `db.rs` (see `Db::file` for why).
 pub fn sync_once(
     files: &DbFiles,
     db_file: &File,
+    shm: Option<&File>,
     meta: &Meta,
     state: &mut SyncState,
     opts: &SyncOptions,
@@ -142,13 +150,30 @@ pub fn sync_once(
         .map_err(|e| io_err("stat", &files.wal, e))?
         .len();
 
-    let plan = verify(files, meta, state, &header, &mut wal_file, wal_len)?;
+    // Read before the WAL is scanned: frames published after this read wait for the next sync.
+    let committed = shm::committed_end(shm, &header).map_err(|source| SyncError::Shm {
+        path: files.db.clone(),
+        source,
+    })?;
+    let unpublished = committed < wal_len
+        && frame_salts_at(&mut wal_file, committed)? == Some((header.salt1, header.salt2));
+
+    let plan = verify(
+        files,
+        meta,
+        state,
+        &header,
+        &mut wal_file,
+        wal_len,
+        committed,
+    )?;
     let txid = state.pos.map_or(0, |p| p.txid) + 1;
     // An incremental plan whose resume point no longer matches becomes a snapshot, like any other
     // continuity break.
     let work = match plan {
         Plan::Incremental { start } => {
-            match wal::scan_committed(&mut wal_file, &header, start, opts.max_wal_bytes) {
+            match wal::scan_committed(&mut wal_file, &header, start, opts.max_wal_bytes, committed)
+            {
                 Ok(scan) => Ok((start, scan)),
                 Err(WalError::ResumeMismatch { .. }) => {
                     Err("the frame before the sync position no longer matches".to_string())
@@ -163,7 +188,10 @@ pub fn sync_once(
             if scan.end == start {
                 // Nothing new; still adopt a proven new WAL generation so the position stays exact.
                 state.synced_to_wal_end = start == wal_len;
-                return Ok(SyncOutcome::default());
+                return Ok(SyncOutcome {
+                    unpublished,
+                    ..SyncOutcome::default()
+                });
             }
             let prev_commit = state.pos.map_or(0, |p| p.commit);
             let w = write_incremental(
@@ -189,31 +217,25 @@ pub fn sync_once(
                 txid,
                 reason,
                 opts,
+                committed,
             )?;
             (w, false, end)
         }
     };
-    Ok(finish(state, written, limited, end, wal_len))
-}
-
-fn finish(
-    state: &mut SyncState,
-    written: Written,
-    limited: bool,
-    end: u64,
-    wal_len: u64,
-) -> SyncOutcome {
     state.pos = Some(Position::from_header(&written.header));
     state.synced_to_wal_end = end == wal_len;
     state.expected_restart = None;
-    SyncOutcome {
+    Ok(SyncOutcome {
         written: Some(written),
         limited,
-    }
+        unpublished: unpublished && !limited,
+    })
 }
 
-/// Litestream's `verifyWithExecutor`, plus two checks it lacks: a restarted WAL whose previous
-/// generation still has frames past the position, and litevisor's own proven restarts.
+/// Litestream's `verifyWithExecutor`, plus checks it lacks: a position past what SQLite counts as
+/// committed (`committed`: frames a dying writer left that the replica must not keep building on), a
+/// restarted WAL whose previous generation still has frames past the position, and litevisor's own
+/// proven restarts.
 pub fn verify(
     files: &DbFiles,
     meta: &Meta,
@@ -221,6 +243,7 @@ pub fn verify(
     header: &WalHeader,
     wal_file: &mut File,
     wal_len: u64,
+    committed: u64,
 ) -> Result<Plan, SyncError> {
     let snapshot = |reason: &str| {
         Ok(Plan::Snapshot {
@@ -261,6 +284,11 @@ pub fn verify(
         return snapshot("wal truncated by another process");
     }
     let salt_match = salts == (pos.salt1, pos.salt2);
+    if salt_match && pos.wal_offset > committed {
+        return snapshot(
+            "the replica holds WAL frames SQLite never committed (a writer died inside its commit)",
+        );
+    }
     if pos.wal_offset == WAL_HEADER_SIZE {
         return if salt_match {
             Ok(Plan::Incremental {
@@ -424,13 +452,15 @@ fn write_snapshot(
     txid: u64,
     reason: String,
     opts: &SyncOptions,
+    committed: u64,
 ) -> Result<(Written, u64), SyncError> {
-    let scan = wal::scan_committed(wal_file, header, WAL_HEADER_SIZE, 0).map_err(|source| {
-        SyncError::Wal {
-            path: files.wal.clone(),
-            source,
-        }
-    })?;
+    let scan =
+        wal::scan_committed(wal_file, header, WAL_HEADER_SIZE, 0, committed).map_err(|source| {
+            SyncError::Wal {
+                path: files.wal.clone(),
+                source,
+            }
+        })?;
     let page_size = header.page_size;
     let commit = if scan.commit > 0 {
         scan.commit

@@ -31,6 +31,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::replication::ltx::{self, CHECKSUM_FLAG, CRC64, Header};
 use crate::replication::meta::{Meta, MetaError};
+use crate::replication::shm::{self, ShmError};
 use crate::replication::wal::{self, WalError};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,8 @@ pub enum VerifyError {
     Meta(#[from] MetaError),
     #[error("database {}: it kept changing while being read; try again", .0.display())]
     Unstable(PathBuf),
+    #[error("database {}: {source}", .path.display())]
+    Shm { path: PathBuf, source: ShmError },
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VerifyError + use<> {
@@ -161,8 +164,11 @@ fn live_once(
     busy_timeout: Duration,
 ) -> Result<Option<Live>, VerifyError> {
     let wal_path = crate::replication::db::wal_path(db);
-    // Opened before the connection and closed after it (module doc).
+    // Opened before the connection and closed after it (module doc); the wal-index likewise, when
+    // there is one already (without one, this connection is the only one and SQLite's recovery
+    // counts the whole valid WAL as committed, as `committed_end(None)` does).
     let db_file = File::open(db).map_err(io("open", db))?;
+    let shm_file = shm::open(db).map_err(io("open", &shm::shm_path(db)))?;
     let mut wal_file = match File::open(&wal_path) {
         Ok(f) => Some(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -200,14 +206,22 @@ fn live_once(
             None => None,
         };
         let scan = match (header, wal_file.as_mut()) {
-            (Some(h), Some(f)) => Some(
-                wal::scan_committed(f, &h, wal::WAL_HEADER_SIZE, 0).map_err(|source| {
-                    VerifyError::Wal {
-                        path: wal_path.clone(),
+            (Some(h), Some(f)) => {
+                let committed = shm::committed_end(shm_file.as_ref(), &h).map_err(|source| {
+                    VerifyError::Shm {
+                        path: db.to_path_buf(),
                         source,
                     }
-                })?,
-            ),
+                })?;
+                Some(
+                    wal::scan_committed(f, &h, wal::WAL_HEADER_SIZE, 0, committed).map_err(
+                        |source| VerifyError::Wal {
+                            path: wal_path.clone(),
+                            source,
+                        },
+                    )?,
+                )
+            }
             _ => None,
         };
         let page_size = match &scan {

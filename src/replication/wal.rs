@@ -180,11 +180,14 @@ pub struct Scan {
 /// the frame before `start` (whose salts must match the header's). Stops at a salt mismatch, a bad
 /// checksum or a short frame; only whole transactions (ending in a commit frame) are included.
 /// `max_bytes` (0 = unlimited) ends the scan at the first commit boundary at or past that many bytes.
+/// Nothing at or past `limit` is read: the caller passes what SQLite counts as committed
+/// ([`super::shm::committed_end`]), or `u64::MAX` for the whole valid WAL.
 pub fn scan_committed(
     f: &mut (impl Read + Seek),
     header: &WalHeader,
     start: u64,
     max_bytes: u64,
+    limit: u64,
 ) -> Result<Scan, WalError> {
     let frame_size = header.frame_size();
     if start < WAL_HEADER_SIZE || !(start - WAL_HEADER_SIZE).is_multiple_of(frame_size) {
@@ -228,7 +231,10 @@ pub fn scan_committed(
     let mut txn: Vec<(u32, u64)> = Vec::new();
     let mut offset = start;
     loop {
-        if !read_full(&mut r, &mut hdr)? || !read_full(&mut r, &mut page)? {
+        if offset.saturating_add(frame_size) > limit
+            || !read_full(&mut r, &mut hdr)?
+            || !read_full(&mut r, &mut page)?
+        {
             break;
         }
         let fh = FrameHeader::from_bytes(&hdr);
