@@ -4,15 +4,11 @@
 //! commit, and (proptest) random pages round-trip through both encodings while damaged or random
 //! bytes never panic and never decode to wrong pages.
 
-#[allow(dead_code)]
-#[path = "../src/replication/ltx.rs"]
-mod ltx;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crc::{CRC_64_GO_ISO, Crc};
-use ltx::*;
+use litevisor::replication::ltx::*;
 use proptest::prelude::*;
 
 fn header(min: u64, max: u64, commit: u32, page_size: u32) -> Header {

@@ -6,16 +6,12 @@
 //!   `litestream restore` into a database that passes `PRAGMA integrity_check` and holds the same rows
 //!   (and the same bytes) as the source, at the latest TXID and at an earlier `-txid`.
 
-#[allow(dead_code)]
-#[path = "../src/replication/ltx.rs"]
-mod ltx;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ltx::*;
+use litevisor::replication::ltx::*;
 use rusqlite::Connection;
 
 fn litestream() -> Command {

@@ -7,9 +7,6 @@
 //! Environment-dependent cases run in a child process (this test binary re-executed with one test
 //! selected and a clean environment), so no test mutates the environment of a multi-threaded process.
 
-#[path = "../src/replica/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod replica;
 #[path = "support/s3_server.rs"]
 mod s3_server;
 
@@ -17,8 +14,9 @@ use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
-use replica::ReplicaClient;
-use replica::s3::{S3Options, S3Replica, Secret, apply_litestream_env};
+use litevisor::replica;
+use litevisor::replica::ReplicaClient;
+use litevisor::replica::s3::{S3Options, S3Replica, Secret, apply_litestream_env};
 use s3_server::{S3Server, list_keys, sdk_client};
 
 const CHILD: &str = "LITEVISOR_S3_TEST_CHILD";

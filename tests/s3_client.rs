@@ -3,17 +3,15 @@
 //! by an independent SDK client, listing strictness, exact timestamps through HEAD, parallel opens,
 //! deletes, and clear errors for a missing bucket.
 
-#[path = "../src/replica/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod replica;
 #[path = "support/s3_server.rs"]
 mod s3_server;
 
 use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use replica::s3::{S3Options, S3Replica, Secret};
-use replica::{FileInfo, ReplicaClient};
+use litevisor::replica;
+use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica::{FileInfo, ReplicaClient};
 use s3_server::{S3Server, list_keys, sdk_client};
 
 fn replica_at(server: &S3Server, bucket: &str, path: &str) -> S3Replica {

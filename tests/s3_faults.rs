@@ -3,9 +3,6 @@
 //! with nothing lost; a server that never answers fails calls within the configured timeouts instead
 //! of blocking; and an idle replica sends no requests at all.
 
-#[path = "../src/replica/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod replica;
 #[path = "support/s3_proxy.rs"]
 mod s3_proxy;
 #[path = "support/s3_server.rs"]
@@ -15,8 +12,8 @@ use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use replica::ReplicaClient;
-use replica::s3::{S3Options, S3Replica, S3Timeouts, Secret};
+use litevisor::replica::ReplicaClient;
+use litevisor::replica::s3::{S3Options, S3Replica, S3Timeouts, Secret};
 use s3_proxy::{BlackHole, FaultProxy};
 use s3_server::S3Server;
 

@@ -4,12 +4,6 @@
 //! restores both a replica whose objects litevisor's client uploaded and one `litevisor replicate`
 //! wrote to S3.
 
-#[path = "../src/replication/ltx.rs"]
-#[allow(dead_code)]
-mod ltx;
-#[path = "../src/replica/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod replica;
 #[path = "support/s3_server.rs"]
 mod s3_server;
 
@@ -17,9 +11,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use replica::ReplicaClient;
-use replica::file::FileReplica;
-use replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica::ReplicaClient;
+use litevisor::replica::file::FileReplica;
+use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replication::ltx;
 use s3_server::S3Server;
 
 fn s3(server: &S3Server, bucket: &str, path: &str) -> S3Replica {

@@ -3,17 +3,15 @@
 //! grows far less than the object), and a source that fails mid-way aborts the upload, leaving neither
 //! an object nor a pending multipart upload behind. Alone in its binary so the RSS check is meaningful.
 
-#[path = "../src/replica/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod replica;
 #[path = "support/s3_server.rs"]
 mod s3_server;
 
 use std::io::{self, Read};
 use std::time::UNIX_EPOCH;
 
-use replica::ReplicaClient;
-use replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica;
+use litevisor::replica::ReplicaClient;
+use litevisor::replica::s3::{S3Options, S3Replica, Secret};
 use s3_server::{S3Server, sdk_client};
 
 /// Deterministic pseudo-random bytes, generated on the fly: the object never exists in memory.

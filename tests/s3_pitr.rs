@@ -4,12 +4,6 @@
 //! (as Litestream 0.5.17 does, through HEAD), but only the first by LastModified. litevisor and
 //! Litestream must restore the same, newer database.
 
-#[path = "../src/replication/ltx.rs"]
-#[allow(dead_code)]
-mod ltx;
-#[path = "../src/replica/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod replica;
 #[path = "support/s3_server.rs"]
 mod s3_server;
 
@@ -17,8 +11,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use replica::ReplicaClient;
-use replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica;
+use litevisor::replica::ReplicaClient;
+use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replication::ltx;
 use s3_server::S3Server;
 
 const PAGE_SIZE: usize = 4096;

@@ -3,12 +3,6 @@
 //! one after another (a round trip each); litevisor opens the chain at once (`open_ltx_many`) and
 //! streams the bodies ahead, so it must finish clearly first, with the same database.
 
-#[path = "../src/replication/ltx.rs"]
-#[allow(dead_code)]
-mod ltx;
-#[path = "../src/replica/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod replica;
 #[path = "support/s3_proxy.rs"]
 mod s3_proxy;
 #[path = "support/s3_server.rs"]
@@ -18,8 +12,9 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use replica::ReplicaClient;
-use replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica::ReplicaClient;
+use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replication::ltx;
 use s3_proxy::FaultProxy;
 use s3_server::S3Server;
 

@@ -5,17 +5,13 @@
 //! from a recorded offset or limiting by bytes yields the same pages as a full scan. Garbage never
 //! panics the reader.
 
-#[allow(dead_code)]
-#[path = "../src/replication/wal.rs"]
-mod wal;
-
 use std::fs;
 use std::io::Cursor;
 use std::path::PathBuf;
 
+use litevisor::replication::wal::*;
 use proptest::prelude::*;
 use rusqlite::Connection;
-use wal::*;
 
 /// A database in WAL mode whose writer stays open (so the WAL is never checkpointed or deleted),
 /// and the WAL size after each transaction: the commit boundaries.

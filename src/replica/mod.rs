@@ -5,7 +5,7 @@
 //! runtime inside these calls.
 
 pub mod file;
-pub mod pipe;
+pub(crate) mod pipe;
 pub mod rfc3339;
 pub mod s3;
 pub mod url;

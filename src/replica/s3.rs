@@ -39,7 +39,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 // The configuration surface for the config and CLI layers.
-#[allow(unused_imports)]
 pub use options::{
     DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, S3Options, S3Timeouts, Secret, apply_litestream_env,
 };

@@ -1,14 +1,14 @@
 //! Replication: SQLite WAL -> LTX files -> replica, and back (restore). Storage-compatible with Litestream 0.5.
 
-pub mod compact;
-pub mod db;
-pub mod engine;
-pub mod fsguard;
+pub(crate) mod compact;
+pub(crate) mod db;
+pub(crate) mod engine;
+pub(crate) mod fsguard;
 pub mod ltx;
-pub mod meta;
-pub mod restore;
-pub mod shm;
-pub mod sync;
-pub mod verify;
+pub(crate) mod meta;
+pub(crate) mod restore;
+pub(crate) mod shm;
+pub(crate) mod sync;
+pub(crate) mod verify;
 pub mod wal;
-pub mod watch;
+pub(crate) mod watch;
