@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 
 use crate::config::{Database, litestream};
 use crate::replica::{self, FileInfo, ReplicaClient, rfc3339};
+use crate::replication::ltx;
 use crate::replication::restore::{self, IntegrityCheck, RestoreError, RestoreOptions, Target};
 use crate::text::{json_str, tabulate};
 
@@ -383,7 +384,7 @@ fn dry_run_text(req: &RestoreRequest, replica: &dyn ReplicaClient, files: &[File
         files.first().map_or(0, |f| f.min_txid),
         files.last().map_or(0, |f| f.max_txid),
     );
-    let name = |f: &FileInfo| replica::ltx_file_name(f.min_txid, f.max_txid);
+    let name = |f: &FileInfo| ltx::file_name(f.min_txid, f.max_txid);
     if req.json {
         let items: Vec<String> = files
             .iter()

@@ -7,7 +7,8 @@ use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{FileInfo, ReplicaClient, ReplicaError, ltx_file_name, parse_ltx_file_name};
+use super::{FileInfo, ReplicaClient, ReplicaError};
+use crate::replication::ltx;
 
 #[derive(Debug, Clone)]
 pub struct FileReplica {
@@ -24,7 +25,7 @@ impl FileReplica {
     }
 
     pub fn file_path(&self, level: u8, min: u64, max: u64) -> PathBuf {
-        self.level_dir(level).join(ltx_file_name(min, max))
+        self.level_dir(level).join(ltx::file_name(min, max))
     }
 }
 
@@ -52,7 +53,7 @@ impl ReplicaClient for FileReplica {
         for entry in entries {
             let entry = entry.map_err(io_err("list", &dir))?;
             let Some((min_txid, max_txid)) =
-                entry.file_name().to_str().and_then(parse_ltx_file_name)
+                entry.file_name().to_str().and_then(ltx::parse_file_name)
             else {
                 continue;
             };
@@ -104,8 +105,8 @@ impl ReplicaClient for FileReplica {
     ) -> Result<FileInfo, ReplicaError> {
         let dir = self.level_dir(level);
         create_dir_all_durable(&dir).map_err(io_err("create directory", &dir))?;
-        let path = dir.join(ltx_file_name(min, max));
-        let tmp = dir.join(format!("{}.tmp", ltx_file_name(min, max)));
+        let path = dir.join(ltx::file_name(min, max));
+        let tmp = dir.join(format!("{}.tmp", ltx::file_name(min, max)));
         let result = write_tmp(&tmp, created_at, data).and_then(|size| {
             fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
             fsync_dir(&dir).map_err(io_err("fsync", &dir))?;

@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::replication::ltx;
+
 pub use url::{ReplicaUrl, UrlError, is_url};
 
 /// One LTX file of a replica level.
@@ -34,7 +36,7 @@ impl FileInfo {
         format!(
             "L{} {}",
             self.level,
-            ltx_file_name(self.min_txid, self.max_txid)
+            ltx::file_name(self.min_txid, self.max_txid)
         )
     }
 }
@@ -74,7 +76,7 @@ pub trait ReplicaClient: Send + Sync + std::fmt::Debug {
     }
     /// Where a file lives, for error messages (a path or an object key; never credentials).
     fn locate(&self, level: u8, min: u64, max: u64) -> String {
-        format!("level {level} {}", ltx_file_name(min, max))
+        format!("level {level} {}", ltx::file_name(min, max))
     }
 }
 
@@ -103,62 +105,9 @@ pub fn open_replica(url_or_path: &str) -> Result<Arc<dyn ReplicaClient>, Replica
     }
 }
 
-/// `%016x-%016x.ltx`, Litestream's file name for a TXID range.
-pub fn ltx_file_name(min: u64, max: u64) -> String {
-    format!("{min:016x}-{max:016x}.ltx")
-}
-
-/// Inverse of [`ltx_file_name`] with the strictness of Litestream's `^[0-9a-f]{16}-[0-9a-f]{16}\.ltx$`:
-/// other widths, uppercase hex or extra text are not LTX files.
-pub fn parse_ltx_file_name(name: &str) -> Option<(u64, u64)> {
-    let b = name.as_bytes();
-    if b.len() != 37 || b[16] != b'-' || &b[33..] != b".ltx" {
-        return None;
-    }
-    let hex = |s: &[u8]| -> Option<u64> {
-        s.iter()
-            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-            .then_some(())?;
-        u64::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
-    };
-    Some((hex(&b[..16])?, hex(&b[17..33])?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn file_names_round_trip_and_are_strict() {
-        assert_eq!(
-            ltx_file_name(1, 0x2a),
-            "0000000000000001-000000000000002a.ltx"
-        );
-        assert_eq!(
-            parse_ltx_file_name("0000000000000001-000000000000002a.ltx"),
-            Some((1, 42))
-        );
-        assert_eq!(
-            parse_ltx_file_name("0000000000000001-000000000000002A.ltx"),
-            None
-        );
-        assert_eq!(
-            parse_ltx_file_name("000000000000001-000000000000002a.ltx"),
-            None
-        );
-        assert_eq!(
-            parse_ltx_file_name("0000000000000001-000000000000002a.ltx.tmp"),
-            None
-        );
-        assert_eq!(
-            parse_ltx_file_name("0000000000000001_000000000000002a.ltx"),
-            None
-        );
-        assert_eq!(
-            parse_ltx_file_name("ffffffffffffffff-ffffffffffffffff.ltx"),
-            Some((u64::MAX, u64::MAX))
-        );
-    }
 
     #[test]
     fn s3_urls_open_an_s3_replica_without_io() {

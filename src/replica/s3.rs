@@ -43,7 +43,8 @@ pub use options::{
     DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, S3Options, S3Timeouts, Secret, apply_litestream_env,
 };
 
-use super::{FileInfo, ReplicaClient, ReplicaError, ltx_file_name, parse_ltx_file_name, rfc3339};
+use super::{FileInfo, ReplicaClient, ReplicaError, rfc3339};
+use crate::replication::ltx;
 
 /// Object metadata key holding the LTX header timestamp (Litestream's `litestream-timestamp`).
 pub const TIMESTAMP_METADATA: &str = "litestream-timestamp";
@@ -99,7 +100,7 @@ impl S3Replica {
             "{}/{:04x}/{}",
             self.opts.path,
             level,
-            ltx_file_name(min, max)
+            ltx::file_name(min, max)
         )
     }
 
@@ -157,7 +158,7 @@ impl S3Replica {
             for obj in page.contents() {
                 let Some(key) = obj.key() else { continue };
                 let Some((min_txid, max_txid)) =
-                    key.strip_prefix(prefix).and_then(parse_ltx_file_name)
+                    key.strip_prefix(prefix).and_then(ltx::parse_file_name)
                 else {
                     continue;
                 };

@@ -121,13 +121,13 @@ fn merge_into(
 ) -> Result<FileInfo, CompactError> {
     let what = format!(
         "write level {dst_level} {}",
-        crate::replica::ltx_file_name(min, max)
+        crate::replication::ltx::file_name(min, max)
     );
     // Only used when there are more inputs than may be open at once (see `restore::open_merger`).
     let scratch = std::env::temp_dir().join(format!(
         "litevisor-merge-{}-L{dst_level}-{}",
         std::process::id(),
-        crate::replica::ltx_file_name(min, max)
+        crate::replication::ltx::file_name(min, max)
     ));
     let (merger, names, _intermediate) = restore::open_merger(replica, inputs, &scratch)?;
     let header = merger.header();

@@ -644,7 +644,7 @@ mod tests {
         // L0 trimmed by retention and no snapshot yet: only L2 holds the history.
         let l2 = replica.level_dir(2);
         fs::create_dir_all(&l2).unwrap();
-        fs::write(l2.join(crate::replica::ltx_file_name(1, 9)), b"x").unwrap();
+        fs::write(l2.join(crate::replication::ltx::file_name(1, 9)), b"x").unwrap();
         assert!(has_data(&replica).unwrap());
     }
 
