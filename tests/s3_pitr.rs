@@ -11,9 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use litevisor::replica;
-use litevisor::replica::ReplicaClient;
 use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica::{ReplicaClient, rfc3339};
 use litevisor::replication::ltx;
 use s3_server::S3Server;
 
@@ -52,32 +51,6 @@ fn rows(path: &Path) -> i64 {
     assert_eq!(check, "ok", "{}", path.display());
     db.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
         .unwrap()
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    // Whole seconds, UTC, as both CLIs accept.
-    let s = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let (days, rem) = (s.div_euclid(86400), s.rem_euclid(86400));
-    // Civil from days (Howard Hinnant).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 {
-        yoe + era * 400 + 1
-    } else {
-        yoe + era * 400
-    };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[test]
@@ -128,11 +101,11 @@ fn timestamp_restores_use_the_header_time_like_litestream() {
     let f2 = ltx_file(n2, 2, h2, &borrow(&changed));
     r.write_ltx(0, 2, 2, h2, &mut &f2[..]).unwrap();
 
-    // Between the two uploads, after both header times.
-    let ts = rfc3339(upload1 + Duration::from_millis(1500));
+    // Between the two uploads, after both header times; whole seconds, UTC, as both CLIs accept.
+    let ts = rfc3339::format_utc(upload1 + Duration::from_millis(1500));
     let listed = r.ltx_files(0).unwrap();
     let exact = r.ltx_files_exact(0).unwrap();
-    let at = replica::rfc3339::parse(&ts).unwrap();
+    let at = rfc3339::parse(&ts).unwrap();
     assert_eq!(
         listed.iter().filter(|f| f.created_at < at).count(),
         1,
