@@ -1,5 +1,6 @@
-//! The bundled example runs as documented, the s6-overlay directory form runs, credentials apply,
-//! and litevisor uses no CPU while its services idle.
+//! The bundled example runs as documented, a program named `litevisor` is litevisor itself, the
+//! s6-overlay directory form runs, credentials apply, and litevisor uses no CPU while its services
+//! idle.
 
 mod supervisor_support;
 
@@ -45,6 +46,43 @@ fn the_bundled_example_serves_and_stops_on_sigterm() {
         "{}",
         s.stdout()
     );
+}
+
+#[test]
+fn a_program_named_litevisor_is_litevisor_itself() {
+    let version = format!("litevisor {}", env!("CARGO_PKG_VERSION"));
+    let s = Setup::new(
+        r#"
+[services.ver]
+type = "oneshot"
+environment = { PATH = "/nonexistent" }
+command = ["litevisor", "--version"]
+
+[services.up]
+depends_on = ["ver"]
+environment = { PATH = "/nonexistent" }
+command = ["/bin/sleep", "1000"]
+ready_command = ["litevisor", "--version"]
+"#,
+    );
+    let mut lv = s.start(Mode::Direct, &[]);
+    s.wait_ready(&["up"]);
+    assert!(
+        s.stdout().contains(&format!("[ver] {version}")),
+        "{}",
+        s.stdout()
+    );
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+
+    // Tini mode too.
+    let out = std::process::Command::new(BIN)
+        .args(["--", "litevisor", "--version"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("run litevisor");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), version);
 }
 
 #[test]

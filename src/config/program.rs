@@ -1,6 +1,7 @@
 //! Checks, before anything starts, that a command can be executed the way execve will see it: a path
 //! (relative to the working directory) or a name found on the service's `PATH`, naming an executable
-//! file that is a binary or a `#!` script whose interpreter exists.
+//! file that is a binary or a `#!` script whose interpreter exists. A program named
+//! [`SELF_PROGRAM`] is litevisor itself and needs no `PATH` (see [`crate::init::spawn`]).
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -10,9 +11,22 @@ use std::path::Path;
 /// execvp's fallback when a service has no PATH.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// A program named exactly this is the running litevisor binary, found without `PATH`: the bundled
+/// example, `FROM scratch` images and checks like `ready_command = ["litevisor", ...]` need no copy
+/// of litevisor on `PATH`.
+pub const SELF_PROGRAM: &str = "litevisor";
+
+/// The running binary as the kernel shows it. A forked child sees litevisor's file here until it
+/// execs, so exec'ing this path runs the very same build, even if the file was replaced meanwhile.
+pub const SELF_EXE: &str = "/proc/self/exe";
+
 /// What execve would do with `argv[0]`: a path (relative to the working directory) or a PATH search;
 /// then the file must be an executable binary or a `#!` script whose interpreter exists.
 pub fn check_program(program: &OsStr, path_var: &OsStr, cwd: &Path) -> Result<(), String> {
+    // Without /proc (rare), spawn falls back to a PATH search, and so does this check.
+    if program == SELF_PROGRAM && Path::new(SELF_EXE).exists() {
+        return Ok(());
+    }
     let shown = Path::new(program).display();
     let file = if program.as_bytes().contains(&b'/') {
         let path = cwd.join(program);

@@ -29,6 +29,7 @@ use nix::unistd::Pid;
 use super::reaper::{self, ForkGuard};
 use super::signals;
 use super::status::ExitStatus;
+use crate::config::{DEFAULT_PATH, SELF_EXE, SELF_PROGRAM};
 
 /// What to put on one of the child's descriptors 0, 1, 2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -520,26 +521,25 @@ impl Plan {
 }
 
 /// Paths to try for `program`: itself if it contains a `/`, else each PATH directory in order.
+/// [`SELF_PROGRAM`] is litevisor's own binary first ([`SELF_EXE`]), then the PATH search (in case
+/// `/proc` is not mounted).
 fn exec_candidates(program: &OsStr, path: Option<&OsStr>) -> Vec<OsString> {
     if program.as_bytes().contains(&b'/') {
         return vec![program.to_owned()];
     }
-    let path = path.map_or(
-        &b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"[..],
-        |p| p.as_bytes(),
-    );
-    path.split(|b| *b == b':')
-        .map(|dir| {
-            let mut full = if dir.is_empty() {
-                b".".to_vec()
-            } else {
-                dir.to_vec()
-            };
-            full.push(b'/');
-            full.extend_from_slice(program.as_bytes());
-            OsString::from(OsStr::from_bytes(&full))
-        })
-        .collect()
+    let own_binary = (program == SELF_PROGRAM).then(|| OsString::from(SELF_EXE));
+    let path = path.map_or(DEFAULT_PATH.as_bytes(), |p| p.as_bytes());
+    let search = path.split(|b| *b == b':').map(|dir| {
+        let mut full = if dir.is_empty() {
+            b".".to_vec()
+        } else {
+            dir.to_vec()
+        };
+        full.push(b'/');
+        full.extend_from_slice(program.as_bytes());
+        OsString::from(OsStr::from_bytes(&full))
+    });
+    own_binary.into_iter().chain(search).collect()
 }
 
 fn fd_limit() -> libc::c_int {
@@ -616,6 +616,14 @@ mod tests {
             exec_candidates(OsStr::new("./x"), Some(OsStr::new("/a"))),
             ["./x"]
         );
+    }
+
+    #[test]
+    fn litevisor_is_its_own_binary_first() {
+        let c = exec_candidates(OsStr::new("litevisor"), Some(OsStr::new("/a")));
+        assert_eq!(c, ["/proc/self/exe", "/a/litevisor"]);
+        let c = exec_candidates(OsStr::new("./litevisor"), Some(OsStr::new("/a")));
+        assert_eq!(c, ["./litevisor"]);
     }
 
     #[test]
