@@ -3,7 +3,8 @@
 //!
 //! Socket path: `$LITEVISOR_SOCKET`; else `/run/litevisor.sock` when `/run` is writable; else
 //! `$XDG_RUNTIME_DIR/litevisor.sock`; else `/tmp/litevisor-$UID.sock`. The supervisor creates it
-//! with mode 0600 (only its user may ask). A leftover socket nobody listens on (a litevisor that was
+//! with mode 0600 (only its user may ask); a client takes the first of these that is a socket of its
+//! own user (any socket for root). A leftover socket nobody listens on (a litevisor that was
 //! SIGKILLed) is replaced; a live one (another litevisor) is left alone and this supervisor runs
 //! without a socket: the socket is a convenience, never a reason to fail a start-up.
 //!
@@ -118,22 +119,42 @@ pub fn socket_path() -> PathBuf {
 }
 
 /// The socket a client should talk to: `$LITEVISOR_SOCKET`, else the first of the supervisor's
-/// candidate paths where a socket exists (a client may not be able to write where the supervisor
-/// could), else what the supervisor would pick.
+/// candidate paths where a socket of the client's own user exists (a client may not be able to
+/// write where the supervisor could), else the first socket there at all (so that the error names
+/// it), else what the supervisor would pick.
 pub fn client_socket_path() -> PathBuf {
     if let Some(p) = env_path(SOCKET_ENV) {
         return p;
     }
-    let candidates = [
+    let candidates: Vec<PathBuf> = [
         Some(PathBuf::from("/run/litevisor.sock")),
         env_path("XDG_RUNTIME_DIR").map(|d| d.join("litevisor.sock")),
         Some(tmp_socket()),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| is_socket(p))
-        .unwrap_or_else(socket_path)
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    choose_socket(&candidates, euid).unwrap_or_else(socket_path)
+}
+
+/// The first candidate that is a socket `euid` may connect to, else the first socket. A socket has
+/// mode 0600, so only its owner and root may use it: a non-root user's `status` must not stop at a
+/// root litevisor's `/run/litevisor.sock` when its own litevisor listens in `/tmp`.
+fn choose_socket(candidates: &[PathBuf], euid: u32) -> Option<PathBuf> {
+    let sockets: Vec<(&PathBuf, u32)> = candidates
+        .iter()
+        .filter_map(|p| {
+            let meta = std::fs::symlink_metadata(p).ok()?;
+            meta.file_type().is_socket().then_some((p, meta.uid()))
+        })
+        .collect();
+    sockets
+        .iter()
+        .find(|(_, owner)| euid == 0 || *owner == euid)
+        .or(sockets.first())
+        .map(|(p, _)| (*p).clone())
 }
 
 fn tmp_socket() -> PathBuf {
@@ -155,10 +176,6 @@ fn writable(dir: &Path) -> bool {
     };
     // SAFETY: access reads the NUL-terminated path only. It also fails on a read-only mount.
     unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
-}
-
-fn is_socket(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// The bound control socket. Dropping it removes the socket file, if the file is still the one it
@@ -477,6 +494,27 @@ pub fn render_json(s: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_takes_its_own_users_socket_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let [plain, root, nobody, missing] =
+            ["plain", "root.sock", "nobody.sock", "missing.sock"].map(|n| dir.path().join(n));
+        std::fs::write(&plain, "").unwrap();
+        let _root = StdListener::bind(&root).unwrap();
+        let _nobody = StdListener::bind(&nobody).unwrap();
+        std::os::unix::fs::lchown(&nobody, Some(65534), None).unwrap();
+        let all = [missing.clone(), plain.clone(), root.clone(), nobody.clone()];
+        assert_eq!(choose_socket(&all, 65534), Some(nobody.clone()));
+        assert_eq!(
+            choose_socket(&all, 0),
+            Some(root.clone()),
+            "root may use any"
+        );
+        // None of its own: the first socket, so that the error names where a supervisor listens.
+        assert_eq!(choose_socket(&all, 1000), Some(root));
+        assert_eq!(choose_socket(&[missing, plain], 1000), None);
+    }
 
     fn sample() -> Snapshot {
         Snapshot {
