@@ -298,8 +298,14 @@ pub fn run_restore(replica: &dyn ReplicaClient, req: &RestoreRequest) -> anyhow:
             }
         );
     } else {
+        // The check ran and passed (a failure is an error above): say so, it is why it was asked.
+        let checked = match req.integrity_check {
+            IntegrityCheck::None => "",
+            IntegrityCheck::Quick => "; quick_check ok",
+            IntegrityCheck::Full => "; integrity_check ok",
+        };
         eprintln!(
-            "restored {} to txid {:016x} ({} pages of {} bytes, {} files)",
+            "restored {} to txid {:016x} ({} pages of {} bytes, {} files{checked})",
             req.output.display(),
             report.txid,
             report.pages,
