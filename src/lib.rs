@@ -7,6 +7,7 @@
 //! # Modules, bottom up
 //! - `text`: tabwriter-style tables and JSON string literals for the CLI and the control socket.
 //! - `fault`: fault injection for the tests (debug builds only).
+//! - `example_app`: the bundled example's application (`litevisor example-app`).
 //! - [`replica`]: the `ReplicaClient` trait, the file and S3 backends, replica URLs.
 //! - `config`: litevisor.toml, services.d, s6-overlay directories and litestream.yml, loaded into one
 //!   validated model (imports none of the engines).
@@ -19,6 +20,7 @@
 pub mod cli;
 mod config;
 mod control;
+mod example_app;
 mod fault;
 mod init;
 pub mod replica;

@@ -101,11 +101,21 @@ fn the_shipped_example_passes() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("services.d.example/litevisor.toml");
     let out = check(&config);
     out.ok();
-    assert_eq!(out.order(), ["migrate", "web", "worker"], "{}", out.stdout);
-    let web = out.stdout.lines().find(|l| l.starts_with("web")).unwrap();
+    assert_eq!(out.order(), ["migrate", "app", "reader"], "{}", out.stdout);
+    let app = out.stdout.lines().find(|l| l.starts_with("app")).unwrap();
     assert!(
-        web.contains("longrun") && web.contains("depends_on=migrate") && web.contains("main"),
-        "{web}"
+        app.contains("longrun") && app.contains("depends_on=migrate") && app.contains("main"),
+        "{app}"
+    );
+    let db = Path::new(env!("CARGO_MANIFEST_DIR")).join("services.d.example/data");
+    assert!(
+        out.stdout.contains(&format!(
+            "database {} -> file://{}",
+            db.join("app.db").display(),
+            db.join("replica").display()
+        )),
+        "{}",
+        out.stdout
     );
     let migrate = out
         .stdout

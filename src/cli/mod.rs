@@ -4,6 +4,7 @@
 mod check;
 mod databases;
 pub(crate) mod duration;
+mod example_app;
 mod ltx;
 mod replicate;
 mod restore;
@@ -48,6 +49,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Check that a replica restores to exactly the live database (integrity check + checksum).
     Verify(verify::VerifyArgs),
+    /// The bundled example's SQLite app (services.d.example): migrate, write or read rows.
+    ExampleApp(example_app::ExampleAppArgs),
 }
 
 /// Parses the process's argv, runs the chosen subcommand and returns the process exit code.
@@ -70,6 +73,7 @@ pub fn main() -> i32 {
     let takes_signals_over = match &cli.command {
         None | Some(Command::Run(_)) => true,
         Some(Command::Replicate(args)) => !args.once,
+        Some(Command::ExampleApp(args)) => args.takes_stop_signals(),
         Some(_) => false,
     };
     if !takes_signals_over {
@@ -85,6 +89,7 @@ pub fn main() -> i32 {
         Some(Command::Databases(args)) => databases::run(args),
         Some(Command::Status(args)) => status::run(args),
         Some(Command::Verify(args)) => verify::run(args),
+        Some(Command::ExampleApp(args)) => example_app::run(args),
     };
     match result {
         Ok(code) => code,
