@@ -5,17 +5,17 @@
 //! (`fs.inotify.max_user_instances`), so an instance per database stops working at the 129th database
 //! of a multi-database container. Watches are cheap (192k per user by default), instances are not.
 //!
-//! [`watch`] registers interest in some names inside one directory and hands back the read end of a
-//! socket pair that becomes readable whenever one of those names changes (or whenever the kernel's
-//! event queue overflowed, when nobody can know what changed). Subscribers in the same directory share
-//! the kernel watch; it is removed with the last of them. Idle, the thread sleeps in `read(2)`.
+//! [`watch`] registers interest in some names inside one directory and a callback that runs (on the
+//! watcher's thread: it must be quick, e.g. notify a pool task) whenever one of those names changes,
+//! or whenever the kernel's event queue overflowed, when nobody can know what changed. Subscribers in
+//! the same directory share the kernel watch; it is removed with the last of them. Idle, the thread
+//! sleeps in `read(2)`. No descriptor is used per subscriber.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Write};
-use std::os::unix::net::UnixStream;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
@@ -28,13 +28,13 @@ pub struct Watch {
     id: u64,
 }
 
-/// Wakes the returned socket whenever an entry of `dir` named in `names` is created, modified,
-/// closed after writing, moved in, or deleted.
-pub fn watch(dir: &Path, names: &[&OsStr]) -> io::Result<(Watch, UnixStream)> {
+/// What a subscriber runs when one of its names changes.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// Calls `wake` whenever an entry of `dir` named in `names` is created, modified, closed after
+/// writing, moved in, or deleted.
+pub fn watch(dir: &Path, names: &[&OsStr], wake: Wake) -> io::Result<Watch> {
     let hub = hub()?;
-    let (poke, changes) = UnixStream::pair()?;
-    poke.set_nonblocking(true)?;
-    changes.set_nonblocking(true)?;
     let mask = AddWatchFlags::IN_MODIFY
         | AddWatchFlags::IN_CREATE
         | AddWatchFlags::IN_MOVED_TO
@@ -52,19 +52,9 @@ pub fn watch(dir: &Path, names: &[&OsStr]) -> io::Result<(Watch, UnixStream)> {
     state.dirs.entry(wd).or_default().push(Subscriber {
         id,
         names: names.iter().map(|n| n.to_os_string()).collect(),
-        poke,
+        wake,
     });
-    Ok((Watch { hub, wd, id }, changes))
-}
-
-/// Drains the socket returned by [`watch`]; true if anything was pending.
-pub fn drain(changes: &UnixStream) -> bool {
-    let mut buf = [0u8; 64];
-    let mut any = false;
-    while io::Read::read(&mut &*changes, &mut buf).is_ok_and(|n| n > 0) {
-        any = true;
-    }
-    any
+    Ok(Watch { hub, wd, id })
 }
 
 impl Drop for Watch {
@@ -81,17 +71,24 @@ impl Drop for Watch {
     }
 }
 
-#[derive(Debug)]
 struct Subscriber {
     id: u64,
     names: Vec<OsString>,
-    /// Write end: one byte means "look again"; a full buffer already means that.
-    poke: UnixStream,
+    wake: Wake,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("id", &self.id)
+            .field("names", &self.names)
+            .finish()
+    }
 }
 
 impl Subscriber {
     fn poke(&self) {
-        let _ = (&self.poke).write(&[1]);
+        (self.wake)();
     }
 }
 
@@ -192,12 +189,25 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
-    fn wait_readable(s: &UnixStream, within: Duration) -> bool {
+    fn counter() -> (Arc<AtomicUsize>, Wake) {
+        let n = Arc::new(AtomicUsize::new(0));
+        let m = Arc::clone(&n);
+        (
+            n,
+            Arc::new(move || {
+                m.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+    }
+
+    /// True once `n` was woken (and resets it).
+    fn wait_woken(n: &AtomicUsize, within: Duration) -> bool {
         let end = Instant::now() + within;
         while Instant::now() < end {
-            if drain(s) {
+            if n.swap(0, Ordering::SeqCst) > 0 {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -208,32 +218,42 @@ mod tests {
     #[test]
     fn only_named_entries_wake_their_subscriber() {
         let dir = tempfile::tempdir().unwrap();
-        let (_a, a) = watch(dir.path(), &[OsStr::new("a.db"), OsStr::new("a.db-wal")]).unwrap();
-        let (_b, b) = watch(dir.path(), &[OsStr::new("b.db")]).unwrap();
+        let (a, wake_a) = counter();
+        let (b, wake_b) = counter();
+        let _a = watch(
+            dir.path(),
+            &[OsStr::new("a.db"), OsStr::new("a.db-wal")],
+            wake_a,
+        )
+        .unwrap();
+        let _b = watch(dir.path(), &[OsStr::new("b.db")], wake_b).unwrap();
         std::fs::write(dir.path().join("a.db-wal"), b"x").unwrap();
-        assert!(wait_readable(&a, Duration::from_secs(5)), "a not woken");
+        assert!(wait_woken(&a, Duration::from_secs(5)), "a not woken");
         // Events are handled in order: once b has seen its file, every event of a's write (create,
         // modify, close) has been handled too, and what a sees after that is new.
         std::fs::write(dir.path().join("b.db"), b"x").unwrap();
-        assert!(wait_readable(&b, Duration::from_secs(5)), "b not woken");
-        drain(&a);
+        assert!(wait_woken(&b, Duration::from_secs(5)), "b not woken");
+        a.store(0, Ordering::SeqCst);
         std::fs::write(dir.path().join("other"), b"x").unwrap();
         std::fs::write(dir.path().join("b.db"), b"y").unwrap();
-        assert!(
-            wait_readable(&b, Duration::from_secs(5)),
-            "b not woken again"
+        assert!(wait_woken(&b, Duration::from_secs(5)), "b not woken again");
+        assert_eq!(
+            a.load(Ordering::SeqCst),
+            0,
+            "a woken by b's or an unrelated file"
         );
-        assert!(!drain(&a), "a woken by b's or an unrelated file");
     }
 
     #[test]
     fn the_kernel_watch_outlives_all_but_the_last_subscriber() {
         let dir = tempfile::tempdir().unwrap();
-        let (first, _) = watch(dir.path(), &[OsStr::new("x")]).unwrap();
-        let (_second, second_rx) = watch(dir.path(), &[OsStr::new("x")]).unwrap();
+        let (_, wake_first) = counter();
+        let (second, wake_second) = counter();
+        let first = watch(dir.path(), &[OsStr::new("x")], wake_first).unwrap();
+        let _second = watch(dir.path(), &[OsStr::new("x")], wake_second).unwrap();
         drop(first);
         std::fs::write(dir.path().join("x"), b"1").unwrap();
-        assert!(wait_readable(&second_rx, Duration::from_secs(5)));
+        assert!(wait_woken(&second, Duration::from_secs(5)));
     }
 
     #[test]
@@ -241,11 +261,21 @@ mod tests {
         // More subscribers than the default per-user instance limit (128).
         let dir = tempfile::tempdir().unwrap();
         let names: Vec<OsString> = (0..300).map(|i| format!("db{i}").into()).collect();
+        let (last, wake_last) = counter();
         let watches: Vec<_> = names
             .iter()
-            .map(|n| watch(dir.path(), &[n.as_os_str()]).unwrap())
+            .enumerate()
+            .map(|(i, n)| {
+                let wake = if i == 299 {
+                    Arc::clone(&wake_last)
+                } else {
+                    counter().1
+                };
+                watch(dir.path(), &[n.as_os_str()], wake).unwrap()
+            })
             .collect();
         std::fs::write(dir.path().join("db299"), b"x").unwrap();
-        assert!(wait_readable(&watches[299].1, Duration::from_secs(5)));
+        assert!(wait_woken(&last, Duration::from_secs(5)));
+        drop(watches);
     }
 }

@@ -150,7 +150,7 @@ impl DbShared {
         matches!(self.lock().engine, Engine::Idle)
     }
 
-    /// Starts the engine on a thread of its own (it blocks on SQLite and the replica), or adopts
+    /// Starts the engine on the replication pool (it blocks on SQLite and the replica), or adopts
     /// the one already starting or running. The channel settles on the start's outcome.
     fn start_engine(
         self: &Arc<Self>,
@@ -166,36 +166,30 @@ impl DbShared {
         let (tx, rx) = watch::channel(None);
         inner.engine = Engine::Starting(rx.clone());
         drop(inner);
-        let db = db.clone();
+        let cfg = engine_config(db);
         let shared = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("lv-db-start".into())
-            .spawn(move || {
-                let result = Replicator::start(engine_config(&db));
-                let mut inner = shared.lock();
-                let outcome = match result {
-                    Ok(replicator) => {
-                        inner.engine = Engine::Running(replicator);
-                        Ok(())
-                    }
-                    Err(e) => {
-                        inner.engine = Engine::Idle;
-                        Err(e.to_string())
-                    }
-                };
-                let _ = tx.send(Some(outcome));
-            });
-        if let Err(e) = spawned {
-            self.lock().engine = Engine::Idle;
-            return watch::channel(Some(Err(format!(
-                "cannot start the replication thread: {e}"
-            ))))
-            .1;
-        }
+        // On the replication upload pool: the start blocks on SQLite and the replica, and a
+        // thread per database would not scale to thousands of them.
+        crate::replication::pool::upload_pool().execute(move || {
+            let result = Replicator::start(cfg);
+            let mut inner = shared.lock();
+            let outcome = match result {
+                Ok(replicator) => {
+                    inner.engine = Engine::Running(replicator);
+                    Ok(())
+                }
+                Err(e) => {
+                    inner.engine = Engine::Idle;
+                    Err(e.to_string())
+                }
+            };
+            drop(inner);
+            let _ = tx.send(Some(outcome));
+        });
         rx
     }
 
-    /// Takes the running engine out and runs its final sync on a thread of its own, bounded by
+    /// Takes the running engine out and runs its final sync (on the replication pool), bounded by
     /// `deadline`; or follows the final sync already under way. The channel settles on the result
     /// (it closes without one when there was no engine to sync).
     fn final_sync(
@@ -221,22 +215,18 @@ impl DbShared {
         inner.engine = Engine::FinalSync(rx.clone());
         drop(inner);
         let shared = Arc::clone(self);
-        std::thread::Builder::new()
-            .name("lv-db-final".into())
-            .spawn(move || {
-                let result =
-                    replicator.shutdown(deadline.saturating_duration_since(Instant::now()));
-                {
-                    let mut inner = shared.lock();
-                    inner.last.txid = result.txid;
-                    inner.last.replica_txid = result.replica_txid;
-                    inner.state = if result.ok() { "stopped" } else { "failed" };
-                    if let Some(e) = &result.error {
-                        inner.error = Some(format!("final sync: {e}"));
-                    }
+        replicator.begin_shutdown(deadline, move |result| {
+            {
+                let mut inner = shared.lock();
+                inner.last.txid = result.txid;
+                inner.last.replica_txid = result.replica_txid;
+                inner.state = if result.ok() { "stopped" } else { "failed" };
+                if let Some(e) = &result.error {
+                    inner.error = Some(format!("final sync: {e}"));
                 }
-                let _ = tx.send(Some(result));
-            })?;
+            }
+            let _ = tx.send(Some(result));
+        });
         Ok(rx)
     }
 
