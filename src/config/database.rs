@@ -1,5 +1,6 @@
-//! The `[[databases]]` array: which SQLite files to replicate, where to, and Litestream's tuning knobs
-//! (same names, snake_case), plus litevisor's `allow_network_fs`. Parsed and validated here for the
+//! The `[[databases]]` array: which SQLite files to replicate (`path`, or a directory of them: `dir` +
+//! `pattern`, `recursive`, `watch`, Litestream's directory mode), where to, and Litestream's tuning
+//! knobs (same names, snake_case), plus litevisor's `allow_network_fs`. Parsed and validated here for the
 //! replication side; credentials become [`Secret`]s at once so they can never be printed. Replica URLs
 //! go through [`ReplicaUrl::parse`], the same rules as the command line's (Litestream's).
 
@@ -7,19 +8,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::diag::{Loc, Problems, Source};
-use super::tree::{Node, Spanned, TableReader};
-use super::{Database, Replica, RestorePolicy, S3Keys, values};
+use super::directory::glob_match;
+use super::tree::{Located, Node, Spanned, TableReader};
+use super::{Database, DatabaseDir, Replica, RestorePolicy, S3Keys, values};
 use crate::replica::url::{ReplicaUrl, S3Url, is_url};
 use crate::replication::engine;
 
-/// Reads the `databases` array of the root table.
+/// Reads the `databases` array of the root table: the single databases and the directory entries.
 pub fn read_all(
     src: &Source,
     loc: Loc,
     node: Spanned<Node>,
     base_dir: &Path,
     problems: &mut Problems,
-) -> Vec<Database> {
+) -> (Vec<Database>, Vec<DatabaseDir>) {
     let items = match node.into_inner() {
         Node::Array(items) => items,
         other => {
@@ -30,10 +32,11 @@ pub fn read_all(
                     other.kind()
                 ),
             );
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let mut out: Vec<(Database, Loc)> = Vec::new();
+    let mut dirs: Vec<(DatabaseDir, Loc)> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let prefix = format!("databases[{i}]");
         let item_loc = src.loc(item.span().start, &prefix);
@@ -47,9 +50,32 @@ pub fn read_all(
                 continue;
             }
         };
-        let reader = TableReader::new(src, &prefix, entries);
-        if let Some((db, path_loc)) = read_one(reader, item_loc, base_dir, problems) {
-            if let Some((_, first)) = out.iter().find(|(d, _)| d.path == db.path) {
+        let mut reader = TableReader::new(src, &prefix, entries);
+        let directory = read_directory_keys(&mut reader, base_dir, problems);
+        if let Some((db, path_loc)) =
+            read_one(reader, item_loc, base_dir, directory.is_some(), problems)
+        {
+            if let Some(d) = directory {
+                let dir = DatabaseDir {
+                    dir: d.dir.clone(),
+                    template: Database { path: d.dir, ..db },
+                    pattern: d.pattern,
+                    recursive: d.recursive,
+                    watch: d.watch,
+                    meta_dir: None,
+                };
+                match dirs.iter().find(|(other, _)| other.dir == dir.dir) {
+                    Some((_, first)) => {
+                        let msg = format!(
+                            "directory {} is already listed at line {}",
+                            dir.dir.display(),
+                            first.line.map_or(0, |l| l.0)
+                        );
+                        problems.push(path_loc, msg);
+                    }
+                    None => dirs.push((dir, path_loc)),
+                }
+            } else if let Some((_, first)) = out.iter().find(|(d, _)| d.path == db.path) {
                 let msg = format!(
                     "database {} is already listed at line {}",
                     db.path.display(),
@@ -61,13 +87,83 @@ pub fn read_all(
             }
         }
     }
-    out.into_iter().map(|(db, _)| db).collect()
+    (
+        out.into_iter().map(|(db, _)| db).collect(),
+        dirs.into_iter().map(|(d, _)| d).collect(),
+    )
+}
+
+/// The directory-mode keys of one entry (`dir`, `pattern`, `recursive`, `watch`).
+struct DirectoryKeys {
+    dir: PathBuf,
+    pattern: String,
+    recursive: bool,
+    watch: bool,
+}
+
+/// Reads `dir` and its companions; `None` when the entry has no `dir` (then `pattern`, `recursive`
+/// and `watch` are errors: they mean nothing for a single `path`).
+fn read_directory_keys(
+    t: &mut TableReader<'_>,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> Option<DirectoryKeys> {
+    let dir = t.string("dir", problems);
+    let pattern = t.string("pattern", problems);
+    let recursive = t.bool("recursive", problems);
+    let watch = t.bool("watch", problems);
+    let Some(dir) = dir else {
+        for (key, at) in [
+            ("pattern", pattern.map(|v| v.loc)),
+            ("recursive", recursive.map(|v| v.loc)),
+            ("watch", watch.map(|v| v.loc)),
+        ] {
+            if let Some(at) = at {
+                problems.push(at, format!("`{key}` applies only to a `dir` entry"));
+            }
+        }
+        return None;
+    };
+    if dir.value.is_empty() {
+        problems.push(dir.loc, "must not be empty");
+        return None;
+    }
+    let pattern = match pattern {
+        Some(p) => match glob_match(&p.value, "") {
+            Ok(_) if p.value.is_empty() => {
+                problems.push(p.loc, "must not be empty");
+                return None;
+            }
+            Ok(_) => p.value,
+            Err(why) => {
+                problems.push(p.loc, format!("invalid pattern: {why}"));
+                return None;
+            }
+        },
+        None => {
+            problems.push(
+                Loc {
+                    key: Some(t.path_of("pattern")),
+                    ..dir.loc
+                },
+                "missing required key: a `dir` entry needs `pattern` (e.g. \"*.db\")",
+            );
+            return None;
+        }
+    };
+    Some(DirectoryKeys {
+        dir: base_dir.join(&dir.value),
+        pattern,
+        recursive: recursive.is_some_and(|v| v.value),
+        watch: watch.is_some_and(|v| v.value),
+    })
 }
 
 fn read_one(
     mut t: TableReader<'_>,
     loc: Loc,
     base_dir: &Path,
+    directory: bool,
     problems: &mut Problems,
 ) -> Option<(Database, Loc)> {
     let path = t.string("path", problems);
@@ -134,6 +230,14 @@ fn read_one(
     t.finish(problems);
 
     let path = match path {
+        Some(p) if directory => {
+            problems.push(p.loc, "give either `path` or `dir`, not both");
+            return None;
+        }
+        None if directory => Located {
+            value: String::new(),
+            loc: loc.clone(),
+        },
         Some(p) if p.value.is_empty() => {
             problems.push(p.loc, "must not be empty");
             return None;
@@ -145,7 +249,7 @@ fn read_one(
                     key: Some(format!("{}.path", loc.key.as_deref().unwrap_or(""))),
                     ..loc
                 },
-                "missing required key",
+                "missing required key (or `dir` + `pattern` for a directory of databases)",
             );
             return None;
         }

@@ -7,8 +7,8 @@
 //! - supported: mapped onto [`Database`], [`Replica`] and the `exec` main [`Service`];
 //! - accepted but ignored (a feature litevisor does not have, such as `addr` or `logging`): a warning
 //!   naming the file, line and key path;
-//! - rejected (litevisor cannot do what it asks: gs/abs/sftp/... replicas, `dir:` directory mode,
-//!   `age:` encryption, several replicas, SSE): an error naming the file, line and key path;
+//! - rejected (litevisor cannot do what it asks: gs/abs/sftp/... replicas, `age:` encryption,
+//!   several replicas, SSE): an error naming the file, line and key path;
 //! - unknown: a warning (Litestream's own parser ignores unknown keys, so a typo must not stop a
 //!   container that Litestream would have started, but it must be seen).
 //!
@@ -25,11 +25,12 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 
 use super::database::replica_from_url;
 use super::diag::{ConfigError, Loc, Problems};
+use super::directory::glob_match;
 use super::env::EnvBuilder;
 use super::program::{DEFAULT_PATH, check_program};
 use super::{
-    Backoff, Config, Database, GiveUp, Readiness, Replica, RestartPolicy, RestorePolicy, S3Keys,
-    SERVICE_NAME_ENV, Service, ServiceKind,
+    Backoff, Config, Database, DatabaseDir, GiveUp, Readiness, Replica, RestartPolicy,
+    RestorePolicy, S3Keys, SERVICE_NAME_ENV, Service, ServiceKind,
 };
 use crate::cli::duration::parse_duration;
 use crate::replica::url::{ReplicaUrl, is_url};
@@ -113,7 +114,7 @@ pub fn command_line(
     }
     Ok(replicate_config(
         None,
-        databases,
+        (databases, Vec::new()),
         service,
         shutdown_sync_timeout,
     ))
@@ -124,7 +125,7 @@ pub fn command_line(
 /// attempt) plus, with `exec`, the program's stop grace (it stops first, then the final sync runs).
 fn replicate_config(
     file: Option<PathBuf>,
-    databases: Vec<Database>,
+    (databases, directories): (Vec<Database>, Vec<DatabaseDir>),
     exec: Option<Service>,
     shutdown_sync_timeout: Duration,
 ) -> Config {
@@ -140,6 +141,7 @@ fn replicate_config(
         grace: EXEC_STOP_GRACE,
         services: exec.into_iter().collect(),
         databases,
+        directories,
         warnings: Vec::new(),
     }
 }
@@ -763,8 +765,72 @@ const REJECTED_REPLICA: &[(&str, &str)] = &[
     ("sse-kms-key-id", "SSE-KMS is not supported yet"),
 ];
 
-/// Database keys of Litestream's directory mode, which litevisor does not have.
-const DIRECTORY_MODE: &[&str] = &["dir", "pattern", "recursive", "watch", "meta-dir"];
+/// Litestream's directory mode keys (`dir`, `pattern`, `recursive`, `watch`, `meta-dir`), with
+/// Litestream's rules: `pattern` is required with `dir`; the others mean nothing without it.
+fn read_directory_keys(
+    file: &Path,
+    m: &mut Map<'_>,
+    problems: &mut Problems,
+) -> Option<(Loc, DatabaseDir)> {
+    let dir = m.text("dir", problems);
+    let pattern = m.text("pattern", problems);
+    let recursive = m.bool("recursive", problems);
+    let watch = m.bool("watch", problems);
+    let meta_dir = m.text("meta-dir", problems);
+    let Some((dir_loc, dir)) = dir.filter(|(_, d)| !d.is_empty()) else {
+        for (key, set) in [
+            ("pattern", pattern.is_some()),
+            ("recursive", recursive.is_some()),
+            ("watch", watch.is_some()),
+            ("meta-dir", meta_dir.is_some()),
+        ] {
+            if set {
+                problems.push(
+                    loc_at(file, 0, 0, &m.path_of(key)),
+                    format!("`{key}` can only be used with a directory (`dir`)"),
+                );
+            }
+        }
+        return None;
+    };
+    let pattern = match pattern {
+        Some((loc, p)) if p.is_empty() => {
+            problems.push(loc, "must not be empty");
+            return None;
+        }
+        Some((loc, p)) => match glob_match(&p, "") {
+            Ok(_) => p,
+            Err(why) => {
+                problems.push(loc, format!("invalid pattern: {why}"));
+                return None;
+            }
+        },
+        None => {
+            problems.push(
+                loc_at(file, 0, 0, &m.path_of("pattern")),
+                "'pattern' is required when using 'dir' (e.g. pattern: \"*.db\")",
+            );
+            return None;
+        }
+    };
+    let dir = expand_path(&dir);
+    Some((
+        dir_loc,
+        DatabaseDir {
+            template: Database::new(
+                dir.clone(),
+                Replica::File {
+                    path: PathBuf::new(),
+                },
+            ),
+            dir,
+            pattern,
+            recursive: recursive.unwrap_or(false),
+            watch: watch.unwrap_or(false),
+            meta_dir: meta_dir.map(|(_, p)| expand_path(&p)),
+        },
+    ))
+}
 
 /// Replica settings, from a replica or as top-level defaults for every replica.
 #[derive(Clone, Debug, Default)]
@@ -893,12 +959,37 @@ fn parse(
     let exec = top.text("exec", problems);
 
     let mut databases: Vec<Database> = Vec::new();
+    let mut directories: Vec<DatabaseDir> = Vec::new();
     match top.take("dbs") {
         Some((loc, node)) => match node.value {
             Value::Seq(items) => {
                 for (i, item) in items.into_iter().enumerate() {
                     let prefix = format!("dbs[{i}]");
-                    if let Some(db) = read_db(path, &prefix, item, &globals, overrides, problems) {
+                    let mut directory = None;
+                    let db = read_db(
+                        path,
+                        &prefix,
+                        item,
+                        &globals,
+                        overrides,
+                        &mut directory,
+                        problems,
+                    );
+                    if let (Some(db), Some(entry)) = (&db, directory) {
+                        match directories.iter().find(|d| d.dir == db.path) {
+                            Some(_) => problems.push(
+                                loc_at(path, 0, 0, &format!("{prefix}.dir")),
+                                format!("directory {} is listed twice", db.path.display()),
+                            ),
+                            None => directories.push(DatabaseDir {
+                                dir: db.path.clone(),
+                                template: db.clone(),
+                                ..entry
+                            }),
+                        }
+                        continue;
+                    }
+                    if let Some(db) = db {
                         match databases.iter().find(|d| d.path == db.path) {
                             Some(_) => problems.push(
                                 loc_at(path, 0, 0, &format!("{prefix}.path")),
@@ -936,7 +1027,7 @@ fn parse(
     }
     Some(replicate_config(
         Some(path.to_path_buf()),
-        databases,
+        (databases, directories),
         service,
         shutdown_sync_timeout,
     ))
@@ -1009,25 +1100,31 @@ fn read_snapshot(
     (interval, retention)
 }
 
+/// One `dbs` entry. A directory entry (`dir:`) comes back as its template database (path = the
+/// directory) with `directory` set to the entry's other settings.
 fn read_db(
     path: &Path,
     prefix: &str,
     node: Node,
     globals: &Globals,
     overrides: &Overrides,
+    directory: &mut Option<DatabaseDir>,
     problems: &mut Problems,
 ) -> Option<Database> {
     let (line, col) = (node.line, node.col);
     let mut m = Map::new(path, prefix, node, problems)?;
-    for key in DIRECTORY_MODE {
-        if let Some((loc, _)) = m.take(key) {
-            problems.push(
-                loc,
-                "Litestream's directory mode is not supported: list each database with `path`",
-            );
+    let dir = read_directory_keys(path, &mut m, problems);
+    let mut db_path = m.text("path", problems);
+    match (&dir, db_path.take()) {
+        (Some(_), Some((loc, _))) => {
+            problems.push(loc, "cannot specify both `path` and `dir`");
+            return None;
         }
+        (Some((dir_loc, d)), None) => {
+            db_path = Some((dir_loc.clone(), d.dir.display().to_string()))
+        }
+        (None, p) => db_path = p,
     }
-    let db_path = m.text("path", problems);
     let meta_path = m.string("meta-path", problems);
     let monitor_interval = m.duration("monitor-interval", problems);
     let checkpoint_interval = m.duration("checkpoint-interval", problems);
@@ -1134,6 +1231,20 @@ fn read_db(
         db.max_sync_wal_bytes = n;
     }
     db.meta_path = meta_path.map(|p| expand_path(&p));
+    if let Some((_, entry)) = dir {
+        if db.meta_path.is_some() && entry.meta_dir.is_some() {
+            problems.push(
+                loc_at(
+                    path,
+                    line,
+                    col,
+                    &m_path(&Loc::file(path), &format!("{prefix}.meta-dir")),
+                ),
+                "cannot specify both `meta-path` and `meta-dir`",
+            );
+        }
+        *directory = Some(entry);
+    }
     db.allow_network_fs = overrides.allow_network_fs || allow_network_fs == Some(true);
     if let Some(levels) = &globals.levels {
         db.levels = levels.clone();
@@ -1540,7 +1651,6 @@ logging:
         let err = errors(
             "dbs:
   - dir: /data
-    pattern: '*.db'
     replica:
       url: gs://bucket/x
   - path: /data/b.db
@@ -1559,12 +1669,60 @@ logging:
 ",
         );
         for expected in [
-            "/etc/ls.yml:2:5: dbs[0].dir: Litestream's directory mode is not supported",
-            "/etc/ls.yml:3:5: dbs[0].pattern: Litestream's directory mode",
-            "/etc/ls.yml:5:7: dbs[0].replica.url: replica type \"gs\" is not supported",
-            "/etc/ls.yml:7:5: dbs[1].replicas: several replicas per database are not supported",
-            "/etc/ls.yml:12:7: dbs[2].replica.type: replica type \"sftp\" is not supported",
-            "/etc/ls.yml:17:7: dbs[3].replica.age: age encryption",
+            "dbs[0].pattern: 'pattern' is required when using 'dir'",
+            "/etc/ls.yml:4:7: dbs[0].replica.url: replica type \"gs\" is not supported",
+            "/etc/ls.yml:6:5: dbs[1].replicas: several replicas per database are not supported",
+            "/etc/ls.yml:11:7: dbs[2].replica.type: replica type \"sftp\" is not supported",
+            "/etc/ls.yml:16:7: dbs[3].replica.age: age encryption",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn directory_entries_follow_litestreams_rules() {
+        let (config, _) = ok("dbs:
+  - dir: /data/tenants
+    pattern: '*.db'
+    recursive: true
+    watch: true
+    monitor-interval: 5s
+    replica:
+      url: s3://bucket/tenants
+  - path: /data/app.db
+    replica:
+      url: file:///backups/app
+");
+        assert_eq!(config.databases.len(), 1);
+        let [d] = &config.directories[..] else {
+            panic!("{:?}", config.directories)
+        };
+        assert_eq!(d.dir, Path::new("/data/tenants"));
+        assert_eq!(
+            (d.pattern.as_str(), d.recursive, d.watch),
+            ("*.db", true, true)
+        );
+        let db = d.database(Path::new("/data/tenants/eu/acme.db")).unwrap();
+        assert_eq!(db.replica.to_string(), "s3://bucket/tenants/eu/acme.db");
+        assert_eq!(db.sync_interval, Duration::from_secs(5));
+        let err = errors(
+            "dbs:
+  - path: /a.db
+    dir: /data
+    pattern: '*.db'
+    replica: {url: file:///r}
+  - path: /b.db
+    watch: true
+    replica: {url: file:///r}
+  - dir: /data
+    pattern: '[a-'
+    replica: {url: file:///r}
+",
+        );
+        for expected in [
+            "dbs[0].path: cannot specify both `path` and `dir`",
+            "dbs[1].watch: `watch` can only be used with a directory",
+            "dbs[2].pattern: invalid pattern",
         ] {
             assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
         }

@@ -18,6 +18,7 @@
 mod credentials;
 mod database;
 mod diag;
+mod directory;
 mod env;
 mod graph;
 pub mod litestream;
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 pub use database::replica_from_url;
 pub use diag::{ConfigError, Problem};
+pub use directory::DatabaseDir;
 pub use nix::sys::signal::Signal;
 pub use program::{DEFAULT_PATH, SELF_EXE, SELF_PROGRAM};
 
@@ -66,6 +68,8 @@ pub struct Config {
     /// Stop in reverse order.
     pub services: Vec<Service>,
     pub databases: Vec<Database>,
+    /// Directory entries (Litestream's `dir:` mode): the databases found under each.
+    pub directories: Vec<DatabaseDir>,
     /// Things accepted but worth telling (ignored s6 features); `check` prints them.
     pub warnings: Vec<Problem>,
 }

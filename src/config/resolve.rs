@@ -93,6 +93,7 @@ fn load_into(
     let mut services_dir: Option<Located<PathBuf>> = None;
     let mut specs = Vec::new();
     let mut databases = Vec::new();
+    let mut directories = Vec::new();
 
     let src = text.map(|text| Source {
         path: path.to_path_buf(),
@@ -123,7 +124,8 @@ fn load_into(
             specs = read_service_tables(src, loc, node, &globals.config_dir, problems);
         }
         if let Some((loc, node)) = t.take("databases") {
-            databases = database::read_all(src, loc, node, &globals.config_dir, problems);
+            (databases, directories) =
+                database::read_all(src, loc, node, &globals.config_dir, problems);
         }
         t.finish(problems);
     }
@@ -159,7 +161,7 @@ fn load_into(
         specs.extend(dir_specs);
         bundles = dir_bundles;
     }
-    if specs.is_empty() && databases.is_empty() && problems.is_empty() {
+    if specs.is_empty() && databases.is_empty() && directories.is_empty() && problems.is_empty() {
         problems.push(
             Loc::file(src.as_ref().map_or(path, |s| &s.path)),
             "no services and no databases are configured",
@@ -168,9 +170,15 @@ fn load_into(
 
     let specs = dedupe(specs, &bundles, problems);
     expand_bundles(&specs, &bundles, problems);
+    // A service's `databases` may name a directory entry by its `dir` too.
+    let known_databases: Vec<Database> = databases
+        .iter()
+        .cloned()
+        .chain(directories.iter().map(|d| d.template.clone()))
+        .collect();
     let mut services: Vec<Service> = specs
         .iter()
-        .filter_map(|spec| resolve_service(spec, &globals, &databases, problems))
+        .filter_map(|spec| resolve_service(spec, &globals, &known_databases, problems))
         .collect();
     check_main(&specs, problems);
     let order = start_order(&specs, &bundles, problems)?;
@@ -205,6 +213,7 @@ fn load_into(
         grace: globals.grace,
         services: ordered,
         databases,
+        directories,
         warnings: Vec::new(),
     })
 }
