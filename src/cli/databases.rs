@@ -1,5 +1,6 @@
 //! `litevisor databases [-config PATH] [-no-expand-env] [-json]`: Litestream's `databases` command.
-//! Lists each configured database and its replica (as a URL, never with credentials), from
+//! Lists each configured database and its replica (as a URL, never with credentials), each database
+//! a `dir:` entry finds included, from
 //! `litestream.yml` or litevisor.toml's `[[databases]]` (see [`super::restore::configured_databases`]).
 
 use super::restore::configured_databases;
@@ -20,7 +21,12 @@ pub struct DatabasesArgs {
 }
 
 pub fn run(args: DatabasesArgs) -> anyhow::Result<i32> {
-    let (_, databases) = configured_databases(args.config.as_deref(), !args.no_expand_env)?;
+    let (_, mut databases, directories) =
+        configured_databases(args.config.as_deref(), !args.no_expand_env)?;
+    // Each database a directory entry finds, as `replicate` would find it now.
+    for entry in &directories {
+        databases.extend(crate::supervisor::found_databases(entry));
+    }
     if args.json {
         let items: Vec<String> = databases
             .iter()

@@ -1,6 +1,11 @@
 //! `litevisor restore [flags] DB_PATH|REPLICA_URL`: Litestream's restore command, same flags, messages
 //! and exit codes. A DB path is looked up in the configuration (`litestream.yml`, or litevisor.toml's
-//! `[[databases]]`) to find its replica ([`find_database`]).
+//! `[[databases]]`, a database under a `dir:` entry included) to find its replica ([`find_database`]).
+//!
+//! `litevisor restore -config FILE` without a DB path restores every database of the file: each
+//! `path:` entry and every database the replica holds below each `dir:` entry's replica path (which
+//! Litestream cannot: it answers "database not found in config"), [`PARALLEL_RESTORES`] at a time,
+//! each written complete or not at all.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::config::{Database, litestream};
+use crate::config::{Database, DatabaseDir, litestream};
 use crate::replica::{self, FileInfo, ReplicaClient, rfc3339};
 use crate::replication::ltx;
 use crate::replication::restore::{self, IntegrityCheck, RestoreError, RestoreOptions, Target};
@@ -58,9 +63,13 @@ pub struct RestoreArgs {
     /// Disables environment variable expansion in the configuration file.
     #[arg(long)]
     no_expand_env: bool,
+    /// Without it (and with -config): every database of the configuration.
     #[arg(value_name = "DB_PATH|REPLICA_URL")]
-    source: String,
+    source: Option<String>,
 }
+
+/// Restores of a whole configuration running at once.
+const PARALLEL_RESTORES: usize = 8;
 
 /// A fully resolved restore request: what the CLI (or the config track, for `DB_PATH` restores and
 /// `restore-if-db-not-exists`) hands to [`run_restore`].
@@ -104,23 +113,31 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
     // Litestream's `restore DB_PATH`: the replica comes from the configuration, the output
     // defaults to the database's own path, and `-timestamp` is not checked against the replica's
     // time range first (as in Litestream). A replica URL needs `-o`.
-    let (output, db) = if replica::is_url(&args.source) {
+    let Some(source) = args.source.clone() else {
+        if args.config.is_none() {
+            bail!("give DB_PATH or REPLICA_URL (or -config FILE to restore every database of it)");
+        }
+        if args.output.is_some() {
+            bail!("-o names one output: give the DB_PATH to restore too");
+        }
+        return restore_all(&args, target, integrity_check);
+    };
+    let (output, db) = if replica::is_url(&source) {
         if args.config.is_some() {
             bail!("cannot specify a replica URL and the -config flag");
         }
         let Some(output) = args.output else {
             bail!(
-                "-o is required when restoring from a replica URL (litevisor restore -o /path/to/db {})",
-                args.source
+                "-o is required when restoring from a replica URL (litevisor restore -o /path/to/db {source})"
             );
         };
         (output, None)
     } else {
-        let db = find_database(args.config.as_deref(), !args.no_expand_env, &args.source)?;
+        let db = find_database(args.config.as_deref(), !args.no_expand_env, &source)?;
         (args.output.unwrap_or_else(|| db.path.clone()), Some(db))
     };
     let request = RestoreRequest {
-        source: args.source.clone(),
+        source: source.clone(),
         output,
         target,
         if_db_not_exists: args.if_db_not_exists,
@@ -141,9 +158,85 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
     }
     let replica = match &db {
         Some(db) => crate::supervisor::replica_client(&db.replica),
-        None => replica::open_replica(&args.source)?,
+        None => replica::open_replica(&source)?,
     };
     run_restore(replica.as_ref(), &request)
+}
+
+/// `restore -config FILE` alone: every database of the file, in parallel; exit 1 if any failed.
+fn restore_all(
+    args: &RestoreArgs,
+    target: Target,
+    integrity_check: IntegrityCheck,
+) -> anyhow::Result<i32> {
+    let (file, mut databases, directories) =
+        configured_databases(args.config.as_deref(), !args.no_expand_env)?;
+    for entry in &directories {
+        let base = crate::supervisor::replica_client(&entry.template.replica);
+        let rels = base
+            .databases_below()
+            .with_context(|| format!("list the replica {}", entry.template.replica))?;
+        databases.extend(
+            rels.iter()
+                .filter_map(|rel| entry.database(&entry.dir.join(rel)))
+                .filter(|db| {
+                    db.path
+                        .file_name()
+                        .is_some_and(|n| entry.matches(&n.to_string_lossy()))
+                }),
+        );
+    }
+    if databases.is_empty() {
+        eprintln!("no databases to restore in {}", file.display());
+        return Ok(if args.if_replica_exists { 0 } else { 1 });
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_RESTORES.min(databases.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(db) = databases.get(i) else { break };
+                    let request = RestoreRequest {
+                        source: db.path.display().to_string(),
+                        output: db.path.clone(),
+                        target,
+                        if_db_not_exists: args.if_db_not_exists,
+                        if_replica_exists: args.if_replica_exists,
+                        force: args.force,
+                        dry_run: args.dry_run,
+                        json: args.json,
+                        integrity_check,
+                        check_time_bounds: false,
+                    };
+                    let replica = crate::supervisor::replica_client(&db.replica);
+                    if let Some(parent) = db.path.parent() {
+                        let _ = std::fs::create_dir_all(parent);
+                    }
+                    match run_restore(replica.as_ref(), &request) {
+                        Ok(0) => {}
+                        Ok(_) => {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            eprintln!("litevisor: error: {}: {e:#}", db.path.display());
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let failed = failed.into_inner();
+    if failed > 0 {
+        eprintln!(
+            "{failed} of {} database(s) were not restored",
+            databases.len()
+        );
+        return Ok(1);
+    }
+    Ok(0)
 }
 
 /// Opens the replica a command line names: a replica URL, or a database path looked up in the
@@ -168,7 +261,7 @@ pub(crate) fn replica_for(
 pub(crate) fn configured_databases(
     config: Option<&str>,
     expand_env: bool,
-) -> anyhow::Result<(PathBuf, Vec<Database>)> {
+) -> anyhow::Result<(PathBuf, Vec<Database>, Vec<DatabaseDir>)> {
     let toml = match config {
         Some(path) => path.ends_with(".toml"),
         None => std::env::var_os(crate::config::CONFIG_ENV).is_some_and(|v| !v.is_empty()),
@@ -181,7 +274,7 @@ pub(crate) fn configured_databases(
             .file
             .clone()
             .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
-        return Ok((file, loaded.databases));
+        return Ok((file, loaded.databases, loaded.directories));
     }
     let path = litestream::config_path(config.map(Path::new));
     if !path.exists() {
@@ -200,7 +293,7 @@ pub(crate) fn configured_databases(
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
-    Ok((path, loaded.databases))
+    Ok((path, loaded.databases, loaded.directories))
 }
 
 /// The configured database at `db_path` (compared as absolute paths).
@@ -209,11 +302,26 @@ pub(crate) fn find_database(
     expand_env: bool,
     db_path: &str,
 ) -> anyhow::Result<Database> {
-    let (file, databases) = configured_databases(config, expand_env)?;
+    let (file, databases, directories) = configured_databases(config, expand_env)?;
     let wanted = std::path::absolute(db_path).unwrap_or_else(|_| PathBuf::from(db_path));
     let real = wanted.canonicalize().ok();
     let same = |p: &Path| p == wanted || (real.is_some() && p.canonicalize().ok() == real);
-    match databases.into_iter().find(|db| same(&db.path)) {
+    // A database under a `dir:` entry (it may not exist yet: that is what a restore is for).
+    let in_directory = || {
+        directories.iter().find_map(|entry| {
+            let name = wanted.file_name()?.to_string_lossy();
+            let below = wanted.starts_with(&entry.dir)
+                && (entry.recursive || wanted.parent() == Some(entry.dir.as_path()));
+            (below && entry.matches(&name))
+                .then(|| entry.database(&wanted))
+                .flatten()
+        })
+    };
+    match databases
+        .into_iter()
+        .find(|db| same(&db.path))
+        .or_else(in_directory)
+    {
         Some(db) => Ok(db),
         None => bail!(
             "database not found in config: {} is not a database of {} (use `litevisor databases -config {}` to list them)",

@@ -38,6 +38,57 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Rep
 }
 
 impl ReplicaClient for FileReplica {
+    /// Every directory below the root holding an `ltx/<level>/` directory with an LTX file.
+    fn databases_below(&self) -> Result<Vec<String>, ReplicaError> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), ReplicaError> {
+            let entries = match fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_err("list", dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_err("list", dir))?;
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let path = entry.path();
+                if entry.file_name() == "ltx" {
+                    let holds_ltx =
+                        fs::read_dir(&path)
+                            .into_iter()
+                            .flatten()
+                            .flatten()
+                            .any(|level| {
+                                fs::read_dir(level.path())
+                                    .into_iter()
+                                    .flatten()
+                                    .flatten()
+                                    .any(|f| {
+                                        f.file_name()
+                                            .to_str()
+                                            .and_then(ltx::parse_file_name)
+                                            .is_some()
+                                    })
+                            });
+                    if holds_ltx
+                        && dir != root
+                        && let Ok(rel) = dir.strip_prefix(root)
+                    {
+                        out.push(rel.to_string_lossy().into_owned());
+                    }
+                    continue;
+                }
+                walk(root, &path, out)?;
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &self.root, &mut out)?;
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     fn kind(&self) -> &'static str {
         "file"
     }

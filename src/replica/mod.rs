@@ -74,6 +74,15 @@ pub trait ReplicaClient: Send + Sync + std::fmt::Debug {
             .map(|f| self.open_ltx(f.level, f.min_txid, f.max_txid))
             .collect()
     }
+    /// The replicas of a directory entry found below this replica's path: each one's path relative
+    /// to it (`sub/x.db` for `<path>/sub/x.db/<level>/<file>.ltx`), sorted. Litestream's layout, so
+    /// the replicas of either tool are found.
+    fn databases_below(&self) -> Result<Vec<String>, ReplicaError> {
+        Err(ReplicaError::Unsupported(format!(
+            "listing the databases of a {} replica",
+            self.kind()
+        )))
+    }
     /// Where a file lives, for error messages (a path or an object key; never credentials).
     fn locate(&self, level: u8, min: u64, max: u64) -> String {
         format!("level {level} {}", ltx::file_name(min, max))

@@ -489,6 +489,53 @@ impl ReplicaClient for S3Replica {
         self.ltx_files_with_timestamps(level)
     }
 
+    /// One listing of every key under `<path>/`: a key `<path>/<rel>/<level %04x>/<file>.ltx` names
+    /// the replica `<rel>`.
+    fn databases_below(&self) -> Result<Vec<String>, ReplicaError> {
+        let (rt, client) = self.client()?;
+        let base = self.opts.path.trim_end_matches('/');
+        let prefix = if base.is_empty() || base == "." {
+            String::new()
+        } else {
+            format!("{base}/")
+        };
+        let bucket = self.opts.bucket.clone();
+        let keys = rt
+            .block_on(async {
+                let mut keys = Vec::new();
+                let mut pages = client
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .prefix(&prefix)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| sdk_error("s3 ListObjectsV2", &prefix, e))?;
+                    keys.extend(
+                        page.contents()
+                            .iter()
+                            .filter_map(|o| o.key().map(str::to_owned)),
+                    );
+                }
+                Ok::<_, S3Error>(keys)
+            })
+            .map_err(|e| self.fail(e))?;
+        let mut out: Vec<String> = keys
+            .iter()
+            .filter_map(|key| {
+                let rest = key.strip_prefix(&prefix)?;
+                let (dir, file) = rest.rsplit_once('/')?;
+                ltx::parse_file_name(file)?;
+                let (rel, level) = dir.rsplit_once('/')?;
+                (level.len() == 4 && u8::from_str_radix(level, 16).is_ok() && !rel.is_empty())
+                    .then(|| rel.to_owned())
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Starts the GET now (a missing object is `NotFound` here) and streams the body.
     fn open_ltx(
         &self,

@@ -359,9 +359,21 @@ impl Replicator {
 
     /// [`Replicator::shutdown`] without blocking: `done` runs (on a pool thread) once both lanes
     /// have ended, the connections are closed and the single-replicator lock is released.
-    pub fn begin_shutdown(
+    pub fn begin_shutdown(self, deadline: Instant, done: impl FnOnce(FinalSync) + Send + 'static) {
+        self.stop(deadline, false, done);
+    }
+
+    /// The end of a database that was deleted while replicated: one attempt to sync what its WAL
+    /// still holds (no retries, so no stream of errors about files that are gone), then the upload
+    /// of what is staged locally, until `deadline`.
+    pub fn begin_removal(self, deadline: Instant, done: impl FnOnce(FinalSync) + Send + 'static) {
+        self.stop(deadline, true, done);
+    }
+
+    fn stop(
         mut self,
         deadline: Instant,
+        once: bool,
         done: impl FnOnce(FinalSync) + Send + 'static,
     ) {
         self.shutting_down = true;
@@ -402,8 +414,8 @@ impl Replicator {
             }
         };
         let reply = Reply::new(after_sync);
-        if let Err(SyncCmd::Stop(_, reply) | SyncCmd::SyncNow(reply)) =
-            self.send_cmd(SyncCmd::Stop(deadline, reply))
+        if let Err(SyncCmd::Stop(_, reply, _) | SyncCmd::SyncNow(reply)) =
+            self.send_cmd(SyncCmd::Stop(deadline, reply, once))
         {
             drop(reply);
         }

@@ -31,29 +31,67 @@ pub struct Watch {
 /// What a subscriber runs when one of its names changes.
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
+/// What a directory listener hears: an entry of its directory, or (`name: None`) "anything may have
+/// changed" (the kernel's queue overflowed) or "the directory itself is gone" (`gone`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEvent {
+    pub name: Option<OsString>,
+    /// The entry was deleted or moved away (for `name: None`: the directory was).
+    pub gone: bool,
+    /// The entry is a directory.
+    pub is_dir: bool,
+}
+
+/// What a directory listener runs for each event (on the watcher's thread: it must be quick).
+pub type Listen = Arc<dyn Fn(DirEvent) + Send + Sync>;
+
+const MASK: AddWatchFlags = AddWatchFlags::IN_MODIFY
+    .union(AddWatchFlags::IN_CREATE)
+    .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_DELETE)
+    .union(AddWatchFlags::IN_CLOSE_WRITE);
+
+/// Calls `listen` for every entry of `dir` created, modified, closed after writing, moved in or out,
+/// or deleted (directory mode's discovery of databases).
+pub fn listen(dir: &Path, listen: Listen) -> io::Result<Watch> {
+    subscribe(dir, Target::Listener(listen))
+}
+
 /// Calls `wake` whenever an entry of `dir` named in `names` is created, modified, closed after
 /// writing, moved in, or deleted.
 pub fn watch(dir: &Path, names: &[&OsStr], wake: Wake) -> io::Result<Watch> {
+    subscribe(
+        dir,
+        Target::Names(names.iter().map(|n| n.to_os_string()).collect(), wake),
+    )
+}
+
+fn subscribe(dir: &Path, target: Target) -> io::Result<Watch> {
     let hub = hub()?;
-    let mask = AddWatchFlags::IN_MODIFY
-        | AddWatchFlags::IN_CREATE
-        | AddWatchFlags::IN_MOVED_TO
-        | AddWatchFlags::IN_DELETE
-        | AddWatchFlags::IN_CLOSE_WRITE;
     let mut state = hub.lock();
     // Under the lock, so that a concurrent last unsubscribe cannot remove the kernel watch between
-    // this add and the registration below.
-    let wd = hub
-        .inotify
-        .add_watch(dir, mask)
-        .map_err(|e| io::Error::other(format!("inotify_add_watch {}: {e}", dir.display())))?;
+    // this add and the registration below. Every subscriber of a directory shares one kernel watch
+    // (the kernel gives the same descriptor again), so they all use the same mask.
+    let wd = hub.inotify.add_watch(dir, MASK).map_err(|e| match e {
+        Errno::ENOSPC => io::Error::other(format!(
+            "inotify_add_watch {}: the limit of inotify watches is reached: raise \
+             fs.inotify.max_user_watches (sysctl; each watched directory takes one)",
+            dir.display()
+        )),
+        Errno::EMFILE => io::Error::other(format!(
+            "inotify_add_watch {}: too many inotify instances: raise fs.inotify.max_user_instances",
+            dir.display()
+        )),
+        e => io::Error::other(format!("inotify_add_watch {}: {e}", dir.display())),
+    })?;
     state.next_id += 1;
     let id = state.next_id;
-    state.dirs.entry(wd).or_default().push(Subscriber {
-        id,
-        names: names.iter().map(|n| n.to_os_string()).collect(),
-        wake,
-    });
+    state
+        .dirs
+        .entry(wd)
+        .or_default()
+        .push(Subscriber { id, target });
     Ok(Watch { hub, wd, id })
 }
 
@@ -73,22 +111,48 @@ impl Drop for Watch {
 
 struct Subscriber {
     id: u64,
-    names: Vec<OsString>,
-    wake: Wake,
+    target: Target,
+}
+
+enum Target {
+    /// A database: these names of the directory, one "look again" callback.
+    Names(Vec<OsString>, Wake),
+    /// A directory listener: every entry, with what happened.
+    Listener(Listen),
 }
 
 impl std::fmt::Debug for Subscriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscriber")
-            .field("id", &self.id)
-            .field("names", &self.names)
-            .finish()
+        f.debug_struct("Subscriber").field("id", &self.id).finish()
     }
 }
 
 impl Subscriber {
-    fn poke(&self) {
-        (self.wake)();
+    /// Anything may have changed (queue overflow), or the directory is gone.
+    fn poke(&self, gone: bool) {
+        match &self.target {
+            Target::Names(_, wake) => wake(),
+            Target::Listener(listen) => listen(DirEvent {
+                name: None,
+                gone,
+                is_dir: true,
+            }),
+        }
+    }
+
+    fn event(&self, name: &OsStr, mask: AddWatchFlags) {
+        match &self.target {
+            Target::Names(names, wake) => {
+                if names.iter().any(|n| n == name) {
+                    wake();
+                }
+            }
+            Target::Listener(listen) => listen(DirEvent {
+                name: Some(name.to_os_string()),
+                gone: mask.intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM),
+                is_dir: mask.contains(AddWatchFlags::IN_ISDIR),
+            }),
+        }
     }
 }
 
@@ -122,20 +186,20 @@ impl Hub {
                         .dirs
                         .values()
                         .flatten()
-                        .for_each(Subscriber::poke);
+                        .for_each(|s| s.poke(false));
                     return;
                 }
             };
             let mut state = self.lock();
             for event in events {
                 if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                    state.dirs.values().flatten().for_each(Subscriber::poke);
+                    state.dirs.values().flatten().for_each(|s| s.poke(false));
                     continue;
                 }
                 if event.mask.contains(AddWatchFlags::IN_IGNORED) {
                     // The directory is gone: wake its subscribers so they notice, and forget it.
                     if let Some(subscribers) = state.dirs.remove(&event.wd) {
-                        subscribers.iter().for_each(Subscriber::poke);
+                        subscribers.iter().for_each(|s| s.poke(true));
                     }
                     continue;
                 }
@@ -143,10 +207,7 @@ impl Hub {
                 else {
                     continue;
                 };
-                subscribers
-                    .iter()
-                    .filter(|s| s.names.iter().any(|n| n == name))
-                    .for_each(Subscriber::poke);
+                subscribers.iter().for_each(|s| s.event(name, event.mask));
             }
         }
     }

@@ -152,7 +152,7 @@ impl DbShared {
 
     /// Starts the engine on the replication pool (it blocks on SQLite and the replica), or adopts
     /// the one already starting or running. The channel settles on the start's outcome.
-    fn start_engine(
+    pub(super) fn start_engine(
         self: &Arc<Self>,
         db: &Database,
     ) -> watch::Receiver<Option<Result<(), String>>> {
@@ -192,9 +192,10 @@ impl DbShared {
     /// Takes the running engine out and runs its final sync (on the replication pool), bounded by
     /// `deadline`; or follows the final sync already under way. The channel settles on the result
     /// (it closes without one when there was no engine to sync).
-    fn final_sync(
+    pub(super) fn final_sync(
         self: &Arc<Self>,
         deadline: Instant,
+        gone: bool,
     ) -> std::io::Result<watch::Receiver<Option<FinalSync>>> {
         let mut inner = self.lock();
         let replicator = match std::mem::take(&mut inner.engine) {
@@ -208,14 +209,14 @@ impl DbShared {
                 return Ok(watch::channel(None).1);
             }
         };
-        inner.state = "final sync";
+        inner.state = if gone { "removed" } else { "final sync" };
         // What the status shows while the engine is out of the record.
         inner.last = replicator.status();
         let (tx, rx) = watch::channel(None);
         inner.engine = Engine::FinalSync(rx.clone());
         drop(inner);
         let shared = Arc::clone(self);
-        replicator.begin_shutdown(deadline, move |result| {
+        let finish = move |result: FinalSync| {
             {
                 let mut inner = shared.lock();
                 inner.last.txid = result.txid;
@@ -226,8 +227,21 @@ impl DbShared {
                 }
             }
             let _ = tx.send(Some(result));
-        });
+        };
+        if gone {
+            replicator.begin_removal(deadline, finish);
+        } else {
+            replicator.begin_shutdown(deadline, finish);
+        }
         Ok(rx)
+    }
+
+    /// The channel of a start under way, if the engine is starting.
+    pub(super) fn starting(&self) -> Option<watch::Receiver<Option<Result<(), String>>>> {
+        match &self.lock().engine {
+            Engine::Starting(rx) => Some(rx.clone()),
+            _ => None,
+        }
     }
 
     /// The status row: a short lock plus, while replicating, the engine's own short status lock.
@@ -252,7 +266,7 @@ impl DbShared {
     }
 }
 
-fn ended(why: Why) -> Ended {
+pub(super) fn ended(why: Why) -> Ended {
     Ended { status: None, why }
 }
 
@@ -263,7 +277,7 @@ pub struct RestoreUnit {
 }
 
 /// What a restore did.
-enum Restored {
+pub(super) enum Restored {
     Kept(&'static str),
     Restored {
         txid: u64,
@@ -354,7 +368,7 @@ impl Unit for RestoreUnit {
 }
 
 /// Runs on a plain thread: decides and, if needed, restores. Errors are the message to show.
-fn restore_if_needed(db: &Database) -> Result<Restored, String> {
+pub(super) fn restore_if_needed(db: &Database) -> Result<Restored, String> {
     let exists = match std::fs::symlink_metadata(&db.path) {
         Ok(_) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -427,7 +441,7 @@ impl ReplicateUnit {
                 && done.is_none()
                 && let Some(deadline) = stop_deadline
             {
-                match self.shared.final_sync(deadline) {
+                match self.shared.final_sync(deadline, false) {
                     Ok(rx) => done = Some(rx),
                     Err(e) => {
                         return ended(Why::FinalSyncFailed(format!(

@@ -62,7 +62,10 @@
 mod backoff;
 mod child;
 mod database;
+mod dbset;
+mod directory;
 pub use database::{engine_config, replica_client};
+pub use directory::found_databases;
 mod orchestrator;
 mod output;
 mod readiness;
@@ -77,7 +80,9 @@ use crate::config::{Config, ServiceKind};
 use crate::control;
 use crate::init::{self, ExitCodeMap, Flow, Reactor};
 
-use database::{DbShared, ReplicateUnit, RestoreUnit};
+use database::{ReplicateUnit, RestoreUnit};
+use dbset::DbSet;
+use directory::{DirRestoreUnit, DirUnit};
 use orchestrator::{Node, Settings};
 use output::Output;
 use service::ProcessService;
@@ -175,10 +180,10 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
         .map_or(1, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id());
     let mut nodes = Vec::new();
-    let mut shared = Vec::new();
+    let set = DbSet::new();
     let names = database::display_names(&config.databases);
     for (db, name) in config.databases.iter().zip(names) {
-        let record = DbShared::new(db);
+        let record = set.insert(db, &format!("replicate:{name}"));
         let restore = nodes.len();
         nodes.push(Node {
             name: format!("restore:{name}"),
@@ -201,7 +206,35 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
                 Box::new(move || ReplicateUnit::revive(db.clone(), Arc::clone(&record)))
             }),
         });
-        shared.push(record);
+        drop(record);
+    }
+    // Directory entries: a restore node and a replicate node each, after the single databases.
+    let first_dir = nodes.len();
+    for entry in &config.directories {
+        let name = entry.dir.display().to_string();
+        let restore = nodes.len();
+        nodes.push(Node {
+            name: format!("restore:{name}"),
+            deps: Vec::new(),
+            main: false,
+            database: true,
+            final_sync: false,
+            unit: Box::new(DirRestoreUnit::new(entry.clone())),
+            revive: None,
+        });
+        let owner = format!("replicate:{name}");
+        nodes.push(Node {
+            name: owner.clone(),
+            deps: vec![restore],
+            main: false,
+            database: true,
+            final_sync: true,
+            unit: Box::new(DirUnit::new(entry.clone(), Arc::clone(&set), owner.clone())),
+            revive: Some({
+                let (entry, set) = (entry.clone(), Arc::clone(&set));
+                Box::new(move || DirUnit::revive(entry.clone(), Arc::clone(&set), owner.clone()))
+            }),
+        });
     }
     let first_service = nodes.len();
     let replicate_node = |path: &std::path::Path| {
@@ -210,6 +243,13 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             .iter()
             .position(|db| db.path == path)
             .map(|i| 2 * i + 1)
+            .or_else(|| {
+                config
+                    .directories
+                    .iter()
+                    .position(|d| d.dir == path)
+                    .map(|i| first_dir + 2 * i + 1)
+            })
     };
     let mut services = Vec::new();
     for (i, service) in config.services.iter().enumerate() {
@@ -247,7 +287,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
     let overview = Overview {
         board: Board::new(nodes.len()),
         services,
-        databases: shared,
+        databases: set,
     };
     (nodes, overview)
 }

@@ -1,9 +1,9 @@
 //! What the supervisor answers on its control socket: the services from the [`Board`], the
-//! databases from their [`DbShared`] records. Every read is a short lock on in-memory state.
+//! databases from the [`DbSet`] (every member, those found in directories included). Every read is a short lock on in-memory state.
 
 use std::sync::Arc;
 
-use super::database::DbShared;
+use super::dbset::DbSet;
 use super::unit::Board;
 use crate::control::{ServiceRow, Snapshot, StatusSource};
 
@@ -19,7 +19,7 @@ pub struct ServiceEntry {
 pub struct Overview {
     pub board: Arc<Board>,
     pub services: Vec<ServiceEntry>,
-    pub databases: Vec<Arc<DbShared>>,
+    pub databases: Arc<DbSet>,
 }
 
 impl StatusSource for Overview {
@@ -43,7 +43,7 @@ impl StatusSource for Overview {
             .collect();
         Snapshot {
             services,
-            databases: self.databases.iter().map(|d| d.row()).collect(),
+            databases: self.databases.rows(),
         }
     }
 }

@@ -31,7 +31,8 @@ const SETTLE_RETRY: Duration = Duration::from_millis(50);
 
 pub(super) enum SyncCmd {
     SyncNow(Reply<Result<(), String>>),
-    Stop(Instant, Reply<Result<(), String>>),
+    /// The final sync until the deadline; `once`: a single attempt (the database was deleted).
+    Stop(Instant, Reply<Result<(), String>>, bool),
 }
 
 /// The lane as the pool and the [`super::Replicator`] see it.
@@ -135,6 +136,8 @@ struct Stopping {
     reply: Reply<Result<(), String>>,
     /// When settling unpublished frames gives up (set by the first settling round).
     settle_until: Option<Instant>,
+    /// One attempt only.
+    once: bool,
 }
 
 enum Settled {
@@ -339,12 +342,13 @@ impl SyncWorker {
                     let r = self.ensure_init(true).and_then(|()| self.sync_all());
                     reply.send(r.map_err(|e| e.to_string()));
                 }
-                SyncCmd::Stop(deadline, reply) => {
+                SyncCmd::Stop(deadline, reply, once) => {
                     if self.stopping.is_none() {
                         self.stopping = Some(Stopping {
                             deadline,
                             reply,
                             settle_until: None,
+                            once,
                         });
                     }
                 }
@@ -421,7 +425,7 @@ impl SyncWorker {
         let Some(stop) = self.stopping.as_ref() else {
             return Turn::Done;
         };
-        let deadline = stop.deadline;
+        let (deadline, once) = (stop.deadline, stop.once);
         let result = if self.db.is_none() && !self.cfg.path.exists() {
             Ok(Settled::Done) // nothing was ever replicated
         } else {
@@ -432,7 +436,7 @@ impl SyncWorker {
         let outcome = match result {
             Ok(Settled::Again(at)) => return Turn::Sleep(Some(at)),
             Ok(Settled::Done) => Ok(()),
-            Err(e) if Instant::now() + FINAL_RETRY < deadline => {
+            Err(e) if !once && Instant::now() + FINAL_RETRY < deadline => {
                 warn!(db = %self.cfg.path.display(), "final sync failed, retrying: {e}");
                 return Turn::Sleep(Some(Instant::now() + FINAL_RETRY));
             }
