@@ -735,18 +735,28 @@ def section_restore():
 
 
 def section_scale():
-    sizes = (100, 300) if QUICK else (100, 1000)
+    sizes = (100, 1000) if QUICK else (100, 1000, 10000)
     idle = 5 if QUICK else 10
     runs = f"{ROUNDS} run{'s' if ROUNDS > 1 else ''}"
-    print(f"N small databases (one table, one row, WAL) each with its own file replica, all in ONE "
-          f"replicator process (`replicate -config` of the same litestream.yml, default settings). "
-          f"After every replica has its first L0 file: CPU (utime+stime) over an idle window of "
-          f"{idle} s and RSS at its end. Median (min–max) of {runs} per tool, each a fresh process on "
-          "fresh DBs and replicas, the tools interleaved; ratio of the medians.")
+    print(f"N small databases (one table, one row, WAL) in one directory, replicated by ONE process "
+          f"from one `dir:` entry of litestream.yml (`replicate -config`, file replicas, default "
+          f"settings). Start-up: until every replica has its first L0 file. Then CPU (utime+stime) over "
+          f"an idle window of {idle} s, RSS, threads and open files at its end; RSS per database is the "
+          f"slope between two sizes. Stop: SIGTERM until the process exited (final sync of every "
+          f"database). Median (min–max) of {runs} per tool, each a fresh process on fresh DBs and "
+          "replicas, the tools interleaved; ratio of the medians. A size whose descriptors do not fit "
+          "the hard `ulimit -n` of the machine is skipped (both tools need several per database).")
     print()
     print("| metric | litevisor | Litestream 0.5.17 | litevisor / Litestream |")
     print("|---|---|---|---|")
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    rss_at = {}
     for n in sizes:
+        if hard != resource.RLIM_INFINITY and n * 9 + 256 > hard:
+            print(f"| {n:,} DBs | skipped: needs `ulimit -n` ≥ {n * 9 + 256:,}, the hard limit here is "
+                  f"{hard:,} | | |")
+            continue
         figures = rounds(ROUNDS, lambda tool: scale_run(tool, n, idle))
         labels = [
             ("start → every replica has its first L0 (s)", 1),
@@ -754,42 +764,68 @@ def section_scale():
             ("idle RSS (MiB)", 1),
             ("peak RSS (MiB)", 1),
             ("threads", 0),
+            ("open files per database", 1),
+            ("graceful stop: SIGTERM → exit (s)", 2),
         ]
         for i, (label, digits) in enumerate(labels):
             row(f"{n:,} DBs: {label}", [f[i] for f in figures["litevisor"]],
                 [f[i] for f in figures["litestream"]], digits)
+        rss_at[n] = {tool: median([f[2] for f in figures[tool]]) for tool in figures}
+    done = sorted(rss_at)
+    for lo, hi in zip(done, done[1:]):
+        per = {t: (rss_at[hi][t] - rss_at[lo][t]) * 1024 / (hi - lo) for t in rss_at[hi]}
+        print(f"| RSS per extra database, {lo:,} → {hi:,} DBs (KiB) | {per['litevisor']:.0f} | "
+              f"{per['litestream']:.0f} | {ratio(per['litevisor'], per['litestream'])} |")
 
 
 def scale_run(tool, n, idle):
-    """(startup s, idle CPU s, RSS MiB, peak RSS MiB, threads) of one `tool replicate -config` of n DBs."""
+    """(startup s, idle CPU s, RSS MiB, peak RSS MiB, threads, fds per DB, stop s) of one
+    `tool replicate -config` of a `dir:` entry holding n DBs."""
     work = tempfile.mkdtemp(dir=TMP)
     template = os.path.join(work, "template.sqlite")
     c = new_db(template)
     c.execute("INSERT INTO t(v) VALUES (x'00')")
     c.close()  # the last connection checkpoints the WAL away: one self-contained file in WAL mode
-    pairs = []
+    data = os.path.join(work, "data")
+    os.mkdir(data)
     for i in range(n):
-        db = os.path.join(work, f"db{i}.sqlite")
-        shutil.copyfile(template, db)
-        pairs.append((db, "file://" + os.path.join(work, f"replica{i}")))
+        shutil.copyfile(template, os.path.join(data, f"db{i}.sqlite"))
+    replica = os.path.join(work, "replica")
+    cfg = os.path.join(work, "litestream.yml")
+    with open(cfg, "w") as f:
+        f.write(f"logging:\n  level: error\ndbs:\n  - dir: {data}\n    pattern: '*.sqlite'\n"
+                f"    replica:\n      url: file://{replica}\n")
+    binary, log = (LS, "ls.log") if tool == "litestream" else (LV, "lv.log")
+    args = [binary, "replicate", "-config", cfg]
+    if tool == "litevisor":
+        args[2:2] = ["-log-level", "error"]
     t0 = time.monotonic()
-    proc = start_from_config(tool, pairs, work)
+    proc = spawn(args, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, log), "w"))
     try:
-        deadline = t0 + 300
-        pending = {os.path.join(work, f"replica{i}", "ltx", "0") for i in range(n)}
+        deadline = t0 + 600
+        pending = {os.path.join(replica, f"db{i}.sqlite", "ltx", "0") for i in range(n)}
         while pending and time.monotonic() < deadline and proc.poll() is None:
             pending = {p for p in pending if not (os.path.isdir(p) and os.listdir(p))}
-            time.sleep(0.1)
+            time.sleep(0.05)
         if pending:
-            return (float("nan"),) * 5
+            return (float("nan"),) * 7
         startup = time.monotonic() - t0
         cpu0, _, _ = proc_stats(proc.pid)
         time.sleep(idle)
         cpu1, rss, hwm = proc_stats(proc.pid)
         threads = len(os.listdir(f"/proc/{proc.pid}/task"))
-        return (startup, cpu1 - cpu0, rss / 1024, hwm / 1024, threads)
+        fds = len(os.listdir(f"/proc/{proc.pid}/fd")) / n
+        t1 = time.monotonic()
+        proc.terminate()
+        try:
+            proc.wait(timeout=120)
+            stop_s = time.monotonic() - t1
+        except subprocess.TimeoutExpired:
+            stop_s = float("nan")
+        return (startup, cpu1 - cpu0, rss / 1024, hwm / 1024, threads, fds, stop_s)
     finally:
-        proc.kill()  # the final syncs of N DBs are not measured; spare the wait
+        if proc.poll() is None:
+            proc.kill()
         proc.wait()
         shutil.rmtree(work, ignore_errors=True)
 
