@@ -142,7 +142,7 @@ fn rejected_keys_fail_with_file_line_and_key() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     for expected in [
-        format!("{config}:2:5: dbs[0].dir: Litestream's directory mode is not supported"),
+        "dbs[0].pattern: 'pattern' is required when using 'dir'".to_string(),
         format!("{config}:7:7: dbs[1].replica.url: replica type \"gs\" is not supported"),
         format!("{config}:9:5: dbs[2].replicas: several replicas per database are not supported"),
     ] {
