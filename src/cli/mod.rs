@@ -150,8 +150,12 @@ impl StopSignals {
 /// Litestream (Go's `flag` package) spells long flags with one dash: `-config`, `-exec`, `-txid`.
 /// Rewrites `-word` and `-word=value` to `--word...` so clap accepts both spellings. Single-letter flags
 /// (`-o`, `-f`) and everything after a bare `--` are left alone, so a supervised program's argv is
-/// never touched.
+/// never touched. In the default (`run`) mode, so are clusters of tini's short flags (`-vvv`, `-sg`,
+/// `-e143`, `-pSIGKILL`), which tini users write the getopt way.
 fn go_style_flags(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let run_mode = argv.get(1).and_then(|a| a.to_str()).is_none_or(|first| {
+        first == "run" || !<Command as clap::Subcommand>::has_subcommand(first)
+    });
     let mut out = Vec::with_capacity(argv.len());
     let mut passthrough = false;
     for (i, arg) in argv.into_iter().enumerate() {
@@ -164,12 +168,34 @@ fn go_style_flags(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
                 passthrough = true;
                 None
             }
+            Some(s) if run_mode && is_run_short_cluster(s) => None,
             Some(s) if is_go_long_flag(s) => Some(format!("-{s}").into()),
             _ => None,
         };
         out.push(rewritten.unwrap_or(arg));
     }
     out
+}
+
+/// The short flags of [`run::RunArgs`] (plus clap's `-h`/`-V`) that take no value, and those that
+/// take one (which may follow attached, as getopt allows: `-e143`).
+const RUN_SHORT_SWITCHES: &str = "sgvwlhV";
+const RUN_SHORT_WITH_VALUE: &str = "ep";
+
+/// `-` followed by switches, optionally ending in a flag with its value attached.
+fn is_run_short_cluster(s: &str) -> bool {
+    let Some(body) = s.strip_prefix('-').filter(|b| !b.is_empty()) else {
+        return false;
+    };
+    for c in body.chars() {
+        if RUN_SHORT_WITH_VALUE.contains(c) {
+            return true;
+        }
+        if !RUN_SHORT_SWITCHES.contains(c) {
+            return false;
+        }
+    }
+    true
 }
 
 fn is_go_long_flag(s: &str) -> bool {
@@ -230,6 +256,62 @@ mod tests {
             rewrite(&["lv", "--", "prog", "-config", "--", "-x"]),
             ["lv", "--", "prog", "-config", "--", "-x"]
         );
+    }
+
+    #[test]
+    fn tini_style_short_clusters_are_untouched_in_run_mode() {
+        assert_eq!(
+            rewrite(&[
+                "lv",
+                "-vvv",
+                "-sg",
+                "-e143",
+                "-pSIGKILL",
+                "-grace",
+                "1s",
+                "--",
+                "p"
+            ]),
+            [
+                "lv",
+                "-vvv",
+                "-sg",
+                "-e143",
+                "-pSIGKILL",
+                "--grace",
+                "1s",
+                "--",
+                "p"
+            ]
+        );
+        assert_eq!(
+            rewrite(&["lv", "run", "-wv", "-log-level", "info"]),
+            ["lv", "run", "-wv", "--log-level", "info"]
+        );
+        // Other subcommands keep Litestream's spelling only.
+        assert_eq!(
+            rewrite(&["lv", "replicate", "-exec", "app", "-v"]),
+            ["lv", "replicate", "--exec", "app", "-v"]
+        );
+    }
+
+    #[test]
+    fn run_short_flag_lists_match_the_run_arguments() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").expect("run subcommand");
+        for arg in run.get_arguments() {
+            let Some(short) = arg.get_short() else {
+                continue;
+            };
+            let takes_value = arg.get_action().takes_values();
+            let list = if takes_value {
+                RUN_SHORT_WITH_VALUE
+            } else {
+                RUN_SHORT_SWITCHES
+            };
+            assert!(list.contains(short), "-{short} missing from its list");
+        }
     }
 
     #[test]

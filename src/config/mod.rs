@@ -36,6 +36,7 @@ use std::time::Duration;
 pub use database::replica_from_url;
 pub use diag::{ConfigError, Problem};
 pub use nix::sys::signal::Signal;
+pub use values::signal as parse_signal;
 
 /// The configuration file read when neither `--config` nor `$LITEVISOR_CONFIG` names one.
 pub const DEFAULT_CONFIG: &str = "/etc/litevisor/litevisor.toml";

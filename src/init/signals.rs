@@ -115,6 +115,24 @@ pub fn take_over() -> io::Result<SignalSet> {
     Ok(set)
 }
 
+/// Asks the kernel to send `signal` to litevisor when its parent dies (`PR_SET_PDEATHSIG`, tini's
+/// `-p`). Like any other signal it then arrives on the signalfd: forwarded to the children, and a
+/// stop signal starts the shutdown. If the parent died while this was being set up, the signal is
+/// raised at once, since the kernel would never send it.
+pub fn on_parent_death(signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: getppid/prctl/kill take and return plain integers.
+    unsafe {
+        let parent = libc::getppid();
+        if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::getppid() != parent {
+            libc::kill(libc::getpid(), signal);
+        }
+    }
+    Ok(())
+}
+
 /// A non-blocking, close-on-exec signalfd reading the (blocked) signals in `set`.
 pub fn signalfd(set: &SignalSet) -> io::Result<OwnedFd> {
     // SAFETY: the mask is valid; on success the returned descriptor is ours alone.

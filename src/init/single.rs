@@ -33,6 +33,8 @@ pub struct Options {
     /// How long processes get between SIGTERM and SIGKILL.
     pub grace: Duration,
     pub exit_map: ExitCodeMap,
+    /// Log a warning for every orphan reaped (tini's `-w`).
+    pub warn_on_reap: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,7 @@ pub fn run(options: Options) -> Result<i32, SingleError> {
         pid1,
         tty,
         grace: options.grace,
+        warn_on_reap: options.warn_on_reap,
         deadline: None,
         shutting_down: false,
         killing: false,
@@ -119,6 +122,7 @@ struct State {
     pid1: bool,
     tty: Option<RawFd>,
     grace: Duration,
+    warn_on_reap: bool,
     /// When everyone gets SIGKILL; set by the first shutdown signal or the main program's exit.
     deadline: Option<Instant>,
     shutting_down: bool,
@@ -160,6 +164,10 @@ impl State {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Signal(info) => self.on_signal(info),
+            Event::OrphanExited { pid, status } if self.warn_on_reap => {
+                // tini's wording, which scripts may look for.
+                tracing::warn!("Reaped zombie process with pid={pid} ({status})")
+            }
             Event::OrphanExited { pid, status } => tracing::debug!(%pid, %status, "reaped orphan"),
             Event::Stopped { pid, signal } => {
                 tracing::debug!(%pid, signal = %signal_name(signal), "child stopped");

@@ -59,6 +59,8 @@ pub struct Settings {
     /// Time leftover processes get between SIGTERM and SIGKILL (within the deadline).
     pub grace: Duration,
     pub exit_map: ExitCodeMap,
+    /// Log a warning for every orphan reaped (tini's `-w`).
+    pub warn_on_reap: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,7 +250,11 @@ impl Orchestrator {
                 }
             }
             Event::OrphanExited { pid, status } => {
-                tracing::debug!(%pid, %status, "reaped an orphan");
+                if self.settings.warn_on_reap {
+                    tracing::warn!("Reaped zombie process with pid={pid} ({status})");
+                } else {
+                    tracing::debug!(%pid, %status, "reaped an orphan");
+                }
                 self.check_sweep();
             }
             Event::NoChildren => self.check_sweep(),
