@@ -50,6 +50,28 @@ enum Command {
     Verify(verify::VerifyArgs),
 }
 
+/// The default mode's arguments alone: what `litevisor [FLAGS] -- PROG` is parsed with.
+#[derive(Parser, Debug)]
+#[command(name = "litevisor")]
+struct InitCli {
+    #[command(flatten)]
+    run: run::RunArgs,
+}
+
+/// Tries the default mode's parser first: building the whole command tree (every subcommand's flags
+/// and help texts) costs an init, which is mostly `litevisor [FLAGS] -- PROG`, start-up time and
+/// memory it then keeps. Anything else (a subcommand, `--help`, `--version`, a mistake) is parsed,
+/// or reported, by the full parser, which reads a plain run invocation the same way.
+fn parse(argv: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    match InitCli::try_parse_from(&argv) {
+        Ok(init) => Ok(Cli {
+            command: None,
+            run: init.run,
+        }),
+        Err(_) => Cli::try_parse_from(argv),
+    }
+}
+
 /// Parses the process's argv, runs the chosen subcommand and returns the process exit code.
 pub fn main() -> i32 {
     // A stop signal that arrives while litevisor is still starting (parsing flags, reading the
@@ -59,7 +81,7 @@ pub fn main() -> i32 {
     let stop_signals = StopSignals::block();
     report_panics_in_one_line();
     let argv = go_style_flags(std::env::args_os().collect());
-    let cli = match Cli::try_parse_from(argv) {
+    let cli = match parse(argv) {
         Ok(cli) => cli,
         Err(err) => {
             let code = if err.use_stderr() { 2 } else { 0 };
@@ -312,6 +334,28 @@ mod tests {
             };
             assert!(list.contains(short), "-{short} missing from its list");
         }
+    }
+
+    #[test]
+    fn the_init_parser_takes_only_plain_run_invocations() {
+        let parsed = |args: &[&str]| parse(args.iter().map(Into::into).collect());
+        let cli = parsed(&["lv", "-g", "-e", "3", "--", "prog", "-x"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.command, ["prog", "-x"]);
+        assert_eq!(cli.run.remap_exit, [(3, 0)]);
+        assert!(matches!(
+            parsed(&["lv", "run", "--", "p"]).unwrap().command,
+            Some(Command::Run(_))
+        ));
+        assert!(matches!(
+            parsed(&["lv", "replicate", "--once"]).unwrap().command,
+            Some(Command::Replicate(_))
+        ));
+        let help = parsed(&["lv", "--help"]).unwrap_err().to_string();
+        assert!(help.contains("replicate"), "{help}");
+        assert!(parsed(&["lv", "--version"]).is_err());
+        let wrong = parsed(&["lv", "--bogus"]).unwrap_err();
+        assert_eq!(wrong.kind(), clap::error::ErrorKind::UnknownArgument);
     }
 
     #[test]

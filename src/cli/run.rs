@@ -80,7 +80,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         println!("{LICENSE}");
         return Ok(0);
     }
-    init_logging(&log_spec(&args));
     let grace = match args.grace {
         Some(grace) => grace,
         None => grace_from_env()?,
@@ -100,6 +99,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if args.command.is_empty() {
         return supervise(args);
     }
+    init_logging(&log_spec(&args, false));
     let options = single::Options {
         command: args.command,
         grace,
@@ -129,6 +129,7 @@ fn supervise(args: RunArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
+    init_logging(&log_spec(&args, !config.databases.is_empty()));
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -166,8 +167,11 @@ const LICENSE: &str = concat!(
 /// else tini's `TINI_VERBOSITY`, else Litestream's `LOG_LEVEL`.
 const DEFAULT_LOG_FILTER: &str =
     "warn,litevisor::supervisor::database=info,litevisor::replication=info";
+/// The same without databases, where those modules are silent: a plain level needs no filter
+/// engine, which is smaller and faster to start for PID 1.
+const DEFAULT_LOG_LEVEL: &str = "warn";
 
-fn log_spec(args: &RunArgs) -> String {
+fn log_spec(args: &RunArgs, databases: bool) -> String {
     let env = |name| {
         std::env::var(name)
             .ok()
@@ -193,7 +197,14 @@ fn log_spec(args: &RunArgs) -> String {
                 .map(|v| tini_level(atoi(&v)))
         })
         .or_else(|| env("LOG_LEVEL"))
-        .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned())
+        .unwrap_or_else(|| {
+            if databases {
+                DEFAULT_LOG_FILTER
+            } else {
+                DEFAULT_LOG_LEVEL
+            }
+            .to_owned()
+        })
 }
 
 /// C's `atoi`, which tini applies to `TINI_VERBOSITY`: leading blanks, an optional sign, the digits
