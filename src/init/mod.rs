@@ -40,6 +40,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod event_loop;
+pub mod footprint;
 pub mod procs;
 pub mod reaper;
 pub mod signals;

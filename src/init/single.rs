@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 use super::event_loop::{Event, Flow, Reactor, SignalInfo};
 use super::spawn::{ChildSpec, Session, SpawnError, spawn};
 use super::status::{ExitCodeMap, ExitStatus, signal_name};
-use super::{procs, reaper, signals};
+use super::{footprint, procs, reaper, signals};
 
 pub struct Options {
     /// Program and arguments, passed to the program verbatim.
@@ -87,6 +87,7 @@ pub fn run(options: Options) -> Result<i32, SingleError> {
         let _ = record.set(status);
     })?;
     tracing::debug!(pid = %main, ?session, "main program started");
+    footprint::settle();
 
     let mut state = State {
         main,
