@@ -14,6 +14,8 @@
 //!   (^Z) and litevisor is not PID 1, litevisor stops itself too so the calling shell gets its prompt
 //!   back; on SIGCONT it hands the terminal back and continues the child. As PID 1 a stopped child just
 //!   stays stopped until someone sends SIGCONT (which is forwarded).
+//! - Footprint: 100 ms after the start, once, litevisor gives back the pages its start-up touched
+//!   ([`footprint::settle`]), so an idle init costs little more than tini.
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
@@ -26,6 +28,10 @@ use super::event_loop::{Event, Flow, Reactor, SignalInfo};
 use super::spawn::{ChildSpec, Session, SpawnError, spawn};
 use super::status::{ExitCodeMap, ExitStatus, signal_name};
 use super::{footprint, procs, reaper, signals};
+
+/// How long after the program's start its init gives back the start-up's pages: a program that is
+/// over by then (`litevisor -- true` in a script) never pays for it. One wake-up, then never again.
+const SETTLE_AFTER: Duration = Duration::from_millis(100);
 
 pub struct Options {
     /// Program and arguments, passed to the program verbatim.
@@ -87,7 +93,6 @@ pub fn run(options: Options) -> Result<i32, SingleError> {
         let _ = record.set(status);
     })?;
     tracing::debug!(pid = %main, ?session, "main program started");
-    footprint::settle();
 
     let mut state = State {
         main,
@@ -97,6 +102,7 @@ pub fn run(options: Options) -> Result<i32, SingleError> {
         tty,
         grace: options.grace,
         warn_on_reap: options.warn_on_reap,
+        settle_at: Some(Instant::now() + SETTLE_AFTER),
         deadline: None,
         shutting_down: false,
         killing: false,
@@ -124,6 +130,8 @@ struct State {
     tty: Option<RawFd>,
     grace: Duration,
     warn_on_reap: bool,
+    /// When to give back the start-up's pages ([`footprint::settle`]); `None` once done.
+    settle_at: Option<Instant>,
     /// When everyone gets SIGKILL; set by the first shutdown signal or the main program's exit.
     deadline: Option<Instant>,
     shutting_down: bool,
@@ -136,10 +144,18 @@ struct State {
 impl State {
     fn supervise(&mut self, reactor: &mut Reactor) -> std::io::Result<ExitStatus> {
         loop {
-            reactor.turn(self.deadline, &mut |event| {
+            let wake = match (self.deadline, self.settle_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            reactor.turn(wake, &mut |event| {
                 self.on_event(event);
                 Flow::Continue
             })?;
+            if self.settle_at.is_some_and(|at| Instant::now() >= at) {
+                self.settle_at = None;
+                footprint::settle();
+            }
             if self.deadline.is_some_and(|d| Instant::now() >= d) && !self.killing {
                 tracing::debug!("grace period over: killing every remaining process");
                 self.kill_everyone();
