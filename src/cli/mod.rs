@@ -61,8 +61,18 @@ struct InitCli {
 /// Tries the default mode's parser first: building the whole command tree (every subcommand's flags
 /// and help texts) costs an init, which is mostly `litevisor [FLAGS] -- PROG`, start-up time and
 /// memory it then keeps. Anything else (a subcommand, `--help`, `--version`, a mistake) is parsed,
-/// or reported, by the full parser, which reads a plain run invocation the same way.
+/// or reported, by the full parser, which reads a plain run invocation the same way. The most common
+/// entrypoint of all, `litevisor -- PROG ARGS...`, has no flag to parse: it skips clap altogether.
 fn parse(argv: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    if argv.get(1).is_some_and(|first| first == "--") {
+        return Ok(Cli {
+            command: None,
+            run: run::RunArgs {
+                command: argv[2..].to_vec(),
+                ..Default::default()
+            },
+        });
+    }
     match InitCli::try_parse_from(&argv) {
         Ok(init) => Ok(Cli {
             command: None,
@@ -356,6 +366,20 @@ mod tests {
         assert!(parsed(&["lv", "--version"]).is_err());
         let wrong = parsed(&["lv", "--bogus"]).unwrap_err();
         assert_eq!(wrong.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn a_bare_double_dash_reads_as_clap_would_read_it() {
+        for args in [
+            &["lv", "--"][..],
+            &["lv", "--", "prog"],
+            &["lv", "--", "prog", "-x", "--", "--grace", "1s"],
+        ] {
+            let argv: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+            let fast = parse(argv.clone()).unwrap();
+            let clap = Cli::try_parse_from(argv).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{clap:?}"), "{args:?}");
+        }
     }
 
     #[test]

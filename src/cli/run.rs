@@ -21,7 +21,7 @@ use crate::init::{self, ExitCodeMap, single};
 /// Default time between SIGTERM and SIGKILL.
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default)]
 pub struct RunArgs {
     /// Time processes get between SIGTERM and SIGKILL, e.g. `10s`, `500ms`, `2m`, or plain seconds
     /// [env: LITEVISOR_GRACE] [default: 10s].
