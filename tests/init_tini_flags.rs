@@ -161,9 +161,13 @@ fn g_and_tini_kill_process_group_signal_the_whole_group() {
             }
             let mut guard = Guard(cmd.stdout(Stdio::null()).spawn().expect("spawn"));
             let lv = litevisor_pid(mode, &guard.0);
+            // Only once the child runs `sleep` has it reset SIGUSR1 to its default action.
             let sleeper = wait_for(PATIENCE, || {
                 let sh = *init_support::children_of(lv).first()?;
-                init_support::children_of(sh).first().copied()
+                let child = *init_support::children_of(sh).first()?;
+                std::fs::read_to_string(format!("/proc/{child}/cmdline"))
+                    .is_ok_and(|c| c.starts_with("sleep\x00"))
+                    .then_some(child)
             })
             .expect("the program's child");
             signal(lv, libc::SIGUSR1);
