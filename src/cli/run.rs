@@ -34,7 +34,7 @@ pub struct RunArgs {
     pub remap_exit: Vec<(u8, u8)>,
 
     /// Log level: error, warn, info, debug, trace (or a tracing filter such as `litevisor=debug`)
-    /// [env: LITEVISOR_LOG or LOG_LEVEL] [default: warn, and info for databases: restored, replicating,
+    /// [env: LITEVISOR_LOG, TINI_VERBOSITY or LOG_LEVEL; -v wins over them] [default: warn, and info for databases: restored, replicating,
     /// final sync].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
