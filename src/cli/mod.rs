@@ -53,6 +53,38 @@ enum Command {
     ExampleApp(example_app::ExampleAppArgs),
 }
 
+/// The default mode's arguments alone: what `litevisor [FLAGS] -- PROG` is parsed with.
+#[derive(Parser, Debug)]
+#[command(name = "litevisor")]
+struct InitCli {
+    #[command(flatten)]
+    run: run::RunArgs,
+}
+
+/// Tries the default mode's parser first: building the whole command tree (every subcommand's flags
+/// and help texts) costs an init, which is mostly `litevisor [FLAGS] -- PROG`, start-up time and
+/// memory it then keeps. Anything else (a subcommand, `--help`, `--version`, a mistake) is parsed,
+/// or reported, by the full parser, which reads a plain run invocation the same way. The most common
+/// entrypoint of all, `litevisor -- PROG ARGS...`, has no flag to parse: it skips clap altogether.
+fn parse(argv: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    if argv.get(1).is_some_and(|first| first == "--") {
+        return Ok(Cli {
+            command: None,
+            run: run::RunArgs {
+                command: argv[2..].to_vec(),
+                ..Default::default()
+            },
+        });
+    }
+    match InitCli::try_parse_from(&argv) {
+        Ok(init) => Ok(Cli {
+            command: None,
+            run: init.run,
+        }),
+        Err(_) => Cli::try_parse_from(argv),
+    }
+}
+
 /// Parses the process's argv, runs the chosen subcommand and returns the process exit code.
 pub fn main() -> i32 {
     // A stop signal that arrives while litevisor is still starting (parsing flags, reading the
@@ -62,7 +94,7 @@ pub fn main() -> i32 {
     let stop_signals = StopSignals::block();
     report_panics_in_one_line();
     let argv = go_style_flags(std::env::args_os().collect());
-    let cli = match Cli::try_parse_from(argv) {
+    let cli = match parse(argv) {
         Ok(cli) => cli,
         Err(err) => {
             let code = if err.use_stderr() { 2 } else { 0 };
@@ -155,8 +187,12 @@ impl StopSignals {
 /// Litestream (Go's `flag` package) spells long flags with one dash: `-config`, `-exec`, `-txid`.
 /// Rewrites `-word` and `-word=value` to `--word...` so clap accepts both spellings. Single-letter flags
 /// (`-o`, `-f`) and everything after a bare `--` are left alone, so a supervised program's argv is
-/// never touched.
+/// never touched. In the default (`run`) mode, so are clusters of tini's short flags (`-vvv`, `-sg`,
+/// `-e143`, `-pSIGKILL`), which tini users write the getopt way.
 fn go_style_flags(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let run_mode = argv.get(1).and_then(|a| a.to_str()).is_none_or(|first| {
+        first == "run" || !<Command as clap::Subcommand>::has_subcommand(first)
+    });
     let mut out = Vec::with_capacity(argv.len());
     let mut passthrough = false;
     for (i, arg) in argv.into_iter().enumerate() {
@@ -169,12 +205,34 @@ fn go_style_flags(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
                 passthrough = true;
                 None
             }
+            Some(s) if run_mode && is_run_short_cluster(s) => None,
             Some(s) if is_go_long_flag(s) => Some(format!("-{s}").into()),
             _ => None,
         };
         out.push(rewritten.unwrap_or(arg));
     }
     out
+}
+
+/// The short flags of [`run::RunArgs`] (plus clap's `-h`/`-V`) that take no value, and those that
+/// take one (which may follow attached, as getopt allows: `-e143`).
+const RUN_SHORT_SWITCHES: &str = "sgvwlhV";
+const RUN_SHORT_WITH_VALUE: &str = "ep";
+
+/// `-` followed by switches, optionally ending in a flag with its value attached.
+fn is_run_short_cluster(s: &str) -> bool {
+    let Some(body) = s.strip_prefix('-').filter(|b| !b.is_empty()) else {
+        return false;
+    };
+    for c in body.chars() {
+        if RUN_SHORT_WITH_VALUE.contains(c) {
+            return true;
+        }
+        if !RUN_SHORT_SWITCHES.contains(c) {
+            return false;
+        }
+    }
+    true
 }
 
 fn is_go_long_flag(s: &str) -> bool {
@@ -235,6 +293,98 @@ mod tests {
             rewrite(&["lv", "--", "prog", "-config", "--", "-x"]),
             ["lv", "--", "prog", "-config", "--", "-x"]
         );
+    }
+
+    #[test]
+    fn tini_style_short_clusters_are_untouched_in_run_mode() {
+        assert_eq!(
+            rewrite(&[
+                "lv",
+                "-vvv",
+                "-sg",
+                "-e143",
+                "-pSIGKILL",
+                "-grace",
+                "1s",
+                "--",
+                "p"
+            ]),
+            [
+                "lv",
+                "-vvv",
+                "-sg",
+                "-e143",
+                "-pSIGKILL",
+                "--grace",
+                "1s",
+                "--",
+                "p"
+            ]
+        );
+        assert_eq!(
+            rewrite(&["lv", "run", "-wv", "-log-level", "info"]),
+            ["lv", "run", "-wv", "--log-level", "info"]
+        );
+        // Other subcommands keep Litestream's spelling only.
+        assert_eq!(
+            rewrite(&["lv", "replicate", "-exec", "app", "-v"]),
+            ["lv", "replicate", "--exec", "app", "-v"]
+        );
+    }
+
+    #[test]
+    fn run_short_flag_lists_match_the_run_arguments() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").expect("run subcommand");
+        for arg in run.get_arguments() {
+            let Some(short) = arg.get_short() else {
+                continue;
+            };
+            let takes_value = arg.get_action().takes_values();
+            let list = if takes_value {
+                RUN_SHORT_WITH_VALUE
+            } else {
+                RUN_SHORT_SWITCHES
+            };
+            assert!(list.contains(short), "-{short} missing from its list");
+        }
+    }
+
+    #[test]
+    fn the_init_parser_takes_only_plain_run_invocations() {
+        let parsed = |args: &[&str]| parse(args.iter().map(Into::into).collect());
+        let cli = parsed(&["lv", "-g", "-e", "3", "--", "prog", "-x"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.command, ["prog", "-x"]);
+        assert_eq!(cli.run.remap_exit, [(3, 0)]);
+        assert!(matches!(
+            parsed(&["lv", "run", "--", "p"]).unwrap().command,
+            Some(Command::Run(_))
+        ));
+        assert!(matches!(
+            parsed(&["lv", "replicate", "--once"]).unwrap().command,
+            Some(Command::Replicate(_))
+        ));
+        let help = parsed(&["lv", "--help"]).unwrap_err().to_string();
+        assert!(help.contains("replicate"), "{help}");
+        assert!(parsed(&["lv", "--version"]).is_err());
+        let wrong = parsed(&["lv", "--bogus"]).unwrap_err();
+        assert_eq!(wrong.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn a_bare_double_dash_reads_as_clap_would_read_it() {
+        for args in [
+            &["lv", "--"][..],
+            &["lv", "--", "prog"],
+            &["lv", "--", "prog", "-x", "--", "--grace", "1s"],
+        ] {
+            let argv: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+            let fast = parse(argv.clone()).unwrap();
+            let clap = Cli::try_parse_from(argv).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{clap:?}"), "{args:?}");
+        }
     }
 
     #[test]

@@ -151,6 +151,7 @@ pub fn run(args: ReplicateArgs) -> anyhow::Result<i32> {
     }
     let options = crate::supervisor::Options {
         exit_map: ExitCodeMap::new(Vec::new()),
+        warn_on_reap: false,
     };
     match crate::supervisor::run(config, options) {
         Ok(code) => Ok(code),

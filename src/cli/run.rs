@@ -1,18 +1,27 @@
 //! `litevisor [run] [FLAGS] [-- PROG ARGS...]`: the init entry point. With a program after `--` it
 //! runs in tini mode ([`crate::init::single`]); without one it supervises the services of the
 //! configuration ([`crate::supervisor`]).
+//!
+//! tini's flags and environment variables are accepted with tini's meaning (`-s`, `-g`, `-p`, `-v`,
+//! `-w`, `-e`, `-l`, `-h`; `TINI_SUBREAPER`, `TINI_KILL_PROCESS_GROUP`, `TINI_VERBOSITY`), so
+//! `ENTRYPOINT ["tini", "-g", "--"]` becomes `["litevisor", "-g", "--"]`. Where litevisor's
+//! defaults differ (it always signals the group and becomes a subreaper), the flag is accepted
+//! and changes what tini's would, if anything; the README has the side-by-side table.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::ArgAction;
+
 use super::duration::parse_duration;
-use crate::init::{ExitCodeMap, single};
+use crate::config::{Signal, parse_signal};
+use crate::init::{self, ExitCodeMap, single};
 
 /// Default time between SIGTERM and SIGKILL.
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default)]
 pub struct RunArgs {
     /// Time processes get between SIGTERM and SIGKILL, e.g. `10s`, `500ms`, `2m`, or plain seconds
     /// [env: LITEVISOR_GRACE] [default: 10s].
@@ -25,7 +34,7 @@ pub struct RunArgs {
     pub remap_exit: Vec<(u8, u8)>,
 
     /// Log level: error, warn, info, debug, trace (or a tracing filter such as `litevisor=debug`)
-    /// [env: LITEVISOR_LOG or LOG_LEVEL] [default: warn, and info for databases: restored, replicating,
+    /// [env: LITEVISOR_LOG, TINI_VERBOSITY or LOG_LEVEL; -v wins over them] [default: warn, and info for databases: restored, replicating,
     /// final sync].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -35,24 +44,67 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Register as a child subreaper, and exit 1 if that fails (tini's `-s`; without it litevisor
+    /// still tries when it is not PID 1, and only warns) [env: TINI_SUBREAPER].
+    #[arg(short = 's', long)]
+    pub subreaper: bool,
+
+    /// Send signals to the program's process group (tini's `-g`): litevisor always does
+    /// [env: TINI_KILL_PROCESS_GROUP].
+    #[arg(short = 'g', long = "process-group")]
+    pub process_group: bool,
+
+    /// Signal litevisor gets when its parent dies (tini's `-p`), e.g. `SIGKILL`, `TERM` or `15`.
+    #[arg(short = 'p', long = "parent-death-signal", value_name = "SIGNAL", value_parser = parse_signal)]
+    pub parent_death_signal: Option<Signal>,
+
+    /// More verbose logs (tini's `-v`): `-v` info, `-vv` debug, `-vvv` trace [env: TINI_VERBOSITY].
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Log a warning for every zombie reaped, other than the program itself (tini's `-w`).
+    #[arg(short = 'w', long = "warn-on-reap")]
+    pub warn_on_reap: bool,
+
+    /// Show litevisor's license and exit (tini's `-l`).
+    #[arg(short = 'l', long)]
+    pub license: bool,
+
     /// Program and arguments to run as the main child, passed verbatim.
     #[arg(last = true)]
     pub command: Vec<OsString>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    init_logging(args.log_level.as_deref());
+    if args.license {
+        println!("{LICENSE}");
+        return Ok(0);
+    }
     let grace = match args.grace {
         Some(grace) => grace,
         None => grace_from_env()?,
     };
+    if let Some(signal) = args.parent_death_signal
+        && let Err(err) = init::signals::on_parent_death(signal as i32)
+    {
+        eprintln!("litevisor: error: cannot set the parent death signal: {err}");
+        return Ok(1);
+    }
+    if (args.subreaper || std::env::var_os("TINI_SUBREAPER").is_some())
+        && let Err(err) = init::become_subreaper()
+    {
+        eprintln!("litevisor: error: cannot register as a child subreaper (-s): {err}");
+        return Ok(1);
+    }
     if args.command.is_empty() {
         return supervise(args);
     }
+    init_logging(&log_spec(&args, false));
     let options = single::Options {
         command: args.command,
         grace,
         exit_map: ExitCodeMap::new(args.remap_exit),
+        warn_on_reap: args.warn_on_reap,
     };
     match single::run(options) {
         Ok(code) => Ok(code),
@@ -77,11 +129,13 @@ fn supervise(args: RunArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
+    init_logging(&log_spec(&args, !config.databases.is_empty()));
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
     let options = crate::supervisor::Options {
         exit_map: ExitCodeMap::new(args.remap_exit),
+        warn_on_reap: args.warn_on_reap,
     };
     match crate::supervisor::run(config, options) {
         Ok(code) => Ok(code),
@@ -99,25 +153,78 @@ fn grace_from_env() -> anyhow::Result<Duration> {
     }
 }
 
+const LICENSE: &str = concat!(
+    "litevisor ",
+    env!("CARGO_PKG_VERSION"),
+    " is licensed under the Apache License, Version 2.0 (SPDX: ",
+    env!("CARGO_PKG_LICENSE"),
+    "): https://www.apache.org/licenses/LICENSE-2.0"
+);
+
 /// Logs go to stderr, quiet (warn) unless asked, except for the few lines of each database's life
 /// (restored, replicating, snapshots, final sync done or failed) that an operator needs to see
-/// without asking. The level comes from `--log-level`, else `LITEVISOR_LOG`, else Litestream's
-/// `LOG_LEVEL`.
+/// without asking. The level comes from `--log-level`, else tini's `-v` count, else `LITEVISOR_LOG`,
+/// else tini's `TINI_VERBOSITY`, else Litestream's `LOG_LEVEL`.
 const DEFAULT_LOG_FILTER: &str =
     "warn,litevisor::supervisor::database=info,litevisor::replication=info";
+/// The same without databases, where those modules are silent: a plain level needs no filter
+/// engine, which is smaller and faster to start for PID 1.
+const DEFAULT_LOG_LEVEL: &str = "warn";
 
-fn init_logging(flag: Option<&str>) {
-    use tracing_subscriber::filter::LevelFilter;
+fn log_spec(args: &RunArgs, databases: bool) -> String {
     let env = |name| {
         std::env::var(name)
             .ok()
             .filter(|v: &String| !v.trim().is_empty())
     };
-    let spec = flag
-        .map(str::to_owned)
+    let tini_level = |verbosity: i64| {
+        match verbosity {
+            ..=0 => "error",
+            1 => "warn",
+            2 => "info",
+            3 => "debug",
+            _ => "trace",
+        }
+        .to_owned()
+    };
+    args.log_level
+        .clone()
+        .or_else(|| (args.verbose > 0).then(|| tini_level(1 + i64::from(args.verbose))))
         .or_else(|| env("LITEVISOR_LOG"))
+        .or_else(|| {
+            std::env::var("TINI_VERBOSITY")
+                .ok()
+                .map(|v| tini_level(atoi(&v)))
+        })
         .or_else(|| env("LOG_LEVEL"))
-        .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
+        .unwrap_or_else(|| {
+            if databases {
+                DEFAULT_LOG_FILTER
+            } else {
+                DEFAULT_LOG_LEVEL
+            }
+            .to_owned()
+        })
+}
+
+/// C's `atoi`, which tini applies to `TINI_VERBOSITY`: leading blanks, an optional sign, the digits
+/// that follow; anything else (or nothing) is 0.
+fn atoi(text: &str) -> i64 {
+    let text = text.trim_start();
+    let (sign, digits) = match text.as_bytes().first() {
+        Some(b'-') => (-1, &text[1..]),
+        Some(b'+') => (1, &text[1..]),
+        _ => (1, text),
+    };
+    let end = digits
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    sign * digits[..end].parse::<i64>().unwrap_or(0)
+}
+
+fn init_logging(spec: &str) {
+    use tracing_subscriber::filter::LevelFilter;
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -125,7 +232,7 @@ fn init_logging(flag: Option<&str>) {
     // A plain level avoids building a filter engine: smaller and faster to start for PID 1.
     let result = match spec.trim().to_ascii_lowercase().parse::<LevelFilter>() {
         Ok(level) => builder.with_max_level(level).try_init(),
-        Err(_) => match tracing_subscriber::EnvFilter::try_new(&spec) {
+        Err(_) => match tracing_subscriber::EnvFilter::try_new(spec) {
             Ok(filter) => builder.with_env_filter(filter).try_init(),
             Err(err) => {
                 eprintln!("litevisor: warning: invalid log level {spec:?} ({err}); using warn");

@@ -39,6 +39,7 @@ pub use diag::{ConfigError, Problem};
 pub use directory::DatabaseDir;
 pub use nix::sys::signal::Signal;
 pub use program::{DEFAULT_PATH, SELF_EXE, SELF_PROGRAM};
+pub use values::signal as parse_signal;
 
 /// The configuration file read when neither `--config` nor `$LITEVISOR_CONFIG` names one.
 pub const DEFAULT_CONFIG: &str = "/etc/litevisor/litevisor.toml";

@@ -13,6 +13,9 @@
 //! - [`Reactor`]: the event loop over a signalfd (plus an eventfd for [`Waker`]) with an optional
 //!   deadline. It delivers [`Event`]s to a [`Sink`]; nothing wakes it while idle.
 //! - [`ExitStatus`] and [`ExitCodeMap`]: `128 + N` for a death by signal N, and tini's `-e` remapping.
+//! - [`signals::Inherited`]: the signal state litevisor was started with (recorded before `main`),
+//!   which every child gets back between `fork` and `exec`.
+//! - [`footprint::settle`]: once started, gives back the start-up's pages so an idle init stays small.
 //!
 //! # Two ways to drive it
 //! Single program (`litevisor -- PROG`): [`single::run`] does everything on the main thread with no
@@ -40,6 +43,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod event_loop;
+pub mod footprint;
 pub mod procs;
 pub mod reaper;
 pub mod signals;

@@ -14,6 +14,8 @@
 //!   (^Z) and litevisor is not PID 1, litevisor stops itself too so the calling shell gets its prompt
 //!   back; on SIGCONT it hands the terminal back and continues the child. As PID 1 a stopped child just
 //!   stays stopped until someone sends SIGCONT (which is forwarded).
+//! - Footprint: 100 ms after the start, once, litevisor gives back the pages its start-up touched
+//!   ([`footprint::settle`]), so an idle init costs little more than tini.
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
@@ -25,7 +27,11 @@ use nix::unistd::Pid;
 use super::event_loop::{Event, Flow, Reactor, SignalInfo};
 use super::spawn::{ChildSpec, Session, SpawnError, spawn};
 use super::status::{ExitCodeMap, ExitStatus, signal_name};
-use super::{procs, reaper, signals};
+use super::{footprint, procs, reaper, signals};
+
+/// How long after the program's start its init gives back the start-up's pages: a program that is
+/// over by then (`litevisor -- true` in a script) never pays for it. One wake-up, then never again.
+const SETTLE_AFTER: Duration = Duration::from_millis(100);
 
 pub struct Options {
     /// Program and arguments, passed to the program verbatim.
@@ -33,6 +39,8 @@ pub struct Options {
     /// How long processes get between SIGTERM and SIGKILL.
     pub grace: Duration,
     pub exit_map: ExitCodeMap,
+    /// Log a warning for every orphan reaped (tini's `-w`).
+    pub warn_on_reap: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +101,8 @@ pub fn run(options: Options) -> Result<i32, SingleError> {
         pid1,
         tty,
         grace: options.grace,
+        warn_on_reap: options.warn_on_reap,
+        settle_at: Some(Instant::now() + SETTLE_AFTER),
         deadline: None,
         shutting_down: false,
         killing: false,
@@ -119,6 +129,9 @@ struct State {
     pid1: bool,
     tty: Option<RawFd>,
     grace: Duration,
+    warn_on_reap: bool,
+    /// When to give back the start-up's pages ([`footprint::settle`]); `None` once done.
+    settle_at: Option<Instant>,
     /// When everyone gets SIGKILL; set by the first shutdown signal or the main program's exit.
     deadline: Option<Instant>,
     shutting_down: bool,
@@ -131,10 +144,18 @@ struct State {
 impl State {
     fn supervise(&mut self, reactor: &mut Reactor) -> std::io::Result<ExitStatus> {
         loop {
-            reactor.turn(self.deadline, &mut |event| {
+            let wake = match (self.deadline, self.settle_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            reactor.turn(wake, &mut |event| {
                 self.on_event(event);
                 Flow::Continue
             })?;
+            if self.settle_at.is_some_and(|at| Instant::now() >= at) {
+                self.settle_at = None;
+                footprint::settle();
+            }
             if self.deadline.is_some_and(|d| Instant::now() >= d) && !self.killing {
                 tracing::debug!("grace period over: killing every remaining process");
                 self.kill_everyone();
@@ -160,6 +181,10 @@ impl State {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Signal(info) => self.on_signal(info),
+            Event::OrphanExited { pid, status } if self.warn_on_reap => {
+                // tini's wording, which scripts may look for.
+                tracing::warn!("Reaped zombie process with pid={pid} ({status})")
+            }
             Event::OrphanExited { pid, status } => tracing::debug!(%pid, %status, "reaped orphan"),
             Event::Stopped { pid, signal } => {
                 tracing::debug!(%pid, signal = %signal_name(signal), "child stopped");

@@ -12,7 +12,8 @@
 //! 3. `chdir`, then `setgroups`/`setgid`/`setuid` if a user is given,
 //! 4. marks every descriptor >= 3 close-on-exec (`close_range`, or a `fcntl` loop on old kernels),
 //!    then `dup2`s the passed descriptors ([`ChildSpec::pass_fd`]) onto their numbers,
-//! 5. default signal dispositions and an empty mask,
+//! 5. the signal state litevisor was started with: ignored signals stay ignored, blocked ones stay
+//!    blocked, every other signal gets its default action ([`signals::Inherited`]),
 //! 6. `execve` on each PATH candidate in turn (what `execvp` does, minus its allocations).
 //!
 //! Any failure is reported to the parent as (step, errno) through a close-on-exec pipe, then the child
@@ -300,6 +301,7 @@ struct Plan {
     user: Option<(u32, u32)>,
     groups: Vec<libc::gid_t>,
     extra_fds: Vec<(RawFd, RawFd)>,
+    signals: signals::Inherited,
     max_signal: libc::c_int,
     max_fd: libc::c_int,
 }
@@ -373,6 +375,7 @@ impl Plan {
             user: spec.user,
             groups,
             extra_fds: spec.extra_fds.clone(),
+            signals: signals::Inherited::at_start().for_children(),
             max_signal: libc::SIGRTMAX(),
             max_fd: fd_limit(),
         })
@@ -495,7 +498,7 @@ impl Plan {
                 }
             }
 
-            signals::reset_in_child(self.max_signal);
+            self.signals.apply_in_child(self.max_signal);
 
             let mut result = libc::ENOENT;
             for candidate in &self.candidates {

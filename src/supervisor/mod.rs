@@ -94,6 +94,8 @@ const OUTPUT_PATIENCE: Duration = Duration::from_secs(2);
 
 pub struct Options {
     pub exit_map: ExitCodeMap,
+    /// Log a warning for every orphan reaped (tini's `-w`).
+    pub warn_on_reap: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +148,7 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         shutdown_timeout: config.shutdown_timeout,
         grace: config.grace,
         exit_map: options.exit_map,
+        warn_on_reap: options.warn_on_reap,
     };
     let (nodes, overview) = build_nodes(&config, &output);
     let board = Arc::clone(&overview.board);

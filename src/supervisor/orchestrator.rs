@@ -59,6 +59,8 @@ pub struct Settings {
     /// Time leftover processes get between SIGTERM and SIGKILL (within the deadline).
     pub grace: Duration,
     pub exit_map: ExitCodeMap,
+    /// Log a warning for every orphan reaped (tini's `-w`).
+    pub warn_on_reap: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +121,8 @@ struct Orchestrator {
     final_sync_failed: bool,
     /// A unit panicked and could not be revived: litevisor does not exit 0.
     panicked: bool,
+    /// Start-up is over (every node satisfied or ended) and its memory was given back.
+    settled: bool,
 }
 
 /// Runs the graph to the end; returns litevisor's exit code. `board` has one entry per node.
@@ -167,6 +171,7 @@ pub async fn run(
         first_failure: None,
         final_sync_failed: false,
         panicked: false,
+        settled: false,
     };
     o.start_what_can_start();
     o.check_all_ended();
@@ -248,7 +253,11 @@ impl Orchestrator {
                 }
             }
             Event::OrphanExited { pid, status } => {
-                tracing::debug!(%pid, %status, "reaped an orphan");
+                if self.settings.warn_on_reap {
+                    tracing::warn!("Reaped zombie process with pid={pid} ({status})");
+                } else {
+                    tracing::debug!(%pid, %status, "reaped an orphan");
+                }
                 self.check_sweep();
             }
             Event::NoChildren => self.check_sweep(),
@@ -284,9 +293,23 @@ impl Orchestrator {
                         self.board.set_state(i, NodeState::Running);
                     }
                     self.start_what_can_start();
+                    self.settle_after_start_up();
                 }
             }
             Report::Ended(i, ended) => self.on_ended(i, ended),
+        }
+    }
+
+    /// Once every node is up (or done), the start-up's code and garbage are given back: see
+    /// [`crate::init::footprint`].
+    fn settle_after_start_up(&mut self) {
+        let started = self
+            .slots
+            .iter()
+            .all(|s| s.satisfied || s.state == State::Ended);
+        if started && !self.settled && self.deadline.is_none() {
+            self.settled = true;
+            crate::init::footprint::settle();
         }
     }
 

@@ -19,6 +19,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 
 /// Read buffer per pipe; a line longer than this is passed on in pieces (still whole and untorn).
+/// Reserved, not filled: its pages only become resident as far as output actually reaches.
 pub const LINE_BUFFER: usize = 64 * 1024;
 /// Messages queued per stream before readers wait for the writer.
 const QUEUE: usize = 32;
@@ -114,19 +115,20 @@ async fn send(sink: &Option<mpsc::Sender<Vec<u8>>>, message: Vec<u8>) {
 
 /// Copies one pipe to its stream until EOF, line by line.
 async fn forward(pipe: AsyncFd<OwnedFd>, prefix: Vec<u8>, sink: Sink) {
-    let mut buf = vec![0u8; LINE_BUFFER];
-    let mut filled = 0;
+    // Not zero-filled: writing 64 KiB of zeros per pipe made every service cost 128 KiB of memory
+    // before it printed a byte. `buf.len()` is what has been read and not yet passed on.
+    let mut buf: Vec<u8> = Vec::with_capacity(LINE_BUFFER);
     // Held while an over-long line is being streamed: nobody else writes to the stream meanwhile.
     let mut long_line: Option<OwnedMutexGuard<Option<mpsc::Sender<Vec<u8>>>>> = None;
     loop {
-        let n = read_some(&pipe, &mut buf[filled..]).await;
+        let n = read_some(&pipe, &mut buf).await;
         if n == 0 {
-            if filled > 0 || long_line.is_some() {
-                let mut message = Vec::with_capacity(prefix.len() + filled + 1);
+            if !buf.is_empty() || long_line.is_some() {
+                let mut message = Vec::with_capacity(prefix.len() + buf.len() + 1);
                 if long_line.is_none() {
                     message.extend_from_slice(&prefix);
                 }
-                message.extend_from_slice(&buf[..filled]);
+                message.extend_from_slice(&buf);
                 message.push(b'\n');
                 match long_line.take() {
                     Some(guard) => send(&guard, message).await,
@@ -135,19 +137,18 @@ async fn forward(pipe: AsyncFd<OwnedFd>, prefix: Vec<u8>, sink: Sink) {
             }
             return;
         }
-        filled += n;
-        let Some(last_newline) = buf[..filled].iter().rposition(|&b| b == b'\n') else {
-            if filled == buf.len() {
-                let mut message = Vec::with_capacity(prefix.len() + filled);
+        let Some(last_newline) = buf.iter().rposition(|&b| b == b'\n') else {
+            if buf.len() >= LINE_BUFFER {
+                let mut message = Vec::with_capacity(prefix.len() + buf.len());
                 if long_line.is_none() {
                     message.extend_from_slice(&prefix);
                     long_line = Some(Arc::clone(&sink).lock_owned().await);
                 }
-                message.extend_from_slice(&buf[..filled]);
+                message.extend_from_slice(&buf);
                 if let Some(guard) = &long_line {
                     send(guard, message).await;
                 }
-                filled = 0;
+                buf.clear();
             }
             continue;
         };
@@ -165,20 +166,23 @@ async fn forward(pipe: AsyncFd<OwnedFd>, prefix: Vec<u8>, sink: Sink) {
             Some(guard) => send(&guard, message).await,
             None => send(&*sink.lock().await, message).await,
         }
-        buf.copy_within(last_newline + 1..filled, 0);
-        filled -= last_newline + 1;
+        buf.drain(..=last_newline);
     }
 }
 
-/// Reads what is available; 0 at EOF (or on an error, which ends the pipe the same way).
-async fn read_some(pipe: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> usize {
+/// Appends what is available to `buf`, up to [`LINE_BUFFER`] bytes in all; returns how much, 0 at
+/// EOF (or on an error, which ends the pipe the same way).
+async fn read_some(pipe: &AsyncFd<OwnedFd>, buf: &mut Vec<u8>) -> usize {
+    let room = LINE_BUFFER.saturating_sub(buf.len());
+    buf.reserve(room);
     loop {
         let Ok(mut ready) = pipe.readable().await else {
             return 0;
         };
+        let spare = &mut buf.spare_capacity_mut()[..room];
         let result = ready.try_io(|fd| {
-            // SAFETY: reading into the caller's buffer, at most its length.
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            // SAFETY: reading into the vector's spare capacity, at most `room` bytes of it.
+            let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
             if n < 0 {
                 Err(io::Error::last_os_error())
             } else {
@@ -186,7 +190,11 @@ async fn read_some(pipe: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> usize {
             }
         });
         match result {
-            Ok(Ok(n)) => return n,
+            Ok(Ok(n)) => {
+                // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+                unsafe { buf.set_len(buf.len() + n) };
+                return n;
+            }
             Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => continue,
             Ok(Err(_)) => return 0,
             Err(_would_block) => continue,
