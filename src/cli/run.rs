@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::duration::parse_duration;
+use super::logging::{self, LogRequest};
+use crate::config::{LogFilter, LogSettings};
 use crate::init::{ExitCodeMap, single};
 
 /// Default time between SIGTERM and SIGKILL.
@@ -30,6 +32,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
 
+    /// Log line format: text or json [env: LITEVISOR_LOG_FORMAT] [default: the file's `log_format`,
+    /// else text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Serve /metrics and /healthz on HOST:PORT (`:9090` = every interface) [env:
+    /// LITEVISOR_METRICS_ADDR] [default: the file's `metrics_addr`, else off].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+
     /// Configuration file of the services to supervise when no program is given after `--`
     /// (default: $LITEVISOR_CONFIG, else /etc/litevisor/litevisor.toml).
     #[arg(long, value_name = "PATH")]
@@ -41,13 +53,16 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    init_logging(args.log_level.as_deref());
     let grace = match args.grace {
         Some(grace) => grace,
         None => grace_from_env()?,
     };
     if args.command.is_empty() {
         return supervise(args);
+    }
+    if let Err(msg) = init_logging(&args, &LogSettings::default()) {
+        eprintln!("litevisor: error: {msg}");
+        return Ok(2);
     }
     let options = single::Options {
         command: args.command,
@@ -65,7 +80,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
 /// Config mode: load and validate the configuration, then supervise its services.
 fn supervise(args: RunArgs) -> anyhow::Result<i32> {
-    let config = match crate::config::load(args.config.as_deref()) {
+    let mut config = match crate::config::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
             for problem in &err.problems {
@@ -77,8 +92,16 @@ fn supervise(args: RunArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
+    if let Err(msg) = init_logging(&args, &config.observe.log) {
+        eprintln!("litevisor: error: {msg}");
+        return Ok(2);
+    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
+    }
+    if let Err(msg) = super::observe_overrides(args.metrics_addr.as_deref(), &mut config.observe) {
+        eprintln!("litevisor: error: {msg}");
+        return Ok(2);
     }
     let options = crate::supervisor::Options {
         exit_map: ExitCodeMap::new(args.remap_exit),
@@ -103,36 +126,23 @@ fn grace_from_env() -> anyhow::Result<Duration> {
 /// (restored, replicating, snapshots, final sync done or failed) that an operator needs to see
 /// without asking. The level comes from `--log-level`, else `LITEVISOR_LOG`, else Litestream's
 /// `LOG_LEVEL`.
-const DEFAULT_LOG_FILTER: &str =
-    "warn,litevisor::supervisor::database=info,litevisor::replication=info";
-
-fn init_logging(flag: Option<&str>) {
-    use tracing_subscriber::filter::LevelFilter;
-    let env = |name| {
-        std::env::var(name)
-            .ok()
-            .filter(|v: &String| !v.trim().is_empty())
+fn init_logging(args: &RunArgs, file: &LogSettings) -> Result<(), String> {
+    use tracing::level_filters::LevelFilter;
+    let default = LogFilter {
+        default: LevelFilter::WARN,
+        directives: vec![
+            ("litevisor::supervisor::database".into(), LevelFilter::INFO),
+            ("litevisor::replication".into(), LevelFilter::INFO),
+        ],
     };
-    let spec = flag
-        .map(str::to_owned)
-        .or_else(|| env("LITEVISOR_LOG"))
-        .or_else(|| env("LOG_LEVEL"))
-        .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false);
-    // A plain level avoids building a filter engine: smaller and faster to start for PID 1.
-    let result = match spec.trim().to_ascii_lowercase().parse::<LevelFilter>() {
-        Ok(level) => builder.with_max_level(level).try_init(),
-        Err(_) => match tracing_subscriber::EnvFilter::try_new(&spec) {
-            Ok(filter) => builder.with_env_filter(filter).try_init(),
-            Err(err) => {
-                eprintln!("litevisor: warning: invalid log level {spec:?} ({err}); using warn");
-                builder.with_max_level(LevelFilter::WARN).try_init()
-            }
-        },
-    };
-    // Already initialised (e.g. by a caller in the same process): keep the existing subscriber.
-    drop(result);
+    logging::init_logging(LogRequest {
+        levels: vec![
+            ("--log-level", args.log_level.clone()),
+            ("LITEVISOR_LOG", logging::env("LITEVISOR_LOG")),
+            ("LOG_LEVEL", logging::env("LOG_LEVEL")),
+        ],
+        format_flag: args.log_format.as_deref(),
+        file,
+        default,
+    })
 }

@@ -21,6 +21,7 @@ mod diag;
 mod env;
 mod graph;
 pub mod litestream;
+pub mod observe;
 mod program;
 mod resolve;
 mod s6dir;
@@ -36,6 +37,7 @@ use std::time::Duration;
 pub use database::replica_from_url;
 pub use diag::{ConfigError, Problem};
 pub use nix::sys::signal::Signal;
+pub use observe::{LogFilter, LogFormat, LogSettings, Observability};
 
 /// The configuration file read when neither `--config` nor `$LITEVISOR_CONFIG` names one.
 pub const DEFAULT_CONFIG: &str = "/etc/litevisor/litevisor.toml";
@@ -65,6 +67,8 @@ pub struct Config {
     /// Stop in reverse order.
     pub services: Vec<Service>,
     pub databases: Vec<Database>,
+    /// Logging, the metrics and health listener.
+    pub observe: Observability,
     /// Things accepted but worth telling (ignored s6 features); `check` prints them.
     pub warnings: Vec<Problem>,
 }

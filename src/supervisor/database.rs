@@ -292,7 +292,7 @@ impl RestoreUnit {
         // Decided before looking at the orders: when nothing is to be restored, the database is in
         // place already, and a stop that came first must still let its replicator do the final sync.
         if let Some(why) = self.nothing_to_restore() {
-            tracing::info!("database {name}: not restored ({why})");
+            tracing::info!(db = %name, "database {name}: not restored ({why})");
             self.shared.lock().restore = Some(format!("not restored ({why})"));
             ctl.ready();
             return ended(Why::Exited);
@@ -317,11 +317,12 @@ impl RestoreUnit {
         tokio::select! {
             result = rx => match result {
                 Ok(Ok(Restored::Kept(why))) => {
-                    tracing::info!("database {name}: not restored ({why})");
+                    tracing::info!(db = %name, "database {name}: not restored ({why})");
                     self.shared.lock().restore = Some(format!("not restored ({why})"));
                 }
                 Ok(Ok(Restored::Restored { txid, bytes, took })) => {
                     tracing::info!(
+                        db = %name,
                         "database {name}: restored from {} to txid {txid:016x} ({bytes} bytes in {:.1}s)",
                         self.shared.replica_url,
                         took.as_secs_f64()
@@ -332,7 +333,7 @@ impl RestoreUnit {
                 Err(_) => return self.shared.fail(format!("database {name}: the restore thread died")),
             },
             _ = ctl.next_order() => {
-                tracing::info!("database {name}: restore abandoned (stopping)");
+                tracing::info!(db = %name, "database {name}: restore abandoned (stopping)");
                 self.shared.set_state("stopped");
                 return ended(Why::Stopped);
             }
@@ -453,6 +454,7 @@ impl ReplicateUnit {
                         Some(Ok(())) => {
                             if stop_deadline.is_none() {
                                 tracing::info!(
+                                    db = %name,
                                     "database {name}: replicating to {}",
                                     self.shared.replica_url
                                 );
@@ -473,6 +475,7 @@ impl ReplicateUnit {
                     return match result {
                         Some(done) if done.ok() => {
                             tracing::info!(
+                                db = %name,
                                 "database {name}: final sync done (txid {:016x} on the replica)",
                                 done.replica_txid
                             );
@@ -499,6 +502,7 @@ impl ReplicateUnit {
                             crate::fault::panic_if("stop", &format!("replicate:{name}"));
                             let left = deadline.saturating_duration_since(Instant::now());
                             tracing::info!(
+                                db = %name,
                                 "database {name}: final sync (up to {:.1}s)",
                                 left.as_secs_f64()
                             );
