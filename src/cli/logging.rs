@@ -33,7 +33,7 @@ pub const FORMAT_ENV: &str = "LITEVISOR_LOG_FORMAT";
 /// Longest line aimed for; values are cut to stay under it.
 const LINE_BUDGET: usize = 300;
 /// Longest single value (the message included).
-const MAX_VALUE: usize = 200;
+const MAX_VALUE: usize = 260;
 /// A value is never cut below this, even late in a long line.
 const MIN_VALUE: usize = 24;
 
@@ -205,21 +205,6 @@ fn level_name(level: Level) -> &'static str {
     }
 }
 
-/// Cuts `s` to at most `max` characters, ending in `…` when cut; newlines become spaces (one event,
-/// one line).
-fn cut(s: &str, max: usize) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
-        .collect();
-    if flat.chars().count() <= max {
-        return flat;
-    }
-    let mut out: String = flat.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
 fn render(json: bool, time: SystemTime, level: Level, f: &Fields) -> String {
     let time = crate::replica::s3::format_rfc3339_nano(time);
     let mut line = String::with_capacity(160);
@@ -234,14 +219,14 @@ fn render(json: bool, time: SystemTime, level: Level, f: &Fields) -> String {
             "{{\"time\":\"{time}\",\"level\":\"{}\",\"msg\":",
             level_name(level)
         );
-        let msg = cut(&f.message, budget(&line));
+        let msg = crate::text::cut(&f.message, budget(&line));
         line.push_str(&crate::text::json_str(&msg));
         for (name, value) in &f.fields {
             let _ = write!(line, ",{}:", crate::text::json_str(name));
             match value {
                 Value::Raw(raw) => line.push_str(raw),
                 Value::Text(text) => {
-                    let text = cut(text, budget(&line));
+                    let text = crate::text::cut(text, budget(&line));
                     line.push_str(&crate::text::json_str(&text));
                 }
             }
@@ -249,12 +234,12 @@ fn render(json: bool, time: SystemTime, level: Level, f: &Fields) -> String {
         line.push_str("}\n");
     } else {
         let _ = write!(line, "{time} {:>5} ", level_name(level));
-        let msg = cut(&f.message, budget(&line));
+        let msg = crate::text::cut(&f.message, budget(&line));
         line.push_str(&msg);
         for (name, value) in &f.fields {
             let text = match value {
                 Value::Raw(raw) => raw.clone(),
-                Value::Text(text) => cut(text, budget(&line)),
+                Value::Text(text) => crate::text::cut(text, budget(&line)),
             };
             let quote = text.is_empty() || text.contains([' ', '"', '=']);
             if quote {

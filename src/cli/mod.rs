@@ -4,6 +4,7 @@
 mod check;
 mod databases;
 pub(crate) mod duration;
+mod health;
 mod logging;
 mod ltx;
 mod replicate;
@@ -47,6 +48,9 @@ enum Command {
     Databases(databases::DatabasesArgs),
     /// Show the running supervisor's services and databases (over its control socket).
     Status(status::StatusArgs),
+    /// Exit 0 when the running supervisor is healthy (services up and ready, replicas reachable and
+    /// caught up), 1 otherwise: for `HEALTHCHECK CMD ["litevisor", "health"]`.
+    Health(health::HealthArgs),
     /// Check that a replica restores to exactly the live database (integrity check + checksum).
     Verify(verify::VerifyArgs),
 }
@@ -85,6 +89,7 @@ pub fn main() -> i32 {
         Some(Command::Ltx(args)) => ltx::run(args),
         Some(Command::Databases(args)) => databases::run(args),
         Some(Command::Status(args)) => status::run(args),
+        Some(Command::Health(args)) => health::run(args),
         Some(Command::Verify(args)) => verify::run(args),
     };
     match result {

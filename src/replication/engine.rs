@@ -108,21 +108,7 @@ impl DbConfig {
     }
 }
 
-/// A point-in-time view of one database's replication.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Status {
-    /// Newest local L0 TXID and the WAL offset it ends at.
-    pub txid: u64,
-    pub wal_offset: u64,
-    /// Newest TXID on the replica's L0.
-    pub replica_txid: u64,
-    pub last_sync: Option<SystemTime>,
-    pub last_upload: Option<SystemTime>,
-    pub snapshots: u64,
-    pub checkpoints: u64,
-    pub replica_errors: u64,
-    pub last_error: Option<String>,
-}
+pub use super::status::Status;
 
 /// Result of the final sync at shutdown.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -259,13 +245,21 @@ impl Replicator {
             unpublished_retry: None,
         };
         let mut replica_txid = None;
+        // The replica is asked once now, so that what retrying cannot fix (a missing bucket, refused
+        // or missing credentials, an unknown host) fails the start at once instead of being retried
+        // in the background; anything else is retried, and shows in the status from now on.
         if worker.cfg.path.exists() {
             worker.open_db()?;
             match worker.try_reconcile(true) {
                 Ok(t) => replica_txid = Some(t),
-                Err(e) => {
-                    warn!(db = %worker.cfg.path.display(), "replica not reachable, retrying: {e}")
-                }
+                Err(EngineError::Replica(e)) if e.is_permanent() => return Err(e.into()),
+                Err(e) => worker.note_failure(&e),
+            }
+        } else {
+            match worker.cfg.replica.ltx_files(0) {
+                Ok(_) => {}
+                Err(e) if e.is_permanent() => return Err(e.into()),
+                Err(e) => worker.note_failure(&EngineError::Replica(e)),
             }
         }
 
@@ -570,8 +564,7 @@ impl SyncWorker {
                 if self.dirty && self.cfg.path.exists() {
                     self.dirty = false;
                     if let Err(e) = self.ensure_init(false) {
-                        warn!(db = %self.cfg.path.display(), "cannot start replication: {e}");
-                        self.record_error(&e);
+                        self.note_failure(&e);
                     }
                 }
                 continue;
@@ -584,13 +577,13 @@ impl SyncWorker {
             {
                 self.dirty = false;
                 self.last_sync = Some(now);
-                match self.sync_all().and_then(|()| self.maybe_checkpoint()) {
+                let began = Instant::now();
+                let synced = self.sync_all();
+                self.count_sync(began.elapsed(), &synced);
+                match synced.and_then(|()| self.maybe_checkpoint()) {
                     Ok(()) => {}
                     Err(e @ EngineError::ReplicaPending(_)) => debug!("{e}"),
-                    Err(e) => {
-                        warn!(db = %self.cfg.path.display(), "sync failed: {e}");
-                        self.record_error(&e);
-                    }
+                    Err(e) => self.note_failure(&e),
                 }
             }
             if self.checkpoint_due.is_some_and(|d| Instant::now() >= d) {
@@ -599,8 +592,7 @@ impl SyncWorker {
                     && self.wal_frames() > 1
                     && let Err(e) = self.checkpoint(false)
                 {
-                    warn!(db = %self.cfg.path.display(), "checkpoint failed: {e}");
-                    self.record_error(&e);
+                    self.note_failure(&e);
                 }
             }
         }
@@ -617,6 +609,7 @@ impl SyncWorker {
         if self.db.is_none() && !self.cfg.path.exists() {
             return Ok(()); // nothing was ever replicated
         }
+        let mut said = None;
         loop {
             match self
                 .ensure_init(true)
@@ -625,7 +618,12 @@ impl SyncWorker {
             {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() + Duration::from_millis(200) < deadline => {
-                    warn!(db = %self.cfg.path.display(), "final sync failed, retrying: {e}");
+                    // Said once per different error, not at every retry.
+                    let text = e.to_string();
+                    if said.as_ref() != Some(&text) {
+                        warn!(db = %self.cfg.path.display(), "final sync failed, retrying: {text}");
+                        said = Some(text);
+                    }
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(e) => return Err(e),
@@ -696,6 +694,10 @@ impl SyncWorker {
                         s.wal_offset = (w.header.wal_offset + w.header.wal_size) as u64;
                         s.last_sync = Some(SystemTime::now());
                         s.snapshots += u64::from(w.snapshot_reason.is_some());
+                        s.wal_bytes += w.header.wal_size.max(0) as u64;
+                        if s.pending_since.is_none() && s.txid > s.replica_txid {
+                            s.pending_since = s.last_sync;
+                        }
                         drop(s);
                         let _ = self.upload_tx.send(UploadMsg::NewL0);
                     }
@@ -781,6 +783,17 @@ impl SyncWorker {
     /// barrier's own no-op write, so the restart point is exactly the synced end. `emergency` waits
     /// for application readers (up to busy_timeout) and shrinks the WAL file.
     fn checkpoint(&mut self, emergency: bool) -> Result<(), EngineError> {
+        let began = Instant::now();
+        let result = self.checkpoint_inner(emergency);
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.checkpoint_time += began.elapsed();
+        if result.is_err() {
+            s.checkpoint_errors += 1;
+        }
+        result
+    }
+
+    fn checkpoint_inner(&mut self, emergency: bool) -> Result<(), EngineError> {
         self.sync_all()?;
         let busy_timeout = self.cfg.busy_timeout;
         let path = self.cfg.path.clone();
@@ -856,11 +869,64 @@ impl SyncWorker {
         Ok(())
     }
 
-    fn record_error(&self, e: &EngineError) {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_error = Some(e.to_string());
+    /// A sync attempt (WAL -> L0) for Litestream's sync metrics; a sync that succeeded ends a
+    /// local failure.
+    fn count_sync(&self, took: Duration, result: &Result<(), EngineError>) {
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.sync_count += 1;
+        s.sync_time += took;
+        match result {
+            Ok(()) => {
+                if let Some(f) = s.local_ok() {
+                    drop(s);
+                    info!(db = %self.cfg.path.display(), kind = f.kind, attempts = f.attempts, "replication resumed");
+                }
+            }
+            Err(EngineError::ReplicaPending(_) | EngineError::Replica(_)) => {}
+            Err(_) => s.sync_errors += 1,
+        }
+    }
+
+    /// Records a failure in the status and logs it once when it starts (then at debug level): a
+    /// replica failure is retried with back-off; a local one (disk full, permission denied) stops
+    /// replication until a sync succeeds again.
+    fn note_failure(&self, e: &EngineError) {
+        let db = self.cfg.path.display();
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        match e {
+            EngineError::ReplicaPending(_) => {}
+            EngineError::Replica(r) => {
+                let msg = r.to_string();
+                let news = s.replica_failed(r.kind(), &msg, r.is_permanent());
+                drop(s);
+                log_replica_failure(&self.cfg.path, r, news);
+            }
+            other => {
+                let msg = other.to_string();
+                let kind = super::status::local_kind(other);
+                if s.local_failed(kind, &msg) {
+                    drop(s);
+                    tracing::error!(db = %db, kind, "replication stopped: {msg}");
+                } else {
+                    drop(s);
+                    debug!(db = %db, kind, "still failing: {msg}");
+                }
+            }
+        }
+    }
+}
+
+/// Logs a replica failure: once when it starts (an error when retrying cannot fix it), then at debug
+/// level while it lasts.
+fn log_replica_failure(path: &Path, e: &ReplicaError, news: bool) {
+    let db = path.display();
+    let kind = e.kind();
+    match (news, e.is_permanent()) {
+        (true, true) => {
+            tracing::error!(db = %db, kind, "replica error, retrying with back-off until it is fixed: {e}")
+        }
+        (true, false) => warn!(db = %db, kind, "replica error, retrying: {e}"),
+        (false, _) => debug!(db = %db, kind, "replica still failing: {e}"),
     }
 }
 
@@ -1064,6 +1130,14 @@ impl Uploader {
             Ok(uploaded) => {
                 self.retry_at = None;
                 self.backoff = MIN_BACKOFF;
+                let cleared = self
+                    .status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .replica_ok();
+                if let Some(f) = cleared {
+                    info!(db = %self.path.display(), kind = f.kind, attempts = f.attempts, "replica reachable again");
+                }
                 if uploaded > 0 {
                     if let Some(l1) = self.levels.first_mut() {
                         l1.arm();
@@ -1086,10 +1160,21 @@ impl Uploader {
                 self.retry_at = Some(Instant::now() + self.backoff + jitter);
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 let msg = e.to_string();
-                warn!(db = %self.path.display(), "upload failed, retrying in {:?}: {msg}", self.backoff);
                 let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
-                s.replica_errors += 1;
-                s.last_error = Some(msg.clone());
+                match &e {
+                    EngineError::Replica(r) => {
+                        let news = s.replica_failed(r.kind(), &msg, r.is_permanent());
+                        drop(s);
+                        log_replica_failure(&self.path, r, news);
+                    }
+                    other => {
+                        let kind = super::status::local_kind(other);
+                        if s.replica_failed(kind, &msg, false) {
+                            drop(s);
+                            tracing::error!(db = %self.path.display(), kind, "upload failed, retrying: {msg}");
+                        }
+                    }
+                }
                 Err(msg)
             }
         }
@@ -1130,6 +1215,13 @@ impl Uploader {
             }
             let header = self.meta.read_header(txid)?;
             let created_at = UNIX_EPOCH + Duration::from_millis(header.timestamp_ms.max(0) as u64);
+            {
+                // The oldest transaction still waiting is this file's.
+                let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                if s.pending_since.is_some() {
+                    s.pending_since = Some(created_at);
+                }
+            }
             let path = self.meta.l0_path(txid);
             let mut f = std::fs::File::open(&path).map_err(|e| EngineError::Io {
                 op: "open",
@@ -1141,8 +1233,7 @@ impl Uploader {
             self.replica_txid = Some(pos);
             uploaded += 1;
             let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
-            s.replica_txid = pos;
-            s.last_upload = Some(SystemTime::now());
+            s.uploaded(pos, None);
         }
         Ok(uploaded)
     }
@@ -1171,6 +1262,19 @@ impl Uploader {
         }
     }
 
+    /// Runs `log` unless the replica is known to fail already (that was said once).
+    fn quiet_while_failing(&self, log: impl FnOnce()) {
+        let failing = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replica_failure
+            .is_some();
+        if !failing {
+            log();
+        }
+    }
+
     fn run_due(&mut self) {
         let now = Instant::now();
         if self.retry_at.is_some_and(|t| now >= t) {
@@ -1189,7 +1293,9 @@ impl Uploader {
                     info!(db = %self.path.display(), max_txid = f.max_txid, "wrote snapshot level")
                 }
                 Ok(None) => {}
-                Err(e) => warn!(db = %self.path.display(), "snapshot level failed: {e}"),
+                Err(e) => self.quiet_while_failing(
+                    || warn!(db = %self.path.display(), "snapshot level failed: {e}"),
+                ),
             }
             self.enforce_retention();
         }
@@ -1215,7 +1321,9 @@ impl Uploader {
             }
             Ok(None) => {}
             Err(e) => {
-                warn!(db = %self.path.display(), level = dst, "compaction failed: {e}");
+                self.quiet_while_failing(
+                    || warn!(db = %self.path.display(), level = dst, "compaction failed: {e}"),
+                );
                 self.levels[i].due =
                     Some(Instant::now() + self.backoff.max(Duration::from_secs(5)));
             }
@@ -1245,7 +1353,7 @@ impl Uploader {
         if let Err(e) =
             compact::enforce_retention(&*self.replica, &self.retention, SystemTime::now())
         {
-            warn!(db = %self.path.display(), "retention failed: {e}");
+            self.quiet_while_failing(|| warn!(db = %self.path.display(), "retention failed: {e}"));
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod ltx;
 pub(crate) mod meta;
 pub(crate) mod restore;
 pub(crate) mod shm;
+pub(crate) mod status;
 pub(crate) mod sync;
 pub(crate) mod verify;
 pub mod wal;

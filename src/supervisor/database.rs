@@ -102,7 +102,9 @@ struct DbInner {
     /// The engine's status when it was last taken out (after the final sync, the final figures).
     last: Status,
     restore: Option<String>,
+    restore_took: Option<Duration>,
     error: Option<String>,
+    final_sync: Option<(Duration, bool)>,
 }
 
 /// Where the database's replication engine is. Held here, not by the replicate unit, so status
@@ -224,10 +226,12 @@ impl DbShared {
         std::thread::Builder::new()
             .name("lv-db-final".into())
             .spawn(move || {
+                let began = Instant::now();
                 let result =
                     replicator.shutdown(deadline.saturating_duration_since(Instant::now()));
                 {
                     let mut inner = shared.lock();
+                    inner.final_sync = Some((began.elapsed(), result.ok()));
                     inner.last.txid = result.txid;
                     inner.last.replica_txid = result.replica_txid;
                     inner.state = if result.ok() { "stopped" } else { "failed" };
@@ -240,24 +244,32 @@ impl DbShared {
         Ok(rx)
     }
 
-    /// The status row: a short lock plus, while replicating, the engine's own short status lock.
+    /// The status row: a short lock plus, while replicating, the engine's own short status lock,
+    /// and a `stat` of the database and its WAL.
     pub fn row(&self) -> DatabaseRow {
         let inner = self.lock();
-        let status = match &inner.engine {
+        let engine = match &inner.engine {
             Engine::Running(replicator) => replicator.status(),
             _ => inner.last.clone(),
         };
+        // While the engine runs, what it is going through right now is the state.
+        let state = match (inner.state, &engine) {
+            ("replicating", e) if e.local_failure.is_some() => "error",
+            ("replicating" | "starting", e) if e.replica_failure.is_some() => "retrying",
+            (state, _) => state,
+        };
+        let size = |p: &Path| std::fs::metadata(p).ok().map(|m| m.len());
         DatabaseRow {
             path: self.path.display().to_string(),
             replica: self.replica_url.clone(),
-            state: inner.state.to_owned(),
-            txid: status.txid,
-            replica_txid: status.replica_txid,
-            last_sync: status.last_sync,
-            last_upload: status.last_upload,
-            replica_errors: status.replica_errors,
-            last_error: inner.error.clone().or(status.last_error),
+            state: state.to_owned(),
+            db_size: size(&self.path),
+            wal_size: size(&crate::replication::db::wal_path(&self.path)),
+            engine,
+            error: inner.error.clone(),
             restore: inner.restore.clone(),
+            restore_took: inner.restore_took,
+            final_sync: inner.final_sync,
         }
     }
 }
@@ -327,7 +339,9 @@ impl RestoreUnit {
                         self.shared.replica_url,
                         took.as_secs_f64()
                     );
-                    self.shared.lock().restore = Some(format!("restored txid {txid:016x}"));
+                    let mut inner = self.shared.lock();
+                    inner.restore = Some(format!("restored txid {txid:016x}"));
+                    inner.restore_took = Some(took);
                 }
                 Ok(Err(e)) => return self.shared.fail(format!("database {name}: {e}")),
                 Err(_) => return self.shared.fail(format!("database {name}: the restore thread died")),
