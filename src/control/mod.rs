@@ -16,8 +16,8 @@
 //!
 //! The server runs on the supervisor's current-thread runtime. It arms no timer while idle; an open
 //! connection gets [`REQUEST_PATIENCE`] to send its line. Answering only reads in-memory state
-//! through [`StatusSource`] (short mutex reads), so a status request never waits on SQLite or on a
-//! replica.
+//! through [`StatusSource`] (short mutex reads, plus a `stat` of each database and its WAL), so a
+//! status request never waits on SQLite or on a replica.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
