@@ -1,5 +1,5 @@
 //! Output helpers shared by the CLI and the control socket: Go-tabwriter-style tables (the layout
-//! Litestream's commands print) and JSON string literals. The JSON outputs are small and fixed in
+//! Litestream's commands print), JSON string literals and one-line cuts. The JSON outputs are small and fixed in
 //! shape, so they are written by hand; every string in them goes through [`json_str`].
 
 /// Go's `tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)` for rows with the same number of cells: every cell
@@ -25,6 +25,21 @@ pub fn tabulate(rows: &[Vec<String>]) -> String {
         }
         out.push('\n');
     }
+    out
+}
+
+/// `s` on one line (newlines become spaces) and at most `max` characters, ending in `…` when cut:
+/// for log lines and messages that must stay short whatever a library or a path puts in them.
+pub fn cut(s: &str, max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let mut out: String = flat.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
     out
 }
 

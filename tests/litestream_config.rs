@@ -113,7 +113,7 @@ fn unknown_and_ignored_keys_are_warnings_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        "addr: \":9090\"\ndbs:\n  - path: /data/app.db\n    monitr-interval: 1s\n    replica:\n      url: file:///backups/app\n",
+        "heartbeat-url: http://example.invalid/ping\ndbs:\n  - path: /data/app.db\n    monitr-interval: 1s\n    replica:\n      url: file:///backups/app\n",
     );
     let out = lv(dir.path(), &["databases", "-config", &config], &[]);
     let (stdout, stderr) = text(&out);
@@ -126,7 +126,7 @@ fn unknown_and_ignored_keys_are_warnings_with_file_line_and_key() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("{config}:1:1: addr: ignored")),
+        stderr.contains(&format!("{config}:1:1: heartbeat-url: ignored")),
         "{stderr}"
     );
 }

@@ -5,6 +5,8 @@ mod check;
 mod databases;
 pub(crate) mod duration;
 mod example_app;
+mod health;
+mod logging;
 mod ltx;
 mod replicate;
 mod restore;
@@ -47,6 +49,9 @@ enum Command {
     Databases(databases::DatabasesArgs),
     /// Show the running supervisor's services and databases (over its control socket).
     Status(status::StatusArgs),
+    /// Exit 0 when the running supervisor is healthy (services up and ready, replicas reachable and
+    /// caught up), 1 otherwise: for `HEALTHCHECK CMD ["litevisor", "health"]`.
+    Health(health::HealthArgs),
     /// Check that a replica restores to exactly the live database (integrity check + checksum).
     Verify(verify::VerifyArgs),
     /// The bundled example's SQLite app (services.d.example): migrate, write or read rows.
@@ -120,6 +125,7 @@ pub fn main() -> i32 {
         Some(Command::Ltx(args)) => ltx::run(args),
         Some(Command::Databases(args)) => databases::run(args),
         Some(Command::Status(args)) => status::run(args),
+        Some(Command::Health(args)) => health::run(args),
         Some(Command::Verify(args)) => verify::run(args),
         Some(Command::ExampleApp(args)) => example_app::run(args),
     };
@@ -130,6 +136,35 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// The metrics listener's address: `flag`, else `LITEVISOR_METRICS_ADDR`, else the file's; and
+/// `LITEVISOR_HEALTH_UPLOAD_LAG` over the file's `health_upload_lag`. `Err` names the bad value.
+fn observe_overrides(
+    flag: Option<&str>,
+    observe: &mut crate::config::Observability,
+) -> Result<(), String> {
+    use crate::config::observe::parse_listen_addr;
+    match (flag, logging::env("LITEVISOR_METRICS_ADDR")) {
+        (Some(addr), _) => {
+            observe.metrics_addr =
+                Some(parse_listen_addr(addr).map_err(|e| format!("--metrics-addr: {e}"))?);
+        }
+        (None, Some(addr)) => {
+            observe.metrics_addr =
+                Some(parse_listen_addr(&addr).map_err(|e| format!("LITEVISOR_METRICS_ADDR: {e}"))?);
+        }
+        (None, None) => {}
+    }
+    if let Some(text) = logging::env("LITEVISOR_HEALTH_UPLOAD_LAG") {
+        let lag = duration::parse_duration(&text)
+            .map_err(|e| format!("LITEVISOR_HEALTH_UPLOAD_LAG: {e}"))?;
+        if lag.is_zero() {
+            return Err("LITEVISOR_HEALTH_UPLOAD_LAG: must be more than 0".to_string());
+        }
+        observe.health_upload_lag = Some(lag);
+    }
+    Ok(())
 }
 
 /// A panic is a litevisor bug that the supervisor contains (see the orchestrator): it is said in one

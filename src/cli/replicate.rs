@@ -78,9 +78,18 @@ pub struct ReplicateArgs {
     /// Restore a database from its replica first when it does not exist and the replica has data.
     #[arg(long = "restore-if-db-not-exists")]
     pub restore_if_db_not_exists: bool,
-    /// trace, debug, info, warn, error (LOG_LEVEL overrides, as in Litestream).
-    #[arg(long = "log-level", default_value = "info")]
-    pub log_level: String,
+    /// trace, debug, info, warn, error (LOG_LEVEL overrides, as in Litestream) [default: the
+    /// file's `logging.level`, else info].
+    #[arg(long = "log-level")]
+    pub log_level: Option<String>,
+    /// Log line format: text or json [env: LITEVISOR_LOG_FORMAT] [default: the file's
+    /// `logging.type`, else text].
+    #[arg(long = "log-format", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Serve /metrics and /healthz on HOST:PORT [env: LITEVISOR_METRICS_ADDR] [default: the file's
+    /// `addr`, else off].
+    #[arg(long = "metrics-addr", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// Minimum time between two syncs (Litestream's monitor-interval); 0 syncs as soon as the WAL
     /// changes [default: 1s, or the config file's].
     #[arg(long = "monitor-interval", value_parser = parse_duration)]
@@ -101,7 +110,6 @@ pub fn run(args: ReplicateArgs) -> anyhow::Result<i32> {
     // As under Litestream, an -exec program sees LITESTREAM_ACCESS_KEY_ID/SECRET as the AWS_*
     // variables its own SDK reads. Here, before any thread exists (it changes the environment).
     crate::replica::s3::apply_litestream_env();
-    init_logging(&args.log_level);
     if !args.more_urls.is_empty() {
         return usage(
             "several replica URLs are not supported: give one DB_PATH and one REPLICA_URL",
@@ -121,8 +129,15 @@ pub fn run(args: ReplicateArgs) -> anyhow::Result<i32> {
         }
         Err(msg) => return usage(&msg),
     };
+    // After the file is read: its `logging:` keys count.
+    if let Err(msg) = init_logging(&args, &config.observe.log) {
+        return usage(&msg);
+    }
     for warning in &config.warnings {
         warn!("{warning}");
+    }
+    if let Err(msg) = super::observe_overrides(args.metrics_addr.as_deref(), &mut config.observe) {
+        return usage(&msg);
     }
     for db in &mut config.databases {
         if let Some(d) = args.monitor_interval {
@@ -300,22 +315,20 @@ fn restore_if_replica_exists(
     Ok(())
 }
 
-fn init_logging(level: &str) {
-    let level = std::env::var("LOG_LEVEL")
-        .ok()
-        .filter(|l| !l.is_empty())
-        .unwrap_or_else(|| level.to_string());
-    let directive = match level.to_ascii_lowercase().as_str() {
-        "trace" | "debug" | "info" | "error" => level.to_ascii_lowercase(),
-        "warn" | "warning" => "warn".to_string(),
-        _ => "info".to_string(),
-    };
-    let filter = tracing_subscriber::EnvFilter::new(format!("litevisor={directive}"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Litestream's order: `LOG_LEVEL` overrides (after litevisor's own `LITEVISOR_LOG`), then
+/// `-log-level`, then the file's `logging.level`, else info.
+fn init_logging(args: &ReplicateArgs, file: &crate::config::LogSettings) -> Result<(), String> {
+    use super::logging::{self, LogRequest};
+    logging::init_logging(LogRequest {
+        levels: vec![
+            ("LITEVISOR_LOG", logging::env("LITEVISOR_LOG")),
+            ("LOG_LEVEL", logging::env("LOG_LEVEL")),
+            ("-log-level", args.log_level.clone()),
+        ],
+        format_flag: args.log_format.as_deref(),
+        file,
+        default: crate::config::LogFilter::level(tracing::level_filters::LevelFilter::INFO),
+    })
 }
 
 fn parse_encoding(s: &str) -> Result<PageEncoding, String> {

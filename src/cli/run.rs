@@ -15,7 +15,8 @@ use std::time::Duration;
 use clap::ArgAction;
 
 use super::duration::parse_duration;
-use crate::config::{Signal, parse_signal};
+use super::logging::{self, LogRequest};
+use crate::config::{LogFilter, LogSettings, Signal, parse_signal};
 use crate::init::{self, ExitCodeMap, single};
 
 /// Default time between SIGTERM and SIGKILL.
@@ -38,6 +39,16 @@ pub struct RunArgs {
     /// final sync].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Log line format: text or json [env: LITEVISOR_LOG_FORMAT] [default: the file's `log_format`,
+    /// else text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Serve /metrics and /healthz on HOST:PORT (`:9090` = every interface) [env:
+    /// LITEVISOR_METRICS_ADDR] [default: the file's `metrics_addr`, else off].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
 
     /// Configuration file of the services to supervise when no program is given after `--`
     /// (default: $LITEVISOR_CONFIG, else /etc/litevisor/litevisor.toml).
@@ -99,7 +110,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if args.command.is_empty() {
         return supervise(args);
     }
-    init_logging(&log_spec(&args, false));
+    if let Err(msg) = init_logging(&args, &LogSettings::default(), false) {
+        eprintln!("litevisor: error: {msg}");
+        return Ok(2);
+    }
     let options = single::Options {
         command: args.command,
         grace,
@@ -117,7 +131,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
 /// Config mode: load and validate the configuration, then supervise its services.
 fn supervise(args: RunArgs) -> anyhow::Result<i32> {
-    let config = match crate::config::load(args.config.as_deref()) {
+    let mut config = match crate::config::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
             for problem in &err.problems {
@@ -129,9 +143,16 @@ fn supervise(args: RunArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
-    init_logging(&log_spec(&args, !config.databases.is_empty()));
+    if let Err(msg) = init_logging(&args, &config.observe.log, !config.databases.is_empty()) {
+        eprintln!("litevisor: error: {msg}");
+        return Ok(2);
+    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
+    }
+    if let Err(msg) = super::observe_overrides(args.metrics_addr.as_deref(), &mut config.observe) {
+        eprintln!("litevisor: error: {msg}");
+        return Ok(2);
     }
     let options = crate::supervisor::Options {
         exit_map: ExitCodeMap::new(args.remap_exit),
@@ -164,18 +185,20 @@ const LICENSE: &str = concat!(
 /// Logs go to stderr, quiet (warn) unless asked, except for the few lines of each database's life
 /// (restored, replicating, snapshots, final sync done or failed) that an operator needs to see
 /// without asking. The level comes from `--log-level`, else tini's `-v` count, else `LITEVISOR_LOG`,
-/// else tini's `TINI_VERBOSITY`, else Litestream's `LOG_LEVEL`.
-const DEFAULT_LOG_FILTER: &str =
-    "warn,litevisor::supervisor::database=info,litevisor::replication=info";
-/// The same without databases, where those modules are silent: a plain level needs no filter
-/// engine, which is smaller and faster to start for PID 1.
-const DEFAULT_LOG_LEVEL: &str = "warn";
-
-fn log_spec(args: &RunArgs, databases: bool) -> String {
-    let env = |name| {
-        std::env::var(name)
-            .ok()
-            .filter(|v: &String| !v.trim().is_empty())
+/// else tini's `TINI_VERBOSITY`, else Litestream's `LOG_LEVEL`, else the file's. Without databases
+/// the default is a plain `warn` (the replication modules have nothing to say).
+fn init_logging(args: &RunArgs, file: &LogSettings, databases: bool) -> Result<(), String> {
+    use tracing::level_filters::LevelFilter;
+    let default = if databases {
+        LogFilter {
+            default: LevelFilter::WARN,
+            directives: vec![
+                ("litevisor::supervisor::database".into(), LevelFilter::INFO),
+                ("litevisor::replication".into(), LevelFilter::INFO),
+            ],
+        }
+    } else {
+        LogFilter::level(LevelFilter::WARN)
     };
     let tini_level = |verbosity: i64| {
         match verbosity {
@@ -187,24 +210,26 @@ fn log_spec(args: &RunArgs, databases: bool) -> String {
         }
         .to_owned()
     };
-    args.log_level
-        .clone()
-        .or_else(|| (args.verbose > 0).then(|| tini_level(1 + i64::from(args.verbose))))
-        .or_else(|| env("LITEVISOR_LOG"))
-        .or_else(|| {
-            std::env::var("TINI_VERBOSITY")
-                .ok()
-                .map(|v| tini_level(atoi(&v)))
-        })
-        .or_else(|| env("LOG_LEVEL"))
-        .unwrap_or_else(|| {
-            if databases {
-                DEFAULT_LOG_FILTER
-            } else {
-                DEFAULT_LOG_LEVEL
-            }
-            .to_owned()
-        })
+    logging::init_logging(LogRequest {
+        levels: vec![
+            ("--log-level", args.log_level.clone()),
+            (
+                "-v",
+                (args.verbose > 0).then(|| tini_level(1 + i64::from(args.verbose))),
+            ),
+            ("LITEVISOR_LOG", logging::env("LITEVISOR_LOG")),
+            (
+                "TINI_VERBOSITY",
+                std::env::var("TINI_VERBOSITY")
+                    .ok()
+                    .map(|v| tini_level(atoi(&v))),
+            ),
+            ("LOG_LEVEL", logging::env("LOG_LEVEL")),
+        ],
+        format_flag: args.log_format.as_deref(),
+        file,
+        default,
+    })
 }
 
 /// C's `atoi`, which tini applies to `TINI_VERBOSITY`: leading blanks, an optional sign, the digits
@@ -221,25 +246,4 @@ fn atoi(text: &str) -> i64 {
         .position(|b| !b.is_ascii_digit())
         .unwrap_or(digits.len());
     sign * digits[..end].parse::<i64>().unwrap_or(0)
-}
-
-fn init_logging(spec: &str) {
-    use tracing_subscriber::filter::LevelFilter;
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false);
-    // A plain level avoids building a filter engine: smaller and faster to start for PID 1.
-    let result = match spec.trim().to_ascii_lowercase().parse::<LevelFilter>() {
-        Ok(level) => builder.with_max_level(level).try_init(),
-        Err(_) => match tracing_subscriber::EnvFilter::try_new(spec) {
-            Ok(filter) => builder.with_env_filter(filter).try_init(),
-            Err(err) => {
-                eprintln!("litevisor: warning: invalid log level {spec:?} ({err}); using warn");
-                builder.with_max_level(LevelFilter::WARN).try_init()
-            }
-        },
-    };
-    // Already initialised (e.g. by a caller in the same process): keep the existing subscriber.
-    drop(result);
 }

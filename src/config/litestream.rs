@@ -142,6 +142,7 @@ fn replicate_config(
         services: exec.into_iter().collect(),
         databases,
         directories,
+        observe: Default::default(),
         warnings: Vec::new(),
     }
 }
@@ -704,8 +705,6 @@ fn expand_path(p: &str) -> PathBuf {
 
 /// Top-level keys accepted and ignored, with the reason shown.
 const IGNORED_TOP: &[(&str, &str)] = &[
-    ("addr", "litevisor has no metrics server"),
-    ("logging", "logs go to stderr; use -log-level or LOG_LEVEL"),
     ("socket", "litevisor has no control socket"),
     ("mcp-addr", "litevisor has no MCP server"),
     ("heartbeat-url", "litevisor sends no heartbeats"),
@@ -1007,6 +1006,7 @@ fn parse(
             "no databases: add a `dbs:` list (or give DB_PATH and REPLICA_URL)",
         ),
     }
+    let observe = read_observability(&mut top, problems);
     top.finish(IGNORED_TOP, problems);
 
     let service = match (&overrides.exec, exec) {
@@ -1025,12 +1025,53 @@ fn parse(
     if !problems.is_empty() {
         return None;
     }
-    Some(replicate_config(
+    let mut config = replicate_config(
         Some(path.to_path_buf()),
         (databases, directories),
         service,
         shutdown_sync_timeout,
-    ))
+    );
+    config.observe = observe;
+    Some(config)
+}
+
+/// Litestream's `addr:` (the metrics listener; litevisor adds `/healthz` on it) and `logging:`
+/// (`level`, `type: text|json`, `stderr`).
+fn read_observability(top: &mut Map, problems: &mut Problems) -> super::Observability {
+    use super::observe::{LogFilter, LogFormat, parse_listen_addr};
+    let mut observe = super::Observability::default();
+    if let Some((loc, addr)) = top.text("addr", problems)
+        && !addr.trim().is_empty()
+    {
+        match parse_listen_addr(&addr) {
+            Ok(addr) => observe.metrics_addr = Some(addr),
+            Err(msg) => problems.push(loc, msg),
+        }
+    }
+    if let Some((loc, node)) = top.take("logging")
+        && let Some(mut m) = Map::new(
+            top.file,
+            loc.key.as_deref().unwrap_or("logging"),
+            node,
+            problems,
+        )
+    {
+        if let Some((loc, level)) = m.text("level", problems) {
+            match LogFilter::parse(&level) {
+                Ok(filter) => observe.log.level = Some(filter),
+                Err(msg) => problems.push(loc, msg),
+            }
+        }
+        if let Some((loc, format)) = m.text("type", problems) {
+            match LogFormat::parse(&format) {
+                Ok(format) => observe.log.format = Some(format),
+                Err(msg) => problems.push(loc, msg),
+            }
+        }
+        observe.log.stderr = m.bool("stderr", problems);
+        m.finish(&[], problems);
+    }
+    observe
 }
 
 fn read_levels(
@@ -1609,7 +1650,7 @@ dbs:
 
     #[test]
     fn unknown_and_ignored_keys_warn_with_line_and_key() {
-        let (_, warnings) = ok("addr: :9090
+        let (_, warnings) = ok("mcp-addr: :9091
 dbs:
   - path: /data/a.db
     replica:
@@ -1619,11 +1660,11 @@ dbs:
 logging:
   level: debug
 ");
-        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(
             warnings
                 .iter()
-                .any(|w| w == "/etc/ls.yml:1:1: addr: ignored: litevisor has no metrics server"),
+                .any(|w| w == "/etc/ls.yml:1:1: mcp-addr: ignored: litevisor has no MCP server"),
             "{warnings:?}"
         );
         assert!(
@@ -1638,12 +1679,40 @@ logging:
                 .any(|w| w.starts_with("/etc/ls.yml:6:7: dbs[0].replica.retention: ignored")),
             "{warnings:?}"
         );
-        assert!(
-            warnings
-                .iter()
-                .any(|w| w.starts_with("/etc/ls.yml:8:1: logging: ignored")),
-            "{warnings:?}"
+    }
+
+    #[test]
+    fn addr_and_logging_are_read() {
+        let (config, warnings) = ok("addr: \":9090\"
+logging:
+  level: DEBUG
+  type: json
+  stderr: false
+dbs:
+  - path: /data/a.db
+    replica:
+      url: file:///backups/a
+");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let observe = &config.observe;
+        assert_eq!(observe.metrics_addr.as_deref(), Some(":9090"));
+        assert_eq!(observe.log.format, Some(crate::config::LogFormat::Json));
+        assert_eq!(observe.log.stderr, Some(false));
+        assert_eq!(
+            observe.log.level,
+            Some(crate::config::LogFilter::level(
+                tracing::level_filters::LevelFilter::DEBUG
+            ))
         );
+        let err = errors(
+            "logging:\n  level: verbose\n  type: logfmt\naddr: \"9090\"\ndbs:\n  - path: /a.db\n    replica:\n      url: file:///b\n",
+        );
+        assert!(
+            err.contains("/etc/ls.yml:2:3: logging.level: invalid log level \"verbose\""),
+            "{err}"
+        );
+        assert!(err.contains("logging.type: invalid log format"), "{err}");
+        assert!(err.contains("addr: invalid address"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod directory;
 mod env;
 mod graph;
 pub mod litestream;
+pub mod observe;
 mod program;
 mod resolve;
 mod s6dir;
@@ -40,6 +41,7 @@ pub use directory::DatabaseDir;
 pub use nix::sys::signal::Signal;
 pub use program::{DEFAULT_PATH, SELF_EXE, SELF_PROGRAM};
 pub use values::signal as parse_signal;
+pub use observe::{LogFilter, LogFormat, LogSettings, Observability};
 
 /// The configuration file read when neither `--config` nor `$LITEVISOR_CONFIG` names one.
 pub const DEFAULT_CONFIG: &str = "/etc/litevisor/litevisor.toml";
@@ -71,6 +73,8 @@ pub struct Config {
     pub databases: Vec<Database>,
     /// Directory entries (Litestream's `dir:` mode): the databases found under each.
     pub directories: Vec<DatabaseDir>,
+    /// Logging, the metrics and health listener.
+    pub observe: Observability,
     /// Things accepted but worth telling (ignored s6 features); `check` prints them.
     pub warnings: Vec<Problem>,
 }

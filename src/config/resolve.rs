@@ -94,6 +94,7 @@ fn load_into(
     let mut specs = Vec::new();
     let mut databases = Vec::new();
     let mut directories = Vec::new();
+    let mut observe = super::Observability::default();
 
     let src = text.map(|text| Source {
         path: path.to_path_buf(),
@@ -120,6 +121,7 @@ fn load_into(
         if let Some(d) = duration(&mut t, "grace", problems) {
             globals.grace = d.value;
         }
+        read_observability(&mut t, &mut observe, problems);
         if let Some((loc, node)) = t.take("services") {
             specs = read_service_tables(src, loc, node, &globals.config_dir, problems);
         }
@@ -214,8 +216,37 @@ fn load_into(
         services: ordered,
         databases,
         directories,
+        observe,
         warnings: Vec::new(),
     })
+}
+
+/// `log_format`, `metrics_addr` and `health_upload_lag` (see [`super::observe`]).
+fn read_observability(
+    t: &mut TableReader<'_>,
+    observe: &mut super::Observability,
+    problems: &mut Problems,
+) {
+    use super::observe::{LogFormat, parse_listen_addr};
+    if let Some(v) = t.string("log_format", problems) {
+        match LogFormat::parse(&v.value) {
+            Ok(format) => observe.log.format = Some(format),
+            Err(msg) => problems.push(v.loc, msg),
+        }
+    }
+    if let Some(v) = t.string("metrics_addr", problems) {
+        match parse_listen_addr(&v.value) {
+            Ok(addr) => observe.metrics_addr = Some(addr),
+            Err(msg) => problems.push(v.loc, msg),
+        }
+    }
+    if let Some(d) = duration(t, "health_upload_lag", problems) {
+        if d.value.is_zero() {
+            problems.push(d.loc, "must be more than 0");
+        } else {
+            observe.health_upload_lag = Some(d.value);
+        }
+    }
 }
 
 fn duration(

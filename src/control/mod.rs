@@ -8,13 +8,17 @@
 //! SIGKILLed) is replaced; a live one (another litevisor) is left alone and this supervisor runs
 //! without a socket: the socket is a convenience, never a reason to fail a start-up.
 //!
-//! Protocol: the client connects, writes one line, `status` or `status json`, and reads the answer
-//! until the server closes the connection.
+//! Protocol: the client connects, writes one line, `status`, `status json` or `health`, and reads
+//! the answer until the server closes the connection. `health` answers `ok`, or `unhealthy:` and
+//! what is wrong ([`health`]).
+//!
+//! The optional HTTP listener for `/metrics` and `/healthz` is [`http`]; both read the same
+//! [`StatusSource`].
 //!
 //! The server runs on the supervisor's current-thread runtime. It arms no timer while idle; an open
 //! connection gets [`REQUEST_PATIENCE`] to send its line. Answering only reads in-memory state
-//! through [`StatusSource`] (short mutex reads), so a status request never waits on SQLite or on a
-//! replica.
+//! through [`StatusSource`] (short mutex reads, plus a `stat` of each database and its WAL), so a
+//! status request never waits on SQLite or on a replica.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -25,7 +29,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod health;
+pub mod http;
+pub mod metrics;
+
 use crate::replica::rfc3339;
+use crate::replication::status::{Failure, Status};
 use crate::text::{json_str, tabulate};
 
 pub const SOCKET_ENV: &str = "LITEVISOR_SOCKET";
@@ -55,6 +64,12 @@ pub struct ServiceRow {
     pub restarts: u32,
     /// How its last process ended (`exited with status 3`, `killed by SIGTERM`), if one did.
     pub last_exit: Option<String>,
+    /// Its last process's exit code (128+N for signal N), if one ended.
+    pub last_exit_code: Option<i32>,
+    /// When the process running now was started.
+    pub since: Option<SystemTime>,
+    /// Ready (a longrun with readiness: it said so; without: it runs).
+    pub ready: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -62,31 +77,52 @@ pub struct DatabaseRow {
     pub path: String,
     /// The replica as a URL, without credentials.
     pub replica: String,
-    /// `pending`, `restoring`, `starting`, `replicating`, `final sync`, `stopped`, `failed`.
+    /// `pending`, `restoring`, `starting`, `replicating`, `retrying` (the replica fails; retried
+    /// with back-off), `error` (a local failure stopped replication), `final sync`, `stopped`,
+    /// `failed`.
     pub state: String,
-    /// Newest TXID synced from the WAL into a local L0 file.
-    pub txid: u64,
-    /// Newest TXID on the replica.
-    pub replica_txid: u64,
-    pub last_sync: Option<SystemTime>,
-    pub last_upload: Option<SystemTime>,
-    /// Failed replica operations so far (each was retried).
-    pub replica_errors: u64,
-    pub last_error: Option<String>,
+    /// The replication engine's figures (positions, times, counters, current failures).
+    pub engine: Status,
+    /// Current sizes of the database file and its WAL (`None`: absent).
+    pub db_size: Option<u64>,
+    pub wal_size: Option<u64>,
+    /// The start-up failure or final sync failure, when there is one.
+    pub error: Option<String>,
     /// What the start-up restore did (`restored TXID 0000000000000012`, `kept the existing file`...).
     pub restore: Option<String>,
+    /// How long the start-up restore took, when one ran.
+    pub restore_took: Option<Duration>,
+    /// The final sync's duration and outcome (true: everything committed reached the replica).
+    pub final_sync: Option<(Duration, bool)>,
 }
 
 impl DatabaseRow {
     /// Committed transactions not yet on the replica.
     pub fn lag(&self) -> u64 {
-        self.txid.saturating_sub(self.replica_txid)
+        self.engine.lag_txids()
+    }
+
+    /// The message of what is wrong now, if anything.
+    pub fn last_error(&self) -> Option<String> {
+        self.error
+            .clone()
+            .or_else(|| self.engine.last_error.clone())
+    }
+
+    /// The failure going on now (local first: it stops replication), if any.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.engine
+            .local_failure
+            .as_ref()
+            .or(self.engine.replica_failure.as_ref())
     }
 }
 
 /// Where the status comes from (the supervisor).
 pub trait StatusSource: Send + Sync {
     fn snapshot(&self) -> Snapshot;
+    /// The longest a committed transaction may wait for its upload before the health check fails.
+    fn health_upload_lag(&self) -> Duration;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -313,7 +349,13 @@ async fn answer(mut stream: tokio::net::UnixStream, source: Arc<dyn StatusSource
         Ok(Ok(line)) => match line.split_whitespace().collect::<Vec<_>>().as_slice() {
             ["status"] => render_text(&source.snapshot()),
             ["status", "json"] => render_json(&source.snapshot()),
-            _ => format!("error: unknown request {line:?} (use `status` or `status json`)\n"),
+            ["health"] => health::render(&health::problems(
+                &source.snapshot(),
+                source.health_upload_lag(),
+            )),
+            _ => format!(
+                "error: unknown request {line:?} (use `status`, `status json` or `health`)\n"
+            ),
         },
         Ok(Err(e)) => {
             tracing::debug!("control socket read: {e}");
@@ -387,6 +429,23 @@ fn time_text(t: Option<SystemTime>, now: SystemTime) -> String {
     }
 }
 
+fn size_text(size: Option<u64>) -> String {
+    size.map_or("-".to_owned(), |s| format!("{s} bytes"))
+}
+
+fn uptime_text(since: Option<SystemTime>, now: SystemTime) -> String {
+    let Some(since) = since else {
+        return "-".to_owned();
+    };
+    let s = now.duration_since(since).unwrap_or_default().as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
 /// The human-readable answer: one table of services, then one block per database.
 pub fn render_text(s: &Snapshot) -> String {
     let now = SystemTime::now();
@@ -395,9 +454,17 @@ pub fn render_text(s: &Snapshot) -> String {
         out.push_str("no services\n");
     } else {
         let mut rows = vec![
-            ["SERVICE", "TYPE", "STATE", "PID", "RESTARTS", "LAST EXIT"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "SERVICE",
+                "TYPE",
+                "STATE",
+                "PID",
+                "UPTIME",
+                "RESTARTS",
+                "LAST EXIT",
+            ]
+            .map(String::from)
+            .to_vec(),
         ];
         for svc in &s.services {
             rows.push(vec![
@@ -409,6 +476,7 @@ pub fn render_text(s: &Snapshot) -> String {
                 svc.kind.to_owned(),
                 svc.state.to_owned(),
                 svc.pid.map_or("-".to_owned(), |p| p.to_string()),
+                uptime_text(svc.since, now),
                 svc.restarts.to_string(),
                 svc.last_exit.clone().unwrap_or_else(|| "-".to_owned()),
             ]);
@@ -417,19 +485,35 @@ pub fn render_text(s: &Snapshot) -> String {
     }
     for db in &s.databases {
         out.push('\n');
+        let e = &db.engine;
+        let errors = match db.failure() {
+            Some(f) => format!(
+                "{} ({} since {}, {} attempt(s))",
+                e.replica_errors,
+                f.kind,
+                rfc3339::format_utc(f.since),
+                f.attempts
+            ),
+            None => e.replica_errors.to_string(),
+        };
         let lines = [
             ("database", db.path.clone()),
             ("replica", db.replica.clone()),
             ("state", db.state.clone()),
-            ("local txid", format!("{:016x}", db.txid)),
-            ("replica txid", format!("{:016x}", db.replica_txid)),
-            ("lag", format!("{} txid(s)", db.lag())),
-            ("last sync", time_text(db.last_sync, now)),
-            ("last upload", time_text(db.last_upload, now)),
-            ("replica errors", db.replica_errors.to_string()),
+            ("local txid", format!("{:016x}", e.txid)),
+            ("replica txid", format!("{:016x}", e.replica_txid)),
+            (
+                "lag",
+                format!("{} txid(s), {:.1}s", db.lag(), e.lag_seconds(now)),
+            ),
+            ("db size", size_text(db.db_size)),
+            ("wal size", size_text(db.wal_size)),
+            ("last sync", time_text(e.last_sync, now)),
+            ("last upload", time_text(e.last_upload, now)),
+            ("replica errors", errors),
             (
                 "last error",
-                db.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+                db.last_error().unwrap_or_else(|| "-".to_owned()),
             ),
             (
                 "restore",
@@ -445,22 +529,28 @@ pub fn render_text(s: &Snapshot) -> String {
 
 /// The machine-readable answer (one JSON object, TXIDs as 16-digit hex strings like Litestream's).
 pub fn render_json(s: &Snapshot) -> String {
+    let now = SystemTime::now();
     let opt_str = |v: &Option<String>| v.as_deref().map_or("null".to_owned(), json_str);
     let opt_time =
         |t: Option<SystemTime>| t.map_or("null".to_owned(), |t| json_str(&rfc3339::format_utc(t)));
+    let opt_num = |v: Option<u64>| v.map_or("null".to_owned(), |v| v.to_string());
     let services: Vec<String> = s
         .services
         .iter()
         .map(|svc| {
+            let uptime = svc.since.map(|t| now.duration_since(t).unwrap_or_default().as_secs());
             format!(
-                "{{\"name\":{},\"type\":{},\"main\":{},\"state\":{},\"pid\":{},\"restarts\":{},\"last_exit\":{}}}",
+                "{{\"name\":{},\"type\":{},\"main\":{},\"state\":{},\"ready\":{},\"pid\":{},\"uptime_seconds\":{},\"restarts\":{},\"last_exit\":{},\"last_exit_code\":{}}}",
                 json_str(&svc.name),
                 json_str(svc.kind),
                 svc.main,
                 json_str(svc.state),
+                svc.ready,
                 svc.pid.map_or("null".to_owned(), |p| p.to_string()),
+                opt_num(uptime),
                 svc.restarts,
-                opt_str(&svc.last_exit)
+                opt_str(&svc.last_exit),
+                svc.last_exit_code.map_or("null".to_owned(), |c| c.to_string()),
             )
         })
         .collect();
@@ -468,18 +558,33 @@ pub fn render_json(s: &Snapshot) -> String {
         .databases
         .iter()
         .map(|db| {
+            let e = &db.engine;
+            let failure = db.failure().map_or("null".to_owned(), |f| {
+                format!(
+                    "{{\"kind\":{},\"since\":{},\"attempts\":{},\"permanent\":{},\"message\":{}}}",
+                    json_str(f.kind),
+                    json_str(&rfc3339::format_utc(f.since)),
+                    f.attempts,
+                    f.permanent,
+                    json_str(&f.message)
+                )
+            });
             format!(
-                "{{\"path\":{},\"replica\":{},\"state\":{},\"txid\":\"{:016x}\",\"replica_txid\":\"{:016x}\",\"lag\":{},\"last_sync\":{},\"last_upload\":{},\"replica_errors\":{},\"last_error\":{},\"restore\":{}}}",
+                "{{\"path\":{},\"replica\":{},\"state\":{},\"txid\":\"{:016x}\",\"replica_txid\":\"{:016x}\",\"lag\":{},\"lag_seconds\":{:.3},\"db_size\":{},\"wal_size\":{},\"last_sync\":{},\"last_upload\":{},\"replica_errors\":{},\"failure\":{},\"last_error\":{},\"restore\":{}}}",
                 json_str(&db.path),
                 json_str(&db.replica),
                 json_str(&db.state),
-                db.txid,
-                db.replica_txid,
+                e.txid,
+                e.replica_txid,
                 db.lag(),
-                opt_time(db.last_sync),
-                opt_time(db.last_upload),
-                db.replica_errors,
-                opt_str(&db.last_error),
+                e.lag_seconds(now),
+                opt_num(db.db_size),
+                opt_num(db.wal_size),
+                opt_time(e.last_sync),
+                opt_time(e.last_upload),
+                e.replica_errors,
+                failure,
+                opt_str(&db.last_error()),
                 opt_str(&db.restore)
             )
         })
@@ -526,13 +631,19 @@ mod tests {
                 pid: Some(42),
                 restarts: 1,
                 last_exit: Some("exited with status 3".into()),
+                last_exit_code: Some(3),
+                since: None,
+                ready: true,
             }],
             databases: vec![DatabaseRow {
                 path: "/data/a \"b\".db".into(),
                 replica: "file:///r".into(),
                 state: "replicating".into(),
-                txid: 12,
-                replica_txid: 10,
+                engine: Status {
+                    txid: 12,
+                    replica_txid: 10,
+                    ..Status::default()
+                },
                 ..DatabaseRow::default()
             }],
         }
@@ -552,7 +663,7 @@ mod tests {
     fn text_names_every_service_and_database() {
         let t = render_text(&sample());
         assert!(t.contains("app (main)") && t.contains("running"), "{t}");
-        assert!(t.contains("lag             2 txid(s)"), "{t}");
+        assert!(t.contains("lag             2 txid(s), 0.0s"), "{t}");
     }
 
     #[test]

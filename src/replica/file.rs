@@ -30,10 +30,10 @@ impl FileReplica {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ReplicaError + 'a {
-    move |source| ReplicaError::Io {
+    move |cause| ReplicaError::Io {
         op,
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

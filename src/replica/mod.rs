@@ -91,12 +91,13 @@ pub trait ReplicaClient: Send + Sync + std::fmt::Debug {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
-    #[error("{op} {path}: {source}")]
+    /// `cause` is said in the message itself (not as a `source`), so a chained report does not
+    /// repeat it.
+    #[error("{op} {path}: {cause}")]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("replica file not found: {0}")]
     NotFound(String),
@@ -104,6 +105,37 @@ pub enum ReplicaError {
     Url(#[from] UrlError),
     #[error("{0}")]
     Unsupported(String),
+    /// Retrying cannot fix it: a missing bucket, refused or missing credentials, an unknown host.
+    /// `message` is one line naming the bucket, the endpoint and the code, with a hint.
+    #[error("{message}")]
+    Permanent { code: &'static str, message: String },
+}
+
+impl ReplicaError {
+    /// True when only a change of configuration, credentials or bucket can make it work.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ReplicaError::Permanent { .. })
+    }
+
+    /// A short name of what went wrong, for metrics and status: the S3 code of a permanent error,
+    /// else `timeout`, `connection`, `permission`, `not_found`, `local` or `other`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReplicaError::Permanent { code, .. } => code,
+            ReplicaError::NotFound(_) => "not_found",
+            ReplicaError::Io { cause, path, .. } => match cause.kind() {
+                std::io::ErrorKind::TimedOut => "timeout",
+                std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe => "connection",
+                std::io::ErrorKind::PermissionDenied => "permission",
+                _ if path.to_string_lossy().starts_with("s3://") => "other",
+                _ => "local",
+            },
+            ReplicaError::Url(_) | ReplicaError::Unsupported(_) => "other",
+        }
+    }
 }
 
 /// Opens the replica named by a URL (`file:///x`, `s3://...`) or a plain path.

@@ -32,7 +32,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
@@ -118,12 +118,18 @@ impl S3Replica {
         if let Some(c) = slot.as_ref() {
             return Ok((rt, c.clone()));
         }
+        if let Some(why) = rt.block_on(unknown_endpoint_host(&self.opts)) {
+            return Err(ReplicaError::Permanent {
+                code: Permanent::UnknownHost.code(),
+                message: Permanent::UnknownHost.describe(&self.opts, &why),
+            });
+        }
         let client = rt
             .block_on(build_client(&self.opts))
             .map_err(|msg| ReplicaError::Io {
                 op: "s3 client setup",
                 path: PathBuf::from(format!("s3://{}/{}", self.opts.bucket, self.opts.path)),
-                source: io::Error::other(msg),
+                cause: io::Error::other(msg),
             })?;
         *slot = Some(client.clone());
         Ok((rt, client))
@@ -133,10 +139,16 @@ impl S3Replica {
         if e.not_found {
             return ReplicaError::NotFound(self.url(&e.key));
         }
+        if let Some(permanent) = e.permanent {
+            return ReplicaError::Permanent {
+                code: permanent.code(),
+                message: permanent.describe(&self.opts, &e.msg),
+            };
+        }
         ReplicaError::Io {
             op: e.op,
             path: PathBuf::from(self.url(&e.key)),
-            source: io::Error::new(e.kind, e.msg),
+            cause: io::Error::new(e.kind, e.msg),
         }
     }
 
@@ -262,7 +274,7 @@ async fn build_client(opts: &S3Options) -> Result<Client, String> {
                 Some(c) => c,
             },
             Err(e) => {
-                tracing::debug!(bucket = %opts.bucket, error = %DisplayErrorContext(&e), "bucket region lookup failed; using us-east-1");
+                tracing::debug!(bucket = %opts.bucket, error = %error_chain(&e), "bucket region lookup failed; using us-east-1");
                 "us-east-1".to_string()
             }
         };
@@ -278,6 +290,78 @@ pub(crate) struct S3Error {
     kind: io::ErrorKind,
     msg: String,
     not_found: bool,
+    /// Set when retrying cannot help.
+    permanent: Option<Permanent>,
+}
+
+/// The S3 failures that retrying cannot fix: the bucket, the credentials or the endpoint must change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Permanent {
+    NoSuchBucket,
+    AccessDenied,
+    InvalidAccessKeyId,
+    SignatureDoesNotMatch,
+    NoCredentials,
+    UnknownHost,
+}
+
+impl Permanent {
+    fn code(self) -> &'static str {
+        match self {
+            Permanent::NoSuchBucket => "NoSuchBucket",
+            Permanent::AccessDenied => "AccessDenied",
+            Permanent::InvalidAccessKeyId => "InvalidAccessKeyId",
+            Permanent::SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            Permanent::NoCredentials => "NoCredentials",
+            Permanent::UnknownHost => "UnknownHost",
+        }
+    }
+
+    fn from_code(code: &str) -> Option<Permanent> {
+        Some(match code {
+            "NoSuchBucket" => Permanent::NoSuchBucket,
+            "AccessDenied" | "AllAccessDisabled" => Permanent::AccessDenied,
+            "InvalidAccessKeyId" => Permanent::InvalidAccessKeyId,
+            "SignatureDoesNotMatch" => Permanent::SignatureDoesNotMatch,
+            _ => return None,
+        })
+    }
+
+    /// One line naming the bucket, the endpoint and the code, with what to do about it.
+    fn describe(self, opts: &S3Options, detail: &str) -> String {
+        let bucket = &opts.bucket;
+        let at = match &opts.endpoint {
+            Some(endpoint) => endpoint.clone(),
+            None => format!(
+                "AWS S3 ({})",
+                opts.region
+                    .as_deref()
+                    .unwrap_or("region from the environment")
+            ),
+        };
+        let line = match self {
+            Permanent::NoSuchBucket => format!(
+                "S3 error NoSuchBucket: bucket {bucket:?} does not exist at {at}: create it, or fix the bucket name"
+            ),
+            Permanent::AccessDenied => format!(
+                "S3 error AccessDenied: {at} refused access to bucket {bucket:?}: allow s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject to these credentials"
+            ),
+            Permanent::InvalidAccessKeyId => format!(
+                "S3 error InvalidAccessKeyId: {at} does not know the access key id (bucket {bucket:?}): check AWS_ACCESS_KEY_ID / LITESTREAM_ACCESS_KEY_ID or access-key-id"
+            ),
+            Permanent::SignatureDoesNotMatch => format!(
+                "S3 error SignatureDoesNotMatch: {at} rejected the request signature (bucket {bucket:?}): the secret access key does not match the access key id"
+            ),
+            Permanent::NoCredentials => format!(
+                "no S3 credentials found for bucket {bucket:?} at {at}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or LITESTREAM_*), AWS_PROFILE, or access-key-id and secret-access-key in the configuration"
+            ),
+            Permanent::UnknownHost => format!(
+                "unknown host: the S3 endpoint {at} of bucket {bucket:?} does not resolve ({}): check the endpoint",
+                crate::text::cut(detail, 80)
+            ),
+        };
+        crate::text::cut(&line, 280)
+    }
 }
 
 impl fmt::Display for S3Error {
@@ -294,6 +378,7 @@ impl S3Error {
             kind: io::ErrorKind::Other,
             msg: msg.into(),
             not_found: false,
+            permanent: None,
         }
     }
 
@@ -305,8 +390,52 @@ impl S3Error {
             kind: e.kind(),
             msg: e.to_string(),
             not_found: false,
+            permanent: None,
         }
     }
+}
+
+/// The resolver said the name does not exist (not that it could not ask: that passes).
+fn host_unknown(text: &str) -> bool {
+    text.contains("not known") || text.contains("No address associated")
+}
+
+/// A custom endpoint's host name that does not resolve, found before the SDK would retry the
+/// lookup for several seconds; `None` when it resolves, when the resolver could not answer now
+/// (that is worth retrying), or when there is no custom endpoint.
+async fn unknown_endpoint_host(opts: &S3Options) -> Option<String> {
+    let endpoint = opts.endpoint.as_deref()?;
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') && p.parse::<u16>().is_ok() => (h, p.parse().ok()?),
+        _ if endpoint.starts_with("http://") => (authority, 80),
+        _ => (authority, 443),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match tokio::net::lookup_host((host, port)).await {
+        Err(e) if host_unknown(&e.to_string()) => Some(e.to_string()),
+        _ => None,
+    }
+}
+
+/// An error and its sources, Display only, joined with `: ` (a segment that repeats the previous
+/// one is left out) and cut to one short line. Never a `Debug` dump: the SDK's carry whole
+/// responses, and the credential chain's carry what each provider found.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        // The credential chain's message lists every provider it tried, one per line: the first
+        // line says it all.
+        let text = text.lines().next().unwrap_or_default().trim().to_string();
+        if !text.is_empty() && parts.last().is_none_or(|p| !p.ends_with(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    crate::text::cut(&parts.join(": "), 200)
 }
 
 pub(crate) fn sdk_error<E>(op: &'static str, key: &str, err: SdkError<E>) -> S3Error
@@ -327,12 +456,28 @@ where
         _ => io::ErrorKind::Other,
     };
     let not_found = kind == io::ErrorKind::NotFound && code.as_deref() != Some("NoSuchBucket");
-    let mut msg = DisplayErrorContext(&err).to_string();
+    let chain = error_chain(&err);
+    let mut permanent = code.as_deref().and_then(Permanent::from_code);
+    if permanent.is_none() && status == Some(403) {
+        // A HEAD has no body to carry a code.
+        permanent = Some(Permanent::AccessDenied);
+    }
+    if permanent.is_none() && matches!(err, SdkError::DispatchFailure(_)) {
+        if chain.contains("no credentials found")
+            || chain.contains("credential provider was not enabled")
+        {
+            permanent = Some(Permanent::NoCredentials);
+        } else if chain.contains("dns error") && host_unknown(&chain) {
+            permanent = Some(Permanent::UnknownHost);
+        }
+    }
+    let mut msg = match (&code, err.as_service_error().and_then(|e| e.message())) {
+        (Some(code), Some(message)) => format!("{code}: {}", crate::text::cut(message, 120)),
+        (Some(code), None) => code.clone(),
+        _ => chain,
+    };
     if let Some(status) = status {
         msg = format!("HTTP {status}: {msg}");
-    }
-    if kind == io::ErrorKind::PermissionDenied {
-        msg.push_str(" (check the access key id and secret access key)");
     }
     S3Error {
         op,
@@ -340,6 +485,7 @@ where
         kind,
         msg,
         not_found,
+        permanent,
     }
 }
 

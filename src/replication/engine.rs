@@ -13,7 +13,7 @@ mod uploader;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tracing::warn;
 
@@ -111,21 +111,7 @@ impl DbConfig {
     }
 }
 
-/// A point-in-time view of one database's replication.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Status {
-    /// Newest local L0 TXID and the WAL offset it ends at.
-    pub txid: u64,
-    pub wal_offset: u64,
-    /// Newest TXID on the replica's L0.
-    pub replica_txid: u64,
-    pub last_sync: Option<SystemTime>,
-    pub last_upload: Option<SystemTime>,
-    pub snapshots: u64,
-    pub checkpoints: u64,
-    pub replica_errors: u64,
-    pub last_error: Option<String>,
-}
+pub use super::status::Status;
 
 /// Result of the final sync at shutdown.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -296,13 +282,21 @@ impl Replicator {
         let mut worker = SyncWorker::new(cfg, meta, lock, None, status.clone(), upload.clone());
         worker.set_watch(subscription);
         let mut replica_txid = None;
+        // The replica is asked once now, so that what retrying cannot fix (a missing bucket, refused
+        // or missing credentials, an unknown host) fails the start at once instead of being retried
+        // in the background; anything else is retried, and shows in the status from now on.
         if worker.cfg.path.exists() {
             worker.open_db()?;
             match worker.try_reconcile(true) {
                 Ok(t) => replica_txid = Some(t),
-                Err(e) => {
-                    warn!(db = %worker.cfg.path.display(), "replica not reachable, retrying: {e}")
-                }
+                Err(EngineError::Replica(e)) if e.is_permanent() => return Err(e.into()),
+                Err(e) => worker.note_failure(&e),
+            }
+        } else {
+            match worker.cfg.replica.ltx_files(0) {
+                Ok(_) => {}
+                Err(e) if e.is_permanent() => return Err(e.into()),
+                Err(e) => worker.note_failure(&EngineError::Replica(e)),
             }
         }
         upload.lane.set_replica_txid(replica_txid);

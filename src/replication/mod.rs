@@ -9,6 +9,7 @@ pub(crate) mod meta;
 pub(crate) mod pool;
 pub(crate) mod restore;
 pub(crate) mod shm;
+pub(crate) mod status;
 pub(crate) mod sync;
 pub(crate) mod verify;
 pub mod wal;

@@ -102,7 +102,9 @@ struct DbInner {
     /// The engine's status when it was last taken out (after the final sync, the final figures).
     last: Status,
     restore: Option<String>,
+    restore_took: Option<Duration>,
     error: Option<String>,
+    final_sync: Option<(Duration, bool)>,
 }
 
 /// Where the database's replication engine is. Held here, not by the replicate unit, so status
@@ -216,9 +218,11 @@ impl DbShared {
         inner.engine = Engine::FinalSync(rx.clone());
         drop(inner);
         let shared = Arc::clone(self);
+        let began = Instant::now();
         let finish = move |result: FinalSync| {
             {
                 let mut inner = shared.lock();
+                inner.final_sync = Some((began.elapsed(), result.ok()));
                 inner.last.txid = result.txid;
                 inner.last.replica_txid = result.replica_txid;
                 inner.state = if result.ok() { "stopped" } else { "failed" };
@@ -244,24 +248,32 @@ impl DbShared {
         }
     }
 
-    /// The status row: a short lock plus, while replicating, the engine's own short status lock.
+    /// The status row: a short lock plus, while replicating, the engine's own short status lock,
+    /// and a `stat` of the database and its WAL.
     pub fn row(&self) -> DatabaseRow {
         let inner = self.lock();
-        let status = match &inner.engine {
+        let engine = match &inner.engine {
             Engine::Running(replicator) => replicator.status(),
             _ => inner.last.clone(),
         };
+        // While the engine runs, what it is going through right now is the state.
+        let state = match (inner.state, &engine) {
+            ("replicating", e) if e.local_failure.is_some() => "error",
+            ("replicating" | "starting", e) if e.replica_failure.is_some() => "retrying",
+            (state, _) => state,
+        };
+        let size = |p: &Path| std::fs::metadata(p).ok().map(|m| m.len());
         DatabaseRow {
             path: self.path.display().to_string(),
             replica: self.replica_url.clone(),
-            state: inner.state.to_owned(),
-            txid: status.txid,
-            replica_txid: status.replica_txid,
-            last_sync: status.last_sync,
-            last_upload: status.last_upload,
-            replica_errors: status.replica_errors,
-            last_error: inner.error.clone().or(status.last_error),
+            state: state.to_owned(),
+            db_size: size(&self.path),
+            wal_size: size(&crate::replication::db::wal_path(&self.path)),
+            engine,
+            error: inner.error.clone(),
             restore: inner.restore.clone(),
+            restore_took: inner.restore_took,
+            final_sync: inner.final_sync,
         }
     }
 }
@@ -296,7 +308,7 @@ impl RestoreUnit {
         // Decided before looking at the orders: when nothing is to be restored, the database is in
         // place already, and a stop that came first must still let its replicator do the final sync.
         if let Some(why) = self.nothing_to_restore() {
-            tracing::info!("database {name}: not restored ({why})");
+            tracing::info!(db = %name, "database {name}: not restored ({why})");
             self.shared.lock().restore = Some(format!("not restored ({why})"));
             ctl.ready();
             return ended(Why::Exited);
@@ -321,22 +333,25 @@ impl RestoreUnit {
         tokio::select! {
             result = rx => match result {
                 Ok(Ok(Restored::Kept(why))) => {
-                    tracing::info!("database {name}: not restored ({why})");
+                    tracing::info!(db = %name, "database {name}: not restored ({why})");
                     self.shared.lock().restore = Some(format!("not restored ({why})"));
                 }
                 Ok(Ok(Restored::Restored { txid, bytes, took })) => {
                     tracing::info!(
+                        db = %name,
                         "database {name}: restored from {} to txid {txid:016x} ({bytes} bytes in {:.1}s)",
                         self.shared.replica_url,
                         took.as_secs_f64()
                     );
-                    self.shared.lock().restore = Some(format!("restored txid {txid:016x}"));
+                    let mut inner = self.shared.lock();
+                    inner.restore = Some(format!("restored txid {txid:016x}"));
+                    inner.restore_took = Some(took);
                 }
                 Ok(Err(e)) => return self.shared.fail(format!("database {name}: {e}")),
                 Err(_) => return self.shared.fail(format!("database {name}: the restore thread died")),
             },
             _ = ctl.next_order() => {
-                tracing::info!("database {name}: restore abandoned (stopping)");
+                tracing::info!(db = %name, "database {name}: restore abandoned (stopping)");
                 self.shared.set_state("stopped");
                 return ended(Why::Stopped);
             }
@@ -457,6 +472,7 @@ impl ReplicateUnit {
                         Some(Ok(())) => {
                             if stop_deadline.is_none() {
                                 tracing::info!(
+                                    db = %name,
                                     "database {name}: replicating to {}",
                                     self.shared.replica_url
                                 );
@@ -477,6 +493,7 @@ impl ReplicateUnit {
                     return match result {
                         Some(done) if done.ok() => {
                             tracing::info!(
+                                db = %name,
                                 "database {name}: final sync done (txid {:016x} on the replica)",
                                 done.replica_txid
                             );
@@ -503,6 +520,7 @@ impl ReplicateUnit {
                             crate::fault::panic_if("stop", &format!("replicate:{name}"));
                             let left = deadline.saturating_duration_since(Instant::now());
                             tracing::info!(
+                                db = %name,
                                 "database {name}: final sync (up to {:.1}s)",
                                 left.as_secs_f64()
                             );

@@ -104,6 +104,8 @@ pub enum SupervisorError {
     Signals(#[source] std::io::Error),
     #[error("cannot start the supervisor: {0}")]
     Setup(#[source] std::io::Error),
+    #[error("cannot serve /metrics and /healthz on {addr}: {err}")]
+    Listen { addr: String, err: std::io::Error },
 }
 
 /// Supervises `config`'s services until the container stops; returns litevisor's exit code.
@@ -119,6 +121,22 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
     }
     // Bound before any other thread exists: the bind narrows the process umask for a moment.
     let mut socket = control::Server::bind(&control::socket_path());
+    // Only when asked for: nothing of the metrics exists otherwise.
+    let http = match &config.observe.metrics_addr {
+        Some(addr) => {
+            let server =
+                control::http::HttpServer::bind(addr).map_err(|err| SupervisorError::Listen {
+                    addr: addr.clone(),
+                    err,
+                })?;
+            tracing::info!(
+                "serving metrics on http://{}/metrics (health: /healthz)",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        None => None,
+    };
 
     let (events, event_rx) = tokio::sync::mpsc::unbounded_channel();
     let reactor_thread = std::thread::Builder::new()
@@ -152,13 +170,27 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
     };
     let (nodes, overview) = build_nodes(&config, &output);
     let board = Arc::clone(&overview.board);
-    let serve = {
-        // The listener joins the runtime's reactor, so it is registered inside it.
+    let overview: Arc<dyn control::StatusSource> = Arc::new(overview);
+    let (serve, serve_http) = {
+        // The listeners join the runtime's reactor, so they are registered inside it.
         let _inside = runtime.enter();
-        socket.as_mut().and_then(|s| s.serve(Arc::new(overview)))
+        let serve_http = match http.map(|h| h.serve(Arc::clone(&overview))) {
+            Some(Err(err)) => {
+                return Err(SupervisorError::Listen {
+                    addr: config.observe.metrics_addr.clone().unwrap_or_default(),
+                    err,
+                });
+            }
+            Some(Ok(serve)) => Some(serve),
+            None => None,
+        };
+        (socket.as_mut().and_then(|s| s.serve(overview)), serve_http)
     };
     let code = runtime.block_on(async {
         if let Some(serve) = serve {
+            tokio::spawn(serve);
+        }
+        if let Some(serve) = serve_http {
             tokio::spawn(serve);
         }
         let code = orchestrator::run(nodes, settings, event_rx, board).await;
@@ -291,6 +323,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
         board: Board::new(nodes.len()),
         services,
         databases: set,
+        health_upload_lag: config.observe.health_upload_lag(),
     };
     (nodes, overview)
 }

@@ -83,14 +83,14 @@ impl ProcessService {
             let end = match self.start(&ctl).await {
                 Ok((running, probe)) => self.watch(&mut ctl, running, probe, &mut ever_ready).await,
                 Err(err) => {
-                    tracing::error!("service {name:?}: {err}");
+                    tracing::error!(service = %name, "service {name:?}: {err}");
                     RunEnd::Exited(ExitStatus::Exited(err.exit_code()))
                 }
             };
             let status = match end {
                 RunEnd::Failed(status, reason) => return ended(Some(status), Why::Failed(reason)),
                 RunEnd::Stopped(status) => {
-                    tracing::info!("service {name:?} stopped: {status}");
+                    tracing::info!(service = %name, "service {name:?} stopped: {status}");
                     if ctl.command() != Command::Kill {
                         self.finish(&mut ctl, status).await;
                     }
@@ -101,7 +101,7 @@ impl ProcessService {
 
             if self.service.kind == ServiceKind::Oneshot {
                 if status.success() {
-                    tracing::info!("oneshot {name:?} done");
+                    tracing::info!(service = %name, "oneshot {name:?} done");
                     ctl.ready();
                     return ended(Some(status), Why::Exited);
                 }
@@ -117,7 +117,7 @@ impl ProcessService {
                 return ended(Some(status), Why::Stopped);
             }
             if self.service.main {
-                tracing::info!("main service {name:?} {status}");
+                tracing::info!(service = %name, "main service {name:?} {status}");
                 return ended(Some(status), Why::Exited);
             }
             let wanted = match self.service.restart {
@@ -127,18 +127,20 @@ impl ProcessService {
             };
             if finish == Some(ExitStatus::Exited(125)) {
                 tracing::warn!(
+                    service = %name,
                     "service {name:?} {status}; its finish program asked (exit 125) not to restart it"
                 );
                 return ended(Some(status), Why::Exited);
             }
             if !wanted {
-                tracing::warn!("service {name:?} {status}; not restarted (restart policy)");
+                tracing::warn!(service = %name, "service {name:?} {status}; not restarted (restart policy)");
                 return ended(Some(status), Why::Exited);
             }
             match self.restarts.after_exit(started.elapsed()) {
                 Decision::GiveUp { restarts } => {
                     let shutdown = self.service.backoff.give_up == GiveUp::Shutdown;
                     tracing::error!(
+                        service = %name,
                         "service {name:?} {status}; giving up after {restarts} restarts ({})",
                         if shutdown {
                             "stopping the container"
@@ -156,6 +158,7 @@ impl ProcessService {
                         .max_restarts
                         .map_or(String::new(), |m| format!("/{m}"));
                     tracing::warn!(
+                        service = %name,
                         "service {name:?} {status}; restart {attempt}{max} in {}ms",
                         delay.as_millis()
                     );
@@ -249,6 +252,8 @@ impl ProcessService {
             )
             .await?;
         tracing::info!(
+            service = %self.service.name,
+            pid = running.pid.as_raw(),
             "service {:?} started (pid {})",
             self.service.name,
             running.pid
@@ -283,7 +288,7 @@ impl ProcessService {
                     probing = false;
                     if gated {
                         *ever_ready = true;
-                        tracing::info!("service {name:?} is ready");
+                        tracing::info!(service = %name, "service {name:?} is ready");
                         crate::fault::panic_if("ready", name);
                         ctl.ready();
                     }
@@ -328,7 +333,7 @@ impl ProcessService {
             Command::Stop { deadline } => deadline,
         };
         let signal = self.service.stop_signal;
-        tracing::info!("stopping service {name:?} ({signal})");
+        tracing::info!(service = %name, "stopping service {name:?} ({signal})");
         tree.signal(&[signal as i32, libc::SIGCONT]);
         let kill_at = (Instant::now() + self.service.stop_grace).min(deadline.into());
         loop {
@@ -336,6 +341,7 @@ impl ProcessService {
                 status = running.exited() => return status,
                 _ = tokio::time::sleep_until(kill_at) => {
                     tracing::warn!(
+                        service = %name,
                         "service {name:?} still running after {signal} (stop_grace {} or the shutdown deadline): killing its process group",
                         seconds(self.service.stop_grace)
                     );
@@ -366,7 +372,7 @@ impl ProcessService {
         let mut running = match self.launch(&full, None, |_| {}).await {
             Ok(running) => running,
             Err(err) => {
-                tracing::warn!("service {name:?}: finish: {err}");
+                tracing::warn!(service = %name, "service {name:?}: finish: {err}");
                 return None;
             }
         };
@@ -380,7 +386,7 @@ impl ProcessService {
             tokio::select! {
                 status = running.exited() => return Some(status),
                 _ = tokio::time::sleep_until(kill_at) => {
-                    tracing::warn!("service {name:?}: finish program still running after its time limit: killed");
+                    tracing::warn!(service = %name, "service {name:?}: finish program still running after its time limit: killed");
                     break;
                 }
                 order = ctl.next_order() => match order {

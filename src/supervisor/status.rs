@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::dbset::DbSet;
-use super::unit::Board;
+use super::unit::{Board, NodeState};
 use crate::control::{ServiceRow, Snapshot, StatusSource};
 
 /// One service node of the graph, as the status shows it.
@@ -20,9 +20,14 @@ pub struct Overview {
     pub board: Arc<Board>,
     pub services: Vec<ServiceEntry>,
     pub databases: Arc<DbSet>,
+    pub health_upload_lag: std::time::Duration,
 }
 
 impl StatusSource for Overview {
+    fn health_upload_lag(&self) -> std::time::Duration {
+        self.health_upload_lag
+    }
+
     fn snapshot(&self) -> Snapshot {
         let nodes = self.board.snapshot();
         let services = self
@@ -38,6 +43,9 @@ impl StatusSource for Overview {
                     pid: info.group.map(|p| p.as_raw()),
                     restarts: info.restarts,
                     last_exit: info.last_exit.map(|e| e.to_string()),
+                    last_exit_code: info.last_exit.map(|e| e.code()),
+                    since: info.since,
+                    ready: info.state == NodeState::Running,
                 }
             })
             .collect();

@@ -101,6 +101,8 @@ pub struct NodeInfo {
     pub restarts: u32,
     /// How its last process ended, if one did.
     pub last_exit: Option<ExitStatus>,
+    /// When the process running now started (`None` while none runs).
+    pub since: Option<std::time::SystemTime>,
     /// A process is being spawned: it may already run (and be waiting for a signal) before the
     /// spawning thread records its group.
     spawning: bool,
@@ -134,6 +136,7 @@ impl Board {
         self.update(index, |n| {
             n.state = NodeState::Ended;
             n.group = None;
+            n.since = None;
             if status.is_some() {
                 n.last_exit = status;
             }
@@ -219,6 +222,7 @@ impl Control {
     pub fn set_group(&self, pid: Option<Pid>) {
         self.board.update(self.index, |n| {
             n.group = pid;
+            n.since = pid.map(|_| std::time::SystemTime::now());
             n.spawning = false;
             n.held.clear();
             if pid.is_some() && n.state == NodeState::Restarting {
@@ -245,6 +249,7 @@ impl Control {
     pub fn restarting(&self, status: ExitStatus) {
         self.board.update(self.index, |n| {
             n.state = NodeState::Restarting;
+            n.since = None;
             n.restarts += 1;
             n.last_exit = Some(status);
         });
@@ -287,6 +292,7 @@ impl Recorder {
         self.recorded = true;
         self.board.update(self.index, |n| {
             n.group = Some(pid);
+            n.since = Some(std::time::SystemTime::now());
             n.spawning = false;
             for signal in std::mem::take(&mut n.held) {
                 super::child::signal_group(pid, signal);

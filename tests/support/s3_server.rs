@@ -70,8 +70,16 @@ impl S3Server {
         Self::launch(false, true)
     }
 
+    /// Plain HTTP on `port`: for a test where litevisor looks there before the server exists.
+    pub fn start_on(port: u16) -> S3Server {
+        Self::launch_on(port, false, false)
+    }
+
     fn launch(auth: bool, tls: bool) -> S3Server {
-        let port = free_port();
+        Self::launch_on(free_port(), auth, tls)
+    }
+
+    fn launch_on(port: u16, auth: bool, tls: bool) -> S3Server {
         let log = std::env::temp_dir().join(format!("litevisor-moto-{port}.log"));
         let out = std::fs::File::create(&log).expect("moto log");
         let mut cmd = Command::new("python3");

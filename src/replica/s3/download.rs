@@ -7,7 +7,6 @@
 use std::io::{self, Read};
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::{Buf, Bytes};
 use tokio::sync::mpsc;
@@ -134,7 +133,7 @@ async fn pump(src: Source, mut body: ByteStream, tx: mpsc::Sender<Chunk>) {
                     return;
                 }
             },
-            Ok(Some(Err(e))) => io::Error::other(DisplayErrorContext(&e).to_string()),
+            Ok(Some(Err(e))) => io::Error::other(super::error_chain(&e)),
             Err(_) => io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("no data for {:?}", src.timeouts.read),
@@ -174,7 +173,7 @@ async fn pump(src: Source, mut body: ByteStream, tx: mpsc::Sender<Chunk>) {
                     body = out.body;
                     break;
                 }
-                Err(e) => last = io::Error::other(DisplayErrorContext(&e).to_string()),
+                Err(e) => last = io::Error::other(super::error_chain(&e)),
             }
         }
     }

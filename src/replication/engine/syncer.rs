@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::uploader::UploadPort;
 use super::{Answer, DbConfig, EngineError, MAX_BACKOFF, MIN_BACKOFF, Reply, Status, lock};
+use crate::replica::ReplicaError;
 use crate::replication::db::Db;
 use crate::replication::meta::{Meta, MetaLock};
 use crate::replication::pool::{Task, Turn};
@@ -171,6 +172,8 @@ pub(super) struct SyncWorker {
     unpublished: bool,
     unpublished_retry: Option<UnpublishedRetry>,
     stopping: Option<Stopping>,
+    /// The last error of a failed final-sync attempt, logged once rather than at every retry.
+    final_error_said: Option<String>,
     /// The final sync's answer, sent by the lane once the worker is gone.
     stop_outcome: Answer<Result<(), String>>,
 }
@@ -215,6 +218,7 @@ impl SyncWorker {
             reconcile_backoff: MIN_BACKOFF,
             unpublished: false,
             unpublished_retry: None,
+            final_error_said: None,
             stopping: None,
             stop_outcome: None,
         }
@@ -365,8 +369,7 @@ impl SyncWorker {
             if self.dirty && self.cfg.path.exists() {
                 self.dirty = false;
                 if let Err(e) = self.ensure_init(false) {
-                    warn!(db = %self.cfg.path.display(), "cannot start replication: {e}");
-                    self.record_error(&e);
+                    self.note_failure(&e);
                 }
             }
             return Turn::Sleep(self.next_deadline());
@@ -379,13 +382,13 @@ impl SyncWorker {
         {
             self.dirty = false;
             self.last_sync = Some(now);
-            match self.sync_all().and_then(|()| self.maybe_checkpoint()) {
+            let began = Instant::now();
+            let synced = self.sync_all();
+            self.count_sync(began.elapsed(), &synced);
+            match synced.and_then(|()| self.maybe_checkpoint()) {
                 Ok(()) => {}
                 Err(e @ EngineError::ReplicaPending(_)) => debug!("{e}"),
-                Err(e) => {
-                    warn!(db = %self.cfg.path.display(), "sync failed: {e}");
-                    self.record_error(&e);
-                }
+                Err(e) => self.note_failure(&e),
             }
         }
         if self.checkpoint_due.is_some_and(|d| Instant::now() >= d) {
@@ -394,8 +397,7 @@ impl SyncWorker {
                 && self.wal_frames() > 1
                 && let Err(e) = self.checkpoint(false)
             {
-                warn!(db = %self.cfg.path.display(), "checkpoint failed: {e}");
-                self.record_error(&e);
+                self.note_failure(&e);
             }
         }
         Turn::Sleep(self.next_deadline())
@@ -437,7 +439,12 @@ impl SyncWorker {
             Ok(Settled::Again(at)) => return Turn::Sleep(Some(at)),
             Ok(Settled::Done) => Ok(()),
             Err(e) if !once && Instant::now() + FINAL_RETRY < deadline => {
-                warn!(db = %self.cfg.path.display(), "final sync failed, retrying: {e}");
+                // Said once per different error, not at every retry.
+                let text = e.to_string();
+                if self.final_error_said.as_ref() != Some(&text) {
+                    warn!(db = %self.cfg.path.display(), "final sync failed, retrying: {text}");
+                    self.final_error_said = Some(text);
+                }
                 return Turn::Sleep(Some(Instant::now() + FINAL_RETRY));
             }
             Err(e) => Err(e.to_string()),
@@ -526,6 +533,10 @@ impl SyncWorker {
                         s.wal_offset = (w.header.wal_offset + w.header.wal_size) as u64;
                         s.last_sync = Some(SystemTime::now());
                         s.snapshots += u64::from(w.snapshot_reason.is_some());
+                        s.wal_bytes += w.header.wal_size.max(0) as u64;
+                        if s.pending_since.is_none() && s.txid > s.replica_txid {
+                            s.pending_since = s.last_sync;
+                        }
                         drop(s);
                         self.upload.new_l0();
                     }
@@ -611,6 +622,17 @@ impl SyncWorker {
     /// barrier's own no-op write, so the restart point is exactly the synced end. `emergency` waits
     /// for application readers (up to busy_timeout) and shrinks the WAL file.
     fn checkpoint(&mut self, emergency: bool) -> Result<(), EngineError> {
+        let began = Instant::now();
+        let result = self.checkpoint_inner(emergency);
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.checkpoint_time += began.elapsed();
+        if result.is_err() {
+            s.checkpoint_errors += 1;
+        }
+        result
+    }
+
+    fn checkpoint_inner(&mut self, emergency: bool) -> Result<(), EngineError> {
         self.sync_all()?;
         let busy_timeout = self.cfg.busy_timeout;
         let path = self.cfg.path.clone();
@@ -686,10 +708,63 @@ impl SyncWorker {
         Ok(())
     }
 
-    fn record_error(&self, e: &EngineError) {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_error = Some(e.to_string());
+    /// A sync attempt (WAL -> L0) for Litestream's sync metrics; a sync that succeeded ends a
+    /// local failure.
+    fn count_sync(&self, took: Duration, result: &Result<(), EngineError>) {
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.sync_count += 1;
+        s.sync_time += took;
+        match result {
+            Ok(()) => {
+                if let Some(f) = s.local_ok() {
+                    drop(s);
+                    info!(db = %self.cfg.path.display(), kind = f.kind, attempts = f.attempts, "replication resumed");
+                }
+            }
+            Err(EngineError::ReplicaPending(_) | EngineError::Replica(_)) => {}
+            Err(_) => s.sync_errors += 1,
+        }
+    }
+
+    /// Records a failure in the status and logs it once when it starts (then at debug level): a
+    /// replica failure is retried with back-off; a local one (disk full, permission denied) stops
+    /// replication until a sync succeeds again.
+    pub(super) fn note_failure(&self, e: &EngineError) {
+        let db = self.cfg.path.display();
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        match e {
+            EngineError::ReplicaPending(_) => {}
+            EngineError::Replica(r) => {
+                let msg = r.to_string();
+                let news = s.replica_failed(r.kind(), &msg, r.is_permanent());
+                drop(s);
+                log_replica_failure(&self.cfg.path, r, news);
+            }
+            other => {
+                let msg = other.to_string();
+                let kind = crate::replication::status::local_kind(other);
+                if s.local_failed(kind, &msg) {
+                    drop(s);
+                    tracing::error!(db = %db, kind, "replication stopped: {msg}");
+                } else {
+                    drop(s);
+                    debug!(db = %db, kind, "still failing: {msg}");
+                }
+            }
+        }
+    }
+}
+
+/// Logs a replica failure: once when it starts (an error when retrying cannot fix it), then at debug
+/// level while it lasts.
+pub(super) fn log_replica_failure(path: &std::path::Path, e: &ReplicaError, news: bool) {
+    let db = path.display();
+    let kind = e.kind();
+    match (news, e.is_permanent()) {
+        (true, true) => {
+            tracing::error!(db = %db, kind, "replica error, retrying with back-off until it is fixed: {e}")
+        }
+        (true, false) => warn!(db = %db, kind, "replica error, retrying: {e}"),
+        (false, _) => debug!(db = %db, kind, "replica still failing: {e}"),
     }
 }

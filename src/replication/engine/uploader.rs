@@ -289,6 +289,9 @@ impl Uploader {
             Ok(uploaded) => {
                 self.retry_at = None;
                 self.backoff = MIN_BACKOFF;
+                if let Some(f) = lock(&self.status).replica_ok() {
+                    info!(db = %self.path.display(), kind = f.kind, attempts = f.attempts, "replica reachable again");
+                }
                 if uploaded > 0 {
                     if let Some(l1) = self.levels.first_mut() {
                         l1.arm();
@@ -311,10 +314,21 @@ impl Uploader {
                 self.retry_at = Some(Instant::now() + self.backoff + jitter);
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 let msg = e.to_string();
-                warn!(db = %self.path.display(), "upload failed, retrying in {:?}: {msg}", self.backoff);
                 let mut s = lock(&self.status);
-                s.replica_errors += 1;
-                s.last_error = Some(msg.clone());
+                match &e {
+                    EngineError::Replica(r) => {
+                        let news = s.replica_failed(r.kind(), &msg, r.is_permanent());
+                        drop(s);
+                        super::syncer::log_replica_failure(&self.path, r, news);
+                    }
+                    other => {
+                        let kind = crate::replication::status::local_kind(other);
+                        if s.replica_failed(kind, &msg, false) {
+                            drop(s);
+                            tracing::error!(db = %self.path.display(), kind, "upload failed, retrying: {msg}");
+                        }
+                    }
+                }
                 Err(msg)
             }
         }
@@ -355,6 +369,13 @@ impl Uploader {
             }
             let header = self.meta.read_header(txid)?;
             let created_at = UNIX_EPOCH + Duration::from_millis(header.timestamp_ms.max(0) as u64);
+            {
+                // The oldest transaction still waiting is this file's.
+                let mut s = lock(&self.status);
+                if s.pending_since.is_some() {
+                    s.pending_since = Some(created_at);
+                }
+            }
             let path = self.meta.l0_path(txid);
             let mut f = std::fs::File::open(&path).map_err(|e| EngineError::Io {
                 op: "open",
@@ -365,9 +386,7 @@ impl Uploader {
             pos = txid;
             self.replica_txid = Some(pos);
             uploaded += 1;
-            let mut s = lock(&self.status);
-            s.replica_txid = pos;
-            s.last_upload = Some(SystemTime::now());
+            lock(&self.status).uploaded(pos, None);
         }
         Ok(uploaded)
     }
@@ -422,7 +441,9 @@ impl Uploader {
                     info!(db = %self.path.display(), max_txid = f.max_txid, "wrote snapshot level")
                 }
                 Ok(None) => {}
-                Err(e) => warn!(db = %self.path.display(), "snapshot level failed: {e}"),
+                Err(e) => self.quiet_while_failing(
+                    || warn!(db = %self.path.display(), "snapshot level failed: {e}"),
+                ),
             }
             self.enforce_retention();
         }
@@ -448,7 +469,9 @@ impl Uploader {
             }
             Ok(None) => {}
             Err(e) => {
-                warn!(db = %self.path.display(), level = dst, "compaction failed: {e}");
+                self.quiet_while_failing(
+                    || warn!(db = %self.path.display(), level = dst, "compaction failed: {e}"),
+                );
                 self.levels[i].due =
                     Some(Instant::now() + self.backoff.max(Duration::from_secs(5)));
             }
@@ -478,7 +501,14 @@ impl Uploader {
         if let Err(e) =
             compact::enforce_retention(&*self.replica, &self.retention, SystemTime::now())
         {
-            warn!(db = %self.path.display(), "retention failed: {e}");
+            self.quiet_while_failing(|| warn!(db = %self.path.display(), "retention failed: {e}"));
+        }
+    }
+
+    /// Runs `log` unless the replica is known to fail already (that was said once).
+    fn quiet_while_failing(&self, log: impl FnOnce()) {
+        if lock(&self.status).replica_failure.is_none() {
+            log();
         }
     }
 }
