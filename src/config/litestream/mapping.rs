@@ -1,0 +1,367 @@
+//! The document mapped onto the validated model: the top-level keys (store-wide defaults, `levels`,
+//! `snapshot`, `retention`, `exec`), each database of `dbs:`, and the run's [`Config`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::super::diag::{Loc, Problems};
+use super::super::{Config, Database, RestorePolicy};
+use super::expand::{expand_env, expand_path};
+use super::map::{Map, loc_at};
+use super::replica::{ReplicaKeys, read_replica};
+use super::yaml::{Node, Value, parse_yaml};
+use super::{DEFAULT_SHUTDOWN_SYNC_TIMEOUT, Overrides, exec_service, replicate_config};
+
+/// Top-level keys accepted and ignored, with the reason shown.
+const IGNORED_TOP: &[(&str, &str)] = &[
+    ("addr", "litevisor has no metrics server"),
+    ("logging", "logs go to stderr; use -log-level or LOG_LEVEL"),
+    ("socket", "litevisor has no control socket"),
+    ("mcp-addr", "litevisor has no MCP server"),
+    ("heartbeat-url", "litevisor sends no heartbeats"),
+    ("heartbeat-interval", "litevisor sends no heartbeats"),
+    ("validation", "litevisor does not run periodic validation"),
+    (
+        "verify-compaction",
+        "litevisor does not re-verify compactions",
+    ),
+    (
+        "shutdown-sync-interval",
+        "the final sync retries with its own back-off",
+    ),
+    (
+        "l0-retention-check-interval",
+        "L0 retention runs with each compaction",
+    ),
+];
+
+/// Database keys of Litestream's directory mode, which litevisor does not have.
+const DIRECTORY_MODE: &[&str] = &["dir", "pattern", "recursive", "watch", "meta-dir"];
+
+/// Store-wide settings every database gets (a database's own `snapshot` wins).
+pub(super) struct Globals {
+    pub(super) replica: ReplicaKeys,
+    pub(super) levels: Option<Vec<Duration>>,
+    pub(super) snapshot_interval: Option<Duration>,
+    pub(super) snapshot_retention: Option<Duration>,
+    pub(super) l0_retention: Option<Duration>,
+    pub(super) retention_enabled: Option<bool>,
+}
+
+pub(super) fn parse(
+    path: &Path,
+    text: &str,
+    expand: bool,
+    overrides: &Overrides,
+    problems: &mut Problems,
+) -> Option<Config> {
+    let expanded;
+    let text = if expand {
+        expanded = expand_env(text, |name| std::env::var(name).ok());
+        expanded.as_str()
+    } else {
+        text
+    };
+    let root = match parse_yaml(text) {
+        Ok(Some(root)) => root,
+        Ok(None) => Node {
+            line: 0,
+            col: 0,
+            value: Value::Null,
+        },
+        Err(((line, col), msg)) => {
+            problems.push(loc_at(path, line, col, ""), msg);
+            return None;
+        }
+    };
+    let mut top = Map::new(path, "", root, problems)?;
+    let replica_defaults = ReplicaKeys::read(&mut top, problems);
+    let mut globals = Globals {
+        replica: replica_defaults,
+        levels: None,
+        snapshot_interval: None,
+        snapshot_retention: None,
+        l0_retention: top.duration("l0-retention", problems),
+        retention_enabled: None,
+    };
+    if let Some((loc, node)) = top.take("levels") {
+        globals.levels = read_levels(path, loc, node, problems);
+    }
+    if let Some((loc, node)) = top.take("snapshot") {
+        (globals.snapshot_interval, globals.snapshot_retention) =
+            read_snapshot(path, &loc, node, problems);
+    }
+    if let Some((loc, node)) = top.take("retention")
+        && let Some(mut m) = Map::new(path, loc.key.as_deref().unwrap_or(""), node, problems)
+    {
+        globals.retention_enabled = m.bool("enabled", problems);
+        m.finish(&[], problems);
+    }
+    let from_file = top.duration("shutdown-sync-timeout", problems);
+    let shutdown_sync_timeout = overrides
+        .shutdown_sync_timeout
+        .or(from_file)
+        .unwrap_or(DEFAULT_SHUTDOWN_SYNC_TIMEOUT);
+    let exec = top.text("exec", problems);
+
+    let mut databases: Vec<Database> = Vec::new();
+    match top.take("dbs") {
+        Some((loc, node)) => match node.value {
+            Value::Seq(items) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    let prefix = format!("dbs[{i}]");
+                    if let Some(db) = read_db(path, &prefix, item, &globals, overrides, problems) {
+                        match databases.iter().find(|d| d.path == db.path) {
+                            Some(_) => problems.push(
+                                loc_at(path, 0, 0, &format!("{prefix}.path")),
+                                format!("database {} is listed twice", db.path.display()),
+                            ),
+                            None => databases.push(db),
+                        }
+                    }
+                }
+            }
+            other => problems.push(loc, format!("expected a list, found {}", other.kind())),
+        },
+        None => problems.push(
+            Loc::file(path),
+            "no databases: add a `dbs:` list (or give DB_PATH and REPLICA_URL)",
+        ),
+    }
+    top.finish(IGNORED_TOP, problems);
+
+    let service = match (&overrides.exec, exec) {
+        _ if overrides.ignore_exec => None,
+        (Some(cmd), _) => {
+            let origin = Loc {
+                file: PathBuf::from("-exec"),
+                line: None,
+                key: None,
+            };
+            exec_service(cmd, origin, &databases, problems)
+        }
+        (None, Some((loc, cmd))) => exec_service(&cmd, loc, &databases, problems),
+        (None, None) => None,
+    };
+    if !problems.is_empty() {
+        return None;
+    }
+    Some(replicate_config(
+        Some(path.to_path_buf()),
+        databases,
+        service,
+        shutdown_sync_timeout,
+    ))
+}
+
+fn read_levels(
+    path: &Path,
+    loc: Loc,
+    node: Node,
+    problems: &mut Problems,
+) -> Option<Vec<Duration>> {
+    let items = match node.value {
+        Value::Seq(items) => items,
+        other => {
+            problems.push(loc, format!("expected a list, found {}", other.kind()));
+            return None;
+        }
+    };
+    let mut levels = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let prefix = format!("{}[{i}]", loc.key.as_deref().unwrap_or("levels"));
+        let mut m = Map::new(path, &prefix, item, problems)?;
+        match m.duration("interval", problems) {
+            Some(d) if d.is_zero() => problems.push(
+                loc_at(path, 0, 0, &m.path_of("interval")),
+                "must be more than 0",
+            ),
+            Some(d) => levels.push(d),
+            None => problems.push(
+                loc_at(path, 0, 0, &m.path_of("interval")),
+                "missing required key",
+            ),
+        }
+        m.finish(
+            &[(
+                "retention",
+                "a per-level retention does not exist in Litestream 0.5 either",
+            )],
+            problems,
+        );
+    }
+    if levels.is_empty() {
+        problems.push(loc, "needs at least one level");
+        return None;
+    }
+    if levels.len() > 8 {
+        problems.push(loc, "at most 8 levels (L9 holds the snapshots)");
+        return None;
+    }
+    Some(levels)
+}
+
+fn read_snapshot(
+    path: &Path,
+    loc: &Loc,
+    node: Node,
+    problems: &mut Problems,
+) -> (Option<Duration>, Option<Duration>) {
+    let Some(mut m) = Map::new(
+        path,
+        loc.key.as_deref().unwrap_or("snapshot"),
+        node,
+        problems,
+    ) else {
+        return (None, None);
+    };
+    let interval = m.duration("interval", problems);
+    let retention = m.duration("retention", problems);
+    m.finish(&[], problems);
+    (interval, retention)
+}
+
+fn read_db(
+    path: &Path,
+    prefix: &str,
+    node: Node,
+    globals: &Globals,
+    overrides: &Overrides,
+    problems: &mut Problems,
+) -> Option<Database> {
+    let (line, col) = (node.line, node.col);
+    let mut m = Map::new(path, prefix, node, problems)?;
+    for key in DIRECTORY_MODE {
+        if let Some((loc, _)) = m.take(key) {
+            problems.push(
+                loc,
+                "Litestream's directory mode is not supported: list each database with `path`",
+            );
+        }
+    }
+    let db_path = m.text("path", problems);
+    let meta_path = m.string("meta-path", problems);
+    let monitor_interval = m.duration("monitor-interval", problems);
+    let checkpoint_interval = m.duration("checkpoint-interval", problems);
+    let busy_timeout = m.duration("busy-timeout", problems);
+    let min_checkpoint_page_count = m.integer("min-checkpoint-page-count", problems);
+    let truncate_page_n = m.integer("truncate-page-n", problems);
+    let max_sync_wal_bytes = m.integer("max-sync-wal-bytes", problems);
+    let restore_if_missing = m.bool("restore-if-db-not-exists", problems);
+    let allow_network_fs = m.bool("allow-network-fs", problems);
+    let snapshot = m
+        .take("snapshot")
+        .map(|(loc, node)| read_snapshot(path, &loc, node, problems));
+
+    let replica_node = match (m.take("replica"), m.take("replicas")) {
+        (Some(single), None) => Some(single),
+        (None, Some((loc, node))) => match node.value {
+            Value::Seq(mut items) if items.len() == 1 => {
+                let item = items.remove(0);
+                let key = format!("{}[0]", loc.key.as_deref().unwrap_or("replicas"));
+                Some((
+                    Loc {
+                        key: Some(key),
+                        ..loc
+                    },
+                    item,
+                ))
+            }
+            Value::Seq(items) if items.is_empty() => {
+                problems.push(loc, "needs one replica");
+                None
+            }
+            Value::Seq(_) => {
+                problems.push(
+                    loc,
+                    "several replicas per database are not supported (Litestream 0.5 refuses them too): keep one",
+                );
+                None
+            }
+            other => {
+                problems.push(loc, format!("expected a list, found {}", other.kind()));
+                None
+            }
+        },
+        (Some(_), Some((loc, _))) => {
+            problems.push(loc, "give either `replica` or `replicas`, not both");
+            None
+        }
+        (None, None) => {
+            problems.push(
+                loc_at(path, line, col, &m.path_of("replica")),
+                "missing required key",
+            );
+            None
+        }
+    };
+    let replica =
+        replica_node.and_then(|(loc, node)| read_replica(path, &loc, node, globals, problems));
+    m.finish(&[], problems);
+
+    let Some((path_loc, db_path)) = db_path else {
+        problems.push(
+            loc_at(path, line, col, &format!("{prefix}.path")),
+            "missing required key",
+        );
+        return None;
+    };
+    if db_path.is_empty() {
+        problems.push(path_loc, "must not be empty");
+        return None;
+    }
+    let (replica, replica_sync_interval) = replica?;
+    let mut db = Database::new(expand_path(&db_path), replica);
+    db.restore = if overrides.restore_if_db_not_exists || restore_if_missing == Some(true) {
+        RestorePolicy::IfMissing
+    } else {
+        RestorePolicy::Never
+    };
+    // litevisor uploads each L0 file as soon as it is written, so a sync is also an upload: the
+    // slower of Litestream's two cadences (monitor-interval: WAL -> L0, sync-interval: L0 -> replica)
+    // bounds both, which keeps the replica's request rate what it was under Litestream.
+    db.sync_interval = monitor_interval
+        .unwrap_or(db.sync_interval)
+        .max(replica_sync_interval.unwrap_or(Duration::ZERO));
+    if let Some(d) = checkpoint_interval {
+        db.checkpoint_interval = d;
+    }
+    if let Some(d) = busy_timeout {
+        db.busy_timeout = d;
+    }
+    if let Some((loc, n)) = min_checkpoint_page_count {
+        match u32::try_from(n) {
+            Ok(n) if n > 0 => db.min_checkpoint_page_count = n,
+            _ => problems.push(loc, format!("must be an integer from 1 to {}", u32::MAX)),
+        }
+    }
+    // 0 keeps the default, as in Litestream since 0.5.16.
+    if let Some((loc, n)) = truncate_page_n.filter(|(_, n)| *n > 0) {
+        match u32::try_from(n) {
+            Ok(n) => db.truncate_page_n = n,
+            Err(_) => problems.push(loc, format!("must be at most {}", u32::MAX)),
+        }
+    }
+    if let Some((_, n)) = max_sync_wal_bytes {
+        db.max_sync_wal_bytes = n;
+    }
+    db.meta_path = meta_path.map(|p| expand_path(&p));
+    db.allow_network_fs = overrides.allow_network_fs || allow_network_fs == Some(true);
+    if let Some(levels) = &globals.levels {
+        db.levels = levels.clone();
+    }
+    let (own_interval, own_retention) = snapshot.unwrap_or((None, None));
+    if let Some(d) = own_interval.or(globals.snapshot_interval) {
+        db.snapshot_interval = d;
+    }
+    if let Some(d) = own_retention.or(globals.snapshot_retention) {
+        db.snapshot_retention = d;
+    }
+    if let Some(d) = globals.l0_retention {
+        db.l0_retention = d;
+    }
+    if let Some(enabled) = globals.retention_enabled {
+        db.retention_enabled = enabled;
+    }
+    Some(db)
+}

@@ -1,0 +1,299 @@
+//! Whole files through [`parse`]: what is mapped, warned about and refused, with locations.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::config::{Replica, RestorePolicy, Secret};
+
+fn load_text(text: &str, overrides: &Overrides) -> (Option<Config>, Problems) {
+    let mut problems = Problems::default();
+    let config = parse(
+        Path::new("/etc/ls.yml"),
+        text,
+        true,
+        overrides,
+        &mut problems,
+    );
+    (config, problems)
+}
+
+fn ok(text: &str) -> (Config, Vec<String>) {
+    let (config, mut problems) = load_text(text, &Overrides::default());
+    let warnings: Vec<String> = problems
+        .take_warnings()
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.into_error());
+    (config.expect("config"), warnings)
+}
+
+fn errors(text: &str) -> String {
+    let (config, problems) = load_text(text, &Overrides::default());
+    assert!(config.is_none());
+    problems.into_error().to_string()
+}
+
+#[test]
+fn databases_replicas_and_defaults() {
+    let (config, warnings) = ok("
+access-key-id: AKID
+secret-access-key: SECRETKEY
+region: eu-west-1
+shutdown-sync-timeout: 5s
+levels:
+  - interval: 10s
+  - interval: 1m
+snapshot:
+  interval: 1h
+  retention: 2h
+retention:
+  enabled: false
+dbs:
+  - path: /data/a.db
+    monitor-interval: 2s
+    checkpoint-interval: 30s
+    busy-timeout: 3s
+    min-checkpoint-page-count: 50
+    truncate-page-n: 0
+    max-sync-wal-bytes: 1024
+    restore-if-db-not-exists: true
+    meta-path: /meta/a
+    replica:
+      url: s3://bkt/a?endpoint=localhost:9000
+      sync-interval: 5s
+  - path: /data/b.db
+    allow-network-fs: yes
+    snapshot:
+      interval: 30m
+    replicas:
+      - type: s3
+        bucket: b2
+        path: /keep/as/written
+        access-key-id: OWN
+        part-size: 5MiB
+  - path: /data/c.db
+    replica:
+      path: /backups/c
+");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(config.services.is_empty());
+    assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
+    let [a, b, c] = config.databases.as_slice() else {
+        panic!("{:?}", config.databases)
+    };
+    assert_eq!(a.path, Path::new("/data/a.db"));
+    assert_eq!(a.restore, RestorePolicy::IfMissing);
+    assert_eq!(a.sync_interval, Duration::from_secs(5));
+    assert_eq!(a.checkpoint_interval, Duration::from_secs(30));
+    assert_eq!(a.busy_timeout, Duration::from_secs(3));
+    assert_eq!(a.min_checkpoint_page_count, 50);
+    assert_eq!(a.truncate_page_n, 121_359, "0 keeps the default");
+    assert_eq!(a.max_sync_wal_bytes, 1024);
+    assert_eq!(a.meta_path.as_deref(), Some(Path::new("/meta/a")));
+    assert_eq!(a.levels, [Duration::from_secs(10), Duration::from_secs(60)]);
+    assert_eq!(
+        (a.snapshot_interval, a.snapshot_retention),
+        (Duration::from_secs(3600), Duration::from_secs(7200))
+    );
+    assert!(!a.retention_enabled && !a.allow_network_fs);
+    let Replica::S3 {
+        bucket,
+        path,
+        endpoint,
+        region,
+        force_path_style,
+        access_key_id,
+        secret_access_key,
+        ..
+    } = &a.replica
+    else {
+        panic!("{:?}", a.replica)
+    };
+    assert_eq!((bucket.as_str(), path.as_str()), ("bkt", "a"));
+    assert_eq!(endpoint.as_deref(), Some("http://localhost:9000"));
+    assert_eq!(region.as_deref(), Some("eu-west-1"), "top-level default");
+    assert!(*force_path_style);
+    assert_eq!(access_key_id.as_ref().map(Secret::expose), Some("AKID"));
+    assert_eq!(
+        secret_access_key.as_ref().map(Secret::expose),
+        Some("SECRETKEY")
+    );
+
+    assert_eq!(b.restore, RestorePolicy::Never);
+    assert!(b.allow_network_fs);
+    assert_eq!(b.sync_interval, Duration::from_secs(1));
+    assert_eq!(b.snapshot_interval, Duration::from_secs(1800));
+    let Replica::S3 {
+        bucket,
+        path,
+        access_key_id,
+        part_size,
+        force_path_style,
+        ..
+    } = &b.replica
+    else {
+        panic!("{:?}", b.replica)
+    };
+    assert_eq!((bucket.as_str(), path.as_str()), ("b2", "/keep/as/written"));
+    assert_eq!(
+        access_key_id.as_ref().map(Secret::expose),
+        Some("OWN"),
+        "own key wins"
+    );
+    assert_eq!(*part_size, Some(5 * 1024 * 1024));
+    assert!(!force_path_style);
+    assert_eq!(
+        c.replica,
+        Replica::File {
+            path: "/backups/c".into()
+        }
+    );
+}
+
+#[test]
+fn unknown_and_ignored_keys_warn_with_line_and_key() {
+    let (_, warnings) = ok("addr: :9090
+dbs:
+  - path: /data/a.db
+    replica:
+      url: file:///backups/a
+      retention: 24h
+    chekpoint-interval: 1m
+logging:
+  level: debug
+");
+    assert_eq!(warnings.len(), 4, "{warnings:?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w == "/etc/ls.yml:1:1: addr: ignored: litevisor has no metrics server"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w == "/etc/ls.yml:7:5: dbs[0].chekpoint-interval: unknown key, ignored"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("/etc/ls.yml:6:7: dbs[0].replica.retention: ignored")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("/etc/ls.yml:8:1: logging: ignored")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn rejected_keys_name_file_line_and_key() {
+    let err = errors(
+        "dbs:
+  - dir: /data
+    pattern: '*.db'
+    replica:
+      url: gs://bucket/x
+  - path: /data/b.db
+    replicas:
+      - url: file:///r1
+      - url: file:///r2
+  - path: /data/c.db
+    replica:
+      type: sftp
+      host: example
+  - path: /data/d.db
+    replica:
+      url: file:///r
+      age:
+        recipients: [x]
+",
+    );
+    for expected in [
+        "/etc/ls.yml:2:5: dbs[0].dir: Litestream's directory mode is not supported",
+        "/etc/ls.yml:3:5: dbs[0].pattern: Litestream's directory mode",
+        "/etc/ls.yml:5:7: dbs[0].replica.url: replica type \"gs\" is not supported",
+        "/etc/ls.yml:7:5: dbs[1].replicas: several replicas per database are not supported",
+        "/etc/ls.yml:12:7: dbs[2].replica.type: replica type \"sftp\" is not supported",
+        "/etc/ls.yml:17:7: dbs[3].replica.age: age encryption",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn syntax_and_type_errors() {
+    assert!(errors("dbs: [").contains("/etc/ls.yml:"));
+    let err =
+        errors("dbs:\n  - path: /a\n    monitor-interval: often\n    replica: {url: file:///r}\n");
+    assert!(
+        err.contains("/etc/ls.yml:3:5: dbs[0].monitor-interval: invalid duration"),
+        "{err}"
+    );
+    let err = errors("dbs:\n  - path: /a\n    path: /b\n    replica: {url: file:///r}\n");
+    assert!(
+        err.contains("/etc/ls.yml:3:5: dbs[0].path: set twice (first at line 2)"),
+        "{err}"
+    );
+    assert!(errors("exec: x\n").contains("no databases"));
+    let err = errors("dbs:\n  - path: /a\n    replica: {url: file:///r}\nexec: \"app 'x\"\n");
+    assert!(
+        err.contains("/etc/ls.yml:4:1: exec:") && err.contains("unbalanced"),
+        "{err}"
+    );
+}
+
+#[test]
+fn exec_becomes_the_main_service_and_extends_the_deadline() {
+    let (config, _) =
+        ok("exec: sh -c 'exit 3'\ndbs:\n  - path: /a.db\n    replica: {url: file:///r}\n");
+    let [svc] = config.services.as_slice() else {
+        panic!()
+    };
+    assert!(svc.main);
+    assert_eq!(svc.command, ["sh", "-c", "exit 3"].map(OsString::from));
+    assert_eq!(svc.databases, [PathBuf::from("/a.db")]);
+    assert_eq!(
+        config.shutdown_timeout,
+        DEFAULT_SHUTDOWN_SYNC_TIMEOUT + EXEC_STOP_GRACE
+    );
+    let overrides = Overrides {
+        exec: Some("true".into()),
+        restore_if_db_not_exists: true,
+        allow_network_fs: true,
+        ..Overrides::default()
+    };
+    let (config, problems) = load_text(
+        "exec: no-such-program-lv\ndbs:\n  - path: /a.db\n    replica: {url: file:///r}\n",
+        &overrides,
+    );
+    assert!(problems.is_empty());
+    let config = config.expect("config");
+    assert_eq!(config.services[0].command, [OsString::from("true")]);
+    assert_eq!(config.databases[0].restore, RestorePolicy::IfMissing);
+    assert!(config.databases[0].allow_network_fs);
+    assert!(
+        errors("exec: no-such-program-lv\ndbs:\n  - path: /a.db\n    replica: {url: file:///r}\n")
+            .contains("no-such-program-lv")
+    );
+}
+
+#[test]
+fn anchors_and_merge_keys() {
+    let (config, warnings) = ok("
+x-common: &common
+  monitor-interval: 3s
+dbs:
+  - <<: *common
+    path: /a.db
+    replica: {url: file:///r}
+");
+    assert_eq!(config.databases[0].sync_interval, Duration::from_secs(3));
+    assert_eq!(warnings.len(), 1, "x-common is unknown: {warnings:?}");
+}
