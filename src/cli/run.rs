@@ -82,6 +82,7 @@ fn supervise(args: RunArgs) -> anyhow::Result<i32> {
     }
     let options = crate::supervisor::Options {
         exit_map: ExitCodeMap::new(args.remap_exit),
+        idle_when_empty: false,
     };
     match crate::supervisor::run(config, options) {
         Ok(code) => Ok(code),

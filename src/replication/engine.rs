@@ -80,8 +80,6 @@ pub struct DbConfig {
     /// `Duration::ZERO` disables L0 retention (Litestream #1425).
     pub l0_retention: Duration,
     pub retention_enabled: bool,
-    /// The first sync writes a full snapshot (`-force-snapshot`).
-    pub force_snapshot: bool,
     /// Replicate even when the database's directory is on a network filesystem (see `fsguard`).
     pub allow_network_fs: bool,
 }
@@ -102,7 +100,6 @@ impl DbConfig {
             snapshot_retention: DEFAULT_SNAPSHOT_RETENTION,
             l0_retention: DEFAULT_L0_RETENTION,
             retention_enabled: true,
-            force_snapshot: false,
             allow_network_fs: false,
         }
     }
@@ -489,13 +486,8 @@ impl SyncWorker {
                 .meta
                 .newest_header()?
                 .map(|h| Position::from_header(&h)),
-            force_snapshot: self
-                .cfg
-                .force_snapshot
-                .then(|| "snapshot forced".to_string()),
             ..SyncState::default()
         };
-        self.cfg.force_snapshot = false;
         if let Some(pos) = self.state.pos {
             let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
             s.txid = pos.txid;

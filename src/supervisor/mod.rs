@@ -89,6 +89,9 @@ const OUTPUT_PATIENCE: Duration = Duration::from_secs(2);
 
 pub struct Options {
     pub exit_map: ExitCodeMap,
+    /// With nothing to run, wait for a stop signal instead of ending at once (Litestream's
+    /// `replicate` with no databases idles).
+    pub idle_when_empty: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +144,7 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         shutdown_timeout: config.shutdown_timeout,
         grace: config.grace,
         exit_map: options.exit_map,
+        idle_when_empty: options.idle_when_empty,
     };
     let (nodes, overview) = build_nodes(&config, &output);
     let board = Arc::clone(&overview.board);

@@ -59,6 +59,8 @@ pub struct Settings {
     /// Time leftover processes get between SIGTERM and SIGKILL (within the deadline).
     pub grace: Duration,
     pub exit_map: ExitCodeMap,
+    /// See [`super::Options::idle_when_empty`].
+    pub idle_when_empty: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -477,6 +479,9 @@ impl Orchestrator {
         let mut services = self.slots.iter().filter(|s| !s.database).peekable();
         let any_service = services.peek().is_some();
         let services_ended = services.all(|s| s.state == State::Ended);
+        if self.slots.is_empty() && self.settings.idle_when_empty {
+            return;
+        }
         if self.deadline.is_none()
             && services_ended
             && (any_service || self.slots.iter().all(|s| s.state == State::Ended))

@@ -121,10 +121,37 @@ impl<'a> Map<'a> {
 
     /// Go durations (`500ms`, `1m30s`, `24h`).
     pub(super) fn duration(&mut self, key: &str, problems: &mut Problems) -> Option<Duration> {
+        self.duration_at(key, problems).map(|(_, d)| d)
+    }
+
+    /// A Go duration with where it was set.
+    pub(super) fn duration_at(
+        &mut self,
+        key: &str,
+        problems: &mut Problems,
+    ) -> Option<(Loc, Duration)> {
         let (loc, s) = self.text(key, problems)?;
-        parse_duration(&s)
-            .map_err(|msg| problems.push(loc, msg))
-            .ok()
+        match parse_duration(&s) {
+            Ok(d) => Some((loc, d)),
+            Err(msg) => {
+                problems.push(loc, msg);
+                None
+            }
+        }
+    }
+
+    /// A duration Litestream requires to be more than 0 (it refuses the file otherwise).
+    pub(super) fn positive_duration(
+        &mut self,
+        key: &str,
+        problems: &mut Problems,
+    ) -> Option<(Loc, Duration)> {
+        let (loc, d) = self.duration_at(key, problems)?;
+        if d.is_zero() {
+            problems.push(loc, "must be more than 0 (Litestream refuses 0 too)");
+            return None;
+        }
+        Some((loc, d))
     }
 
     pub(super) fn integer(&mut self, key: &str, problems: &mut Problems) -> Option<(Loc, u64)> {

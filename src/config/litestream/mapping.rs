@@ -38,14 +38,111 @@ const IGNORED_TOP: &[(&str, &str)] = &[
 /// Database keys of Litestream's directory mode, which litevisor does not have.
 const DIRECTORY_MODE: &[&str] = &["dir", "pattern", "recursive", "watch", "meta-dir"];
 
-/// Store-wide settings every database gets (a database's own `snapshot` wins).
+/// Store-wide settings every database gets.
 pub(super) struct Globals {
     pub(super) replica: ReplicaKeys,
     pub(super) levels: Option<Vec<Duration>>,
-    pub(super) snapshot_interval: Option<Duration>,
-    pub(super) snapshot_retention: Option<Duration>,
     pub(super) l0_retention: Option<Duration>,
     pub(super) retention_enabled: Option<bool>,
+}
+
+/// A `snapshot:` mapping as written (top level or one database's), each value with its place.
+#[derive(Default)]
+struct SnapshotKeys {
+    interval: Option<(Loc, Duration)>,
+    retention: Option<(Loc, Duration)>,
+}
+
+/// Top-level keys litevisor ignores but Litestream checks: a file Litestream refuses is refused.
+fn check_ignored(top: &mut Map<'_>, problems: &mut Problems) {
+    let ignored = |loc: Loc, problems: &mut Problems| {
+        let key = loc.key.clone().unwrap_or_default();
+        let why = IGNORED_TOP
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or("", |(_, why)| *why);
+        problems.warn(loc, format!("ignored: {why}"));
+    };
+    for key in ["l0-retention-check-interval", "shutdown-sync-interval"] {
+        if let Some((loc, _)) = top.positive_duration(key, problems) {
+            ignored(loc, problems);
+        }
+    }
+    if let Some((loc, d)) = top.duration_at("heartbeat-interval", problems) {
+        if d < Duration::from_secs(60) {
+            problems.push(loc, "must be at least 1m (Litestream refuses less)");
+        } else {
+            ignored(loc, problems);
+        }
+    }
+    if let Some((loc, url)) = top.text("heartbeat-url", problems) {
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+        if host.is_none_or(str::is_empty) {
+            problems.push(
+                loc,
+                format!("{url:?} is not an http:// or https:// URL (Litestream refuses it)"),
+            );
+        } else {
+            ignored(loc, problems);
+        }
+    }
+}
+
+/// Litestream's snapshot settings are store-wide: one interval and one retention for every
+/// database. A database's own value stands for all of them when the top level sets none, so two
+/// databases may not disagree; with a top-level value, the databases' own are ignored.
+fn store_snapshot(
+    top: SnapshotKeys,
+    own: &[SnapshotKeys],
+    problems: &mut Problems,
+) -> (Option<Duration>, Option<Duration>) {
+    let pick = |top: Option<(Loc, Duration)>,
+                own: Vec<&(Loc, Duration)>,
+                problems: &mut Problems| {
+        let mut first: Option<&(Loc, Duration)> = None;
+        for setting in own {
+            match first {
+                Some((loc, d)) if *d != setting.1 => {
+                    let line = loc.line.map_or(0, |l| l.0);
+                    let key = loc.key.as_deref().unwrap_or("");
+                    problems.push(
+                        setting.0.clone(),
+                        format!(
+                            "{:?} conflicts with {key} ({d:?}, line {line}): snapshot settings apply to every database (as in Litestream), so databases must agree; set it once at the top level",
+                            setting.1
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => first = Some(setting),
+            }
+            if let Some((_, d)) = &top
+                && *d != setting.1
+            {
+                let key = setting.0.key.as_deref().unwrap_or("");
+                let name = key.rsplit('.').next().unwrap_or(key);
+                problems.warn(
+                    setting.0.clone(),
+                    format!("ignored: the top-level snapshot.{name} ({d:?}) applies to every database, as in Litestream"),
+                );
+            }
+        }
+        top.map(|(_, d)| d).or(first.map(|(_, d)| *d))
+    };
+    let interval = pick(
+        top.interval,
+        own.iter().filter_map(|s| s.interval.as_ref()).collect(),
+        problems,
+    );
+    let retention = pick(
+        top.retention,
+        own.iter().filter_map(|s| s.retention.as_ref()).collect(),
+        problems,
+    );
+    (interval, retention)
 }
 
 pub(super) fn parse(
@@ -57,7 +154,11 @@ pub(super) fn parse(
 ) -> Option<Config> {
     let expanded;
     let text = if expand {
-        expanded = expand_env(text, |name| std::env::var(name).ok());
+        // As in Litestream, `$PID` is the replicator's own process id.
+        expanded = expand_env(text, |name| match name {
+            "PID" => Some(std::process::id().to_string()),
+            _ => std::env::var(name).ok(),
+        });
         expanded.as_str()
     } else {
         text
@@ -79,18 +180,16 @@ pub(super) fn parse(
     let mut globals = Globals {
         replica: replica_defaults,
         levels: None,
-        snapshot_interval: None,
-        snapshot_retention: None,
         l0_retention: top.duration("l0-retention", problems),
         retention_enabled: None,
     };
     if let Some((loc, node)) = top.take("levels") {
         globals.levels = read_levels(path, loc, node, problems);
     }
-    if let Some((loc, node)) = top.take("snapshot") {
-        (globals.snapshot_interval, globals.snapshot_retention) =
-            read_snapshot(path, &loc, node, problems);
-    }
+    let top_snapshot = top
+        .take("snapshot")
+        .map(|(loc, node)| read_snapshot(path, &loc, node, problems))
+        .unwrap_or_default();
     if let Some((loc, node)) = top.take("retention")
         && let Some(mut m) = Map::new(path, loc.key.as_deref().unwrap_or(""), node, problems)
     {
@@ -103,14 +202,19 @@ pub(super) fn parse(
         .or(from_file)
         .unwrap_or(DEFAULT_SHUTDOWN_SYNC_TIMEOUT);
     let exec = top.text("exec", problems);
+    check_ignored(&mut top, problems);
 
     let mut databases: Vec<Database> = Vec::new();
-    match top.take("dbs") {
-        Some((loc, node)) => match node.value {
+    let mut snapshots: Vec<SnapshotKeys> = Vec::new();
+    // No `dbs:` is valid: Litestream starts with no databases and idles; so does litevisor.
+    if let Some((loc, node)) = top.take("dbs") {
+        match node.value {
             Value::Seq(items) => {
                 for (i, item) in items.into_iter().enumerate() {
                     let prefix = format!("dbs[{i}]");
-                    if let Some(db) = read_db(path, &prefix, item, &globals, overrides, problems) {
+                    let read = read_db(path, &prefix, item, &globals, overrides, problems);
+                    if let Some((db, snapshot)) = read {
+                        snapshots.push(snapshot);
                         match databases.iter().find(|d| d.path == db.path) {
                             Some(_) => problems.push(
                                 loc_at(path, 0, 0, &format!("{prefix}.path")),
@@ -122,13 +226,18 @@ pub(super) fn parse(
                 }
             }
             other => problems.push(loc, format!("expected a list, found {}", other.kind())),
-        },
-        None => problems.push(
-            Loc::file(path),
-            "no databases: add a `dbs:` list (or give DB_PATH and REPLICA_URL)",
-        ),
+        }
     }
     top.finish(IGNORED_TOP, problems);
+    let (interval, retention) = store_snapshot(top_snapshot, &snapshots, problems);
+    for db in &mut databases {
+        if let Some(d) = interval {
+            db.snapshot_interval = d;
+        }
+        if let Some(d) = retention {
+            db.snapshot_retention = d;
+        }
+    }
 
     let service = match (&overrides.exec, exec) {
         _ if overrides.ignore_exec => None,
@@ -201,24 +310,22 @@ fn read_levels(
     Some(levels)
 }
 
-fn read_snapshot(
-    path: &Path,
-    loc: &Loc,
-    node: Node,
-    problems: &mut Problems,
-) -> (Option<Duration>, Option<Duration>) {
+fn read_snapshot(path: &Path, loc: &Loc, node: Node, problems: &mut Problems) -> SnapshotKeys {
     let Some(mut m) = Map::new(
         path,
         loc.key.as_deref().unwrap_or("snapshot"),
         node,
         problems,
     ) else {
-        return (None, None);
+        return SnapshotKeys::default();
     };
-    let interval = m.duration("interval", problems);
-    let retention = m.duration("retention", problems);
+    let interval = m.positive_duration("interval", problems);
+    let retention = m.positive_duration("retention", problems);
     m.finish(&[], problems);
-    (interval, retention)
+    SnapshotKeys {
+        interval,
+        retention,
+    }
 }
 
 fn read_db(
@@ -228,7 +335,7 @@ fn read_db(
     globals: &Globals,
     overrides: &Overrides,
     problems: &mut Problems,
-) -> Option<Database> {
+) -> Option<(Database, SnapshotKeys)> {
     let (line, col) = (node.line, node.col);
     let mut m = Map::new(path, prefix, node, problems)?;
     for key in DIRECTORY_MODE {
@@ -350,18 +457,11 @@ fn read_db(
     if let Some(levels) = &globals.levels {
         db.levels = levels.clone();
     }
-    let (own_interval, own_retention) = snapshot.unwrap_or((None, None));
-    if let Some(d) = own_interval.or(globals.snapshot_interval) {
-        db.snapshot_interval = d;
-    }
-    if let Some(d) = own_retention.or(globals.snapshot_retention) {
-        db.snapshot_retention = d;
-    }
     if let Some(d) = globals.l0_retention {
         db.l0_retention = d;
     }
     if let Some(enabled) = globals.retention_enabled {
         db.retention_enabled = enabled;
     }
-    Some(db)
+    Some((db, snapshot.unwrap_or_default()))
 }

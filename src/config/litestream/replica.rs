@@ -11,7 +11,7 @@ use super::expand::expand_path;
 use super::map::{Map, join, loc_at};
 use super::mapping::Globals;
 use super::yaml::Node;
-use crate::replica::url::{ReplicaUrl, is_url};
+use crate::replica::url::{ARN_REFUSED, ReplicaUrl, is_arn, is_url};
 
 /// Replica keys accepted and ignored, with the reason shown.
 const IGNORED_REPLICA: &[(&str, &str)] = &[
@@ -66,7 +66,7 @@ pub(super) struct ReplicaKeys {
     part_size: Option<u64>,
     concurrency: Option<u64>,
     storage_class: Option<String>,
-    pub(super) sync_interval: Option<Duration>,
+    pub(super) sync_interval: Option<(Loc, Duration)>,
 }
 
 impl ReplicaKeys {
@@ -90,7 +90,7 @@ impl ReplicaKeys {
             part_size: m.size("part-size", problems),
             concurrency,
             storage_class: m.string("storage-class", problems),
-            sync_interval: m.duration("sync-interval", problems),
+            sync_interval: m.duration_at("sync-interval", problems),
         }
     }
 
@@ -174,6 +174,15 @@ pub(super) fn read_replica(
             return None;
         }
     }
+    if let Some((ploc, p)) = &replica_path
+        && is_url(p)
+    {
+        problems.push(
+            ploc.clone(),
+            "a replica `path` cannot be a URL (Litestream refuses it too): use `url` instead",
+        );
+        return None;
+    }
     if let (Some((uloc, _)), Some((ploc, _))) = (&url, &replica_path) {
         let msg = format!(
             "conflicts with `url` at line {}: give the location once",
@@ -231,6 +240,10 @@ pub(super) fn read_replica(
                 problems.push(here("bucket"), "an s3 replica needs `bucket` (or `url`)");
                 return None;
             }
+            if is_arn(bucket) {
+                problems.push(here("bucket"), ARN_REFUSED);
+                return None;
+            }
         }
     }
     replica.apply_s3_keys(S3Keys {
@@ -244,7 +257,18 @@ pub(super) fn read_replica(
         access_key_id: keys.access_key_id,
         secret_access_key: keys.secret_access_key,
     });
-    Some((replica, keys.sync_interval))
+    // Litestream checks each replica after the top-level defaults are applied, so a top-level 0
+    // fails only when a replica inherits it (reported once, where it is set).
+    if let Some((loc, d)) = &keys.sync_interval
+        && d.is_zero()
+    {
+        problems.push(
+            loc.clone(),
+            "must be more than 0 (Litestream refuses 0 too)",
+        );
+        return None;
+    }
+    Some((replica, keys.sync_interval.map(|(_, d)| d)))
 }
 
 fn m_path(loc: &Loc, key: &str) -> String {

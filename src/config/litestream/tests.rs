@@ -78,7 +78,12 @@ dbs:
     replica:
       path: /backups/c
 ");
-    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        warnings,
+        [
+            "/etc/ls.yml:30:7: dbs[1].snapshot.interval: ignored: the top-level snapshot.interval (3600s) applies to every database, as in Litestream"
+        ]
+    );
     assert!(config.services.is_empty());
     assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
     let [a, b, c] = config.databases.as_slice() else {
@@ -125,7 +130,11 @@ dbs:
     assert_eq!(b.restore, RestorePolicy::Never);
     assert!(b.allow_network_fs);
     assert_eq!(b.sync_interval, Duration::from_secs(1));
-    assert_eq!(b.snapshot_interval, Duration::from_secs(1800));
+    assert_eq!(
+        b.snapshot_interval,
+        Duration::from_secs(3600),
+        "snapshot settings are store-wide"
+    );
     let Replica::S3 {
         bucket,
         path,
@@ -241,7 +250,7 @@ fn syntax_and_type_errors() {
         err.contains("/etc/ls.yml:3:5: dbs[0].path: set twice (first at line 2)"),
         "{err}"
     );
-    assert!(errors("exec: x\n").contains("no databases"));
+    assert!(errors("snapshot: {interval: 0s}\n").contains("must be more than 0"));
     let err = errors("dbs:\n  - path: /a\n    replica: {url: file:///r}\nexec: \"app 'x\"\n");
     assert!(
         err.contains("/etc/ls.yml:4:1: exec:") && err.contains("unbalanced"),
@@ -296,4 +305,54 @@ dbs:
 ");
     assert_eq!(config.databases[0].sync_interval, Duration::from_secs(3));
     assert_eq!(warnings.len(), 1, "x-common is unknown: {warnings:?}");
+}
+
+#[test]
+fn no_databases_is_a_valid_idle_configuration() {
+    let (config, warnings) = ok("addr: ':9090'\n");
+    assert!(config.databases.is_empty() && config.services.is_empty());
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let (config, _) = ok("");
+    assert!(config.databases.is_empty());
+}
+
+#[test]
+fn a_databases_own_snapshot_setting_is_store_wide_as_in_litestream() {
+    let (config, warnings) = ok("
+dbs:
+  - path: /a.db
+    replica: {url: file:///r}
+  - path: /b.db
+    snapshot: {interval: 2h, retention: 48h}
+    replica: {url: file:///r2}
+");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for db in &config.databases {
+        assert_eq!(db.snapshot_interval, Duration::from_secs(7200));
+        assert_eq!(db.snapshot_retention, Duration::from_secs(48 * 3600));
+    }
+    let err = errors(
+        "
+dbs:
+  - path: /a.db
+    snapshot: {retention: 1h}
+    replica: {url: file:///r}
+  - path: /b.db
+    snapshot: {retention: 2h}
+    replica: {url: file:///r2}
+",
+    );
+    assert!(
+        err.contains("/etc/ls.yml:7:16: dbs[1].snapshot.retention: 7200s conflicts with dbs[0].snapshot.retention (3600s, line 4)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pid_is_the_process_id() {
+    let (config, _) = ok("dbs:\n  - path: /a-$PID.db\n    replica: {url: file:///r}\n");
+    assert_eq!(
+        config.databases[0].path,
+        PathBuf::from(format!("/a-{}.db", std::process::id()))
+    );
 }
