@@ -19,11 +19,13 @@ mod credentials;
 mod database;
 mod diag;
 mod env;
+mod execline;
 mod graph;
 pub mod litestream;
 mod program;
 mod resolve;
 mod s6dir;
+mod s6overlay;
 mod spec;
 mod tree;
 mod values;
@@ -119,6 +121,9 @@ pub struct Service {
     /// Run after each exit of a longrun, with s6's arguments: exit code (256 if killed), signal number,
     /// service name.
     pub finish: Option<Vec<OsString>>,
+    /// A oneshot's `down` (s6-rc): run when the container stops, in reverse start order, after its
+    /// dependents have stopped; bounded by the stop deadline.
+    pub down: Option<Vec<OsString>>,
     /// `None` = no limit.
     pub finish_timeout: Option<Duration>,
     pub log_prefix: bool,

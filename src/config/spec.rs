@@ -45,6 +45,8 @@ pub struct ServiceSpec {
     pub user: Option<Located<String>>,
     pub group: Option<Located<String>>,
     pub finish: Option<Located<CommandSpec>>,
+    /// A oneshot's `down` (s6-rc directories only).
+    pub down: Option<Located<CommandSpec>>,
     pub finish_timeout: Option<Located<Duration>>,
     pub log_prefix: Option<Located<bool>>,
     pub databases: Option<Located<Vec<Located<String>>>>,

@@ -190,6 +190,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             main: false,
             database: true,
             final_sync: false,
+            lingers: false,
             unit: Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record))),
             revive: None,
         });
@@ -199,6 +200,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             main: false,
             database: true,
             final_sync: true,
+            lingers: false,
             unit: Box::new(ReplicateUnit::new(db.clone(), Arc::clone(&record))),
             revive: Some({
                 let (db, record) = (db.clone(), Arc::clone(&record));
@@ -239,6 +241,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             main: service.main,
             database: false,
             final_sync: false,
+            lingers: service.kind == ServiceKind::Oneshot && service.down.is_some(),
             unit: Box::new(ProcessService::new(
                 service.clone(),
                 Arc::clone(output),

@@ -103,6 +103,9 @@ impl ProcessService {
                 if status.success() {
                     tracing::info!("oneshot {name:?} done");
                     ctl.ready();
+                    if let Some(down) = self.service.down.clone() {
+                        return self.down(&mut ctl, &down).await;
+                    }
                     return ended(Some(status), Why::Exited);
                 }
                 if self.service.main {
@@ -346,6 +349,49 @@ impl ProcessService {
         }
         tree.signal(&[libc::SIGKILL]);
         running.exited().await
+    }
+
+    /// A oneshot with a `down` command is up (no process) until its stop order, which comes once
+    /// its dependents have stopped; then `down` runs, killed at the stop deadline. A kill order
+    /// skips it, as it skips `finish`.
+    async fn down(&self, ctl: &mut Control, argv: &[OsString]) -> Ended {
+        let name = &self.service.name;
+        let mut order = ctl.command();
+        while order == Command::Run {
+            order = ctl.next_order().await;
+        }
+        let Command::Stop { deadline } = order else {
+            return ended(None, Why::Stopped);
+        };
+        tracing::info!("oneshot {name:?}: running its down command");
+        let mut running = match self.launch(argv, None, ctl.group_recorder()).await {
+            Ok(running) => running,
+            Err(err) => {
+                tracing::warn!("oneshot {name:?}: down: {err}");
+                return ended(Some(ExitStatus::Exited(err.exit_code())), Why::Stopped);
+            }
+        };
+        let mut tree = Tree::new(running.pid);
+        let kill_at: Instant = deadline.into();
+        let status = loop {
+            tokio::select! {
+                status = running.exited() => break status,
+                _ = tokio::time::sleep_until(kill_at) => {
+                    tracing::warn!("oneshot {name:?}: down still running at the shutdown deadline: killed");
+                    tree.signal(&[libc::SIGKILL]);
+                    break running.exited().await;
+                }
+                order = ctl.next_order() => if order == Command::Kill {
+                    tree.signal(&[libc::SIGKILL]);
+                    break running.exited().await;
+                },
+            }
+        };
+        ctl.set_group(None);
+        if !status.success() {
+            tracing::warn!("oneshot {name:?}: down {status}");
+        }
+        ended(Some(status), Why::Stopped)
     }
 
     /// Runs the finish program, if any, for an exit with `status`; returns how it ended.

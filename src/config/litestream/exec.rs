@@ -83,6 +83,7 @@ pub(super) fn exec_service(
         working_dir: None,
         credentials: None,
         finish: None,
+        down: None,
         finish_timeout: None,
         log_prefix: false,
         databases: databases.iter().map(|d| d.path.clone()).collect(),
