@@ -86,6 +86,21 @@ fn linuxserver_tree(t: &Setup) {
         "etc/services.d/legacy/run",
         "#!/command/with-contenv sh\necho legacy >> $EV\nexec sleep 1000\n",
     );
+    // A log pipeline: app's stdout is app-log's stdin; the pipeline is one bundle in `user`.
+    t.write(&format!("{rc}/app/type"), "longrun\n");
+    t.write_exec(
+        &format!("{rc}/app/run"),
+        "#!/bin/sh\necho hello from app\nexec sleep 1000\n",
+    );
+    t.write(&format!("{rc}/app/producer-for"), "app-log\n");
+    t.write(&format!("{rc}/app-log/type"), "longrun\n");
+    t.write_exec(
+        &format!("{rc}/app-log/run"),
+        "#!/bin/sh\nwhile read -r l; do echo \"logged: $l\" >> $EV; done\n",
+    );
+    t.write(&format!("{rc}/app-log/consumer-for"), "app\n");
+    t.write(&format!("{rc}/app-log/pipeline-name"), "app-pipeline\n");
+    t.write(&format!("{rc}/user/contents.d/app-pipeline"), "");
     overlay_sources(t);
 }
 
@@ -177,7 +192,14 @@ fn a_linuxserver_style_tree_runs_unchanged() {
         "{order}"
     );
 
+    assert!(
+        at("app-log") < at("app"),
+        "the consumer starts first: {order}"
+    );
+
     let mut lv = start_with_env(&t, &[("LV_FROM_ENV", "kept")]);
+    t.wait_event("logged: hello from app");
+    assert!(!t.stdout().contains("hello from app"), "{}", t.stdout());
     t.wait_event("svc-late");
     for e in ["svc-app", "legacy"] {
         t.wait_event(e);

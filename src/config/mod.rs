@@ -22,6 +22,7 @@ mod env;
 mod execline;
 mod graph;
 pub mod litestream;
+mod pipeline;
 mod program;
 mod resolve;
 mod s6dir;
@@ -124,6 +125,11 @@ pub struct Service {
     /// A oneshot's `down` (s6-rc): run when the container stops, in reverse start order, after its
     /// dependents have stopped; bounded by the stop deadline.
     pub down: Option<Vec<OsString>>,
+    /// s6-rc log pipeline: this service's stdout goes to that service's stdin (through one pipe
+    /// litevisor keeps open for the whole run, so no line is lost across restarts).
+    pub stdout_to: Option<String>,
+    /// Another service's stdout feeds this one's stdin (it is a pipeline's consumer).
+    pub stdin_piped: bool,
     /// `None` = no limit.
     pub finish_timeout: Option<Duration>,
     pub log_prefix: bool,

@@ -20,7 +20,7 @@ use super::{
     Backoff, Config, DEFAULT_SERVICES_DIR, Database, GiveUp, Readiness, RestartPolicy,
     SERVICE_NAME_ENV, Service, ServiceKind, credentials, database, execline, values,
 };
-use super::{s6dir, s6overlay};
+use super::{pipeline, s6dir, s6overlay};
 
 pub const DEFAULT_LOG_PREFIX: bool = true;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -177,7 +177,8 @@ fn load_into(
         );
     }
 
-    let specs = dedupe(specs, &bundles, problems);
+    let mut specs = dedupe(specs, &bundles, problems);
+    pipeline::link(&mut specs, &mut bundles, problems);
     expand_bundles(&specs, &bundles, problems);
     let mut services: Vec<Service> = specs
         .iter()
@@ -487,6 +488,8 @@ fn resolve_service(
         credentials: resolved_user.map(|r| r.credentials),
         finish,
         down,
+        stdout_to: spec.producer_for.as_ref().map(|p| p.value.clone()),
+        stdin_piped: spec.consumer_for.is_some(),
         finish_timeout: optional(
             spec.finish_timeout
                 .as_ref()

@@ -23,19 +23,7 @@ pub struct Bundle {
 const S6_BASE_BUNDLE: &str = "base";
 
 /// s6 features whose silent omission would change behaviour.
-const UNSUPPORTED: [(&str, &str); 5] = [
-    (
-        "producer-for",
-        "s6 logging pipelines are not supported; litevisor collects stdout itself",
-    ),
-    (
-        "consumer-for",
-        "s6 logging pipelines are not supported; litevisor collects stdout itself",
-    ),
-    (
-        "pipeline-name",
-        "s6 logging pipelines are not supported; litevisor collects stdout itself",
-    ),
+const UNSUPPORTED: [(&str, &str); 2] = [
     (
         "flag-newpidns",
         "running a service in a new PID namespace is not supported",
@@ -263,6 +251,26 @@ pub fn read_service(
     }
     if let Some(finish) = millis(dir, "timeout-finish", problems) {
         set(&mut spec.finish_timeout, finish, problems);
+    }
+    // s6-rc log pipelines: checked and linked across services in `pipeline`.
+    if let Some(consumer) = read_file(dir, "producer-for", problems) {
+        spec.producer_for = Some(Located {
+            value: consumer,
+            loc: at("producer-for"),
+        });
+    }
+    let consumer_for = dir.join("consumer-for");
+    if consumer_for.exists() {
+        spec.consumer_for = Some(Located {
+            value: read_list_file(&consumer_for, problems),
+            loc: at("consumer-for"),
+        });
+    }
+    if let Some(name) = read_file(dir, "pipeline-name", problems) {
+        spec.pipeline_name = Some(Located {
+            value: name,
+            loc: at("pipeline-name"),
+        });
     }
     for (file, why) in UNSUPPORTED {
         if dir.join(file).exists() {

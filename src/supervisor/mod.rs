@@ -146,7 +146,7 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         exit_map: options.exit_map,
         idle_when_empty: options.idle_when_empty,
     };
-    let (nodes, overview) = build_nodes(&config, &output);
+    let (nodes, overview) = build_nodes(&config, &output).map_err(SupervisorError::Setup)?;
     let board = Arc::clone(&overview.board);
     let serve = {
         // The listener joins the runtime's reactor, so it is registered inside it.
@@ -173,7 +173,14 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
 /// per service in the configuration's start order; every service depends on the replicate node of
 /// each database in its `databases` list, so it starts on a restored, replicated database and stops
 /// before that database's final sync. Also the status view of all of it.
-fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
+fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<Node>, Overview)> {
+    // One pipe per pipeline consumer, held here for the whole run (as s6-rc's fdholder holds it):
+    // a restart of either end loses no line, and the consumer never sees EOF.
+    let mut pipes = std::collections::BTreeMap::new();
+    for service in config.services.iter().filter(|s| s.stdin_piped) {
+        let (read, write) = child::blocking_pipe()?;
+        pipes.insert(service.name.clone(), (Arc::new(read), Arc::new(write)));
+    }
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
@@ -242,12 +249,22 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             database: false,
             final_sync: false,
             lingers: service.kind == ServiceKind::Oneshot && service.down.is_some(),
-            unit: Box::new(ProcessService::new(
-                service.clone(),
-                Arc::clone(output),
-                seed.wrapping_add(i as u64)
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            )),
+            unit: Box::new(
+                ProcessService::new(
+                    service.clone(),
+                    Arc::clone(output),
+                    seed.wrapping_add(i as u64)
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                )
+                .piped(
+                    pipes.get(&service.name).map(|(read, _)| Arc::clone(read)),
+                    service
+                        .stdout_to
+                        .as_ref()
+                        .and_then(|c| pipes.get(c))
+                        .map(|(_, write)| Arc::clone(write)),
+                ),
+            ),
             revive: None,
         });
     }
@@ -256,5 +273,5 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
         services,
         databases: shared,
     };
-    (nodes, overview)
+    Ok((nodes, overview))
 }

@@ -41,6 +41,10 @@ pub struct ProcessService {
     output: Arc<Output>,
     restarts: Restarts,
     prefix: Vec<u8>,
+    /// A pipeline consumer's stdin (the read end of its pipeline).
+    stdin: Option<Arc<OwnedFd>>,
+    /// A pipeline producer's stdout (the write end of its consumer's pipeline).
+    stdout: Option<Arc<OwnedFd>>,
 }
 
 /// How one run ended.
@@ -69,7 +73,17 @@ impl ProcessService {
             service,
             output,
             prefix,
+            stdin: None,
+            stdout: None,
         }
+    }
+
+    /// Connects the service to its log pipeline: `stdin` if it consumes one, `stdout` if it
+    /// produces for one.
+    pub fn piped(mut self, stdin: Option<Arc<OwnedFd>>, stdout: Option<Arc<OwnedFd>>) -> Self {
+        self.stdin = stdin;
+        self.stdout = stdout;
+        self
     }
 
     async fn supervise(mut self, mut ctl: Control) -> Ended {
@@ -199,18 +213,28 @@ impl ProcessService {
             program: argv[0].clone(),
             source,
         };
-        let out = self
-            .output
-            .pipe(Stream::Stdout, &self.prefix)
-            .map_err(parent_err)?;
+        let own_out;
+        let out_fd = match &self.stdout {
+            Some(pipeline) => pipeline.as_raw_fd(),
+            None => {
+                own_out = self
+                    .output
+                    .pipe(Stream::Stdout, &self.prefix)
+                    .map_err(parent_err)?;
+                own_out.as_raw_fd()
+            }
+        };
         let err = self
             .output
             .pipe(Stream::Stderr, &self.prefix)
             .map_err(parent_err)?;
         let mut spec = self
             .spec(argv)
-            .stdout(Stdio::Fd(out.as_raw_fd()))
+            .stdout(Stdio::Fd(out_fd))
             .stderr(Stdio::Fd(err.as_raw_fd()));
+        if let Some(stdin) = &self.stdin {
+            spec = spec.stdin(Stdio::Fd(stdin.as_raw_fd()));
+        }
         if let Some((target, fd)) = extra {
             spec = spec.pass_fd(target, fd.as_raw_fd());
         }

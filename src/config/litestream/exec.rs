@@ -84,6 +84,8 @@ pub(super) fn exec_service(
         credentials: None,
         finish: None,
         down: None,
+        stdout_to: None,
+        stdin_piped: false,
         finish_timeout: None,
         log_prefix: false,
         databases: databases.iter().map(|d| d.path.clone()).collect(),
