@@ -84,7 +84,12 @@ fn linuxserver_tree(t: &Setup) {
     // A legacy services.d daemon.
     t.write_exec(
         "etc/services.d/legacy/run",
-        "#!/command/with-contenv sh\necho legacy >> $EV\nexec sleep 1000\n",
+        "#!/command/with-contenv sh\necho legacy >> $EV\necho legacy says hi\nexec sleep 1000\n",
+    );
+    // ... with an s6 logger reading its stdout.
+    t.write_exec(
+        "etc/services.d/legacy/log/run",
+        "#!/bin/sh\nwhile read -r l; do echo \"legacy-log: $l\" >> $EV; done\n",
     );
     // A log pipeline: app's stdout is app-log's stdin; the pipeline is one bundle in `user`.
     t.write(&format!("{rc}/app/type"), "longrun\n");
@@ -199,6 +204,7 @@ fn a_linuxserver_style_tree_runs_unchanged() {
 
     let mut lv = start_with_env(&t, &[("LV_FROM_ENV", "kept")]);
     t.wait_event("logged: hello from app");
+    t.wait_event("legacy-log: legacy says hi");
     assert!(!t.stdout().contains("hello from app"), "{}", t.stdout());
     t.wait_event("svc-late");
     for e in ["svc-app", "legacy"] {

@@ -87,7 +87,10 @@ pub fn scan(dir: &Path, overlay: bool, problems: &mut Problems) -> (Vec<ServiceS
             None if overlay && OVERLAY_USER_BUNDLES.contains(&name) => {
                 bundles.push(read_bundle(name, &path, overlay, problems))
             }
-            kind => services.push(read_service(name, &path, kind, overlay, problems)),
+            kind => {
+                services.push(read_service(name, &path, kind, overlay, problems));
+                services.extend(logger(name, &path, problems));
+            }
         }
     }
     (services, bundles)
@@ -296,9 +299,40 @@ pub fn read_service(
         );
     }
     if dir.join("log").is_dir() {
-        problems.warn(at("log"), "ignored: litevisor prints each service's output on its own stdout, prefixed by the name");
+        if s6rc {
+            problems.warn(at("log"), "ignored: s6-rc services log through pipelines (producer-for/consumer-for), as in s6-rc");
+        } else {
+            // An s6 service directory's logger: it reads the service's stdout (see `logger`).
+            spec.producer_for = Some(Located {
+                value: logger_name(name),
+                loc: at("log"),
+            });
+        }
     }
     spec
+}
+
+/// The name of the service running a service directory's `log/`.
+fn logger_name(service: &str) -> String {
+    format!("{service}-log")
+}
+
+/// The logger of an s6 service directory (`log/run`, not in s6-rc source dirs): a longrun named
+/// `NAME-log` whose stdin is the service's stdout, as s6-svscan pipes them.
+pub fn logger(name: &str, dir: &Path, problems: &mut Problems) -> Option<ServiceSpec> {
+    let log = dir.join("log");
+    if !log.is_dir() || dir.join("type").exists() {
+        return None;
+    }
+    let mut spec = read_service(&logger_name(name), &log, None, false, problems);
+    spec.consumer_for = Some(Located {
+        value: vec![Located {
+            value: name.to_string(),
+            loc: Loc::file(&log),
+        }],
+        loc: Loc::file(&log),
+    });
+    Some(spec)
 }
 
 pub fn read_bundle(name: &str, dir: &Path, overlay: bool, problems: &mut Problems) -> Bundle {

@@ -196,6 +196,7 @@ pub fn scan(etc: &Path, problems: &mut Problems) -> Layer {
             loc: here,
         });
         specs.push(spec);
+        specs.extend(s6dir::logger(&name, &dir, problems));
     }
 
     let named = |names: &[&str]| -> Vec<Located<String>> {
