@@ -16,6 +16,8 @@ use std::process::{Command, Stdio};
 use supervisor_support::*;
 
 const CONFIG: &str = "services_dir = \"etc/s6-overlay/s6-rc.d\"\n";
+/// A legacy-only image: the services directory is `/etc/services.d`.
+const LEGACY: &str = "services_dir = \"etc/services.d\"\n";
 
 /// A linuxserver.io-style image: cont-init.d scripts, oneshots `init-*` whose `up` names their
 /// `run`, an execline `up`, a longrun whose `run` lacks the exec bit, the `user`/`user2` bundles,
@@ -434,4 +436,48 @@ fn on_path(prog: &str) -> bool {
 
 fn start_with_env(t: &Setup, env: &[(&str, &str)]) -> Lv {
     t.start_env(Mode::Direct, env)
+}
+
+/// The S6_* variables that change behaviour: `S6_SERVICES_GRACETIME` is the stop grace of the
+/// services.d daemons, `S6_CMD_WAIT_FOR_SERVICES_MAXTIME` bounds each start-up (unset: no bound,
+/// as in s6-overlay 3.2), `S6_KILL_FINISH_MAXTIME` each cont-finish.d script.
+#[test]
+fn s6_variables_set_the_grace_times_and_start_up_bound() {
+    let t = Setup::new(LEGACY);
+    t.write_exec(
+        "etc/services.d/stubborn/run",
+        "#!/bin/sh\ntrap '' TERM\necho stubborn >> $EV\nwhile :; do sleep 1; done\n",
+    );
+    t.write_exec(
+        "etc/cont-finish.d/10-slow",
+        "#!/bin/sh\necho finish-start >> $EV\nexec sleep 30\n",
+    );
+    let mut lv = start_with_env(
+        &t,
+        &[
+            ("S6_SERVICES_GRACETIME", "300"),
+            ("S6_KILL_FINISH_MAXTIME", "200"),
+        ],
+    );
+    t.wait_event("stubborn");
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0, "{}", t.stderr());
+    assert!(t.stderr().contains("stop_grace 0.3s"), "{}", t.stderr());
+    t.wait_event("finish-start");
+
+    // A cont-init script slower than S6_CMD_WAIT_FOR_SERVICES_MAXTIME fails the start.
+    let t = Setup::new(LEGACY);
+    t.write_exec("etc/cont-init.d/10-slow", "#!/bin/sh\nexec sleep 30\n");
+    t.write_exec(
+        "etc/services.d/app/run",
+        "#!/bin/sh\necho app >> $EV\nexec sleep 1000\n",
+    );
+    let mut lv = start_with_env(&t, &[("S6_CMD_WAIT_FOR_SERVICES_MAXTIME", "300")]);
+    assert_ne!(lv.wait(PATIENCE), 0, "{}", t.stderr());
+    assert!(t.position("app").is_none(), "{:?}", t.events());
+    let (ok, _, err) = check(&t, &[("S6_CMD_WAIT_FOR_SERVICES_MAXTIME", "soon")]);
+    assert!(
+        !ok && err.contains("S6_CMD_WAIT_FOR_SERVICES_MAXTIME"),
+        "{err}"
+    );
 }
