@@ -276,6 +276,19 @@ fn the_s6_overlay_readme_example_runs() {
         return;
     }
     let t = Setup::new(CONFIG);
+    readme_tree(&t);
+    let (ok, _, err) = check(&t, &[]);
+    assert!(ok, "{err}");
+    let mut lv = start_with_env(&t, &[]);
+    t.wait_event("myapp");
+    t.wait_event("myapp2");
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0, "{}", t.stderr());
+}
+
+/// The README example's layout: a services.d `run` and an s6-rc longrun in `user` through
+/// user-bundles.d (as s6-overlay ships them: with their `type`).
+fn readme_tree(t: &Setup) {
     t.write_exec(
         "etc/services.d/myapp/run",
         "#!/command/execlineb -P\nsh -c \"echo myapp >> $EV; exec sleep 1000\"\n",
@@ -286,14 +299,46 @@ fn the_s6_overlay_readme_example_runs() {
         "#!/command/execlineb -P\nsh -c \"echo myapp2 >> $EV; exec sleep 1000\"\n",
     );
     t.write("etc/s6-overlay/s6-rc.d/myapp2/dependencies.d/base", "");
+    for b in ["user", "user2"] {
+        t.write(
+            &format!("etc/s6-overlay/user-bundles.d/{b}/type"),
+            "bundle\n",
+        );
+        t.write(
+            &format!("etc/s6-overlay/user-bundles.d/{b}/contents.d/.empty"),
+            "",
+        );
+    }
     t.write("etc/s6-overlay/user-bundles.d/user/contents.d/myapp2", "");
-    let (ok, _, err) = check(&t, &[]);
+    overlay_sources(t);
+}
+
+/// Copies of s6-overlay's own definitions inside s6-rc.d (a tree flattened from a running image)
+/// are skipped: litevisor provides those services.
+#[test]
+fn copies_of_the_overlays_own_definitions_are_skipped() {
+    let t = Setup::new(CONFIG);
+    linuxserver_tree(&t);
+    let copy = Command::new("sh")
+        .arg("-c")
+        .arg("cp -r package/admin/s6-overlay/etc/s6-rc/sources/* etc/s6-overlay/s6-rc.d/")
+        .current_dir(t.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let (ok, order, err) = check(&t, &[]);
     assert!(ok, "{err}");
-    let mut lv = start_with_env(&t, &[]);
-    t.wait_event("myapp");
-    t.wait_event("myapp2");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", t.stderr());
+    let names: Vec<&str> = order
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(names.contains(&"legacy-cont-init"), "{order}");
+    for own in ["top", "base", "fix-attrs", "legacy-services"] {
+        assert!(
+            !names.contains(&own),
+            "{own} is a bundle, not a service: {order}"
+        );
+    }
 }
 
 /// Without execlineb, `up` and `down` run through an exact sh translation of the common forms;
@@ -354,6 +399,12 @@ fn s6_rc_compile_accepts_what_litevisor_accepts() {
         );
         return;
     }
+    let readme = Setup::new(CONFIG);
+    readme_tree(&readme);
+    s6_overlay_compile(&readme);
+    let (ok, _, err) = check(&readme, &[]);
+    assert!(ok, "{err}");
+
     let t = Setup::new(CONFIG);
     linuxserver_tree(&t);
     let db = s6_overlay_compile(&t);
