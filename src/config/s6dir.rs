@@ -1,8 +1,10 @@
 //! Scans the services directory. Each visible subdirectory is one service: litevisor's own form (an
 //! executable `run`, optional executable `finish`, optional `service.toml` with the same keys as a
-//! `[services.NAME]` table) and s6-overlay's form read as it is (`type`, `up`, `dependencies.d/`,
-//! `notification-fd`, `down-signal`, `timeout-*`), so a migration needs no rewrite. s6 bundles (`type`
-//! = `bundle`, `contents.d/`) are accepted as dependency aliases for their members.
+//! `[services.NAME]` table, an s6 `log/` logger) and s6-rc's source form read as `s6-rc-compile`
+//! reads it (`type`, `run`/`finish` without the exec bit, `up`/`down` execline, `dependencies.d/`,
+//! `producer-for`/`consumer-for`/`pipeline-name`, `notification-fd`, `down-signal`, `timeout-*`), so
+//! a migration needs no rewrite. s6 bundles (`type` = `bundle`, `contents.d/`) are accepted as
+//! dependency aliases for their members. s6-overlay's own layer around it is `s6overlay`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
