@@ -482,9 +482,13 @@ fn s6_files_are_validated_too() {
             "{}: service \"a\" depends on \"missing\"",
             s6.join("a/dependencies.d/missing").display()
         ),
-        "s6 logging pipelines are not supported",
+        &format!(
+            "{}: \"a-log\" is not a service",
+            s6.join("a/producer-for").display()
+        ),
         "bundle \"b\" contains \"nobody\"",
-        "`up` is the command of an s6 oneshot, but the type is longrun",
+        // A longrun's `up` is ignored (as by s6-rc-compile): it still needs a `run`.
+        &format!("{}: no executable `run` file", s6.join("c").display()),
     ]);
 }
 

@@ -498,3 +498,205 @@ fn exec_sees_litestream_keys_as_aws_variables() {
     let seen = std::fs::read_to_string(&seen).expect("the program ran");
     assert_eq!(seen.trim(), "AKIDFROMLS secret-from-ls");
 }
+
+/// Runs REAL Litestream 0.5.17 `databases -config CONFIG`: whether it accepts the file, and what it
+/// says.
+fn litestream_reads(config: &str) -> (bool, String) {
+    let out = Command::new("litestream")
+        .args(["databases", "-config", config])
+        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("LITESTREAM_CONFIG")
+        .output()
+        .expect("run litestream databases");
+    let (stdout, stderr) = text(&out);
+    (out.status.success(), stdout + &stderr)
+}
+
+/// Every rule Litestream enforces on its file, one fixture each: Litestream refuses it, and so does
+/// litevisor, naming the file, line and key.
+#[test]
+fn files_litestream_refuses_are_refused_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let db = db.display();
+    let replica = format!("replica: {{url: file://{}/r}}", dir.path().display());
+    let cases = [
+        (
+            format!("snapshot:\n  interval: 0s\ndbs:\n  - path: {db}\n    {replica}\n"),
+            ":2:3: snapshot.interval: must be more than 0",
+        ),
+        (
+            format!("snapshot:\n  retention: 0s\ndbs:\n  - path: {db}\n    {replica}\n"),
+            ":2:3: snapshot.retention: must be more than 0",
+        ),
+        (
+            format!("dbs:\n  - path: {db}\n    snapshot: {{interval: 0s}}\n    {replica}\n"),
+            ":3:16: dbs[0].snapshot.interval: must be more than 0",
+        ),
+        (
+            format!(
+                "dbs:\n  - path: {db}\n    replica:\n      url: file:///r\n      sync-interval: 0s\n"
+            ),
+            ":5:7: dbs[0].replica.sync-interval: must be more than 0",
+        ),
+        (
+            format!("sync-interval: 0s\ndbs:\n  - path: {db}\n    {replica}\n"),
+            ":1:1: sync-interval: must be more than 0",
+        ),
+        (
+            format!(
+                "dbs:\n  - path: {db}\n    snapshot: {{interval: 1h}}\n    {replica}\n  - path: {db}2\n    snapshot: {{interval: 2h}}\n    replica: {{url: file:///r2}}\n"
+            ),
+            ":6:16: dbs[1].snapshot.interval: 7200s conflicts with dbs[0].snapshot.interval (3600s, line 3)",
+        ),
+        (
+            format!("l0-retention-check-interval: 0s\ndbs:\n  - path: {db}\n    {replica}\n"),
+            ":1:1: l0-retention-check-interval: must be more than 0",
+        ),
+        (
+            format!("shutdown-sync-interval: 0s\ndbs:\n  - path: {db}\n    {replica}\n"),
+            ":1:1: shutdown-sync-interval: must be more than 0",
+        ),
+        (
+            format!("heartbeat-url: ftp://x\ndbs:\n  - path: {db}\n    {replica}\n"),
+            ":1:1: heartbeat-url: \"ftp://x\" is not an http:// or https:// URL",
+        ),
+        (
+            format!(
+                "heartbeat-url: http://x\nheartbeat-interval: 10s\ndbs:\n  - path: {db}\n    {replica}\n"
+            ),
+            ":2:1: heartbeat-interval: must be at least 1m",
+        ),
+        (
+            format!("dbs:\n  - path: {db}\n    replica: {{type: file, path: \"file:///r\"}}\n"),
+            ":3:27: dbs[0].replica.path: a replica `path` cannot be a URL",
+        ),
+        (
+            format!("dbs:\n  - {replica}\n"),
+            ":2:5: dbs[0].path: missing required key",
+        ),
+    ];
+    for (i, (body, expected)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("case{i}.yml"));
+        fs::write(&config, body).unwrap();
+        let config = config.to_str().unwrap();
+        let (accepted, said) = litestream_reads(config);
+        assert!(!accepted, "Litestream accepts case {i}?\n{body}\n{said}");
+        let out = lv(dir.path(), &["databases", "-config", config], &[]);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "case {i}:\n{body}\n{stderr}");
+        assert!(
+            stderr.contains(&format!("{config}{expected}")),
+            "case {i}: want {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+/// Files Litestream accepts that litevisor reads the same way: no `dbs:` (Litestream's shipped
+/// `etc/litestream.yml` idles), `l0-retention: 0`, `$PID`, one snapshot setting shared by databases.
+#[test]
+fn files_litestream_accepts_are_read_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let db = db.display();
+    for body in [
+        String::new(),
+        "# dbs:\n#  - path: /var/lib/db\naddr: \":9090\"\n".to_string(),
+        format!("l0-retention: 0s\ndbs:\n  - path: {db}\n    replica: {{url: file:///r}}\n"),
+        format!(
+            "dbs:\n  - path: {db}\n    snapshot: {{interval: 1h}}\n    replica: {{url: file:///r}}\n  - path: {db}2\n    snapshot: {{interval: 1h}}\n    replica: {{url: file:///r2}}\n"
+        ),
+    ] {
+        let config = write_config(dir.path(), &body);
+        let (accepted, said) = litestream_reads(&config);
+        assert!(accepted, "Litestream refuses\n{body}\n{said}");
+        let out = lv(dir.path(), &["databases", "-config", &config], &[]);
+        assert!(out.status.success(), "{body}\n{}", text(&out).1);
+    }
+
+    // `$PID` is the replicator's own process id, as in Litestream.
+    let config = write_config(
+        dir.path(),
+        &format!("dbs:\n  - path: {db}\n    replica: {{url: \"file:///backups/r-$PID\"}}\n"),
+    );
+    let out = lv(dir.path(), &["databases", "-config", &config], &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let pid: String = stdout
+        .split("file:///backups/r-")
+        .nth(1)
+        .unwrap_or("")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert!(!pid.is_empty(), "{stdout}");
+
+    // With no databases, `replicate` starts, says so, and waits for a stop signal (exit 0).
+    let config = write_config(dir.path(), "addr: \":9090\"\n");
+    let mut lv = spawn_replicate(dir.path(), &["-config", &config]);
+    wait_for(
+        &lv,
+        "the no-databases line",
+        Duration::from_secs(10),
+        || {
+            fs::read_to_string(&lv.log)
+                .unwrap_or_default()
+                .contains("no databases in the configuration")
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(lv.alive(), "it idles:\n{}", lv.log_text());
+    let log = lv.log.clone();
+    let status = lv.stop();
+    let said = fs::read_to_string(log).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{said}");
+}
+
+/// An S3 access-point ARN, as URL or as bucket, is refused with a clear message (litevisor's S3
+/// client would take it for a bucket name and retry for ever); Litestream accepts it.
+#[test]
+fn s3_access_point_arns_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let arn = "arn:aws:s3:us-east-1:123456789012:accesspoint/myap";
+    for (replica, at) in [
+        (
+            format!("{{url: \"s3://{arn}/db\"}}"),
+            ":3:15: dbs[0].replica.url:",
+        ),
+        (
+            format!("{{type: s3, bucket: \"{arn}\", path: db}}"),
+            ":3:14: dbs[0].replica.bucket:",
+        ),
+    ] {
+        let config = write_config(
+            dir.path(),
+            &format!("dbs:\n  - path: /data/a.db\n    replica: {replica}\n"),
+        );
+        let (accepted, said) = litestream_reads(&config);
+        assert!(accepted, "{said}");
+        let out = lv(dir.path(), &["databases", "-config", &config], &[]);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{config}{at}"))
+                && stderr.contains("S3 access-point ARNs are not supported"),
+            "{stderr}"
+        );
+    }
+    let out = lv(
+        dir.path(),
+        &[
+            "replicate",
+            "-once",
+            "/data/a.db",
+            &format!("s3://{arn}/db"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("access-point ARNs"),
+        "{}",
+        text(&out).1
+    );
+}

@@ -3,6 +3,7 @@
 
 mod replicate_support;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use replicate_support::*;
@@ -52,7 +53,7 @@ fn every_committed_row_survives_sigterm_and_litestream_restores_it() {
 }
 
 #[test]
-fn once_syncs_then_exits_and_force_snapshot_writes_the_whole_database() {
+fn once_syncs_then_exits_and_force_snapshot_writes_an_l9_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let replica = dir.path().join("replica");
@@ -82,12 +83,15 @@ fn once_syncs_then_exits_and_force_snapshot_writes_the_whole_database() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(max_l0(&replica), 2);
 
+    // As Litestream's: no new L0, a snapshot of the whole database at the newest TXID in L9.
     let (code, out) = once(&db, &replica, &["-force-snapshot"]);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(max_l0(&replica), 3);
-    let (commit3, ..) = ltx_header(&l0_path(&replica, 3));
+    assert_eq!(max_l0(&replica), 2);
+    assert_eq!(replica_files(&replica, 9), [(1, 2)]);
+    let snapshot = replica.join("ltx/9/0000000000000001-0000000000000002.ltx");
+    let (commit3, ..) = ltx_header(&snapshot);
     assert!(commit3 >= commit1);
-    let snapshot_size = std::fs::metadata(l0_path(&replica, 3)).unwrap().len();
+    let snapshot_size = std::fs::metadata(&snapshot).unwrap().len();
     assert!(
         snapshot_size > incremental_size,
         "snapshot {snapshot_size} vs incremental {incremental_size}"
@@ -95,6 +99,98 @@ fn once_syncs_then_exits_and_force_snapshot_writes_the_whole_database() {
 
     let restored = litestream_restore(&replica, &dir.path().join("out.db"));
     assert_same_rows(&db, &restored);
+}
+
+/// `-once -force-snapshot` and `-once -enforce-retention`, step by step on twin databases, one
+/// replicated by REAL Litestream and one by litevisor: after each step both replicas hold the same
+/// files (levels and TXID ranges), and Litestream restores litevisor's.
+#[test]
+fn force_snapshot_and_enforce_retention_leave_what_litestream_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let twins = ["litestream", "litevisor"].map(|tool| {
+        let db = dir.path().join(format!("{tool}.db"));
+        let replica = dir.path().join(format!("{tool}-replica"));
+        let config = dir.path().join(format!("{tool}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "snapshot:\n  retention: 2s\ndbs:\n  - path: {}\n    replica:\n      url: {}\n",
+                db.display(),
+                url(&replica)
+            ),
+        )
+        .unwrap();
+        let c = app(&db);
+        create_table(&c);
+        (tool, db, replica, config, c)
+    });
+    let mut twins = twins;
+    let step = |twins: &mut [(&str, PathBuf, PathBuf, PathBuf, rusqlite::Connection)],
+                flags: &[&str],
+                rows: std::ops::Range<i64>| {
+        for (tool, db, _, config, c) in twins.iter_mut() {
+            if !rows.is_empty() {
+                insert(c, rows.clone(), 10);
+            }
+            let bin = if *tool == "litestream" {
+                "litestream"
+            } else {
+                LITEVISOR
+            };
+            let out = std::process::Command::new(bin)
+                .env_remove("AWS_CA_BUNDLE")
+                .args(["replicate", "-once", "-config", config.to_str().unwrap()])
+                .args(flags)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{tool} {flags:?} on {}: {}",
+                db.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let listing = |replica: &Path| -> Vec<(u8, Vec<(u64, u64)>)> {
+            [0, 1, 2, 3, 9]
+                .map(|l| (l, replica_files(replica, l)))
+                .into_iter()
+                .filter(|(_, f)| !f.is_empty())
+                .collect()
+        };
+        let theirs = listing(&twins[0].2);
+        let ours = listing(&twins[1].2);
+        assert_eq!(ours, theirs, "after {flags:?}");
+        ours
+    };
+    step(&mut twins, &[], 0..100);
+    let after = step(&mut twins, &["-force-snapshot"], 100..110);
+    assert!(
+        after.iter().any(|(l, f)| *l == 9 && f == &[(1, 2)]),
+        "{after:?}"
+    );
+    // A forced snapshot is written again even when one covers the position (and dated now).
+    let snapshot = twins[1]
+        .2
+        .join("ltx/9/0000000000000001-0000000000000002.ltx");
+    let before = std::fs::metadata(&snapshot).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    step(&mut twins, &["-force-snapshot"], 0..0);
+    assert!(std::fs::metadata(&snapshot).unwrap().modified().unwrap() > before);
+    step(&mut twins, &["-force-snapshot"], 110..120);
+    // Both snapshots are younger than the 2 s retention: nothing goes.
+    step(&mut twins, &["-enforce-retention"], 0..0);
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = step(
+        &mut twins,
+        &["-force-snapshot", "-enforce-retention"],
+        120..130,
+    );
+    assert!(
+        after.iter().any(|(l, f)| *l == 9 && f == &[(1, 4)]),
+        "the expired snapshots went, the new one stayed: {after:?}"
+    );
+    let restored = litestream_restore(&twins[1].2, &dir.path().join("out.db"));
+    assert_same_rows(&twins[1].1, &restored);
 }
 
 #[test]

@@ -243,7 +243,11 @@ ready_command = ["litevisor", "--version"]
 fn an_s6_service_directory_runs() {
     let s = Setup::new("services_dir = \"services\"\n");
     s.write("services/prepare/type", "oneshot\n");
-    s.write("services/prepare/up", "echo prepare done >> $EV\n");
+    // execline, as s6-rc reads it (not sh: a `>>` there would be an argument of echo).
+    s.write(
+        "services/prepare/up",
+        "sh -c \"echo prepare done >> $EV\"\n",
+    );
     s.write("services/db/type", "longrun\n");
     s.write_exec(
         "services/db/run",

@@ -7,7 +7,9 @@
 //!   program is the main service of litevisor's supervisor. It starts once the databases are
 //!   restored (`-restore-if-db-not-exists`, else never restored, as in Litestream), gets the stop
 //!   signals forwarded to its process group, and its exit ends the run; then the final sync runs.
-//! - `-once`: one sync and upload of every configured database, then exit. Not with `-exec`.
+//! - `-once`: one sync and upload of every configured database, then exit. Not with `-exec`. With
+//!   `-force-snapshot` an L9 snapshot follows; with `-enforce-retention`, snapshot retention and the
+//!   L1+ files below its floor (Litestream's order and rules; L0 is left alone).
 //!
 //! Without `-once` the run *is* the supervisor ([`crate::supervisor::run`], called before any
 //! other thread exists because it takes the signals over): every database is a restore oneshot plus
@@ -28,7 +30,7 @@
 //!   invalid configuration (every problem is printed as `file:line:col: key: message`).
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use tracing::{error, info, warn};
@@ -39,6 +41,7 @@ use crate::config::{Config, ConfigError, Database, Replica, RestorePolicy};
 use crate::init::ExitCodeMap;
 use crate::replica::ReplicaUrl;
 use crate::replica::s3::S3Options;
+use crate::replication::compact;
 use crate::replication::engine::{FinalSync, Replicator};
 use crate::replication::ltx::PageEncoding;
 use crate::replication::restore;
@@ -72,9 +75,13 @@ pub struct ReplicateArgs {
     /// Sync the WAL and upload once, then exit.
     #[arg(long)]
     pub once: bool,
-    /// With -once: write a full snapshot instead of an incremental L0.
+    /// With -once: also write a snapshot (L9) of the database, as Litestream does.
     #[arg(long = "force-snapshot", requires = "once")]
     pub force_snapshot: bool,
+    /// With -once: delete snapshots older than the snapshot retention and the L1+ files they
+    /// make unnecessary, as Litestream does.
+    #[arg(long = "enforce-retention", requires = "once")]
+    pub enforce_retention: bool,
     /// Restore a database from its replica first when it does not exist and the replica has data.
     #[arg(long = "restore-if-db-not-exists")]
     pub restore_if_db_not_exists: bool,
@@ -155,18 +162,22 @@ pub fn run(args: ReplicateArgs) -> anyhow::Result<i32> {
             return usage("cannot use -once with `exec` in the configuration file");
         }
         // Without exec the deadline is exactly the final sync's window.
-        return Ok(once(
-            &config.databases,
-            config.shutdown_timeout,
-            args.force_snapshot,
-        ));
+        let after = AfterOnce {
+            force_snapshot: args.force_snapshot,
+            enforce_retention: args.enforce_retention,
+        };
+        return Ok(once(&config.databases, config.shutdown_timeout, after));
     }
     for db in &config.databases {
         info!(db = %db.path.display(), replica = %db.replica, "replicating");
     }
+    if config.databases.is_empty() && config.services.is_empty() {
+        warn!("no databases in the configuration: waiting for a stop signal");
+    }
     let options = crate::supervisor::Options {
         exit_map: ExitCodeMap::new(Vec::new()),
         warn_on_reap: false,
+        idle_when_empty: true,
     };
     match crate::supervisor::run(config, options) {
         Ok(code) => Ok(code),
@@ -245,11 +256,18 @@ fn usage(msg: &str) -> anyhow::Result<i32> {
     Ok(USAGE)
 }
 
+/// What `-once` does after the sync, in Litestream's order.
+#[derive(Clone, Copy)]
+struct AfterOnce {
+    force_snapshot: bool,
+    enforce_retention: bool,
+}
+
 /// `-once`: each database through the same engine the daemon uses, one pass, then its final sync.
-fn once(databases: &[Database], sync_timeout: Duration, force_snapshot: bool) -> i32 {
+fn once(databases: &[Database], sync_timeout: Duration, after: AfterOnce) -> i32 {
     let mut code = 0;
     for db in databases {
-        if let Err(err) = once_one(db, sync_timeout, force_snapshot) {
+        if let Err(err) = once_one(db, sync_timeout, after) {
             error!(db = %db.path.display(), "{err:#}");
             eprintln!("litevisor: error: {}: {err:#}", db.path.display());
             code = 1;
@@ -258,9 +276,9 @@ fn once(databases: &[Database], sync_timeout: Duration, force_snapshot: bool) ->
     code
 }
 
-fn once_one(db: &Database, sync_timeout: Duration, force_snapshot: bool) -> anyhow::Result<()> {
-    let mut cfg = crate::supervisor::engine_config(db);
-    cfg.force_snapshot = force_snapshot;
+fn once_one(db: &Database, sync_timeout: Duration, after: AfterOnce) -> anyhow::Result<()> {
+    let cfg = crate::supervisor::engine_config(db);
+    let replica = cfg.replica.clone();
     if db.restore == RestorePolicy::IfMissing && !db.path.exists() {
         restore_if_replica_exists(&*cfg.replica, &db.path)?;
     }
@@ -277,7 +295,29 @@ fn once_one(db: &Database, sync_timeout: Duration, force_snapshot: bool) -> anyh
     }
     // The final sync is a no-op unless the database changed meanwhile; it says whether the replica
     // holds everything committed.
-    report(replicator.shutdown(sync_timeout))
+    report(replicator.shutdown(sync_timeout))?;
+    // Litestream writes the snapshot from the database at the position just uploaded; the
+    // replica's chain holds exactly that state, so it is built from there (no database lock).
+    if after.force_snapshot {
+        match compact::force_snapshot(&*replica, db.page_encoding).context("snapshot")? {
+            Some(f) => info!(db = %db.path.display(), txid = f.max_txid, "snapshot written"),
+            None => info!(db = %db.path.display(), "nothing to snapshot: the replica is empty"),
+        }
+    }
+    if after.enforce_retention {
+        if !db.retention_enabled {
+            info!(db = %db.path.display(), "retention disabled: nothing deleted");
+        } else {
+            let report = compact::snapshot_and_level_retention(
+                &*replica,
+                db.snapshot_retention,
+                SystemTime::now(),
+            )
+            .context("enforce retention")?;
+            info!(db = %db.path.display(), deleted = report.deleted.len(), "retention enforced");
+        }
+    }
+    Ok(())
 }
 
 fn report(done: FinalSync) -> anyhow::Result<()> {

@@ -157,6 +157,7 @@ fn supervise(args: RunArgs) -> anyhow::Result<i32> {
     let options = crate::supervisor::Options {
         exit_map: ExitCodeMap::new(args.remap_exit),
         warn_on_reap: args.warn_on_reap,
+        idle_when_empty: false,
     };
     match crate::supervisor::run(config, options) {
         Ok(code) => Ok(code),

@@ -80,11 +80,16 @@ pub struct Problems {
 }
 
 impl Problems {
+    /// Adds a problem; the same problem at the same place is reported once (a shared default
+    /// found wrong for each of its users).
     pub fn push(&mut self, loc: Loc, message: impl Into<String>) {
-        self.errors.push(Problem {
+        let problem = Problem {
             loc,
             message: message.into(),
-        });
+        };
+        if !self.errors.contains(&problem) {
+            self.errors.push(problem);
+        }
     }
 
     pub fn warn(&mut self, loc: Loc, message: impl Into<String>) {

@@ -20,12 +20,15 @@ mod database;
 mod diag;
 mod directory;
 mod env;
+mod execline;
 mod graph;
 pub mod litestream;
 pub mod observe;
+mod pipeline;
 mod program;
 mod resolve;
 mod s6dir;
+mod s6overlay;
 mod spec;
 mod tree;
 mod values;
@@ -129,6 +132,14 @@ pub struct Service {
     /// Run after each exit of a longrun, with s6's arguments: exit code (256 if killed), signal number,
     /// service name.
     pub finish: Option<Vec<OsString>>,
+    /// A oneshot's `down` (s6-rc): run when the container stops, in reverse start order, after its
+    /// dependents have stopped; bounded by the stop deadline.
+    pub down: Option<Vec<OsString>>,
+    /// s6-rc log pipeline: this service's stdout goes to that service's stdin (through one pipe
+    /// litevisor keeps open for the whole run, so no line is lost across restarts).
+    pub stdout_to: Option<String>,
+    /// Another service's stdout feeds this one's stdin (it is a pipeline's consumer).
+    pub stdin_piped: bool,
     /// `None` = no limit.
     pub finish_timeout: Option<Duration>,
     pub log_prefix: bool,

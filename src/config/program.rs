@@ -3,7 +3,7 @@
 //! file that is a binary or a `#!` script whose interpreter exists. A program named
 //! [`SELF_PROGRAM`] is litevisor itself and needs no `PATH` (see [`crate::init::spawn`]).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -50,6 +50,65 @@ pub fn check_program(program: &OsStr, path_var: &OsStr, cwd: &Path) -> Result<()
             })?
     };
     check_interpreter(&file)
+}
+
+/// The argv that runs the script `path` (an s6 `run`/`finish`, a cont-init.d script):
+/// - a `#!/command/with-contenv PROG` (or `/usr/bin/with-contenv`) script runs as `PROG path`:
+///   with-contenv only restores the container environment that s6-overlay's stage 1 wiped, and
+///   litevisor never wipes it (the real with-contenv would load an empty envdir);
+/// - a `#!/command/PROG [ARG]` script (s6-overlay's directory of skarnet programs, such as
+///   `execlineb`) runs as `PROG [ARG] path` through PATH when the image has no `/command`;
+/// - a `#!INTERP [ARG]` script without the exec bit runs as `INTERP [ARG] path`, what the kernel
+///   would do once `s6-rc-compile` installed it 0755 (only where `relaxed`: s6-rc source dirs);
+/// - anything else runs as itself.
+pub fn script_argv(path: &Path, relaxed: bool) -> Vec<OsString> {
+    let itself = vec![path.as_os_str().to_owned()];
+    let Some((interpreter, arg)) = shebang(path) else {
+        return itself;
+    };
+    let mut argv = Vec::new();
+    if Path::new(&interpreter).file_name() == Some(OsStr::new("with-contenv")) {
+        match arg {
+            Some(prog) => argv.push(prog),
+            // `with-contenv` alone runs the script's remaining words; treat it as sh would.
+            None => argv.push("/bin/sh".into()),
+        }
+    } else if let Some(name) = Path::new(&interpreter)
+        .strip_prefix("/command")
+        .ok()
+        .filter(|_| !Path::new(&interpreter).exists())
+    {
+        argv.push(name.as_os_str().to_owned());
+        argv.extend(arg);
+    } else if relaxed && !is_executable(path) {
+        argv.push(interpreter);
+        argv.extend(arg);
+    } else {
+        return itself;
+    }
+    argv.push(path.as_os_str().to_owned());
+    argv
+}
+
+/// The `#!` line of a file: the interpreter and its one optional argument (the kernel passes the
+/// rest of the line as a single argument).
+fn shebang(path: &Path) -> Option<(OsString, Option<OsString>)> {
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.trim_ascii();
+    let (interp, rest) = match line.iter().position(|b| b.is_ascii_whitespace()) {
+        Some(i) => (&line[..i], line[i..].trim_ascii()),
+        None => (line, &b""[..]),
+    };
+    if interp.is_empty() {
+        return None;
+    }
+    let arg = (!rest.is_empty()).then(|| OsStr::from_bytes(rest).to_owned());
+    Some((OsStr::from_bytes(interp).to_owned(), arg))
 }
 
 fn is_executable(path: &Path) -> bool {

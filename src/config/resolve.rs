@@ -13,14 +13,14 @@ use nix::sys::signal::Signal;
 use super::diag::{ConfigError, Loc, Problems, Source};
 use super::env::{EnvBuilder, read_env_file};
 use super::graph::{check_main, dedupe, direct_deps, expand_bundles, start_order};
-use super::program::{DEFAULT_PATH, check_program};
-use super::s6dir;
+use super::program::{DEFAULT_PATH, check_program, script_argv};
 use super::spec::ServiceSpec;
 use super::tree::{self, CommandSpec, Located, Node, TableReader};
 use super::{
     Backoff, Config, DEFAULT_SERVICES_DIR, Database, GiveUp, Readiness, RestartPolicy,
-    SERVICE_NAME_ENV, Service, ServiceKind, credentials, database, values,
+    SERVICE_NAME_ENV, Service, ServiceKind, credentials, database, execline, values,
 };
+use super::{pipeline, s6dir, s6overlay};
 
 pub const DEFAULT_LOG_PREFIX: bool = true;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -158,10 +158,21 @@ fn load_into(
         }
     };
     let mut bundles = Vec::new();
-    if let Some(dir) = &scanned_dir {
-        let (dir_specs, dir_bundles) = s6dir::scan(dir, problems);
-        specs.extend(dir_specs);
-        bundles = dir_bundles;
+    match scanned_dir.as_deref().map(|d| (d, s6overlay::root_of(d))) {
+        Some((_, Some(etc))) => {
+            let layer = s6overlay::scan(&etc, problems);
+            specs.extend(layer.specs);
+            bundles = layer.bundles;
+            if let Some(grace) = layer.grace {
+                globals.grace = grace;
+            }
+        }
+        Some((dir, None)) => {
+            let (dir_specs, dir_bundles) = s6dir::scan(dir, false, problems);
+            specs.extend(dir_specs);
+            bundles = dir_bundles;
+        }
+        None => {}
     }
     if specs.is_empty() && databases.is_empty() && directories.is_empty() && problems.is_empty() {
         problems.push(
@@ -170,7 +181,8 @@ fn load_into(
         );
     }
 
-    let specs = dedupe(specs, &bundles, problems);
+    let mut specs = dedupe(specs, &bundles, problems);
+    pipeline::link(&mut specs, &mut bundles, problems);
     expand_bundles(&specs, &bundles, problems);
     // A service's `databases` may name a directory entry by its `dir` too.
     let known_databases: Vec<Database> = databases
@@ -443,14 +455,14 @@ fn resolve_service(
         .cloned()
         .unwrap_or_else(|| DEFAULT_PATH.into());
     let program = |c: &Located<CommandSpec>, problems: &mut Problems| -> Vec<OsString> {
-        let argv = argv(&c.value);
-        if let Err(msg) = check_program(&argv[0], &path_var, &cwd) {
+        argv(&c.value, &path_var, &cwd).unwrap_or_else(|msg| {
             problems.push(c.loc.clone(), msg);
-        }
-        argv
+            vec![OsString::new()]
+        })
     };
     let command = spec.command.as_ref().map(|c| program(c, problems));
     let finish = spec.finish.as_ref().map(|c| program(c, problems));
+    let down = spec.down.as_ref().map(|c| program(c, problems));
     let readiness = match (&spec.notification_fd, &spec.ready_tcp, &spec.ready_command) {
         (Some(fd), _, _) => Readiness::NotificationFd(fd.value),
         (None, Some(tcp), _) => Readiness::Tcp {
@@ -515,6 +527,9 @@ fn resolve_service(
         working_dir,
         credentials: resolved_user.map(|r| r.credentials),
         finish,
+        down,
+        stdout_to: spec.producer_for.as_ref().map(|p| p.value.clone()),
+        stdin_piped: spec.consumer_for.is_some(),
         finish_timeout: optional(
             spec.finish_timeout
                 .as_ref()
@@ -586,12 +601,17 @@ fn backoff(spec: &ServiceSpec, problems: &mut Problems) -> Backoff {
     }
 }
 
-fn argv(command: &CommandSpec) -> Vec<OsString> {
-    match command {
+/// The argv of a command for a service whose PATH is `path_var` and working directory `cwd`, once
+/// its program is known to be runnable.
+fn argv(command: &CommandSpec, path_var: &OsString, cwd: &Path) -> Result<Vec<OsString>, String> {
+    let argv = match command {
         CommandSpec::Argv(argv) => argv.iter().map(OsString::from).collect(),
         CommandSpec::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.into()],
-        CommandSpec::Script(path) => vec![path.clone().into_os_string()],
-    }
+        CommandSpec::Script(path) => script_argv(path, true),
+        CommandSpec::Execline(text) => return execline::argv(text, path_var, cwd),
+    };
+    check_program(&argv[0], path_var, cwd)?;
+    Ok(argv)
 }
 
 #[cfg(test)]
@@ -768,7 +788,8 @@ log_prefix = true
         assert_eq!(app.finish_timeout, Some(Duration::from_millis(750)));
         let once = config.service("once").unwrap();
         assert_eq!(once.kind, ServiceKind::Oneshot);
-        assert_eq!(once.command, ["/bin/sh", "-c", "echo hi"]);
+        // One execline command line: exec'd as it is.
+        assert_eq!(once.command, ["echo", "hi"]);
         assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
         assert!(config.warnings[0].to_string().contains("app/down"));
     }

@@ -1,8 +1,10 @@
 //! Scans the services directory. Each visible subdirectory is one service: litevisor's own form (an
 //! executable `run`, optional executable `finish`, optional `service.toml` with the same keys as a
-//! `[services.NAME]` table) and s6-overlay's form read as it is (`type`, `up`, `dependencies.d/`,
-//! `notification-fd`, `down-signal`, `timeout-*`), so a migration needs no rewrite. s6 bundles (`type`
-//! = `bundle`, `contents.d/`) are accepted as dependency aliases for their members.
+//! `[services.NAME]` table, an s6 `log/` logger) and s6-rc's source form read as `s6-rc-compile`
+//! reads it (`type`, `run`/`finish` without the exec bit, `up`/`down` execline, `dependencies.d/`,
+//! `producer-for`/`consumer-for`/`pipeline-name`, `notification-fd`, `down-signal`, `timeout-*`), so
+//! a migration needs no rewrite. s6 bundles (`type` = `bundle`, `contents.d/`) are accepted as
+//! dependency aliases for their members. s6-overlay's own layer around it is `s6overlay`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,19 +25,7 @@ pub struct Bundle {
 const S6_BASE_BUNDLE: &str = "base";
 
 /// s6 features whose silent omission would change behaviour.
-const UNSUPPORTED: [(&str, &str); 5] = [
-    (
-        "producer-for",
-        "s6 logging pipelines are not supported; litevisor collects stdout itself",
-    ),
-    (
-        "consumer-for",
-        "s6 logging pipelines are not supported; litevisor collects stdout itself",
-    ),
-    (
-        "pipeline-name",
-        "s6 logging pipelines are not supported; litevisor collects stdout itself",
-    ),
+const UNSUPPORTED: [(&str, &str); 2] = [
     (
         "flag-newpidns",
         "running a service in a new PID namespace is not supported",
@@ -43,7 +33,22 @@ const UNSUPPORTED: [(&str, &str); 5] = [
     ("lock-fd", "lock-fd is not supported"),
 ];
 
-pub fn scan(dir: &Path, problems: &mut Problems) -> (Vec<ServiceSpec>, Vec<Bundle>) {
+/// s6-overlay's own definitions, which it merges into the compiled tree at boot and litevisor
+/// provides itself (see `s6overlay`): copies of them in the scanned directory are not read.
+pub const OVERLAY_OWN: [&str; 5] = [
+    "base",
+    "top",
+    "fix-attrs",
+    "legacy-cont-init",
+    "legacy-services",
+];
+/// s6-overlay's user bundles: a directory of that name may hold only `contents.d/`.
+pub const OVERLAY_USER_BUNDLES: [&str; 2] = ["user", "user2"];
+
+/// Reads every service directory of `dir`. With `overlay`, the directory is part of an s6-overlay
+/// layout: its own definitions are skipped, `user`/`user2` are bundles, and `base` is a real
+/// dependency (cont-init.d runs there).
+pub fn scan(dir: &Path, overlay: bool, problems: &mut Problems) -> (Vec<ServiceSpec>, Vec<Bundle>) {
     let mut names = Vec::new();
     match std::fs::read_dir(dir) {
         Ok(entries) => {
@@ -76,18 +81,28 @@ pub fn scan(dir: &Path, problems: &mut Problems) -> (Vec<ServiceSpec>, Vec<Bundl
             problems.push(Loc::file(&path), msg);
             continue;
         };
+        if overlay && OVERLAY_OWN.contains(&name) {
+            continue;
+        }
         match read_file(&path, "type", problems).as_deref() {
-            Some("bundle") => bundles.push(read_bundle(name, &path, problems)),
-            kind => services.push(read_service(name, &path, kind, problems)),
+            Some("bundle") => bundles.push(read_bundle(name, &path, overlay, problems)),
+            None if overlay && OVERLAY_USER_BUNDLES.contains(&name) => {
+                bundles.push(read_bundle(name, &path, overlay, problems))
+            }
+            kind => {
+                services.push(read_service(name, &path, kind, overlay, problems));
+                services.extend(logger(name, &path, problems));
+            }
         }
     }
     (services, bundles)
 }
 
-fn read_service(
+pub fn read_service(
     name: &str,
     dir: &Path,
     s6_type: Option<&str>,
+    overlay: bool,
     problems: &mut Problems,
 ) -> ServiceSpec {
     let mut spec = ServiceSpec::new(name, Loc::file(dir), dir);
@@ -131,7 +146,13 @@ fn read_service(
             format!("unknown type {other:?}: use longrun, oneshot or bundle"),
         ),
     }
-    if let Some(run) = executable(dir, "run", problems) {
+    // An s6-rc source directory (it has a `type`) is read as s6-rc-compile reads it: a oneshot's
+    // command is `up` (its `run`, if any, is just a file `up` may name, as in the linuxserver.io
+    // images), a longrun's is `run`, and scripts need no exec bit (s6-rc-compile installs them 0755).
+    let s6rc = s6_type.is_some();
+    let oneshot = s6_type == Some("oneshot");
+    let longrun = s6_type == Some("longrun");
+    if !oneshot && let Some(run) = script(dir, "run", s6rc, problems) {
         set(
             &mut spec.command,
             Located {
@@ -141,39 +162,42 @@ fn read_service(
             problems,
         );
     }
-    if let Some(up) = read_file(dir, "up", problems) {
-        // s6-rc lexes `up` as one execline command line; the simple cases mean the same to sh.
-        match spec.kind.as_ref().map(|k| k.value) {
-            Some(ServiceKind::Longrun) => problems.push(
-                at("up"),
-                "`up` is the command of an s6 oneshot, but the type is longrun",
-            ),
-            Some(ServiceKind::Oneshot) => {}
-            None => {
+    match read_file(dir, "up", problems) {
+        Some(_) if longrun => problems.warn(
+            at("up"),
+            "ignored: `up` is the command of a oneshot, and this is a longrun (s6-rc ignores it too)",
+        ),
+        Some(up) => {
+            if spec.kind.is_none() {
                 spec.kind = Some(Located {
                     value: ServiceKind::Oneshot,
                     loc: at("up"),
-                })
+                });
+            }
+            if up.is_empty() {
+                problems.push(at("up"), "empty command");
+            } else {
+                set(
+                    &mut spec.command,
+                    Located {
+                        value: CommandSpec::Execline(up),
+                        loc: at("up"),
+                    },
+                    problems,
+                );
             }
         }
-        if up.is_empty() {
-            problems.push(at("up"), "empty command");
-        } else {
-            set(
-                &mut spec.command,
-                Located {
-                    value: CommandSpec::Shell(up),
-                    loc: at("up"),
-                },
-                problems,
-            );
-        }
+        None => {}
     }
     if spec.command.is_none() {
-        let msg = "no executable `run` file (nor an s6 `up` file, nor `command` in service.toml)";
+        let msg = if oneshot {
+            "an s6 oneshot needs an `up` file (its command line)"
+        } else {
+            "no executable `run` file (nor an s6 `up` file, nor `command` in service.toml)"
+        };
         problems.push(Loc::file(dir), msg);
     }
-    if let Some(finish) = executable(dir, "finish", problems) {
+    if !oneshot && let Some(finish) = script(dir, "finish", s6rc, problems) {
         set(
             &mut spec.finish,
             Located {
@@ -183,7 +207,7 @@ fn read_service(
             problems,
         );
     }
-    if let Some(deps) = read_dependencies(dir, problems) {
+    if let Some(deps) = read_dependencies(dir, overlay, problems) {
         set(&mut spec.depends_on, deps, problems);
     }
     if let Some(text) = read_file(dir, "notification-fd", problems) {
@@ -233,38 +257,92 @@ fn read_service(
     if let Some(finish) = millis(dir, "timeout-finish", problems) {
         set(&mut spec.finish_timeout, finish, problems);
     }
+    // s6-rc log pipelines: checked and linked across services in `pipeline`.
+    if let Some(consumer) = read_file(dir, "producer-for", problems) {
+        spec.producer_for = Some(Located {
+            value: consumer,
+            loc: at("producer-for"),
+        });
+    }
+    let consumer_for = dir.join("consumer-for");
+    if consumer_for.exists() {
+        spec.consumer_for = Some(Located {
+            value: read_list_file(&consumer_for, problems),
+            loc: at("consumer-for"),
+        });
+    }
+    if let Some(name) = read_file(dir, "pipeline-name", problems) {
+        spec.pipeline_name = Some(Located {
+            value: name,
+            loc: at("pipeline-name"),
+        });
+    }
     for (file, why) in UNSUPPORTED {
         if dir.join(file).exists() {
             problems.push(at(file), why);
         }
     }
-    if dir.join("down").exists() {
-        if spec
-            .kind
-            .as_ref()
-            .is_some_and(|k| k.value == ServiceKind::Oneshot)
-        {
-            problems.push(
-                at("down"),
-                "an s6 oneshot's `down` command is not supported",
-            );
-        } else {
-            problems.warn(
-                at("down"),
-                "ignored: litevisor starts every service (a `down` file keeps it down in s6)",
-            );
+    let is_oneshot = spec
+        .kind
+        .as_ref()
+        .is_some_and(|k| k.value == ServiceKind::Oneshot);
+    if is_oneshot {
+        // A oneshot's `down` runs at the stop; an empty or missing one succeeds, as in s6-rc.
+        if let Some(down) = read_file(dir, "down", problems).filter(|d| !d.is_empty()) {
+            spec.down = Some(Located {
+                value: CommandSpec::Execline(down),
+                loc: at("down"),
+            });
         }
+    } else if dir.join("down").exists() {
+        problems.warn(
+            at("down"),
+            "ignored: litevisor starts every service (a `down` file keeps it down in s6)",
+        );
     }
     if dir.join("log").is_dir() {
-        problems.warn(at("log"), "ignored: litevisor prints each service's output on its own stdout, prefixed by the name");
+        if s6rc {
+            problems.warn(at("log"), "ignored: s6-rc services log through pipelines (producer-for/consumer-for), as in s6-rc");
+        } else {
+            // An s6 service directory's logger: it reads the service's stdout (see `logger`).
+            spec.producer_for = Some(Located {
+                value: logger_name(name),
+                loc: at("log"),
+            });
+        }
     }
     spec
 }
 
-fn read_bundle(name: &str, dir: &Path, problems: &mut Problems) -> Bundle {
+/// The name of the service running a service directory's `log/`.
+fn logger_name(service: &str) -> String {
+    format!("{service}-log")
+}
+
+/// The logger of an s6 service directory (`log/run`, not in s6-rc source dirs): a longrun named
+/// `NAME-log` whose stdin is the service's stdout, as s6-svscan pipes them.
+pub fn logger(name: &str, dir: &Path, problems: &mut Problems) -> Option<ServiceSpec> {
+    let log = dir.join("log");
+    if !log.is_dir() || dir.join("type").exists() {
+        return None;
+    }
+    let mut spec = read_service(&logger_name(name), &log, None, false, problems);
+    spec.consumer_for = Some(Located {
+        value: vec![Located {
+            value: name.to_string(),
+            loc: Loc::file(&log),
+        }],
+        loc: Loc::file(&log),
+    });
+    Some(spec)
+}
+
+pub fn read_bundle(name: &str, dir: &Path, overlay: bool, problems: &mut Problems) -> Bundle {
     let mut members = list_dir_names(&dir.join("contents.d"), problems);
     members.extend(read_list_file(&dir.join("contents"), problems));
-    members.retain(|m| m.value != S6_BASE_BUNDLE);
+    if !overlay {
+        members.retain(|m| m.value != S6_BASE_BUNDLE);
+    }
     Bundle {
         name: name.to_string(),
         loc: Loc::file(dir),
@@ -272,8 +350,13 @@ fn read_bundle(name: &str, dir: &Path, problems: &mut Problems) -> Bundle {
     }
 }
 
-/// `dependencies.d/` (one empty file per dependency) and the older `dependencies` list file.
-fn read_dependencies(dir: &Path, problems: &mut Problems) -> Option<Located<Vec<Located<String>>>> {
+/// `dependencies.d/` (one empty file per dependency) and the older `dependencies` list file. Outside
+/// an s6-overlay layout, `base` (the overlay's bundle) has nothing to wait for and is dropped.
+fn read_dependencies(
+    dir: &Path,
+    overlay: bool,
+    problems: &mut Problems,
+) -> Option<Located<Vec<Located<String>>>> {
     let d = dir.join("dependencies.d");
     let f = dir.join("dependencies");
     if !d.exists() && !f.exists() {
@@ -281,7 +364,9 @@ fn read_dependencies(dir: &Path, problems: &mut Problems) -> Option<Located<Vec<
     }
     let mut deps = list_dir_names(&d, problems);
     deps.extend(read_list_file(&f, problems));
-    deps.retain(|dep| dep.value != S6_BASE_BUNDLE);
+    if !overlay {
+        deps.retain(|dep| dep.value != S6_BASE_BUNDLE);
+    }
     let loc = Loc::file(if d.exists() { &d } else { &f });
     Some(Located { value: deps, loc })
 }
@@ -365,8 +450,10 @@ fn millis(dir: &Path, name: &str, problems: &mut Problems) -> Option<Located<Dur
     }
 }
 
-/// An executable regular file in the service directory; present but not executable is an error.
-fn executable(dir: &Path, name: &str, problems: &mut Problems) -> Option<PathBuf> {
+/// A script of the service directory (`run`, `finish`). It must be executable, except in an s6-rc
+/// source directory (`relaxed`), where a `#!` script without the exec bit runs through its
+/// interpreter, as it would once `s6-rc-compile` installed it 0755.
+pub fn script(dir: &Path, name: &str, relaxed: bool, problems: &mut Problems) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     let meta = std::fs::metadata(&path).ok()?;
@@ -375,8 +462,18 @@ fn executable(dir: &Path, name: &str, problems: &mut Problems) -> Option<PathBuf
         return None;
     }
     if meta.permissions().mode() & 0o111 == 0 {
-        problems.push(Loc::file(&path), "not executable (chmod +x it)");
-        return None;
+        let shebang = std::fs::read(&path).is_ok_and(|b| b.starts_with(b"#!"));
+        if !relaxed {
+            problems.push(Loc::file(&path), "not executable (chmod +x it)");
+            return None;
+        }
+        if !shebang {
+            problems.push(
+                Loc::file(&path),
+                "not executable and no #! line: chmod +x it, or start it with e.g. #!/bin/sh",
+            );
+            return None;
+        }
     }
     Some(path)
 }

@@ -45,6 +45,14 @@ pub struct ServiceSpec {
     pub user: Option<Located<String>>,
     pub group: Option<Located<String>>,
     pub finish: Option<Located<CommandSpec>>,
+    /// A oneshot's `down` (s6-rc directories only).
+    pub down: Option<Located<CommandSpec>>,
+    /// s6-rc `producer-for`: the service whose stdin this one's stdout feeds.
+    pub producer_for: Option<Located<String>>,
+    /// s6-rc `consumer-for`: the services whose stdout feeds this one's stdin.
+    pub consumer_for: Option<Located<Vec<Located<String>>>>,
+    /// s6-rc `pipeline-name`: a bundle of the whole pipeline ending here.
+    pub pipeline_name: Option<Located<String>>,
     pub finish_timeout: Option<Located<Duration>>,
     pub log_prefix: Option<Located<bool>>,
     pub databases: Option<Located<Vec<Located<String>>>>,

@@ -486,12 +486,14 @@ impl<'a> TableReader<'a> {
     }
 }
 
-/// A command as written: an argv array, a string for `/bin/sh -c`, or an executable file (`run`).
+/// A command as written: an argv array, a string for `/bin/sh -c`, a script file (`run`), or an
+/// s6-rc `up`/`down` line (execline).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommandSpec {
     Argv(Vec<String>),
     Shell(String),
     Script(std::path::PathBuf),
+    Execline(String),
 }
 
 fn type_error<T>(problems: &mut Problems, loc: Loc, expected: &str, found: &Node) -> Option<T> {

@@ -70,6 +70,7 @@ impl ReplicaUrl {
                 }
                 Ok(ReplicaUrl::File(PathBuf::from(path)))
             }
+            "s3" if is_arn(rest) => Err(err(ARN_REFUSED)),
             "s3" => parse_s3(rest).map(ReplicaUrl::S3).map_err(|r| err(&r)),
             other => Err(err(&format!("unsupported replica URL scheme {other:?}"))),
         }
@@ -83,6 +84,18 @@ impl fmt::Display for ReplicaUrl {
             ReplicaUrl::S3(s3) => write!(f, "s3://{}/{}", s3.bucket, s3.path),
         }
     }
+}
+
+/// Why an S3 access-point ARN (`s3://arn:aws:s3:REGION:ACCOUNT:accesspoint/NAME/...`, or as a
+/// `bucket`) is refused: litevisor's S3 client addresses buckets only, and taking the ARN for a
+/// bucket name would retry a request that can never succeed.
+pub const ARN_REFUSED: &str = "S3 access-point ARNs are not supported by litevisor: use the access point's alias (NAME-...-s3alias) as the bucket, or the bucket itself";
+
+/// An Amazon resource name where a bucket is expected.
+pub fn is_arn(bucket_or_rest: &str) -> bool {
+    bucket_or_rest
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("arn:"))
 }
 
 fn parse_s3(rest: &str) -> Result<S3Url, String> {

@@ -77,7 +77,7 @@ pub fn compact_level(
     }
     let min = inputs.iter().map(|f| f.min_txid).min().unwrap_or(seek);
     let max = inputs.iter().map(|f| f.max_txid).max().unwrap_or(seek);
-    merge_into(replica, &inputs, dst_level, min, max, encoding).map(Some)
+    merge_into(replica, &inputs, dst_level, min, max, encoding, None).map(Some)
 }
 
 /// Writes L9 `0000000000000001-<max>` by merging the replica's latest restore chain, unless the
@@ -85,6 +85,23 @@ pub fn compact_level(
 pub fn snapshot_level(
     replica: &dyn ReplicaClient,
     encoding: PageEncoding,
+) -> Result<Option<FileInfo>, CompactError> {
+    write_snapshot(replica, encoding, false)
+}
+
+/// `replicate -once -force-snapshot`: the L9 snapshot of the replica's newest TXID, written even
+/// when one covers it already (Litestream rewrites it too). None only for an empty replica.
+pub fn force_snapshot(
+    replica: &dyn ReplicaClient,
+    encoding: PageEncoding,
+) -> Result<Option<FileInfo>, CompactError> {
+    write_snapshot(replica, encoding, true)
+}
+
+fn write_snapshot(
+    replica: &dyn ReplicaClient,
+    encoding: PageEncoding,
+    force: bool,
 ) -> Result<Option<FileInfo>, CompactError> {
     let chain = match restore::plan(replica, Target::Latest) {
         Ok(chain) => chain,
@@ -100,17 +117,30 @@ pub fn snapshot_level(
         .map(|f| f.max_txid)
         .max()
         .unwrap_or(0);
-    if newest_snapshot >= last.max_txid {
+    if newest_snapshot >= last.max_txid && !force {
         return Ok(None);
     }
     let first = chain[0].min_txid;
     if first != 1 {
         return Err(CompactError::NoBase(first));
     }
-    merge_into(replica, &chain, SNAPSHOT_LEVEL, 1, last.max_txid, encoding).map(Some)
+    // Like Litestream's, a snapshot is dated when it is taken (its retention counts from then); a
+    // compaction keeps its inputs' date so point-in-time restores still find them.
+    let now = SystemTime::now();
+    merge_into(
+        replica,
+        &chain,
+        SNAPSHOT_LEVEL,
+        1,
+        last.max_txid,
+        encoding,
+        Some(now),
+    )
+    .map(Some)
 }
 
-/// Streams the merge of `inputs` (a contiguous chain, oldest first) into `dst_level` as `min-max`.
+/// Streams the merge of `inputs` (a contiguous chain, oldest first) into `dst_level` as `min-max`,
+/// dated `dated` (header timestamp and creation time), else as the merged header says.
 fn merge_into(
     replica: &dyn ReplicaClient,
     inputs: &[FileInfo],
@@ -118,6 +148,7 @@ fn merge_into(
     min: u64,
     max: u64,
     encoding: PageEncoding,
+    dated: Option<SystemTime>,
 ) -> Result<FileInfo, CompactError> {
     let what = format!(
         "write level {dst_level} {}",
@@ -130,12 +161,19 @@ fn merge_into(
         crate::replication::ltx::file_name(min, max)
     ));
     let (merger, names, _intermediate) = restore::open_merger(replica, inputs, &scratch)?;
-    let header = merger.header();
+    let mut header = merger.header();
+    if let Some(t) = dated {
+        let ms = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        header.timestamp_ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    }
     let created_at = restore::timestamp_to_time(header.timestamp_ms);
     let (writer, mut reader) = pipe::pipe();
 
     std::thread::scope(|s| {
-        let encoder = s.spawn(move || encode(merger, writer, encoding));
+        let encoder = s.spawn(move || encode(merger, &header, writer, encoding));
         let written = replica.write_ltx(dst_level, min, max, created_at, &mut reader);
         drop(reader);
         let encoded = encoder
@@ -162,11 +200,11 @@ fn merge_into(
 /// stream: any error drops the writer unfinished, which fails the reader and so the upload.
 fn encode<R: Read>(
     mut merger: Merger<R>,
+    header: &crate::replication::ltx::Header,
     writer: PipeWriter,
     encoding: PageEncoding,
 ) -> Result<(), LtxError> {
-    let header = merger.header();
-    let mut enc = Encoder::new(writer, &header, encoding)?;
+    let mut enc = Encoder::new(writer, header, encoding)?;
     let mut page = vec![0u8; header.page_size as usize];
     while let Some(pgno) = merger.next_page(&mut page)? {
         enc.encode_page(pgno, &page)?;
@@ -184,8 +222,20 @@ pub fn enforce_retention(
     r: &Retention,
     now: SystemTime,
 ) -> Result<RetentionReport, CompactError> {
+    let mut report = snapshot_and_level_retention(replica, r.snapshot_retention, now)?;
+    enforce_l0_retention(replica, r.l0_retention, now, &mut report)?;
+    Ok(report)
+}
+
+/// Snapshot retention, then L1..L8 below the snapshot floor; L0 is left alone. This is what
+/// `replicate -once -enforce-retention` does, as Litestream's does.
+pub fn snapshot_and_level_retention(
+    replica: &dyn ReplicaClient,
+    snapshot_retention: Duration,
+    now: SystemTime,
+) -> Result<RetentionReport, CompactError> {
     let mut report = RetentionReport::default();
-    let floor = enforce_snapshot_retention(replica, r.snapshot_retention, now, &mut report)?;
+    let floor = enforce_snapshot_retention(replica, snapshot_retention, now, &mut report)?;
     for level in 1..SNAPSHOT_LEVEL {
         let files = replica.ltx_files(level)?;
         let Some(last) = files.last().cloned() else {
@@ -197,7 +247,6 @@ pub fn enforce_retention(
             .collect();
         delete(replica, doomed, &mut report)?;
     }
-    enforce_l0_retention(replica, r.l0_retention, now, &mut report)?;
     Ok(report)
 }
 

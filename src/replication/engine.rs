@@ -83,8 +83,6 @@ pub struct DbConfig {
     /// `Duration::ZERO` disables L0 retention (Litestream #1425).
     pub l0_retention: Duration,
     pub retention_enabled: bool,
-    /// The first sync writes a full snapshot (`-force-snapshot`).
-    pub force_snapshot: bool,
     /// Replicate even when the database's directory is on a network filesystem (see `fsguard`).
     pub allow_network_fs: bool,
 }
@@ -105,7 +103,6 @@ impl DbConfig {
             snapshot_retention: DEFAULT_SNAPSHOT_RETENTION,
             l0_retention: DEFAULT_L0_RETENTION,
             retention_enabled: true,
-            force_snapshot: false,
             allow_network_fs: false,
         }
     }

@@ -141,6 +141,17 @@ impl Drop for KillOnDrop {
 
 /// A close-on-exec pipe `(read, write)` whose read end is non-blocking (for the runtime) and whose
 /// write end stays blocking (for the child, which expects ordinary stdout semantics).
+/// A pipe with both ends blocking and close-on-exec: one service's stdout to another's stdin.
+pub fn blocking_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the array on success.

@@ -96,6 +96,9 @@ pub struct Options {
     pub exit_map: ExitCodeMap,
     /// Log a warning for every orphan reaped (tini's `-w`).
     pub warn_on_reap: bool,
+    /// With nothing to run, wait for a stop signal instead of ending at once (Litestream's
+    /// `replicate` with no databases idles).
+    pub idle_when_empty: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,8 +170,9 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         grace: config.grace,
         exit_map: options.exit_map,
         warn_on_reap: options.warn_on_reap,
+        idle_when_empty: options.idle_when_empty,
     };
-    let (nodes, overview) = build_nodes(&config, &output);
+    let (nodes, overview) = build_nodes(&config, &output).map_err(SupervisorError::Setup)?;
     let board = Arc::clone(&overview.board);
     let overview: Arc<dyn control::StatusSource> = Arc::new(overview);
     let (serve, serve_http) = {
@@ -209,7 +213,14 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
 /// per service in the configuration's start order; every service depends on the replicate node of
 /// each database in its `databases` list, so it starts on a restored, replicated database and stops
 /// before that database's final sync. Also the status view of all of it.
-fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
+fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<Node>, Overview)> {
+    // One pipe per pipeline consumer, held here for the whole run (as s6-rc's fdholder holds it):
+    // a restart of either end loses no line, and the consumer never sees EOF.
+    let mut pipes = std::collections::BTreeMap::new();
+    for service in config.services.iter().filter(|s| s.stdin_piped) {
+        let (read, write) = child::blocking_pipe()?;
+        pipes.insert(service.name.clone(), (Arc::new(read), Arc::new(write)));
+    }
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
@@ -226,6 +237,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             main: false,
             database: true,
             final_sync: false,
+            lingers: false,
             unit: Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record))),
             revive: None,
         });
@@ -235,6 +247,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             main: false,
             database: true,
             final_sync: true,
+            lingers: false,
             unit: Box::new(ReplicateUnit::new(db.clone(), Arc::clone(&record))),
             revive: Some({
                 let (db, record) = (db.clone(), Arc::clone(&record));
@@ -254,6 +267,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             main: false,
             database: true,
             final_sync: false,
+            lingers: false,
             unit: Box::new(DirRestoreUnit::new(entry.clone())),
             revive: None,
         });
@@ -264,6 +278,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             main: false,
             database: true,
             final_sync: true,
+            lingers: false,
             unit: Box::new(DirUnit::new(entry.clone(), Arc::clone(&set), owner.clone())),
             revive: Some({
                 let (entry, set) = (entry.clone(), Arc::clone(&set));
@@ -310,12 +325,23 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
             main: service.main,
             database: false,
             final_sync: false,
-            unit: Box::new(ProcessService::new(
-                service.clone(),
-                Arc::clone(output),
-                seed.wrapping_add(i as u64)
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            )),
+            lingers: service.kind == ServiceKind::Oneshot && service.down.is_some(),
+            unit: Box::new(
+                ProcessService::new(
+                    service.clone(),
+                    Arc::clone(output),
+                    seed.wrapping_add(i as u64)
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                )
+                .piped(
+                    pipes.get(&service.name).map(|(read, _)| Arc::clone(read)),
+                    service
+                        .stdout_to
+                        .as_ref()
+                        .and_then(|c| pipes.get(c))
+                        .map(|(_, write)| Arc::clone(write)),
+                ),
+            ),
             revive: None,
         });
     }
@@ -325,5 +351,5 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> (Vec<Node>, Overview) {
         databases: set,
         health_upload_lag: config.observe.health_upload_lag(),
     };
-    (nodes, overview)
+    Ok((nodes, overview))
 }

@@ -39,6 +39,9 @@ pub struct Node {
     /// it then starts with its stop order already given.
     pub final_sync: bool,
     pub unit: Box<dyn Unit>,
+    /// A oneshot with a `down` command: once done, its unit stays until the stop (to run `down`),
+    /// which does not count as running when deciding whether every service has ended.
+    pub lingers: bool,
     /// Builds the unit that takes over should this one panic (a replicator: its engine lives on
     /// and its final sync must still run). Without it a panic is a failure of the node.
     pub revive: Option<Box<dyn Fn() -> Box<dyn Unit> + Send>>,
@@ -61,6 +64,8 @@ pub struct Settings {
     pub exit_map: ExitCodeMap,
     /// Log a warning for every orphan reaped (tini's `-w`).
     pub warn_on_reap: bool,
+    /// See [`super::Options::idle_when_empty`].
+    pub idle_when_empty: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +96,7 @@ struct Slot {
     main: bool,
     database: bool,
     final_sync: bool,
+    lingers: bool,
     unit: Option<Box<dyn Unit>>,
     revive: Option<Box<dyn Fn() -> Box<dyn Unit> + Send>>,
     state: State,
@@ -142,6 +148,7 @@ pub async fn run(
             main: n.main,
             database: n.database,
             final_sync: n.final_sync,
+            lingers: n.lingers,
             unit: Some(n.unit),
             revive: n.revive,
             state: State::Pending,
@@ -490,7 +497,12 @@ impl Orchestrator {
     fn check_all_ended(&mut self) {
         let mut services = self.slots.iter().filter(|s| !s.database).peekable();
         let any_service = services.peek().is_some();
-        let services_ended = services.all(|s| s.state == State::Ended);
+        // A done oneshot waiting to run its `down` at the stop has ended as far as running goes.
+        let services_ended =
+            services.all(|s| s.state == State::Ended || (s.lingers && s.satisfied));
+        if self.slots.is_empty() && self.settings.idle_when_empty {
+            return;
+        }
         if self.deadline.is_none()
             && services_ended
             && (any_service || self.slots.iter().all(|s| s.state == State::Ended))
@@ -519,6 +531,22 @@ impl Orchestrator {
     }
 
     /// Sends the stop order to every running node whose dependents have all ended.
+    /// Whether any node depending on `i`, directly or through others, is still running.
+    fn dependent_running(&self, i: usize) -> bool {
+        let mut seen = vec![false; self.slots.len()];
+        let mut stack = self.slots[i].dependents.clone();
+        while let Some(d) = stack.pop() {
+            if std::mem::replace(&mut seen[d], true) {
+                continue;
+            }
+            if self.slots[d].state == State::Running {
+                return true;
+            }
+            stack.extend(&self.slots[d].dependents);
+        }
+        false
+    }
+
     fn stop_what_can_stop(&mut self) {
         let Some(deadline) = self.deadline else {
             return;
@@ -534,12 +562,10 @@ impl Orchestrator {
                 continue;
             }
             // A pending dependent (a replicator waiting for its restore) does not hold the stop
-            // back: the restore is abandoned, and the replicator then never starts.
-            if !slot
-                .dependents
-                .iter()
-                .all(|&d| self.slots[d].state != State::Running)
-            {
+            // back: the restore is abandoned, and the replicator then never starts. Dependents
+            // count transitively: a oneshot that ended in between does not open the way (a
+            // oneshot's `down` runs after everything started after it has stopped, as in s6-rc).
+            if self.dependent_running(i) {
                 continue;
             }
             let slot = &mut self.slots[i];

@@ -41,6 +41,10 @@ pub struct ProcessService {
     output: Arc<Output>,
     restarts: Restarts,
     prefix: Vec<u8>,
+    /// A pipeline consumer's stdin (the read end of its pipeline).
+    stdin: Option<Arc<OwnedFd>>,
+    /// A pipeline producer's stdout (the write end of its consumer's pipeline).
+    stdout: Option<Arc<OwnedFd>>,
 }
 
 /// How one run ended.
@@ -69,7 +73,17 @@ impl ProcessService {
             service,
             output,
             prefix,
+            stdin: None,
+            stdout: None,
         }
+    }
+
+    /// Connects the service to its log pipeline: `stdin` if it consumes one, `stdout` if it
+    /// produces for one.
+    pub fn piped(mut self, stdin: Option<Arc<OwnedFd>>, stdout: Option<Arc<OwnedFd>>) -> Self {
+        self.stdin = stdin;
+        self.stdout = stdout;
+        self
     }
 
     async fn supervise(mut self, mut ctl: Control) -> Ended {
@@ -103,6 +117,9 @@ impl ProcessService {
                 if status.success() {
                     tracing::info!(service = %name, "oneshot {name:?} done");
                     ctl.ready();
+                    if let Some(down) = self.service.down.clone() {
+                        return self.down(&mut ctl, &down).await;
+                    }
                     return ended(Some(status), Why::Exited);
                 }
                 if self.service.main {
@@ -199,18 +216,28 @@ impl ProcessService {
             program: argv[0].clone(),
             source,
         };
-        let out = self
-            .output
-            .pipe(Stream::Stdout, &self.prefix)
-            .map_err(parent_err)?;
+        let own_out;
+        let out_fd = match &self.stdout {
+            Some(pipeline) => pipeline.as_raw_fd(),
+            None => {
+                own_out = self
+                    .output
+                    .pipe(Stream::Stdout, &self.prefix)
+                    .map_err(parent_err)?;
+                own_out.as_raw_fd()
+            }
+        };
         let err = self
             .output
             .pipe(Stream::Stderr, &self.prefix)
             .map_err(parent_err)?;
         let mut spec = self
             .spec(argv)
-            .stdout(Stdio::Fd(out.as_raw_fd()))
+            .stdout(Stdio::Fd(out_fd))
             .stderr(Stdio::Fd(err.as_raw_fd()));
+        if let Some(stdin) = &self.stdin {
+            spec = spec.stdin(Stdio::Fd(stdin.as_raw_fd()));
+        }
         if let Some((target, fd)) = extra {
             spec = spec.pass_fd(target, fd.as_raw_fd());
         }
@@ -352,6 +379,49 @@ impl ProcessService {
         }
         tree.signal(&[libc::SIGKILL]);
         running.exited().await
+    }
+
+    /// A oneshot with a `down` command is up (no process) until its stop order, which comes once
+    /// its dependents have stopped; then `down` runs, killed at the stop deadline. A kill order
+    /// skips it, as it skips `finish`.
+    async fn down(&self, ctl: &mut Control, argv: &[OsString]) -> Ended {
+        let name = &self.service.name;
+        let mut order = ctl.command();
+        while order == Command::Run {
+            order = ctl.next_order().await;
+        }
+        let Command::Stop { deadline } = order else {
+            return ended(None, Why::Stopped);
+        };
+        tracing::info!("oneshot {name:?}: running its down command");
+        let mut running = match self.launch(argv, None, ctl.group_recorder()).await {
+            Ok(running) => running,
+            Err(err) => {
+                tracing::warn!("oneshot {name:?}: down: {err}");
+                return ended(Some(ExitStatus::Exited(err.exit_code())), Why::Stopped);
+            }
+        };
+        let mut tree = Tree::new(running.pid);
+        let kill_at: Instant = deadline.into();
+        let status = loop {
+            tokio::select! {
+                status = running.exited() => break status,
+                _ = tokio::time::sleep_until(kill_at) => {
+                    tracing::warn!("oneshot {name:?}: down still running at the shutdown deadline: killed");
+                    tree.signal(&[libc::SIGKILL]);
+                    break running.exited().await;
+                }
+                order = ctl.next_order() => if order == Command::Kill {
+                    tree.signal(&[libc::SIGKILL]);
+                    break running.exited().await;
+                },
+            }
+        };
+        ctl.set_group(None);
+        if !status.success() {
+            tracing::warn!("oneshot {name:?}: down {status}");
+        }
+        ended(Some(status), Why::Stopped)
     }
 
     /// Runs the finish program, if any, for an exit with `status`; returns how it ended.

@@ -122,7 +122,17 @@ impl Setup {
         )
     }
 
+    /// Starts litevisor on this directory's config with `env` added to its environment.
+    pub fn start_env(&self, mode: Mode, env: &[(&str, &str)]) -> Lv {
+        let config = self.file("litevisor.toml").display().to_string();
+        self.spawn(mode, &["--config", &config], &[], env)
+    }
+
     pub fn start_with(&self, mode: Mode, config_args: &[&str], extra: &[&str]) -> Lv {
+        self.spawn(mode, config_args, extra, &[])
+    }
+
+    fn spawn(&self, mode: Mode, config_args: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Lv {
         let mut cmd = match mode {
             Mode::Direct => Command::new(BIN),
             Mode::Pid1 => {
@@ -141,6 +151,7 @@ impl Setup {
             cmd.env_remove(var);
         }
         cmd.env("LITEVISOR_LOG", "info");
+        cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null());
         cmd.stdout(std::fs::File::create(self.file("stdout.log")).expect("stdout.log"));
         cmd.stderr(std::fs::File::create(self.file("stderr.log")).expect("stderr.log"));

@@ -314,13 +314,8 @@ impl SyncWorker {
                 .meta
                 .newest_header()?
                 .map(|h| Position::from_header(&h)),
-            force_snapshot: self
-                .cfg
-                .force_snapshot
-                .then(|| "snapshot forced".to_string()),
             ..SyncState::default()
         };
-        self.cfg.force_snapshot = false;
         if let Some(pos) = self.state.pos {
             let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
             s.txid = pos.txid;
