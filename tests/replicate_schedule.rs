@@ -53,7 +53,8 @@ fn replica_errors_are_retried_and_never_block_the_application() {
     let log = lv.log.clone();
     assert!(lv.stop().success());
     let log = std::fs::read_to_string(log).unwrap();
-    assert!(log.contains("upload failed, retrying"), "{log}");
+    assert!(log.contains("replica error, retrying"), "{log}");
+    assert!(log.contains("replica reachable again"), "{log}");
     let l0 = replica_files(&replica, 0);
     assert!(l0.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{l0:?}");
     let restored = litestream_restore(&replica, &dir.path().join("out.db"));

@@ -9,7 +9,10 @@
 //!   `service`, `txid`...); a field named `txid` or ending in `_txid` is a 16-digit hex string as in
 //!   Litestream. Text lines are `TIME LEVEL msg key=value...`.
 //! - Stream: stderr, or stdout when litestream.yml says `logging: {stderr: false}`.
-//! - Length: every value is cut (with `…`) so a line stays under about 300 characters.
+//! - Length: field values are cut (with `…`) so that the fields take about 300 characters at most;
+//!   the message only past [`MAX_MESSAGE`]: litevisor's messages are whole sentences whose end is
+//!   often the advice (what to do about a lock, a bucket, a limit), while an oversized field value
+//!   is a dump nobody reads.
 //! - Other crates (the AWS SDK, hyper) log at `warn` at most, whatever the level: their debug and
 //!   trace output shows request headers and the credential chain's findings.
 
@@ -32,8 +35,10 @@ pub const FORMAT_ENV: &str = "LITEVISOR_LOG_FORMAT";
 
 /// Longest line aimed for; values are cut to stay under it.
 const LINE_BUDGET: usize = 300;
-/// Longest single value (the message included).
+/// Longest single field value.
 const MAX_VALUE: usize = 260;
+/// Longest message.
+const MAX_MESSAGE: usize = 1000;
 /// A value is never cut below this, even late in a long line.
 const MIN_VALUE: usize = 24;
 
@@ -208,9 +213,10 @@ fn level_name(level: Level) -> &'static str {
 fn render(json: bool, time: SystemTime, level: Level, f: &Fields) -> String {
     let time = crate::replica::s3::format_rfc3339_nano(time);
     let mut line = String::with_capacity(160);
-    let budget = |line: &String| {
+    // The message does not count against the fields' budget.
+    let budget = |line: &String, message: usize| {
         LINE_BUDGET
-            .saturating_sub(line.len())
+            .saturating_sub(line.len().saturating_sub(message))
             .clamp(MIN_VALUE, MAX_VALUE)
     };
     if json {
@@ -219,14 +225,15 @@ fn render(json: bool, time: SystemTime, level: Level, f: &Fields) -> String {
             "{{\"time\":\"{time}\",\"level\":\"{}\",\"msg\":",
             level_name(level)
         );
-        let msg = crate::text::cut(&f.message, budget(&line));
+        let msg = crate::text::cut(&f.message, MAX_MESSAGE);
         line.push_str(&crate::text::json_str(&msg));
+        let fields_start = msg.len();
         for (name, value) in &f.fields {
             let _ = write!(line, ",{}:", crate::text::json_str(name));
             match value {
                 Value::Raw(raw) => line.push_str(raw),
                 Value::Text(text) => {
-                    let text = crate::text::cut(text, budget(&line));
+                    let text = crate::text::cut(text, budget(&line, fields_start));
                     line.push_str(&crate::text::json_str(&text));
                 }
             }
@@ -234,12 +241,13 @@ fn render(json: bool, time: SystemTime, level: Level, f: &Fields) -> String {
         line.push_str("}\n");
     } else {
         let _ = write!(line, "{time} {:>5} ", level_name(level));
-        let msg = crate::text::cut(&f.message, budget(&line));
+        let msg = crate::text::cut(&f.message, MAX_MESSAGE);
         line.push_str(&msg);
+        let fields_start = msg.len();
         for (name, value) in &f.fields {
             let text = match value {
                 Value::Raw(raw) => raw.clone(),
-                Value::Text(text) => crate::text::cut(text, budget(&line)),
+                Value::Text(text) => crate::text::cut(text, budget(&line, fields_start)),
             };
             let quote = text.is_empty() || text.contains([' ', '"', '=']);
             if quote {
@@ -294,8 +302,22 @@ mod tests {
         );
         for json in [true, false] {
             let line = render(json, SystemTime::now(), Level::ERROR, &f);
-            assert!(line.chars().count() < 400, "{}", line.len());
-            assert!(line.contains('…'));
+            assert!(line.chars().count() < MAX_MESSAGE + 400, "{}", line.len());
+            assert!(
+                line.matches('…').count() == 3,
+                "message and both fields are cut: {line}"
+            );
+        }
+        // A long message keeps its end (the advice is often there).
+        let advice = format!("{} two replicators would fork the history", "x".repeat(400));
+        for json in [true, false] {
+            let line = render(
+                json,
+                SystemTime::now(),
+                Level::ERROR,
+                &fields(&advice, vec![]),
+            );
+            assert!(line.contains("would fork the history"), "{line}");
         }
         let text = render(false, UNIX_EPOCH, Level::WARN, &fields("a\nb", vec![]));
         assert_eq!(text, "1970-01-01T00:00:00Z  WARN a b\n");

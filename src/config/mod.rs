@@ -42,9 +42,9 @@ pub use database::replica_from_url;
 pub use diag::{ConfigError, Problem};
 pub use directory::DatabaseDir;
 pub use nix::sys::signal::Signal;
+pub use observe::{LogFilter, LogFormat, LogSettings, Observability};
 pub use program::{DEFAULT_PATH, SELF_EXE, SELF_PROGRAM};
 pub use values::signal as parse_signal;
-pub use observe::{LogFilter, LogFormat, LogSettings, Observability};
 
 /// The configuration file read when neither `--config` nor `$LITEVISOR_CONFIG` names one.
 pub const DEFAULT_CONFIG: &str = "/etc/litevisor/litevisor.toml";
