@@ -776,12 +776,65 @@ def section_scale():
         per = {t: (rss_at[hi][t] - rss_at[lo][t]) * 1024 / (hi - lo) for t in rss_at[hi]}
         print(f"| RSS per extra database, {lo:,} → {hi:,} DBs (KiB) | {per['litevisor']:.0f} | "
               f"{per['litestream']:.0f} | {ratio(per['litevisor'], per['litestream'])} |")
+    # S3 requests of N idle databases: both tools at once, each behind its own counting proxy.
+    n = 100 if QUICK else 1000
+    window = 30 if QUICK else 120
+    if hard == resource.RLIM_INFINITY or n * 9 + 256 <= hard:
+        moto = Moto()
+        counts = scale_s3_idle(moto, n, window)
+        for kind in ("all kinds",) + CountingProxy.KINDS:
+            lv, ls = counts["litevisor"][kind], counts["litestream"][kind]
+            if kind == "all kinds" or lv or ls:
+                row(f"{n:,} idle DBs on S3: {kind} requests per hour ({window} s window × "
+                    f"{3600 // window})", [lv], [ls], 0)
+    print()
+    print(f"S3 rows: {n:,} databases of one `dir:` entry replicated to moto through a counting proxy "
+          f"per tool, both tools at once; once every database has its first L0 object and the next "
+          f"30 s compaction boundary has passed, the requests of a {window} s window, extrapolated "
+          "to an hour.")
 
 
-def scale_run(tool, n, idle):
-    """(startup s, idle CPU s, RSS MiB, peak RSS MiB, threads, fds per DB, stop s) of one
-    `tool replicate -config` of a `dir:` entry holding n DBs."""
-    work = tempfile.mkdtemp(dir=TMP)
+def scale_s3_idle(moto, n, window):
+    """{tool: {kind: requests per hour}} of n idle databases (one `dir:` entry) on S3."""
+    procs, proxies, works = {}, {}, []
+    try:
+        for tool in TOOLS:
+            proxies[tool] = CountingProxy(moto.port)
+            work = tempfile.mkdtemp(dir=TMP)
+            works.append(work)
+            data = make_dir_of_dbs(work, n)
+            url = s3_url(proxies[tool].endpoint, f"scale-{tool}")
+            procs[tool] = start_dir_replicator(tool, work, data, url)
+        deadline = time.monotonic() + 600
+        def ready(tool):
+            keys = moto.list_keys(f"scale-{tool}/")
+            return len({k.split("/")[1] for k in keys if "/0000/" in k}) >= n
+        pending = set(TOOLS)
+        while pending and time.monotonic() < deadline:
+            pending = {t for t in pending if not ready(t)}
+            time.sleep(1)
+        if pending:
+            raise RuntimeError(f"not every database reached S3: {sorted(pending)}")
+        time.sleep(COMPACTION_PERIOD - time.time() % COMPACTION_PERIOD + 2)
+        for p in proxies.values():
+            p.reset()
+        time.sleep(window)
+        result = {}
+        for tool in TOOLS:
+            counts = proxies[tool].snapshot()
+            per_hour = {k: v * 3600 / window for k, v in counts.items()}
+            per_hour["all kinds"] = sum(per_hour.values())
+            result[tool] = per_hour
+        return result
+    finally:
+        for p in procs.values():
+            stop(p)
+        for work in works:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def make_dir_of_dbs(work, n):
+    """A directory of n copies of a one-row database in WAL mode; returns its path."""
     template = os.path.join(work, "template.sqlite")
     c = new_db(template)
     c.execute("INSERT INTO t(v) VALUES (x'00')")
@@ -790,17 +843,30 @@ def scale_run(tool, n, idle):
     os.mkdir(data)
     for i in range(n):
         shutil.copyfile(template, os.path.join(data, f"db{i}.sqlite"))
-    replica = os.path.join(work, "replica")
+    return data
+
+
+def start_dir_replicator(tool, work, data, url):
+    """`tool replicate -config` of one `dir:` entry (data, '*.sqlite') replicated to url."""
     cfg = os.path.join(work, "litestream.yml")
     with open(cfg, "w") as f:
         f.write(f"logging:\n  level: error\ndbs:\n  - dir: {data}\n    pattern: '*.sqlite'\n"
-                f"    replica:\n      url: file://{replica}\n")
+                f"    replica:\n      url: {json.dumps(url)}\n")
     binary, log = (LS, "ls.log") if tool == "litestream" else (LV, "lv.log")
     args = [binary, "replicate", "-config", cfg]
     if tool == "litevisor":
         args[2:2] = ["-log-level", "error"]
+    return spawn(args, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, log), "w"))
+
+
+def scale_run(tool, n, idle):
+    """(startup s, idle CPU s, RSS MiB, peak RSS MiB, threads, fds per DB, stop s) of one
+    `tool replicate -config` of a `dir:` entry holding n DBs."""
+    work = tempfile.mkdtemp(dir=TMP)
+    data = make_dir_of_dbs(work, n)
+    replica = os.path.join(work, "replica")
     t0 = time.monotonic()
-    proc = spawn(args, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, log), "w"))
+    proc = start_dir_replicator(tool, work, data, f"file://{replica}")
     try:
         deadline = t0 + 600
         pending = {os.path.join(replica, f"db{i}.sqlite", "ltx", "0") for i in range(n)}
