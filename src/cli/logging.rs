@@ -9,9 +9,9 @@
 //!   `service`, `txid`...); a field named `txid` or ending in `_txid` is a 16-digit hex string as in
 //!   Litestream. Text lines are `TIME LEVEL msg key=value...`.
 //! - Stream: stderr, or stdout when litestream.yml says `logging: {stderr: false}`.
-//! - Length: field values are cut (with `…`) so that the fields take about 300 characters at most;
-//!   the message only past [`MAX_MESSAGE`]: litevisor's messages are whole sentences whose end is
-//!   often the advice (what to do about a lock, a bucket, a limit), while an oversized field value
+//! - Length: values are cut (with `…`) so a line stays under about 300 characters, except the
+//!   message of an error, kept whole up to [`MAX_ERROR_MESSAGE`]: an error is said once and its end
+//!   is often what to do (about a lock, a bucket, a limit), while an oversized value anywhere else
 //!   is a dump nobody reads.
 //! - Other crates (the AWS SDK, hyper) log at `warn` at most, whatever the level: their debug and
 //!   trace output shows request headers and the credential chain's findings.
@@ -35,10 +35,10 @@ pub const FORMAT_ENV: &str = "LITEVISOR_LOG_FORMAT";
 
 /// Longest line aimed for; values are cut to stay under it.
 const LINE_BUDGET: usize = 300;
-/// Longest single field value.
+/// Longest single value (the message included, but for errors).
 const MAX_VALUE: usize = 260;
-/// Longest message.
-const MAX_MESSAGE: usize = 1000;
+/// Longest message of an error.
+const MAX_ERROR_MESSAGE: usize = 1000;
 /// A value is never cut below this, even late in a long line.
 const MIN_VALUE: usize = 24;
 
@@ -213,21 +213,27 @@ fn level_name(level: Level) -> &'static str {
 fn render(json: bool, time: SystemTime, level: Level, f: &Fields) -> String {
     let time = crate::replica::s3::format_rfc3339_nano(time);
     let mut line = String::with_capacity(160);
-    // The message does not count against the fields' budget.
+    // An error's message does not count against the budget of its fields.
     let budget = |line: &String, message: usize| {
         LINE_BUDGET
             .saturating_sub(line.len().saturating_sub(message))
             .clamp(MIN_VALUE, MAX_VALUE)
     };
+    let whole_message = level == Level::ERROR;
     if json {
         let _ = write!(
             line,
             "{{\"time\":\"{time}\",\"level\":\"{}\",\"msg\":",
             level_name(level)
         );
-        let msg = crate::text::cut(&f.message, MAX_MESSAGE);
+        let message_budget = if whole_message {
+            MAX_ERROR_MESSAGE
+        } else {
+            budget(&line, 0)
+        };
+        let msg = crate::text::cut(&f.message, message_budget);
         line.push_str(&crate::text::json_str(&msg));
-        let fields_start = msg.len();
+        let fields_start = if whole_message { msg.len() } else { 0 };
         for (name, value) in &f.fields {
             let _ = write!(line, ",{}:", crate::text::json_str(name));
             match value {
@@ -241,9 +247,14 @@ fn render(json: bool, time: SystemTime, level: Level, f: &Fields) -> String {
         line.push_str("}\n");
     } else {
         let _ = write!(line, "{time} {:>5} ", level_name(level));
-        let msg = crate::text::cut(&f.message, MAX_MESSAGE);
+        let message_budget = if whole_message {
+            MAX_ERROR_MESSAGE
+        } else {
+            budget(&line, 0)
+        };
+        let msg = crate::text::cut(&f.message, message_budget);
         line.push_str(&msg);
-        let fields_start = msg.len();
+        let fields_start = if whole_message { msg.len() } else { 0 };
         for (name, value) in &f.fields {
             let text = match value {
                 Value::Raw(raw) => raw.clone(),
@@ -301,23 +312,37 @@ mod tests {
             ],
         );
         for json in [true, false] {
+            let line = render(json, SystemTime::now(), Level::WARN, &f);
+            assert!(line.chars().count() < 400, "{}", line.len());
+            assert!(line.contains('…'));
             let line = render(json, SystemTime::now(), Level::ERROR, &f);
-            assert!(line.chars().count() < MAX_MESSAGE + 400, "{}", line.len());
+            assert!(
+                line.chars().count() < MAX_ERROR_MESSAGE + 400,
+                "{}",
+                line.len()
+            );
             assert!(
                 line.matches('…').count() == 3,
-                "message and both fields are cut: {line}"
+                "message and both fields cut: {line}"
             );
         }
-        // A long message keeps its end (the advice is often there).
+        // An error's long message keeps its end (the advice is often there); a warning's is cut.
         let advice = format!("{} two replicators would fork the history", "x".repeat(400));
         for json in [true, false] {
-            let line = render(
+            let error = render(
                 json,
                 SystemTime::now(),
                 Level::ERROR,
                 &fields(&advice, vec![]),
             );
-            assert!(line.contains("would fork the history"), "{line}");
+            assert!(error.contains("would fork the history"), "{error}");
+            let warning = render(
+                json,
+                SystemTime::now(),
+                Level::WARN,
+                &fields(&advice, vec![]),
+            );
+            assert!(!warning.contains("would fork") && warning.chars().count() < 400);
         }
         let text = render(false, UNIX_EPOCH, Level::WARN, &fields("a\nb", vec![]));
         assert_eq!(text, "1970-01-01T00:00:00Z  WARN a b\n");
