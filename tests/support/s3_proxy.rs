@@ -1,6 +1,7 @@
 //! Test support: an HTTP/1.1 fault-injecting TCP proxy between an S3 client and the S3 server. It
 //! counts requests, adds latency, answers the first N with `503 SlowDown`, cuts large download bodies mid-way, and
-//! drops connections in the middle of large uploads. Also a "black hole" listener that accepts
+//! drops connections in the middle of large uploads; also a share of requests answered 503 or reset
+//! (seeded draws), "down" (every connection closed unanswered) and "stall" (requests held). Also a "black hole" listener that accepts
 //! connections and never answers (a replica that is down but reachable).
 #![allow(dead_code)]
 
@@ -25,8 +26,18 @@ pub struct Faults {
     pub cut_uploads: AtomicUsize,
     /// Milliseconds added before each request is forwarded (network latency).
     pub delay_ms: AtomicU64,
-    /// Faults actually injected (503s + cuts).
+    /// Faults actually injected (503s + cuts + resets + refusals).
     pub injected: AtomicUsize,
+    /// A share (per mille) of requests answered with 503 SlowDown, drawn from `seed`.
+    pub fail_permille: AtomicU64,
+    /// A share (per mille) of requests whose connection is reset before they are forwarded.
+    pub reset_permille: AtomicU64,
+    /// While set, every request's connection is closed unanswered (S3 down).
+    pub down: AtomicBool,
+    /// While set, requests are held unanswered (a stalled connection); released when cleared.
+    pub stall: AtomicBool,
+    /// Seed of the per-request draws of `fail_permille` / `reset_permille` (replayable runs).
+    pub seed: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -35,6 +46,18 @@ impl Faults {
         counter
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
+    }
+
+    /// A draw in 0..1000 for request number `n`, from the seed (splitmix64).
+    fn draw(&self, n: usize, salt: u64) -> u64 {
+        let mut z = self
+            .seed
+            .load(Ordering::SeqCst)
+            .wrapping_add((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .wrapping_add(salt);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % 1000
     }
 }
 
@@ -174,9 +197,21 @@ fn serve(client: TcpStream, upstream_port: u16, f: &Faults) -> io::Result<()> {
     let mut client_r = BufReader::new(client);
     let mut upstream: Option<(BufReader<TcpStream>, TcpStream)> = None;
     while let Some(req) = read_head(&mut client_r)? {
-        f.requests.fetch_add(1, Ordering::SeqCst);
+        let n = f.requests.fetch_add(1, Ordering::SeqCst);
         let body_len = req.content_length.unwrap_or(0);
-        if Faults::take(&f.fail_next) {
+        while f.stall.load(Ordering::SeqCst) && !f.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if f.down.load(Ordering::SeqCst)
+            || f.draw(n, 1) < f.reset_permille.load(Ordering::SeqCst)
+        {
+            f.injected.fetch_add(1, Ordering::SeqCst);
+            // SO_LINGER 0: the close is a TCP reset, as when a load balancer drops a connection.
+            let _ = set_linger_zero(&client_w);
+            let _ = client_w.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        if Faults::take(&f.fail_next) || f.draw(n, 2) < f.fail_permille.load(Ordering::SeqCst) {
             f.injected.fetch_add(1, Ordering::SeqCst);
             io::copy(&mut (&mut client_r).take(body_len), &mut io::sink())?;
             let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
@@ -255,6 +290,29 @@ fn serve(client: TcpStream, upstream_port: u16, f: &Faults) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+fn set_linger_zero(s: &TcpStream) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket we own, with a properly sized linger struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A port that accepts connections and never answers.

@@ -1,0 +1,736 @@
+//! The fault suite: the real litevisor binary attacked at random moments, with real Litestream
+//! 0.5.17 as the judge of every replica (restored by `litestream restore` and by `litevisor
+//! restore`, then compared row by row and with `PRAGMA integrity_check` against the live database).
+//!
+//! Each scenario class is one function `fn(runs, seed) -> Tally`. The plain tests run a few runs of
+//! each (the quick form, part of the test suite); the `#[ignore]`d `full_*` tests run
+//! `FAULTS_RUNS` runs (default 200) from `FAULTS_SEED` and are what `scripts/faults` calls. Every run
+//! prints its seed: `FAULTS_SEED=S FAULTS_RUNS=1 cargo test --test fault_suite -- --ignored full_X`
+//! replays it. A scenario never stops at its first failure: it counts lost rows, wrong exit codes,
+//! hangs and panics over all its runs, prints one `FAULTS|...` line (the script's table), then
+//! fails if any figure is not zero.
+
+mod replicate_support;
+#[path = "support/s3_proxy.rs"]
+mod s3_proxy;
+#[path = "support/s3_server.rs"]
+mod s3_server;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use replicate_support::{LITEVISOR, Replicator, handles_sigterm, integrity};
+
+/// The application of the graceful-stop runs: writes rows in short transactions until SIGTERM,
+/// then exits 0 ("ok") or 3 ("fail"), or dies of the signal mid-transaction ("die": no handler).
+/// It creates `<db>.started` once its handler is in place.
+const APP: &str = r#"
+import os, signal, sqlite3, sys, time
+db, mode, per_tx = sys.argv[1], sys.argv[2], int(sys.argv[3])
+stop = False
+def on_stop(sig, frame):
+    global stop
+    stop = True
+if mode != "die":
+    signal.signal(signal.SIGTERM, on_stop)
+open(db + ".started", "w").close()
+c = sqlite3.connect(db, timeout=5, isolation_level=None)
+c.execute("pragma journal_mode=wal")
+c.execute("create table if not exists t(id integer primary key, v text not null)")
+n = c.execute("select coalesce(max(id), 0) from t").fetchone()[0]
+while not stop:
+    c.execute("begin immediate")
+    for _ in range(per_tx):
+        n += 1
+        c.execute("insert into t(id, v) values (?, ?)", (n, "row-%d-%s" % (n, "x" * (n % 97 * 7))))
+    c.execute("commit")
+    time.sleep(0.002)
+c.close()
+sys.exit(0 if mode == "ok" else 3)
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// Randomness, figures
+
+/// splitmix64: small, seedable, good enough to pick moments and modes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo + 1))
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("FAULTS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+}
+
+fn full_runs() -> usize {
+    std::env::var("FAULTS_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200)
+}
+
+/// What one scenario class did over its runs.
+#[derive(Default)]
+struct Tally {
+    runs: usize,
+    /// Committed rows missing from a restored replica, plus rows it holds that were never kept.
+    lost_rows: usize,
+    wrong_exit: usize,
+    hangs: usize,
+    panics: usize,
+    /// Any other failure (a restore that fails, integrity_check not ok, ...).
+    other: usize,
+    failures: String,
+}
+
+impl Tally {
+    fn fail(&mut self, seed: u64, what: &str) {
+        self.other += 1;
+        self.note(seed, what);
+    }
+    fn note(&mut self, seed: u64, what: &str) {
+        let _ = writeln!(self.failures, "  run seed {seed}: {what}");
+    }
+    /// Prints the figures line and fails the test if anything went wrong.
+    fn finish(self, scenario: &str, seed: u64) {
+        println!(
+            "FAULTS|{scenario}|{}|{}|{}|{}|{}|{}|{seed}",
+            self.runs, self.lost_rows, self.wrong_exit, self.hangs, self.panics, self.other
+        );
+        assert!(
+            self.lost_rows + self.wrong_exit + self.hangs + self.panics + self.other == 0,
+            "{scenario} (seed {seed}): {} runs, {} lost rows, {} wrong exit codes, {} hangs, {} panics, {} other failures:\n{}",
+            self.runs,
+            self.lost_rows,
+            self.wrong_exit,
+            self.hangs,
+            self.panics,
+            self.other,
+            self.failures
+        );
+    }
+}
+
+/// Runs `runs` runs of `one`, each with its own seed drawn from `seed`, in a fresh directory.
+fn scenario(
+    name: &str,
+    runs: usize,
+    seed: u64,
+    mut one: impl FnMut(&mut Rng, &Path, &mut Tally, u64),
+) {
+    println!("{name}: {runs} runs from seed {seed}");
+    let mut master = Rng(seed);
+    let mut tally = Tally::default();
+    for i in 0..runs {
+        let run_seed = master.next();
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        one(&mut Rng(run_seed), dir.path(), &mut tally, run_seed);
+        tally.runs += 1;
+        if runs > 5 && (i + 1) % 10 == 0 {
+            println!("{name}: {} runs done ({:?} last)", i + 1, started.elapsed());
+        }
+    }
+    tally.finish(name, seed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The judge
+
+/// Where a replica lives, as both tools name it, with the environment they need.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    env: Vec<(String, String)>,
+}
+
+impl Target {
+    fn file(dir: &Path) -> Target {
+        Target {
+            url: format!("file://{}", dir.join("replica").display()),
+            env: Vec::new(),
+        }
+    }
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_remove("AWS_CA_BUNDLE");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+}
+
+fn s3_env() -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// (id, v) rows of table t, ordered; empty when the table (or file) is not there.
+fn rows(db: &Path) -> Vec<(i64, String)> {
+    if !db.exists() {
+        return Vec::new();
+    }
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    let Ok(mut st) = c.prepare("SELECT id, v FROM t ORDER BY id") else {
+        return Vec::new();
+    };
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+/// Rows in one list and not the other (both ways).
+fn difference(a: &[(i64, String)], b: &[(i64, String)]) -> usize {
+    use std::collections::HashSet;
+    let sa: HashSet<_> = a.iter().collect();
+    let sb: HashSet<_> = b.iter().collect();
+    sa.symmetric_difference(&sb).count()
+}
+
+/// Restores `target` with `tool` ("litestream" or litevisor) into `out`: Ok(None) when the tool
+/// says there is nothing to restore, Err with its output when it fails otherwise.
+fn restore_with(tool: &str, target: &Target, out: &Path) -> Result<Option<PathBuf>, String> {
+    let _ = fs::remove_file(out);
+    let output = target
+        .command(tool)
+        .arg("restore")
+        .arg("-o")
+        .arg(out)
+        .arg(&target.url)
+        .output()
+        .map_err(|e| format!("run {tool}: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        return Ok(Some(out.to_path_buf()));
+    }
+    let lower = text.to_lowercase();
+    if lower.contains("no matching backup")
+        || lower.contains("no backups found")
+        || lower.contains("nothing to restore")
+        || lower.contains("no snapshot")
+        || lower.contains("is empty")
+    {
+        return Ok(None);
+    }
+    Err(format!("{tool} restore failed ({}): {text}", output.status))
+}
+
+/// How the restored rows must relate to the live ones.
+#[derive(Clone, Copy, PartialEq)]
+enum Expect {
+    /// Exactly the live rows.
+    Exact,
+    /// A committed prefix of the live rows (after a SIGKILL: the last transactions may be missing).
+    Prefix,
+}
+
+/// Restores with both tools and compares with `live`; counts into `tally`. Returns the number of
+/// rows Litestream restored.
+fn judge(
+    target: &Target,
+    live: &Path,
+    dir: &Path,
+    expect: Expect,
+    tally: &mut Tally,
+    seed: u64,
+) -> usize {
+    let want = rows(live);
+    if want.is_empty() {
+        return 0;
+    }
+    if integrity(live) != "ok" {
+        tally.fail(seed, "the live database fails integrity_check");
+    }
+    let mut restored_count = 0;
+    for tool in ["litestream", LITEVISOR] {
+        let name = if tool == "litestream" {
+            "litestream"
+        } else {
+            "litevisor"
+        };
+        let out = dir.join(format!("restored-{name}.db"));
+        let got = match restore_with(tool, target, &out) {
+            Ok(Some(path)) => {
+                let check = integrity(&path);
+                if check != "ok" {
+                    tally.fail(seed, &format!("{name} restore: integrity_check {check}"));
+                }
+                rows(&path)
+            }
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tally.fail(seed, &e);
+                continue;
+            }
+        };
+        if tool == "litestream" {
+            restored_count = got.len();
+        }
+        let bad = match expect {
+            Expect::Exact => difference(&want, &got),
+            Expect::Prefix => {
+                if want.starts_with(&got) {
+                    0
+                } else {
+                    difference(&want[..got.len().min(want.len())], &got).max(1)
+                }
+            }
+        };
+        if bad > 0 {
+            tally.lost_rows += bad;
+            tally.note(
+                seed,
+                &format!(
+                    "{name} restored {} rows, the database keeps {} ({bad} differ, expected {})",
+                    got.len(),
+                    want.len(),
+                    if expect == Expect::Exact {
+                        "exactly those"
+                    } else {
+                        "a prefix"
+                    }
+                ),
+            );
+        }
+    }
+    restored_count
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running litevisor
+
+fn spawn_litevisor(
+    target: &Target,
+    dir: &Path,
+    db: &Path,
+    flags: &[String],
+    tag: &str,
+) -> Replicator {
+    let mut cmd = target.command(LITEVISOR);
+    cmd.env("LITEVISOR_SOCKET", dir.join(format!("{tag}.sock")))
+        .arg("replicate")
+        .args(["-log-level", "debug"])
+        .args(flags)
+        .arg(db)
+        .arg(&target.url);
+    Replicator::spawn(cmd, dir.join(format!("{tag}.log")))
+}
+
+/// Waits up to `limit` for the exit; None (a hang) past it, the process then killed.
+fn wait_exit(r: &mut Replicator, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = r.child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn signal(r: &Replicator, sig: i32) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(r.child.id() as i32, sig) };
+}
+
+/// SIGTERM once litevisor handles it (see `handles_sigterm`), then waits; counts hangs and
+/// panics. Returns the exit code, None on a hang.
+fn stop(r: &mut Replicator, limit: Duration, tally: &mut Tally, seed: u64) -> Option<i32> {
+    let pid = r.child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !handles_sigterm(pid) && Instant::now() < deadline && r.alive() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    signal(r, libc::SIGTERM);
+    let status = wait_exit(r, limit);
+    check_log(r, tally, seed);
+    match status {
+        Some(s) => Some(code(s)),
+        None => {
+            tally.hangs += 1;
+            tally.note(
+                seed,
+                &format!("litevisor did not exit within {limit:?}; log:\n{}", tail(r)),
+            );
+            None
+        }
+    }
+}
+
+fn check_log(r: &Replicator, tally: &mut Tally, seed: u64) {
+    let log = r.log_text();
+    if log.contains("panicked at") {
+        tally.panics += 1;
+        tally.note(seed, &format!("litevisor panicked; log:\n{}", tail(r)));
+    }
+}
+
+fn tail(r: &Replicator) -> String {
+    let log = r.log_text();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A writer thread in this process: rows with increasing ids in transactions of 1..=5 rows until
+/// told to stop. The highest committed id is in `last`.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    last: Arc<AtomicI64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(db: &Path, seed: u64) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let last = Arc::new(AtomicI64::new(0));
+        let (s, l, db) = (stop.clone(), last.clone(), db.to_path_buf());
+        let handle = std::thread::spawn(move || {
+            let mut rng = Rng(seed);
+            let mut c = replicate_support::app(&db);
+            replicate_support::create_table(&c);
+            let mut next: i64 = c
+                .query_row("SELECT coalesce(max(id), 0) FROM t", [], |r| r.get(0))
+                .unwrap();
+            while !s.load(Ordering::SeqCst) {
+                let n = 1 + rng.below(5) as i64;
+                replicate_support::insert(&mut c, next + 1..next + 1 + n, n as usize);
+                next += n;
+                l.store(next, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1 + rng.below(4)));
+            }
+        });
+        Writer {
+            stop,
+            last,
+            handle: Some(handle),
+        }
+    }
+    fn finish(mut self) -> i64 {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            h.join().expect("writer thread");
+        }
+        self.last.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn monitor_flags(rng: &mut Rng) -> Vec<String> {
+    let interval = ["50ms", "200ms", "1s"][rng.below(3) as usize];
+    vec!["-monitor-interval".into(), interval.into()]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario: graceful stops with writes in flight
+
+fn graceful_stop(rng: &mut Rng, dir: &Path, tally: &mut Tally, seed: u64) {
+    let db = dir.join("app.db");
+    let target = Target::file(dir);
+    let app = dir.join("app.py");
+    fs::write(&app, APP).unwrap();
+    let mode = ["ok", "fail", "die"][rng.below(3) as usize];
+    let per_tx = 1 + rng.below(20);
+    let mut flags = monitor_flags(rng);
+    // A third of the runs start from a replica only, so the stop can land in the restore.
+    if rng.chance(33) {
+        let mut first = spawn_litevisor(&target, dir, &db, &flags, "seed");
+        let w = Writer::start(&db, rng.next());
+        std::thread::sleep(rng.ms(200, 800));
+        w.finish();
+        if stop(&mut first, Duration::from_secs(60), tally, seed) != Some(0) {
+            tally.fail(seed, "the seeding run did not stop with 0");
+            return;
+        }
+        for f in ["app.db", "app.db-wal", "app.db-shm"] {
+            let _ = fs::remove_file(dir.join(f));
+        }
+        flags.push("-restore-if-db-not-exists".into());
+    }
+    flags.push("-exec".into());
+    flags.push(format!("python3 {} {} {mode} {per_tx}", app.display(), db.display()));
+    let mut lv = spawn_litevisor(&target, dir, &db, &flags, "lv");
+    std::thread::sleep(rng.ms(0, 2000));
+    // Sometimes the stop signal comes twice (GNU timeout, a group and its leader).
+    let twice = rng.chance(25);
+    let started = db.with_extension("db.started").exists();
+    let Some(got) = ({
+        if twice {
+            let pid = lv.child.id() as i32;
+            while !handles_sigterm(pid) && lv.alive() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            signal(&lv, libc::SIGTERM);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop(&mut lv, Duration::from_secs(60), tally, seed)
+    }) else {
+        return;
+    };
+    let started = started || db.with_extension("db.started").exists();
+    let wanted: &[i32] = match (started, mode) {
+        (true, "ok") => &[0],
+        (true, "fail") => &[3],
+        (true, _) => &[143],
+        // Not started yet (or killed before its handler was in place): the program never ran
+        // its stop, litevisor reports SIGTERM.
+        (false, _) => &[143, 0],
+    };
+    if !wanted.contains(&got) {
+        tally.wrong_exit += 1;
+        tally.note(
+            seed,
+            &format!(
+                "mode {mode}, started {started}: exit {got}, expected {wanted:?}; log:\n{}",
+                tail(&lv)
+            ),
+        );
+    }
+    let n = judge(&target, &db, dir, Expect::Exact, tally, seed);
+    println!("  seed {seed}: mode {mode}, started {started}, twice {twice}, exit {got}, {n} rows");
+}
+
+#[test]
+fn quick_graceful_stops() {
+    scenario("graceful-stop", 4, seed(), graceful_stop);
+}
+
+#[test]
+#[ignore = "full form: scripts/faults"]
+fn full_graceful_stops() {
+    scenario("graceful-stop", full_runs(), seed(), graceful_stop);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario: SIGKILL of litevisor, then a restart
+
+fn sigkill_restart(rng: &mut Rng, dir: &Path, tally: &mut Tally, seed: u64) {
+    let db = dir.join("app.db");
+    let target = Target::file(dir);
+    let flags = monitor_flags(rng);
+    let writer = Writer::start(&db, rng.next());
+    let mut lv = spawn_litevisor(&target, dir, &db, &flags, "lv1");
+    std::thread::sleep(rng.ms(0, 2500));
+    signal(&lv, libc::SIGKILL);
+    let _ = wait_exit(&mut lv, Duration::from_secs(10));
+    check_log(&lv, tally, seed);
+    // The replica as the SIGKILL left it: a committed prefix of the database.
+    let prefix = judge(&target, &db, dir, Expect::Prefix, tally, seed);
+    // Restarted (writes go on meanwhile), it catches up to all of it.
+    let mut lv2 = spawn_litevisor(&target, dir, &db, &flags, "lv2");
+    std::thread::sleep(rng.ms(100, 1000));
+    writer.finish();
+    match stop(&mut lv2, Duration::from_secs(60), tally, seed) {
+        Some(0) => {}
+        Some(other) => {
+            tally.wrong_exit += 1;
+            tally.note(seed, &format!("restart exited {other}; log:\n{}", tail(&lv2)));
+        }
+        None => return,
+    }
+    let n = judge(&target, &db, dir, Expect::Exact, tally, seed);
+    println!("  seed {seed}: {prefix} rows at the SIGKILL, {n} after the restart");
+}
+
+#[test]
+fn quick_sigkills() {
+    scenario("sigkill-restart", 4, seed(), sigkill_restart);
+}
+
+#[test]
+#[ignore = "full form: scripts/faults"]
+fn full_sigkills() {
+    scenario("sigkill-restart", full_runs(), seed(), sigkill_restart);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario: S3 faults through a fault-injecting proxy in front of moto
+
+struct S3Rig {
+    server: s3_server::S3Server,
+    proxy: s3_proxy::FaultProxy,
+    bucket_n: usize,
+}
+
+impl S3Rig {
+    fn start() -> S3Rig {
+        let server = s3_server::S3Server::start();
+        let proxy = s3_proxy::FaultProxy::start(server.port);
+        S3Rig {
+            server,
+            proxy,
+            bucket_n: 0,
+        }
+    }
+    /// A fresh bucket: (through the proxy, straight to moto) targets.
+    fn targets(&mut self) -> (Target, Target) {
+        self.bucket_n += 1;
+        let bucket = format!("faults{}", self.bucket_n);
+        self.server.create_bucket(&bucket);
+        let t = |endpoint: &str| Target {
+            url: format!("s3://{bucket}/db?endpoint={endpoint}&forcePathStyle=true"),
+            env: s3_env(),
+        };
+        (t(&self.proxy.endpoint), t(&self.server.endpoint))
+    }
+    fn clear(&self) {
+        let f = &self.proxy.faults;
+        f.fail_permille.store(0, Ordering::SeqCst);
+        f.reset_permille.store(0, Ordering::SeqCst);
+        f.down.store(false, Ordering::SeqCst);
+        f.stall.store(false, Ordering::SeqCst);
+    }
+}
+
+fn s3_fault(rig: &mut S3Rig, rng: &mut Rng, dir: &Path, tally: &mut Tally, seed: u64) {
+    rig.clear();
+    let (via_proxy, direct) = rig.targets();
+    let f = rig.proxy.faults.clone();
+    f.seed.store(rng.next(), Ordering::SeqCst);
+    let db = dir.join("app.db");
+    let flags = monitor_flags(rng);
+    let kind = rng.below(5);
+    let writer = Writer::start(&db, rng.next());
+    let mut lv = spawn_litevisor(&via_proxy, dir, &db, &flags, "lv");
+    match kind {
+        // 5xx for a share of the requests, then resets for a share.
+        0 => f.fail_permille.store(100 + rng.below(300), Ordering::SeqCst),
+        1 => f.reset_permille.store(100 + rng.below(300), Ordering::SeqCst),
+        // A stalled connection for a while, then released.
+        2 => {
+            std::thread::sleep(rng.ms(100, 800));
+            f.stall.store(true, Ordering::SeqCst);
+            std::thread::sleep(rng.ms(500, 3000));
+            f.stall.store(false, Ordering::SeqCst);
+        }
+        // S3 down for a while, then back.
+        3 => {
+            std::thread::sleep(rng.ms(100, 800));
+            f.down.store(true, Ordering::SeqCst);
+            std::thread::sleep(rng.ms(1000, 5000));
+            f.down.store(false, Ordering::SeqCst);
+        }
+        // S3 down at the stop: handled below.
+        _ => {}
+    }
+    std::thread::sleep(rng.ms(300, 1500));
+    writer.finish();
+    if kind == 4 {
+        f.down.store(true, Ordering::SeqCst);
+        let bound = Duration::from_secs(45);
+        let t0 = Instant::now();
+        let got = stop(&mut lv, bound, tally, seed);
+        if got == Some(0) {
+            tally.wrong_exit += 1;
+            tally.note(seed, "exit 0 although S3 was down at the stop");
+        }
+        if got.is_some() {
+            println!("  s3 down at the stop: exit {got:?} after {:?}", t0.elapsed());
+        }
+        // The rows are kept locally and uploaded at the next start.
+        f.down.store(false, Ordering::SeqCst);
+        let mut again = spawn_litevisor(&via_proxy, dir, &db, &flags, "lv2");
+        std::thread::sleep(rng.ms(200, 800));
+        match stop(&mut again, Duration::from_secs(60), tally, seed) {
+            Some(0) => {}
+            Some(other) => {
+                tally.wrong_exit += 1;
+                tally.note(seed, &format!("restart exited {other}; log:\n{}", tail(&again)));
+            }
+            None => return,
+        }
+    } else {
+        // Faults keep going through the stop (shares), or are over (stall, down): the final
+        // sync must get everything there within the bound.
+        match stop(&mut lv, Duration::from_secs(90), tally, seed) {
+            Some(0) => {}
+            Some(other) => {
+                tally.wrong_exit += 1;
+                tally.note(seed, &format!("kind {kind}: exit {other}; log:\n{}", tail(&lv)));
+            }
+            None => return,
+        }
+    }
+    rig.clear();
+    let n = judge(&direct, &db, dir, Expect::Exact, tally, seed);
+    println!(
+        "  seed {seed}: kind {kind}, {n} rows, {} faults injected so far",
+        rig.proxy.injected()
+    );
+}
+
+fn s3_scenario(runs: usize) {
+    let mut rig = S3Rig::start();
+    scenario("s3-faults", runs, seed(), |rng, dir, tally, s| {
+        s3_fault(&mut rig, rng, dir, tally, s)
+    });
+}
+
+#[test]
+fn quick_s3_faults() {
+    s3_scenario(5);
+}
+
+#[test]
+#[ignore = "full form: scripts/faults"]
+fn full_s3_faults() {
+    s3_scenario(full_runs());
+}
