@@ -5,8 +5,9 @@
 //! Each scenario class is one function `fn(runs, seed) -> Tally`. The plain tests run a few runs of
 //! each (the quick form, part of the test suite); the `#[ignore]`d `full_*` tests run
 //! `FAULTS_RUNS` runs (default 200) from `FAULTS_SEED` and are what `scripts/faults` calls. Every run
-//! prints its seed: `FAULTS_SEED=S FAULTS_RUNS=1 cargo test --test fault_suite -- --ignored full_X`
-//! replays it. A scenario never stops at its first failure: it counts lost rows, wrong exit codes,
+//! prints its seed S (and a failure note names its run's seed R): `FAULTS_SEED=S cargo test --test
+//! fault_suite quick_X` replays a quick test, `FAULTS_RUN_SEED=R cargo test --test fault_suite
+//! quick_X` replays the one run. A scenario never stops at its first failure: it counts lost rows, wrong exit codes,
 //! hangs and panics over all its runs, prints one `FAULTS|...` line (the script's table), then
 //! fails if any figure is not zero.
 
@@ -147,15 +148,29 @@ fn scenario(
     seed: u64,
     mut one: impl FnMut(&mut Rng, &Path, &mut Tally, u64),
 ) {
+    // FAULTS_RUN_SEED replays one run (the seed a failure note names).
+    let replay: Option<u64> = std::env::var("FAULTS_RUN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let runs = if replay.is_some() { 1 } else { runs };
     println!("{name}: {runs} runs from seed {seed}");
     let mut master = Rng(seed);
     let mut tally = Tally::default();
     for i in 0..runs {
-        let run_seed = master.next();
+        let run_seed = replay.unwrap_or_else(|| master.next());
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
+        let before = tally.failures.len();
         one(&mut Rng(run_seed), dir.path(), &mut tally, run_seed);
         tally.runs += 1;
+        if tally.failures.len() != before {
+            // A failed run's files (logs, database, replica) stay for a look.
+            let kept = dir.keep();
+            tally.note(
+                run_seed,
+                &format!("its files are kept in {}", kept.display()),
+            );
+        }
         if runs > 5 && (i + 1) % 10 == 0 {
             println!("{name}: {} runs done ({:?} last)", i + 1, started.elapsed());
         }
@@ -506,7 +521,11 @@ fn graceful_stop(rng: &mut Rng, dir: &Path, tally: &mut Tally, seed: u64) {
         flags.push("-restore-if-db-not-exists".into());
     }
     flags.push("-exec".into());
-    flags.push(format!("python3 {} {} {mode} {per_tx}", app.display(), db.display()));
+    flags.push(format!(
+        "python3 {} {} {mode} {per_tx}",
+        app.display(),
+        db.display()
+    ));
     let mut lv = spawn_litevisor(&target, dir, &db, &flags, "lv");
     std::thread::sleep(rng.ms(0, 2000));
     // Sometimes the stop signal comes twice (GNU timeout, a group and its leader).
@@ -582,7 +601,10 @@ fn sigkill_restart(rng: &mut Rng, dir: &Path, tally: &mut Tally, seed: u64) {
         Some(0) => {}
         Some(other) => {
             tally.wrong_exit += 1;
-            tally.note(seed, &format!("restart exited {other}; log:\n{}", tail(&lv2)));
+            tally.note(
+                seed,
+                &format!("restart exited {other}; log:\n{}", tail(&lv2)),
+            );
         }
         None => return,
     }
@@ -646,14 +668,23 @@ fn s3_fault(rig: &mut S3Rig, rng: &mut Rng, dir: &Path, tally: &mut Tally, seed:
     let f = rig.proxy.faults.clone();
     f.seed.store(rng.next(), Ordering::SeqCst);
     let db = dir.join("app.db");
-    let flags = monitor_flags(rng);
     let kind = rng.below(5);
+    let mut flags = monitor_flags(rng);
+    let sync_timeout = 2 + rng.below(4);
+    if kind == 4 {
+        flags.push("-shutdown-sync-timeout".into());
+        flags.push(format!("{sync_timeout}s"));
+    }
     let writer = Writer::start(&db, rng.next());
     let mut lv = spawn_litevisor(&via_proxy, dir, &db, &flags, "lv");
     match kind {
         // 5xx for a share of the requests, then resets for a share.
-        0 => f.fail_permille.store(100 + rng.below(300), Ordering::SeqCst),
-        1 => f.reset_permille.store(100 + rng.below(300), Ordering::SeqCst),
+        0 => f
+            .fail_permille
+            .store(100 + rng.below(300), Ordering::SeqCst),
+        1 => f
+            .reset_permille
+            .store(100 + rng.below(300), Ordering::SeqCst),
         // A stalled connection for a while, then released.
         2 => {
             std::thread::sleep(rng.ms(100, 800));
@@ -671,11 +702,12 @@ fn s3_fault(rig: &mut S3Rig, rng: &mut Rng, dir: &Path, tally: &mut Tally, seed:
         // S3 down at the stop: handled below.
         _ => {}
     }
-    std::thread::sleep(rng.ms(300, 1500));
+    std::thread::sleep(rng.ms(500, 2500));
     writer.finish();
     if kind == 4 {
         f.down.store(true, Ordering::SeqCst);
-        let bound = Duration::from_secs(45);
+        // The stop is bounded by -shutdown-sync-timeout; 15 s of slack for a loaded machine.
+        let bound = Duration::from_secs(sync_timeout + 15);
         let t0 = Instant::now();
         let got = stop(&mut lv, bound, tally, seed);
         if got == Some(0) {
@@ -683,7 +715,10 @@ fn s3_fault(rig: &mut S3Rig, rng: &mut Rng, dir: &Path, tally: &mut Tally, seed:
             tally.note(seed, "exit 0 although S3 was down at the stop");
         }
         if got.is_some() {
-            println!("  s3 down at the stop: exit {got:?} after {:?}", t0.elapsed());
+            println!(
+                "  s3 down at the stop: exit {got:?} after {:?} (shutdown-sync-timeout {sync_timeout}s)",
+                t0.elapsed()
+            );
         }
         // The rows are kept locally and uploaded at the next start.
         f.down.store(false, Ordering::SeqCst);
@@ -693,7 +728,10 @@ fn s3_fault(rig: &mut S3Rig, rng: &mut Rng, dir: &Path, tally: &mut Tally, seed:
             Some(0) => {}
             Some(other) => {
                 tally.wrong_exit += 1;
-                tally.note(seed, &format!("restart exited {other}; log:\n{}", tail(&again)));
+                tally.note(
+                    seed,
+                    &format!("restart exited {other}; log:\n{}", tail(&again)),
+                );
             }
             None => return,
         }
@@ -704,7 +742,10 @@ fn s3_fault(rig: &mut S3Rig, rng: &mut Rng, dir: &Path, tally: &mut Tally, seed:
             Some(0) => {}
             Some(other) => {
                 tally.wrong_exit += 1;
-                tally.note(seed, &format!("kind {kind}: exit {other}; log:\n{}", tail(&lv)));
+                tally.note(
+                    seed,
+                    &format!("kind {kind}: exit {other}; log:\n{}", tail(&lv)),
+                );
             }
             None => return,
         }
@@ -733,4 +774,133 @@ fn quick_s3_faults() {
 #[ignore = "full form: scripts/faults"]
 fn full_s3_faults() {
     s3_scenario(full_runs());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario: what the app (or an operator) does to the database beside litevisor
+
+/// A database made elsewhere (e.g. restored from another backup): other rows under the same ids.
+fn other_database(path: &Path, rng: &mut Rng) {
+    let c = replicate_support::app(path);
+    replicate_support::create_table(&c);
+    let n = 1 + rng.below(3000) as i64;
+    c.execute_batch("BEGIN").unwrap();
+    for id in 1..=n {
+        c.execute(
+            "INSERT INTO t(id, v) VALUES (?1, ?2)",
+            rusqlite::params![id, format!("replaced-{id}")],
+        )
+        .unwrap();
+    }
+    c.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+}
+
+/// Puts `other` in place of `db` the way a restore tool does (rename over it), WAL and shm gone.
+fn replace_database(db: &Path, other: &Path) {
+    let _ = fs::remove_file(db.with_extension("db-wal"));
+    let _ = fs::remove_file(db.with_extension("db-shm"));
+    fs::rename(other, db).unwrap();
+}
+
+const LOCAL_KINDS: [&str; 6] = [
+    "checkpoint(TRUNCATE) while down",
+    "VACUUM while down",
+    "VACUUM while running",
+    "database replaced while down",
+    "WAL deleted while down",
+    "database replaced while running",
+];
+
+fn local_fault(rng: &mut Rng, dir: &Path, tally: &mut Tally, seed: u64) {
+    let db = dir.join("app.db");
+    let target = Target::file(dir);
+    let flags = monitor_flags(rng);
+    let kind = rng.below(LOCAL_KINDS.len() as u64) as usize;
+    let mut lv = spawn_litevisor(&target, dir, &db, &flags, "lv1");
+    let writer = Writer::start(&db, rng.next());
+    std::thread::sleep(rng.ms(200, 1200));
+    // Some deleted rows, so that VACUUM has pages to move.
+    writer.finish();
+    {
+        let c = replicate_support::app(&db);
+        c.execute("DELETE FROM t WHERE id % 3 = 0", []).unwrap();
+    }
+    match stop(&mut lv, Duration::from_secs(60), tally, seed) {
+        Some(0) => {}
+        Some(other) => {
+            tally.wrong_exit += 1;
+            tally.note(
+                seed,
+                &format!("first run exited {other}; log:\n{}", tail(&lv)),
+            );
+        }
+        None => return,
+    }
+    match kind {
+        0 => {
+            let mut c = replicate_support::app(&db);
+            replicate_support::insert(&mut c, 1_000_000..1_000_050, 7);
+            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+        }
+        1 => {
+            let c = replicate_support::app(&db);
+            c.execute_batch("VACUUM").unwrap();
+        }
+        3 => {
+            other_database(&dir.join("other.db"), rng);
+            replace_database(&db, &dir.join("other.db"));
+        }
+        4 => {
+            let mut c = replicate_support::app(&db);
+            replicate_support::insert(&mut c, 1_000_000..1_000_050, 7);
+            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+            drop(c);
+            let _ = fs::remove_file(db.with_extension("db-wal"));
+        }
+        _ => {}
+    }
+    let mut lv = spawn_litevisor(&target, dir, &db, &flags, "lv2");
+    let writer = Writer::start(&db, rng.next());
+    std::thread::sleep(rng.ms(200, 1000));
+    let writer = match kind {
+        2 => {
+            let c = replicate_support::app(&db);
+            c.execute_batch("VACUUM").unwrap();
+            writer
+        }
+        5 => {
+            writer.finish();
+            other_database(&dir.join("other.db"), rng);
+            replace_database(&db, &dir.join("other.db"));
+            Writer::start(&db, rng.next())
+        }
+        _ => writer,
+    };
+    std::thread::sleep(rng.ms(200, 1000));
+    writer.finish();
+    match stop(&mut lv, Duration::from_secs(60), tally, seed) {
+        Some(0) => {}
+        Some(other) => {
+            tally.wrong_exit += 1;
+            tally.note(
+                seed,
+                &format!("{}: exited {other}; log:\n{}", LOCAL_KINDS[kind], tail(&lv)),
+            );
+        }
+        None => return,
+    }
+    let n = judge(&target, &db, dir, Expect::Exact, tally, seed);
+    println!("  seed {seed}: {}, {n} rows", LOCAL_KINDS[kind]);
+}
+
+#[test]
+fn quick_local_faults() {
+    scenario("local-faults", 6, seed(), local_fault);
+}
+
+#[test]
+#[ignore = "full form: scripts/faults"]
+fn full_local_faults() {
+    scenario("local-faults", full_runs(), seed(), local_fault);
 }

@@ -112,6 +112,48 @@ fn database_replaced_while_down_forces_a_snapshot() {
     );
 }
 
+/// Found by the fault suite: a database renamed over the replicated one while litevisor runs. Its
+/// connections kept the old (unlinked) file while the new WAL looked like a restart after a
+/// checkpoint, so the new file's frames were shipped as increments of the old chain and a restore
+/// was corrupt. Now the file's identity is checked at every sync: reopened, then a snapshot.
+#[test]
+fn database_replaced_while_running_is_reopened_and_snapshotted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    create_table(&c);
+    let lv = Replicator::litevisor(&db, &replica, &[]);
+    insert(&mut c, 0..300, 20);
+    wait_for(&lv, "rows replicated", Duration::from_secs(30), || {
+        max_l0(&replica) >= 2
+    });
+    drop(c);
+    let other = dir.path().join("other.db");
+    {
+        let mut c = app(&other);
+        create_table(&c);
+        insert(&mut c, 50_000..50_700, 100);
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    let _ = std::fs::remove_file(dir.path().join("other.db-wal"));
+    let _ = std::fs::remove_file(db.with_extension("db-wal"));
+    let _ = std::fs::remove_file(db.with_extension("db-shm"));
+    std::fs::rename(&other, &db).unwrap();
+    let mut c = app(&db);
+    insert(&mut c, 60_000..60_040, 10);
+    drop(c);
+    let log_path = lv.log.clone();
+    let status = lv.stop();
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("the database file was replaced"), "{log}");
+    assert!(log.contains("reason=\"database file replaced\""), "{log}");
+    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
+    assert_same_rows(&db, &restored);
+    assert!(rows(&db).iter().all(|(id, _)| *id >= 50_000));
+}
+
 #[test]
 fn own_checkpoints_restart_the_wal_without_snapshots() {
     let dir = tempfile::tempdir().unwrap();

@@ -167,6 +167,18 @@ impl Db {
         &self.file
     }
 
+    /// True when the database's path now names another file than the one these connections
+    /// opened: the database was replaced under litevisor (renamed over, e.g. restored from
+    /// elsewhere). The connections keep reading the old, unlinked file, so the caller reopens.
+    /// False when the path is gone (a deleted database is handled as such) or cannot be read.
+    pub fn replaced(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(open), Ok(now)) = (self.file.metadata(), std::fs::metadata(&self.path)) else {
+            return false;
+        };
+        (open.dev(), open.ino()) != (now.dev(), now.ino())
+    }
+
     /// The long-lived wal-index handle (see [`super::shm`]).
     pub fn shm(&self) -> Option<&std::fs::File> {
         self.shm.as_ref()

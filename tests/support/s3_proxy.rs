@@ -202,9 +202,7 @@ fn serve(client: TcpStream, upstream_port: u16, f: &Faults) -> io::Result<()> {
         while f.stall.load(Ordering::SeqCst) && !f.stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        if f.down.load(Ordering::SeqCst)
-            || f.draw(n, 1) < f.reset_permille.load(Ordering::SeqCst)
-        {
+        if f.down.load(Ordering::SeqCst) || f.draw(n, 1) < f.reset_permille.load(Ordering::SeqCst) {
             f.injected.fetch_add(1, Ordering::SeqCst);
             // SO_LINGER 0: the close is a TCP reset, as when a load balancer drops a connection.
             let _ = set_linger_zero(&client_w);

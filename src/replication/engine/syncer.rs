@@ -502,6 +502,14 @@ impl SyncWorker {
             encoding: self.cfg.encoding,
         };
         self.try_reconcile(false)?;
+        if self.db.as_ref().is_some_and(Db::replaced) {
+            // Nothing of the position holds for the new file (its WAL may even look like a restart
+            // of the old one, which the WAL alone cannot tell apart): the next L0 is a snapshot.
+            warn!(db = %self.cfg.path.display(), "the database file was replaced (another file now has its name); reopening it");
+            self.db = None;
+            self.open_db()?;
+            self.state.force_snapshot = Some("database file replaced".to_string());
+        }
         let mut forced = false;
         loop {
             let Some(db) = self.db.as_ref() else {
