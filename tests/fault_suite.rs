@@ -441,18 +441,19 @@ fn tail(r: &Replicator) -> String {
 }
 
 /// A writer thread in this process: rows with increasing ids in transactions of 1..=5 rows until
-/// told to stop. The highest committed id is in `last`.
+/// told to stop. A failed transaction (disk full) is rolled back and tried again a little later;
+/// `failures` counts them.
 struct Writer {
     stop: Arc<AtomicBool>,
-    last: Arc<AtomicI64>,
+    failures: Arc<AtomicI64>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
     fn start(db: &Path, seed: u64) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
-        let last = Arc::new(AtomicI64::new(0));
-        let (s, l, db) = (stop.clone(), last.clone(), db.to_path_buf());
+        let failures = Arc::new(AtomicI64::new(0));
+        let (s, fails, db) = (stop.clone(), failures.clone(), db.to_path_buf());
         let handle = std::thread::spawn(move || {
             let mut rng = Rng(seed);
             let mut c = replicate_support::app(&db);
@@ -462,15 +463,29 @@ impl Writer {
                 .unwrap();
             while !s.load(Ordering::SeqCst) {
                 let n = 1 + rng.below(5) as i64;
-                replicate_support::insert(&mut c, next + 1..next + 1 + n, n as usize);
-                next += n;
-                l.store(next, Ordering::SeqCst);
+                let tx = (|| {
+                    let tx = c.transaction()?;
+                    for id in next + 1..=next + n {
+                        tx.execute(
+                            "INSERT INTO t(id, v) VALUES (?1, ?2)",
+                            rusqlite::params![id, replicate_support::value(id)],
+                        )?;
+                    }
+                    tx.commit()
+                })();
+                match tx {
+                    Ok(()) => next += n,
+                    Err(_) => {
+                        fails.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
                 std::thread::sleep(Duration::from_millis(1 + rng.below(4)));
             }
         });
         Writer {
             stop,
-            last,
+            failures,
             handle: Some(handle),
         }
     }
@@ -479,7 +494,7 @@ impl Writer {
         if let Some(h) = self.handle.take() {
             h.join().expect("writer thread");
         }
-        self.last.load(Ordering::SeqCst)
+        self.failures.load(Ordering::SeqCst)
     }
 }
 
@@ -903,4 +918,122 @@ fn quick_local_faults() {
 #[ignore = "full form: scripts/faults"]
 fn full_local_faults() {
     scenario("local-faults", full_runs(), seed(), local_fault);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario: disk full (a small tmpfs) under the database or under the replica
+
+/// A tmpfs of `size` bytes mounted at `at`; unmounted on drop. None when mounting is not allowed
+/// (not root): the scenario then says so and is skipped.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(at: &Path, size: u64) -> Option<SmallFs> {
+        fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallFs(at.to_path_buf()))
+    }
+    fn grow(&self) {
+        let ok = Command::new("mount")
+            .args(["-o", "remount,size=256m"])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount {}", self.0.display());
+    }
+    fn used_percent(&self) -> u64 {
+        let st = nix::sys::statvfs::statvfs(&self.0).unwrap();
+        let total = st.blocks().max(1);
+        100 - (st.blocks_available() * 100 / total)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn disk_full(rng: &mut Rng, dir: &Path, tally: &mut Tally, seed: u64) {
+    let db_full = rng.chance(50);
+    let size = if db_full {
+        (512 + rng.below(1024)) * 1024
+    } else {
+        (128 + rng.below(512)) * 1024
+    };
+    let Some(small) = SmallFs::mount(&dir.join("small"), size) else {
+        println!("  SKIP: cannot mount a tmpfs (needs root)");
+        return;
+    };
+    let (db, target) = if db_full {
+        (small.0.join("app.db"), Target::file(dir))
+    } else {
+        (
+            dir.join("app.db"),
+            Target {
+                url: format!("file://{}", small.0.join("replica").display()),
+                env: Vec::new(),
+            },
+        )
+    };
+    let flags = monitor_flags(rng);
+    let writer = Writer::start(&db, rng.next());
+    let mut lv = spawn_litevisor(&target, dir, &db, &flags, "lv");
+    // Until the filesystem is full (or long enough), then a while longer full.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while small.used_percent() < 95 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(rng.ms(300, 2000));
+    // Full: the app's transactions failed, or the replica's filesystem has no room left.
+    let was_full = writer.failures.load(Ordering::SeqCst) > 0 || small.used_percent() >= 99;
+    if !lv.alive() {
+        tally.wrong_exit += 1;
+        tally.note(
+            seed,
+            &format!("litevisor exited on a full disk; log:\n{}", tail(&lv)),
+        );
+    }
+    small.grow();
+    std::thread::sleep(rng.ms(500, 1500));
+    let write_failures = writer.finish();
+    match stop(&mut lv, Duration::from_secs(90), tally, seed) {
+        Some(0) => {}
+        Some(other) => {
+            tally.wrong_exit += 1;
+            tally.note(
+                seed,
+                &format!("exit {other} after space came back; log:\n{}", tail(&lv)),
+            );
+        }
+        None => return,
+    }
+    let log = lv.log_text();
+    if was_full && !log.contains("No space left on device") && !log.contains("disk is full") {
+        tally.fail(seed, "the filesystem was full but the log never says so");
+    }
+    let n = judge(&target, &db, dir, Expect::Exact, tally, seed);
+    println!(
+        "  seed {seed}: {} full ({size} bytes, full: {was_full}), {write_failures} failed app transactions, {n} rows",
+        if db_full {
+            "database's filesystem"
+        } else {
+            "replica's filesystem"
+        }
+    );
+}
+
+#[test]
+fn quick_disk_full() {
+    scenario("disk-full", 4, seed(), disk_full);
+}
+
+#[test]
+#[ignore = "full form: scripts/faults"]
+fn full_disk_full() {
+    scenario("disk-full", full_runs(), seed(), disk_full);
 }
