@@ -677,13 +677,30 @@ impl S3Rig {
     }
 }
 
+const S3_KINDS: [&str; 5] = [
+    "a share of 503s",
+    "a share of connection resets",
+    "a stalled connection",
+    "S3 down for a while",
+    "S3 down at the stop",
+];
+
 fn s3_fault(rig: &mut S3Rig, rng: &mut Rng, dir: &Path, tally: &mut Tally, seed: u64) {
     rig.clear();
     let (via_proxy, direct) = rig.targets();
     let f = rig.proxy.faults.clone();
     f.seed.store(rng.next(), Ordering::SeqCst);
     let db = dir.join("app.db");
-    let kind = rng.below(5);
+    // FAULTS_S3_KIND forces one kind; FAULTS_S3_DOWN_SECS sets how long kind 3 keeps S3 down
+    // (default: 1 to 5 s; the full form runs a few with minutes).
+    let kind = std::env::var("FAULTS_S3_KIND")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| rng.below(5));
+    let down_for = std::env::var("FAULTS_S3_DOWN_SECS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .map_or_else(|| rng.ms(1000, 5000), Duration::from_secs);
     let mut flags = monitor_flags(rng);
     let sync_timeout = 2 + rng.below(4);
     if kind == 4 {
@@ -711,7 +728,7 @@ fn s3_fault(rig: &mut S3Rig, rng: &mut Rng, dir: &Path, tally: &mut Tally, seed:
         3 => {
             std::thread::sleep(rng.ms(100, 800));
             f.down.store(true, Ordering::SeqCst);
-            std::thread::sleep(rng.ms(1000, 5000));
+            std::thread::sleep(down_for);
             f.down.store(false, Ordering::SeqCst);
         }
         // S3 down at the stop: handled below.
@@ -768,7 +785,8 @@ fn s3_fault(rig: &mut S3Rig, rng: &mut Rng, dir: &Path, tally: &mut Tally, seed:
     rig.clear();
     let n = judge(&direct, &db, dir, Expect::Exact, tally, seed);
     println!(
-        "  seed {seed}: kind {kind}, {n} rows, {} faults injected so far",
+        "  seed {seed}: kind {kind} ({}), {n} rows, {} faults injected so far",
+        S3_KINDS[kind as usize],
         rig.proxy.injected()
     );
 }
