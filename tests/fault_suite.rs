@@ -736,6 +736,7 @@ fn s3_fault(rig: &mut S3Rig, rng: &mut Rng, dir: &Path, tally: &mut Tally, seed:
     }
     std::thread::sleep(rng.ms(500, 2500));
     writer.finish();
+    let mut restart = false;
     if kind == 4 {
         f.down.store(true, Ordering::SeqCst);
         // The stop is bounded by -shutdown-sync-timeout; 15 s of slack for a loaded machine.
@@ -754,29 +755,43 @@ fn s3_fault(rig: &mut S3Rig, rng: &mut Rng, dir: &Path, tally: &mut Tally, seed:
         }
         // The rows are kept locally and uploaded at the next start.
         f.down.store(false, Ordering::SeqCst);
+        restart = true;
+    } else {
+        // Faults keep going through the stop (shares), or are over (stall, down): the final
+        // sync must get everything there within the bound. One exception: after a long outage
+        // the backlog (one L0 per sync, as in Litestream) may take longer to upload than the
+        // final sync's 30 s; then exit 74 after using all of it is right, and the next start
+        // uploads the rest.
+        let t0 = Instant::now();
+        match stop(&mut lv, Duration::from_secs(90), tally, seed) {
+            Some(0) => {}
+            Some(74) if kind == 3 && t0.elapsed() >= Duration::from_secs(30) => {
+                println!(
+                    "  seed {seed}: S3 back {down_for:?} later, the backlog outlasted the final sync (exit 74 after {:?}); restarting",
+                    t0.elapsed()
+                );
+                restart = true;
+            }
+            Some(other) => {
+                tally.wrong_exit += 1;
+                tally.note(
+                    seed,
+                    &format!("kind {kind}: exit {other}; log:\n{}", tail(&lv)),
+                );
+            }
+            None => return,
+        }
+    }
+    if restart {
         let mut again = spawn_litevisor(&via_proxy, dir, &db, &flags, "lv2");
         std::thread::sleep(rng.ms(200, 800));
-        match stop(&mut again, Duration::from_secs(60), tally, seed) {
+        match stop(&mut again, Duration::from_secs(90), tally, seed) {
             Some(0) => {}
             Some(other) => {
                 tally.wrong_exit += 1;
                 tally.note(
                     seed,
                     &format!("restart exited {other}; log:\n{}", tail(&again)),
-                );
-            }
-            None => return,
-        }
-    } else {
-        // Faults keep going through the stop (shares), or are over (stall, down): the final
-        // sync must get everything there within the bound.
-        match stop(&mut lv, Duration::from_secs(90), tally, seed) {
-            Some(0) => {}
-            Some(other) => {
-                tally.wrong_exit += 1;
-                tally.note(
-                    seed,
-                    &format!("kind {kind}: exit {other}; log:\n{}", tail(&lv)),
                 );
             }
             None => return,
