@@ -5,7 +5,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::duration::parse_duration;
+use crate::config::parse_duration;
 use crate::example_app;
 
 #[derive(clap::Args, Debug)]

@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 
 use std::time::SystemTime;
 
-use super::duration::parse_duration;
+use crate::config::parse_duration;
 use crate::replica::{FileInfo, rfc3339};
 use crate::replication::compact::{self, Retention};
 use crate::replication::ltx::{PageEncoding, SNAPSHOT_LEVEL};

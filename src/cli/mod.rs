@@ -3,7 +3,6 @@
 
 mod check;
 mod databases;
-pub(crate) mod duration;
 mod example_app;
 mod health;
 mod logging;
@@ -157,7 +156,7 @@ fn observe_overrides(
         (None, None) => {}
     }
     if let Some(text) = logging::env("LITEVISOR_HEALTH_UPLOAD_LAG") {
-        let lag = duration::parse_duration(&text)
+        let lag = crate::config::parse_duration(&text)
             .map_err(|e| format!("LITEVISOR_HEALTH_UPLOAD_LAG: {e}"))?;
         if lag.is_zero() {
             return Err("LITEVISOR_HEALTH_UPLOAD_LAG: must be more than 0".to_string());

@@ -35,8 +35,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use tracing::{error, info, warn};
 
-use super::duration::parse_duration;
 use crate::config::litestream::{self, Overrides};
+use crate::config::parse_duration;
 use crate::config::{Config, ConfigError, Database, Replica, RestorePolicy};
 use crate::init::ExitCodeMap;
 use crate::replica::ReplicaUrl;

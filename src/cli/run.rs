@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use clap::ArgAction;
 
-use super::duration::parse_duration;
 use super::logging::{self, LogRequest};
+use crate::config::parse_duration;
 use crate::config::{LogFilter, LogSettings, Signal, parse_signal};
 use crate::init::{self, ExitCodeMap, single};
 

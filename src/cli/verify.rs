@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::duration::parse_duration;
 use super::restore::find_database;
+use crate::config::parse_duration;
 use crate::replica;
 use crate::replication::db;
 use crate::replication::restore::{self, IntegrityCheck, RestoreError, RestoreOptions, Target};

@@ -44,6 +44,7 @@ pub use directory::DatabaseDir;
 pub use nix::sys::signal::Signal;
 pub use observe::{LogFilter, LogFormat, LogSettings, Observability};
 pub use program::{DEFAULT_PATH, SELF_EXE, SELF_PROGRAM};
+pub use values::duration as parse_duration;
 pub use values::signal as parse_signal;
 
 /// The configuration file read when neither `--config` nor `$LITEVISOR_CONFIG` names one.

@@ -5,42 +5,47 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-/// `"10s"`, `"500ms"`, `"2m"`, `"1h"`, `"1m30s"`, or a bare integer meaning seconds.
+/// The one duration parser, for the TOML file, litestream.yml, flags and environment values: Go's
+/// `time.ParseDuration` syntax as Litestream's flags and YAML take it (`500ms`, `1.5s`, `1m30s`,
+/// `24h`; units ns, us/µs, ms, s, m, h) plus plain (fractional) seconds (`10`, `0.5`). Negative,
+/// unit-less compounds and overflowing values are refused.
 pub fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let bad = || {
         format!(
-            "invalid duration {text:?}: use e.g. \"500ms\", \"10s\", \"2m\", \"1h\" or an integer of seconds"
+            "invalid duration {text:?}: use e.g. \"500ms\", \"10s\", \"1.5s\", \"2m\", \"1h\" or plain seconds"
         )
     };
     if text.is_empty() {
         return Err(bad());
     }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        return text
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| bad());
+    if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let seconds: f64 = text.parse().map_err(|_| bad())?;
+        return Duration::try_from_secs_f64(seconds).map_err(|_| bad());
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let part = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(number),
-            "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number.checked_mul(60).ok_or_else(bad)?),
-            "h" => Duration::from_secs(number.checked_mul(3600).ok_or_else(bad)?),
+        let number_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'.')
+            .count();
+        let unit_len = rest[number_len..]
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len() - number_len);
+        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        let unit_seconds = match &rest[number_len..number_len + unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
             _ => return Err(bad()),
         };
-        rest = &rest[unit_len..];
+        let part = Duration::try_from_secs_f64(number * unit_seconds).map_err(|_| bad())?;
         total = total.checked_add(part).ok_or_else(bad)?;
+        rest = &rest[number_len + unit_len..];
     }
     Ok(total)
 }
@@ -108,7 +113,13 @@ mod tests {
         assert_eq!(duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(duration("7"), Ok(Duration::from_secs(7)));
         assert_eq!(duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "s", "10x", "1.5s", "-1s", "10 s", "ms10", "5d"] {
+        assert_eq!(duration("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(duration("250us"), Ok(Duration::from_micros(250)));
+        for bad in [
+            "", "s", "10x", "-1s", "-1", "10 s", "ms10", "5d", "1s2", "ten", "m", "1..5s", "1e3",
+        ] {
             assert!(duration(bad).is_err(), "{bad:?} accepted");
         }
     }

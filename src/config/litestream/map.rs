@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::super::diag::{Loc, Problems};
 use super::yaml::{Node, Value};
-use crate::cli::duration::parse_duration;
+use crate::config::parse_duration;
 
 /// One mapping being read: keys are taken as they are understood; [`Map::finish`] reports the rest.
 pub(super) struct Map<'a> {
