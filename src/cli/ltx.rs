@@ -78,11 +78,10 @@ pub fn run(args: LtxArgs) -> anyhow::Result<i32> {
 /// Runs the hidden maintenance steps (compaction, snapshot, retention) in that order, reporting each
 /// on stderr, so operators and tests can drive what `replicate` schedules.
 fn maintain(args: &LtxArgs, client: &dyn crate::replica::ReplicaClient) -> anyhow::Result<()> {
-    let encoding = match args.encoding.as_str() {
-        "frame" => PageEncoding::Frame,
-        "block" => PageEncoding::Block,
-        other => bail!("invalid -encoding {other:?}: frame or block"),
-    };
+    let encoding: PageEncoding = args
+        .encoding
+        .parse()
+        .map_err(|err| anyhow::anyhow!("-encoding: {err}"))?;
     for spec in &args.compact {
         let parsed = spec
             .split_once(':')

@@ -35,6 +35,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use tracing::{error, info, warn};
 
+use crate::config::PageEncoding;
 use crate::config::litestream::{self, Overrides};
 use crate::config::parse_duration;
 use crate::config::{Config, ConfigError, Database, Replica, RestorePolicy};
@@ -43,8 +44,8 @@ use crate::replica::ReplicaUrl;
 use crate::replica::s3::S3Options;
 use crate::replication::compact;
 use crate::replication::engine::{FinalSync, Replicator};
-use crate::replication::ltx::PageEncoding;
 use crate::replication::restore;
+use std::str::FromStr;
 
 /// Exit code of a usage error or an invalid configuration.
 const USAGE: i32 = 2;
@@ -106,7 +107,7 @@ pub struct ReplicateArgs {
     pub shutdown_sync_timeout: Option<Duration>,
     /// Page encoding of written LTX files: `frame` (every Litestream 0.5.x reads it) or `block`
     /// (Litestream >= 0.5.16 only) [default: frame].
-    #[arg(long = "page-encoding", value_parser = parse_encoding)]
+    #[arg(long = "page-encoding", value_parser = PageEncoding::from_str)]
     pub page_encoding: Option<PageEncoding>,
     /// How long litevisor's SQLite connections wait for locks [default: 1s, or the config file's].
     #[arg(long = "busy-timeout", value_parser = parse_duration)]
@@ -369,12 +370,4 @@ fn init_logging(args: &ReplicateArgs, file: &crate::config::LogSettings) -> Resu
         file,
         default: crate::config::LogFilter::level(tracing::level_filters::LevelFilter::INFO),
     })
-}
-
-fn parse_encoding(s: &str) -> Result<PageEncoding, String> {
-    match s {
-        "frame" => Ok(PageEncoding::Frame),
-        "block" => Ok(PageEncoding::Block),
-        _ => Err(format!("unknown page encoding {s:?} (frame or block)")),
-    }
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use super::diag::{Loc, Problems, Source};
 use super::directory::glob_match;
 use super::tree::{Located, Node, Spanned, TableReader};
+use super::tuning as engine;
 use super::{Database, DatabaseDir, Replica, RestorePolicy, S3Keys, values};
 use crate::replica::url::{ReplicaUrl, S3Url, is_url};
-use crate::replication::engine;
 
 /// Reads the `databases` array of the root table: the single databases and the directory entries.
 pub fn read_all(
@@ -209,7 +209,7 @@ fn read_one(
     let busy_timeout = duration(
         &mut t,
         "busy_timeout",
-        crate::replication::db::DEFAULT_BUSY_TIMEOUT,
+        engine::DEFAULT_BUSY_TIMEOUT,
         problems,
     );
     let min_checkpoint_page_count = count(

@@ -31,6 +31,7 @@ mod s6dir;
 mod s6overlay;
 mod spec;
 mod tree;
+pub mod tuning;
 mod values;
 
 use std::ffi::OsString;
@@ -44,6 +45,7 @@ pub use directory::DatabaseDir;
 pub use nix::sys::signal::Signal;
 pub use observe::{LogFilter, LogFormat, LogSettings, Observability};
 pub use program::{DEFAULT_PATH, SELF_EXE, SELF_PROGRAM};
+pub use tuning::PageEncoding;
 pub use values::duration as parse_duration;
 pub use values::signal as parse_signal;
 
@@ -245,7 +247,7 @@ pub struct Database {
     /// false = never delete anything from the replica.
     pub retention_enabled: bool,
     /// Page encoding of written LTX files.
-    pub page_encoding: crate::replication::ltx::PageEncoding,
+    pub page_encoding: PageEncoding,
     /// Replicate even when the database is on a network or FUSE filesystem (litevisor refuses by
     /// default: SQLite's locking is unreliable there).
     pub allow_network_fs: bool,
@@ -254,24 +256,24 @@ pub struct Database {
 impl Database {
     /// A database with Litestream's documented defaults for every knob (the engine's).
     pub fn new(path: PathBuf, replica: Replica) -> Database {
-        use crate::replication::{db, engine, sync};
+        use tuning::*;
         Database {
             path,
             replica,
             restore: RestorePolicy::IfMissing,
-            sync_interval: engine::DEFAULT_MIN_SYNC_INTERVAL,
-            checkpoint_interval: engine::DEFAULT_CHECKPOINT_INTERVAL,
-            min_checkpoint_page_count: engine::DEFAULT_MIN_CHECKPOINT_PAGE_COUNT,
-            truncate_page_n: engine::DEFAULT_TRUNCATE_PAGE_N,
-            busy_timeout: db::DEFAULT_BUSY_TIMEOUT,
+            sync_interval: DEFAULT_MIN_SYNC_INTERVAL,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            min_checkpoint_page_count: DEFAULT_MIN_CHECKPOINT_PAGE_COUNT,
+            truncate_page_n: DEFAULT_TRUNCATE_PAGE_N,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
             meta_path: None,
-            max_sync_wal_bytes: sync::DEFAULT_MAX_SYNC_WAL_BYTES,
-            levels: engine::DEFAULT_LEVELS.to_vec(),
-            snapshot_interval: engine::DEFAULT_SNAPSHOT_INTERVAL,
-            snapshot_retention: engine::DEFAULT_SNAPSHOT_RETENTION,
-            l0_retention: engine::DEFAULT_L0_RETENTION,
+            max_sync_wal_bytes: DEFAULT_MAX_SYNC_WAL_BYTES,
+            levels: DEFAULT_LEVELS.to_vec(),
+            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            snapshot_retention: DEFAULT_SNAPSHOT_RETENTION,
+            l0_retention: DEFAULT_L0_RETENTION,
             retention_enabled: true,
-            page_encoding: crate::replication::ltx::PageEncoding::Frame,
+            page_encoding: PageEncoding::Frame,
             allow_network_fs: false,
         }
     }

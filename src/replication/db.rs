@@ -18,9 +18,6 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, ffi};
 
-/// Litestream's default `busy-timeout`.
-pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
-
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database {path}: {op}: {source}")]
@@ -379,7 +376,7 @@ mod tests {
     fn open_switches_to_wal_and_forced_write_creates_a_wal_frame() {
         let dir = tempfile::tempdir().unwrap();
         let path = new_db(dir.path());
-        let mut db = Db::open(&path, DEFAULT_BUSY_TIMEOUT).unwrap();
+        let mut db = Db::open(&path, crate::config::tuning::DEFAULT_BUSY_TIMEOUT).unwrap();
         let wal = wal_path(&path);
         let before = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         db.force_wal_frame().unwrap();
@@ -406,7 +403,7 @@ mod tests {
     fn read_lock_blocks_application_truncate_and_wal_survives_close() {
         let dir = tempfile::tempdir().unwrap();
         let path = new_db(dir.path());
-        let db = Db::open(&path, DEFAULT_BUSY_TIMEOUT).unwrap();
+        let db = Db::open(&path, crate::config::tuning::DEFAULT_BUSY_TIMEOUT).unwrap();
         let app = Connection::open(&path).unwrap();
         app.busy_timeout(Duration::from_millis(100)).unwrap();
         app.execute_batch("INSERT INTO t VALUES (2);").unwrap();

@@ -17,30 +17,20 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use crate::config::tuning::{
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_L0_RETENTION, DEFAULT_LEVELS,
+    DEFAULT_MAX_SYNC_WAL_BYTES, DEFAULT_MIN_CHECKPOINT_PAGE_COUNT, DEFAULT_MIN_SYNC_INTERVAL,
+    DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_SNAPSHOT_RETENTION, DEFAULT_TRUNCATE_PAGE_N, PageEncoding,
+};
 use crate::replica::{ReplicaClient, ReplicaError};
 use crate::replication::db::{self, DbError};
 use crate::replication::fsguard::{self, FsGuardError};
-use crate::replication::ltx::PageEncoding;
 use crate::replication::meta::{Meta, MetaError};
 use crate::replication::pool::{self, Handle};
-use crate::replication::sync::{self, SyncError};
+use crate::replication::sync::SyncError;
 use crate::replication::watch;
 use syncer::{SyncCmd, SyncLane, SyncWorker};
 use uploader::{UploadLane, UploadMsg, UploadPort, Uploader};
-
-/// Litestream's defaults for the knobs below; the configuration starts from these too.
-pub const DEFAULT_MIN_SYNC_INTERVAL: Duration = Duration::from_secs(1);
-pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
-pub const DEFAULT_MIN_CHECKPOINT_PAGE_COUNT: u32 = 1000;
-pub const DEFAULT_TRUNCATE_PAGE_N: u32 = 121_359;
-pub const DEFAULT_LEVELS: [Duration; 3] = [
-    Duration::from_secs(30),
-    Duration::from_secs(300),
-    Duration::from_secs(3600),
-];
-pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_SNAPSHOT_RETENTION: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_L0_RETENTION: Duration = Duration::from_secs(300);
 
 /// Checkpoint policy (Litestream's defaults; section 3.5 of the reference).
 #[derive(Clone, Debug)]
@@ -93,9 +83,9 @@ impl DbConfig {
             path: path.into(),
             meta_dir: None,
             replica,
-            busy_timeout: db::DEFAULT_BUSY_TIMEOUT,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
             min_sync_interval: DEFAULT_MIN_SYNC_INTERVAL,
-            max_sync_wal_bytes: sync::DEFAULT_MAX_SYNC_WAL_BYTES,
+            max_sync_wal_bytes: DEFAULT_MAX_SYNC_WAL_BYTES,
             checkpoint: CheckpointConfig::default(),
             encoding: PageEncoding::Frame,
             levels: DEFAULT_LEVELS.to_vec(),

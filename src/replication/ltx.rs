@@ -16,6 +16,9 @@ use std::io::{self, BufReader, Read, Write};
 use crc::{CRC_64_GO_ISO, Crc, Digest, Table};
 use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
 
+/// The encoding choice is a setting of the model; the codec re-exports it for its writers.
+pub use crate::config::PageEncoding;
+
 pub const HEADER_SIZE: usize = 100;
 pub const PAGE_HEADER_SIZE: usize = 6;
 pub const TRAILER_SIZE: usize = 16;
@@ -251,16 +254,6 @@ pub fn lock_pgno(page_size: u32) -> u32 {
 
 pub fn is_valid_page_size(page_size: u32) -> bool {
     (MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&page_size) && page_size.is_power_of_two()
-}
-
-/// How page data is stored after each 6-byte page header.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PageEncoding {
-    /// flags=0, then one LZ4 frame (64 KiB blocks, content checksum). Every Litestream 0.5.x reads it.
-    #[default]
-    Frame,
-    /// flags=1, then a u32 size and one raw LZ4 block. Only Litestream >= 0.5.16 reads it.
-    Block,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

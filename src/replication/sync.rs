@@ -15,9 +15,6 @@ use crate::replication::meta::{Meta, MetaError};
 use crate::replication::shm::{self, ShmError};
 use crate::replication::wal::{self, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalError, WalHeader};
 
-/// Litestream's `max-sync-wal-bytes`.
-pub const DEFAULT_MAX_SYNC_WAL_BYTES: u64 = 64 * 1024 * 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error(transparent)]
