@@ -229,7 +229,7 @@ fn credentials_from_env_profile_and_options_with_signature_checks() {
         bucket: "auth".into(),
         path: "opts".into(),
         endpoint: Some(ep.clone()),
-        access_key_id: Some(id.clone()),
+        access_key_id: Some(id.clone().into()),
         secret_access_key: Some(Secret::new(secret)),
         ..S3Options::default()
     };

@@ -40,8 +40,6 @@ use crate::config::litestream::{self, Overrides};
 use crate::config::parse_duration;
 use crate::config::{Config, ConfigError, Database, Replica, RestorePolicy};
 use crate::init::ExitCodeMap;
-use crate::replica::ReplicaUrl;
-use crate::replica::s3::S3Options;
 use crate::replication::compact;
 use crate::replication::engine::{FinalSync, Replicator};
 use crate::replication::restore;
@@ -199,7 +197,10 @@ fn load(args: &ReplicateArgs) -> Result<Result<Config, ConfigError>, String> {
             }
             let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
             let mut replica = crate::config::replica_from_url(url, &cwd)?;
-            url_endpoint_from_env(url, &mut replica);
+            // As Litestream's URL-built clients: `LITESTREAM_S3_ENDPOINT` when the URL names none.
+            if let Replica::S3(s3) = &mut replica {
+                crate::replica::s3::endpoint_from_env(s3);
+            }
             let mut db = Database::new(cwd.join(db_path), replica);
             db.restore = if args.restore_if_db_not_exists {
                 RestorePolicy::IfMissing
@@ -225,27 +226,6 @@ fn load(args: &ReplicateArgs) -> Result<Result<Config, ConfigError>, String> {
             };
             Ok(litestream::load(&path, !args.no_expand_env, &overrides))
         }
-    }
-}
-
-/// A replica named by a URL on the command line takes `LITESTREAM_S3_ENDPOINT` as its endpoint when
-/// the URL names none, as Litestream's URL-built clients do (config-file replicas do not).
-fn url_endpoint_from_env(url: &str, replica: &mut Replica) {
-    let (
-        Ok(ReplicaUrl::S3(parsed)),
-        Replica::S3 {
-            endpoint,
-            force_path_style,
-            ..
-        },
-    ) = (ReplicaUrl::parse(url), replica)
-    else {
-        return;
-    };
-    let opts = S3Options::from_url(&parsed);
-    if endpoint.is_none() && opts.endpoint.is_some() {
-        *endpoint = opts.endpoint;
-        *force_path_style = opts.force_path_style.unwrap_or(true);
     }
 }
 

@@ -122,7 +122,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         }
         return restore_all(&args, target, integrity_check);
     };
-    let (output, db) = if replica::is_url(&source) {
+    let (output, db) = if crate::config::is_url(&source) {
         if args.config.is_some() {
             bail!("cannot specify a replica URL and the -config flag");
         }
@@ -245,7 +245,7 @@ pub(crate) fn replica_for(
     target: &str,
     config: Option<&str>,
 ) -> anyhow::Result<Arc<dyn ReplicaClient>> {
-    if !replica::is_url(target) {
+    if !crate::config::is_url(target) {
         let db = find_database(config, true, target)?;
         return Ok(crate::supervisor::replica_client(&db.replica));
     }
@@ -516,7 +516,7 @@ fn dry_run_text(req: &RestoreRequest, replica: &dyn ReplicaClient, files: &[File
             .collect();
         return format!(
             "{{\n  \"source\": {},\n  \"target_path\": {},\n  \"replica\": \"{}\",\n  \"min_txid\": \"{min:016x}\",\n  \"max_txid\": \"{max:016x}\",\n  \"files\": [\n{}\n  ]\n}}\n",
-            json_str(&replica::url::redact(&req.source)),
+            json_str(&crate::config::replica_url::redact(&req.source)),
             json_str(&req.output.to_string_lossy()),
             replica.kind(),
             items.join(",\n")
@@ -539,7 +539,7 @@ fn dry_run_text(req: &RestoreRequest, replica: &dyn ReplicaClient, files: &[File
     }
     format!(
         "Restore plan:\n  source: {}\n  target: {}\n  replica: {}\n  txid range: {min:016x} - {max:016x}\n\nFiles to fetch:\n{}",
-        replica::url::redact(&req.source),
+        crate::config::replica_url::redact(&req.source),
         req.output.display(),
         replica.kind(),
         tabulate(&rows)

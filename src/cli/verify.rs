@@ -101,7 +101,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
         }
         Some(url) => (
             replica::open_replica(url).with_context(|| format!("open replica {url}"))?,
-            replica::url::redact(url),
+            crate::config::replica_url::redact(url),
             None,
         ),
         None => {

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use super::diag::{Loc, Problems, Source};
 use super::directory::glob_match;
+use super::replica_url::{ReplicaUrl, is_url};
+use super::s3::{S3Options, Secret, endpoint_with_scheme};
 use super::tree::{Located, Node, Spanned, TableReader};
 use super::tuning as engine;
-use super::{Database, DatabaseDir, Replica, RestorePolicy, S3Keys, values};
-use crate::replica::url::{ReplicaUrl, S3Url, is_url};
+use super::{Database, DatabaseDir, Replica, RestorePolicy, values};
 
 /// Reads the `databases` array of the root table: the single databases and the directory entries.
 pub fn read_all(
@@ -420,35 +421,37 @@ fn read_replica(
                 }
             }
         }
-        Replica::S3 {
-            bucket: s3_bucket,
-            path: s3_path,
-            ..
-        } => {
+        Replica::S3(s3) => {
             if let Some(b) = bucket {
-                *s3_bucket = b.value;
+                s3.bucket = b.value;
             }
             if let Some(p) = path {
-                *s3_path = p.value.trim_matches('/').to_string();
+                s3.path = p.value.trim_matches('/').to_string();
             }
-            if s3_bucket.is_empty() {
+            if s3.bucket.is_empty() {
                 problems.push(
                     replica_key("bucket"),
                     "an s3 replica needs `bucket` (or `url`)",
                 );
                 return None;
             }
+            if let Some(e) = endpoint {
+                s3.endpoint = Some(endpoint_with_scheme(&e.value));
+            }
+            if let Some(r) = region {
+                s3.region = Some(r.value);
+            }
+            if let Some(v) = force_path_style {
+                s3.force_path_style = Some(v.value);
+            }
+            if let Some(v) = skip_verify {
+                s3.skip_verify = v.value;
+            }
+            // Keys in the file win over the environment (the S3 client falls back to it when unset).
+            s3.access_key_id = access_key_id.map(|v| Secret::new(v.value));
+            s3.secret_access_key = secret_access_key.map(|v| Secret::new(v.value));
         }
     }
-    replica.apply_s3_keys(S3Keys {
-        endpoint: endpoint.map(|v| v.value),
-        region: region.map(|v| v.value),
-        force_path_style: force_path_style.map(|v| v.value),
-        skip_verify: skip_verify.map(|v| v.value),
-        access_key_id: access_key_id.map(|v| v.value),
-        secret_access_key: secret_access_key.map(|v| v.value),
-        ..S3Keys::default()
-    });
     Some(replica)
 }
 
@@ -457,7 +460,7 @@ fn line_of(loc: &Loc) -> usize {
 }
 
 fn empty_s3() -> Replica {
-    Replica::s3(String::new(), String::new())
+    Replica::S3(S3Options::default())
 }
 
 /// A replica named by a URL or a plain path, with exactly the rules of `litevisor replicate DB URL`
@@ -476,30 +479,14 @@ pub fn replica_from_url(url: &str, base_dir: &Path) -> Result<Replica, String> {
         ReplicaUrl::File(path) => Ok(Replica::File {
             path: base_dir.join(path),
         }),
-        ReplicaUrl::S3(s3) => Ok(s3_replica(s3)),
-    }
-}
-
-fn s3_replica(s3: S3Url) -> Replica {
-    Replica::S3 {
-        force_path_style: s3.force_path_style,
-        bucket: s3.bucket,
-        path: s3.path,
-        endpoint: s3.endpoint,
-        region: s3.region,
-        skip_verify: s3.skip_verify,
-        part_size: s3.part_size,
-        concurrency: s3.concurrency,
-        storage_class: s3.storage_class,
-        access_key_id: None,
-        secret_access_key: None,
+        ReplicaUrl::S3(s3) => Ok(Replica::S3(s3)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::s3::Secret;
 
     fn parse_url(url: &str) -> Result<Replica, String> {
         replica_from_url(url, Path::new("/cfg"))
@@ -520,24 +507,15 @@ mod tests {
             }),
             "a plain path is a file replica next to the config"
         );
-        let Ok(Replica::S3 {
-            bucket,
-            path,
-            endpoint,
-            force_path_style,
-            skip_verify,
-            part_size,
-            ..
-        }) = parse_url(
+        let Ok(Replica::S3(s3)) = parse_url(
             "s3://bkt/app/db/?endpoint=http%3A%2F%2F127.0.0.1%3A9000&skipVerify=true&partSize=6000000",
-        )
-        else {
+        ) else {
             panic!("not s3")
         };
-        assert_eq!((bucket.as_str(), path.as_str()), ("bkt", "app/db"));
-        assert_eq!(endpoint.as_deref(), Some("http://127.0.0.1:9000"));
-        assert!(force_path_style && skip_verify);
-        assert_eq!(part_size, Some(6_000_000));
+        assert_eq!((s3.bucket.as_str(), s3.path.as_str()), ("bkt", "app/db"));
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(s3.effective_force_path_style() && s3.skip_verify);
+        assert_eq!(s3.part_size, Some(6_000_000));
         assert!(parse_url("gs://b/p").unwrap_err().contains("unsupported"));
         // Go's URL rules, as Litestream: the host part of a file URL is a path component.
         assert_eq!(
@@ -559,14 +537,9 @@ mod tests {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret} {secret:?}"), "*** ***");
         let mut replica = empty_s3();
-        if let Replica::S3 {
-            access_key_id,
-            secret_access_key,
-            ..
-        } = &mut replica
-        {
-            *access_key_id = Some(Secret::new("AKIDSECRET"));
-            *secret_access_key = Some(secret);
+        if let Replica::S3(s3) = &mut replica {
+            s3.access_key_id = Some(Secret::new("AKIDSECRET"));
+            s3.secret_access_key = Some(secret);
         }
         let shown = format!("{replica} {replica:?}");
         assert!(

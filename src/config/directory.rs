@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Database, Replica};
+use super::{Database, Replica, S3Options};
 
 /// A `dir:` entry.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ impl Replica {
         let mut out = self.clone();
         match &mut out {
             Replica::File { path } => *path = path.join(rel),
-            Replica::S3 { path, .. } => {
+            Replica::S3(S3Options { path, .. }) => {
                 let rel = rel.to_string_lossy();
                 let rel = rel.trim_matches('/');
                 let base = path.trim_end_matches('/');
@@ -238,8 +238,8 @@ mod tests {
             ("", "sub/x.db"),
             (".", "sub/x.db"),
         ] {
-            let Replica::S3 { path, .. } =
-                Replica::s3("b".into(), base.into()).join(Path::new("sub/x.db"))
+            let Replica::S3(S3Options { path, .. }) =
+                Replica::S3(S3Options::new("b", base)).join(Path::new("sub/x.db"))
             else {
                 unreachable!()
             };

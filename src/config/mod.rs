@@ -26,7 +26,9 @@ pub mod litestream;
 pub mod observe;
 mod pipeline;
 mod program;
+pub mod replica_url;
 mod resolve;
+pub mod s3;
 mod s6dir;
 mod s6overlay;
 mod spec;
@@ -45,6 +47,8 @@ pub use directory::DatabaseDir;
 pub use nix::sys::signal::Signal;
 pub use observe::{LogFilter, LogFormat, LogSettings, Observability};
 pub use program::{DEFAULT_PATH, SELF_EXE, SELF_PROGRAM};
+pub use replica_url::{ReplicaUrl, UrlError, is_url};
+pub use s3::S3Options;
 pub use tuning::PageEncoding;
 pub use values::duration as parse_duration;
 pub use values::signal as parse_signal;
@@ -289,109 +293,15 @@ pub enum RestorePolicy {
 }
 
 /// Where a database is replicated to.
+// One per database, built once: the S3 variant's size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replica {
     File {
         path: PathBuf,
     },
-    S3 {
-        bucket: String,
-        /// Key prefix inside the bucket: objects are `<path>/<level>/<file>`. A URL's path arrives
-        /// cleaned like Litestream's (`s3://b` gives `.`); a config `path` is kept as written.
-        path: String,
-        endpoint: Option<String>,
-        region: Option<String>,
-        force_path_style: bool,
-        skip_verify: bool,
-        /// Multipart part size in bytes; `None` = the backend's default.
-        part_size: Option<u64>,
-        /// Parts in flight per upload; `None` = the backend's default.
-        concurrency: Option<u64>,
-        storage_class: Option<String>,
-        /// `None` = from the environment (`AWS_ACCESS_KEY_ID` / `LITESTREAM_ACCESS_KEY_ID`).
-        access_key_id: Option<Secret>,
-        secret_access_key: Option<Secret>,
-    },
-}
-
-impl Replica {
-    /// An S3 replica at `bucket`/`path` with every other setting left to the backend (credentials
-    /// from the environment); the config parsers start from this and apply their keys.
-    pub fn s3(bucket: String, path: String) -> Replica {
-        Replica::S3 {
-            bucket,
-            path,
-            endpoint: None,
-            region: None,
-            force_path_style: false,
-            skip_verify: false,
-            part_size: None,
-            concurrency: None,
-            storage_class: None,
-            access_key_id: None,
-            secret_access_key: None,
-        }
-    }
-
-    /// Puts a configuration file's S3 keys on an S3 replica (a file replica is left as it is).
-    pub fn apply_s3_keys(&mut self, keys: S3Keys) {
-        let Replica::S3 {
-            endpoint,
-            region,
-            force_path_style,
-            skip_verify,
-            part_size,
-            concurrency,
-            storage_class,
-            access_key_id,
-            secret_access_key,
-            ..
-        } = self
-        else {
-            return;
-        };
-        if keys.endpoint.is_some() {
-            *endpoint = keys.endpoint;
-        }
-        if keys.region.is_some() {
-            *region = keys.region;
-        }
-        // Path-style addressing defaults to on with a custom endpoint (MinIO and friends), like
-        // Litestream; an explicit setting wins.
-        *force_path_style = keys
-            .force_path_style
-            .unwrap_or(*force_path_style || endpoint.is_some());
-        if let Some(v) = keys.skip_verify {
-            *skip_verify = v;
-        }
-        if keys.part_size.is_some() {
-            *part_size = keys.part_size;
-        }
-        if keys.concurrency.is_some() {
-            *concurrency = keys.concurrency;
-        }
-        if keys.storage_class.is_some() {
-            *storage_class = keys.storage_class;
-        }
-        // Keys in the file win over the environment (the S3 client falls back to it when unset).
-        *access_key_id = keys.access_key_id.map(Secret::new);
-        *secret_access_key = keys.secret_access_key.map(Secret::new);
-    }
-}
-
-/// The S3 settings a configuration file gives a replica on top of its URL or `type`; `None` keeps
-/// what the URL said (or the backend's default).
-#[derive(Debug, Default)]
-pub struct S3Keys {
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub force_path_style: Option<bool>,
-    pub skip_verify: Option<bool>,
-    pub part_size: Option<u64>,
-    pub concurrency: Option<u64>,
-    pub storage_class: Option<String>,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
+    /// Everything the S3 client needs, as the URL and the configuration keys set it.
+    S3(S3Options),
 }
 
 impl fmt::Display for Replica {
@@ -399,7 +309,7 @@ impl fmt::Display for Replica {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Replica::File { path } => write!(f, "file://{}", path.display()),
-            Replica::S3 { bucket, path, .. } => write!(f, "s3://{bucket}/{path}"),
+            Replica::S3(s3) => write!(f, "s3://{}/{}", s3.bucket, s3.path),
         }
     }
 }
@@ -427,10 +337,6 @@ impl fmt::Debug for Environment {
             .finish()
     }
 }
-
-/// A credential: the S3 backend's type, so a secret from the config reaches the request signer
-/// without a conversion. Printing it (Debug or Display) shows `***`.
-pub use crate::replica::s3::Secret;
 
 /// Loads and validates the configuration: `path`, else `$LITEVISOR_CONFIG`, else [`DEFAULT_CONFIG`]
 /// (see the module documentation for the rules about missing files). Reads the process environment

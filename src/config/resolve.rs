@@ -619,7 +619,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::config::{Credentials, Replica, RestorePolicy};
+    use crate::config::{Credentials, Replica, RestorePolicy, S3Options};
 
     fn write(dir: &Path, rel: &str, text: &str, executable: bool) {
         let path = dir.join(rel);
@@ -821,15 +821,14 @@ replica = { path = "replica-dir" }
             (app.truncate_page_n, app.min_checkpoint_page_count),
             (0, 1000)
         );
-        let Replica::S3 {
+        let Replica::S3(S3Options {
             bucket,
             path,
             region,
             endpoint,
-            force_path_style,
             secret_access_key,
             ..
-        } = &app.replica
+        }) = &app.replica
         else {
             panic!("expected s3: {:?}", app.replica)
         };
@@ -838,8 +837,11 @@ replica = { path = "replica-dir" }
             ("bkt", "prefix", Some("eu-west-1"))
         );
         assert_eq!(endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        let Replica::S3(s3) = &app.replica else {
+            unreachable!()
+        };
         assert!(
-            *force_path_style,
+            s3.effective_force_path_style(),
             "an endpoint implies path-style addressing"
         );
         assert_eq!(

@@ -8,7 +8,6 @@ pub mod file;
 pub(crate) mod pipe;
 pub mod rfc3339;
 pub mod s3;
-pub mod url;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -17,7 +16,7 @@ use std::time::SystemTime;
 
 use crate::replication::ltx;
 
-pub use url::{ReplicaUrl, UrlError, is_url};
+use crate::config::{ReplicaUrl, UrlError};
 
 /// One LTX file of a replica level.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,7 +141,10 @@ impl ReplicaError {
 pub fn open_replica(url_or_path: &str) -> Result<Arc<dyn ReplicaClient>, ReplicaError> {
     match ReplicaUrl::parse(url_or_path)? {
         ReplicaUrl::File(path) => Ok(Arc::new(file::FileReplica::new(path))),
-        ReplicaUrl::S3(u) => Ok(Arc::new(s3::S3Replica::new(s3::S3Options::from_url(&u)))),
+        ReplicaUrl::S3(mut opts) => {
+            s3::endpoint_from_env(&mut opts);
+            Ok(Arc::new(s3::S3Replica::new(opts)))
+        }
     }
 }
 

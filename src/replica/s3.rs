@@ -39,9 +39,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 // The configuration surface for the config and CLI layers.
-pub use options::{
-    DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, S3Options, S3Timeouts, Secret, apply_litestream_env,
+pub use crate::config::s3::{
+    DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, S3Options, S3Timeouts, Secret,
 };
+pub use options::{apply_litestream_env, endpoint_from_env};
 
 use super::{FileInfo, ReplicaClient, ReplicaError, rfc3339};
 use crate::replication::ltx;
@@ -226,7 +227,7 @@ async fn build_client(opts: &S3Options) -> Result<Client, String> {
     match (&opts.access_key_id, &opts.secret_access_key) {
         (Some(id), Some(secret)) => {
             loader = loader.credentials_provider(Credentials::new(
-                id,
+                id.expose(),
                 secret.expose(),
                 None,
                 None,

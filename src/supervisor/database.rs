@@ -29,7 +29,7 @@ use crate::config::{Database, Replica, RestorePolicy};
 use crate::control::DatabaseRow;
 use crate::replica::ReplicaClient;
 use crate::replica::file::FileReplica;
-use crate::replica::s3::{S3Options, S3Replica};
+use crate::replica::s3::S3Replica;
 use crate::replication::engine::{DbConfig, FinalSync, Replicator, Status};
 use crate::replication::restore::{self, RestoreOptions, Target};
 
@@ -58,32 +58,7 @@ pub fn engine_config(db: &Database) -> DbConfig {
 pub fn replica_client(replica: &Replica) -> Arc<dyn ReplicaClient> {
     match replica {
         Replica::File { path } => Arc::new(FileReplica::new(path)),
-        Replica::S3 {
-            bucket,
-            path,
-            endpoint,
-            region,
-            force_path_style,
-            skip_verify,
-            part_size,
-            concurrency,
-            storage_class,
-            access_key_id,
-            secret_access_key,
-        } => Arc::new(S3Replica::new(S3Options {
-            bucket: bucket.clone(),
-            path: path.clone(),
-            region: region.clone(),
-            endpoint: endpoint.clone(),
-            force_path_style: Some(*force_path_style),
-            skip_verify: *skip_verify,
-            access_key_id: access_key_id.as_ref().map(|k| k.expose().to_owned()),
-            secret_access_key: secret_access_key.clone(),
-            part_size: *part_size,
-            concurrency: concurrency.map(|c| c.min(64) as usize),
-            storage_class: storage_class.clone(),
-            ..S3Options::default()
-        })),
+        Replica::S3(s3) => Arc::new(S3Replica::new(s3.clone())),
     }
 }
 

@@ -4,14 +4,15 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::super::Replica;
 use super::super::database::replica_from_url;
 use super::super::diag::{Loc, Problems};
-use super::super::{Replica, S3Keys};
+use super::super::replica_url::{ARN_REFUSED, is_arn, is_url};
+use super::super::s3::{S3Options, Secret, endpoint_with_scheme};
 use super::expand::expand_path;
 use super::map::{Map, join, loc_at};
 use super::mapping::Globals;
 use super::yaml::Node;
-use crate::replica::url::{ARN_REFUSED, ReplicaUrl, is_arn, is_url};
 
 /// Replica keys accepted and ignored, with the reason shown.
 const IGNORED_REPLICA: &[(&str, &str)] = &[
@@ -210,10 +211,10 @@ pub(super) fn read_replica(
             }
         },
         // A config `path` is the key prefix as written, like Litestream's.
-        (None, _) => Replica::s3(
+        (None, _) => Replica::S3(S3Options::new(
             String::new(),
             replica_path.map(|(_, p)| p).unwrap_or_default(),
-        ),
+        )),
     };
     match &mut replica {
         Replica::File { .. } => {
@@ -222,7 +223,8 @@ pub(super) fn read_replica(
                 problems.push(here("bucket"), "`bucket` applies only to s3 replicas");
             }
         }
-        Replica::S3 { bucket, .. } => {
+        Replica::S3(s3) => {
+            let bucket = &mut s3.bucket;
             if url.is_some() && had_bucket {
                 problems.push(
                     here("bucket"),
@@ -246,17 +248,32 @@ pub(super) fn read_replica(
             }
         }
     }
-    replica.apply_s3_keys(S3Keys {
-        endpoint: keys.endpoint.map(|e| with_scheme(&e)),
-        region: keys.region,
-        force_path_style: keys.force_path_style,
-        skip_verify: keys.skip_verify,
-        part_size: keys.part_size,
-        concurrency: keys.concurrency,
-        storage_class: keys.storage_class,
-        access_key_id: keys.access_key_id,
-        secret_access_key: keys.secret_access_key,
-    });
+    if let Replica::S3(s3) = &mut replica {
+        if let Some(e) = keys.endpoint {
+            s3.endpoint = Some(endpoint_with_scheme(&e));
+        }
+        if keys.region.is_some() {
+            s3.region = keys.region;
+        }
+        if keys.force_path_style.is_some() {
+            s3.force_path_style = keys.force_path_style;
+        }
+        if let Some(v) = keys.skip_verify {
+            s3.skip_verify = v;
+        }
+        if keys.part_size.is_some() {
+            s3.part_size = keys.part_size;
+        }
+        if let Some(n) = keys.concurrency {
+            s3.concurrency = Some(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        if keys.storage_class.is_some() {
+            s3.storage_class = keys.storage_class;
+        }
+        // Keys in the file win over the environment (the S3 client falls back to it when unset).
+        s3.access_key_id = keys.access_key_id.map(Secret::new);
+        s3.secret_access_key = keys.secret_access_key.map(Secret::new);
+    }
     // Litestream checks each replica after the top-level defaults are applied, so a top-level 0
     // fails only when a replica inherits it (reported once, where it is set).
     if let Some((loc, d)) = &keys.sync_interval
@@ -273,16 +290,4 @@ pub(super) fn read_replica(
 
 fn m_path(loc: &Loc, key: &str) -> String {
     join(loc.key.as_deref().unwrap_or(""), key)
-}
-
-/// An endpoint without a scheme gets one, as Litestream does: http for local hosts, else https.
-fn with_scheme(endpoint: &str) -> String {
-    if endpoint.contains("://") {
-        return endpoint.to_string();
-    }
-    // The URL parser knows the local-host rule; reuse it through a throwaway URL.
-    match ReplicaUrl::parse(&format!("s3://b/p?endpoint={endpoint}")) {
-        Ok(ReplicaUrl::S3(u)) => u.endpoint.unwrap_or_else(|| endpoint.to_string()),
-        _ => format!("https://{endpoint}"),
-    }
 }

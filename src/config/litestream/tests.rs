@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::config::{Replica, RestorePolicy, Secret};
+use crate::config::s3::Secret;
+use crate::config::{Replica, RestorePolicy, S3Options};
 
 fn load_text(text: &str, overrides: &Overrides) -> (Option<Config>, Problems) {
     let mut problems = Problems::default();
@@ -104,19 +105,19 @@ dbs:
         (Duration::from_secs(3600), Duration::from_secs(7200))
     );
     assert!(!a.retention_enabled && !a.allow_network_fs);
-    let Replica::S3 {
+    let Replica::S3(s3) = &a.replica else {
+        panic!("{:?}", a.replica)
+    };
+    let force_path_style = &s3.effective_force_path_style();
+    let S3Options {
         bucket,
         path,
         endpoint,
         region,
-        force_path_style,
         access_key_id,
         secret_access_key,
         ..
-    } = &a.replica
-    else {
-        panic!("{:?}", a.replica)
-    };
+    } = s3;
     assert_eq!((bucket.as_str(), path.as_str()), ("bkt", "a"));
     assert_eq!(endpoint.as_deref(), Some("http://localhost:9000"));
     assert_eq!(region.as_deref(), Some("eu-west-1"), "top-level default");
@@ -135,17 +136,17 @@ dbs:
         Duration::from_secs(3600),
         "snapshot settings are store-wide"
     );
-    let Replica::S3 {
+    let Replica::S3(s3) = &b.replica else {
+        panic!("{:?}", b.replica)
+    };
+    let force_path_style = &s3.effective_force_path_style();
+    let S3Options {
         bucket,
         path,
         access_key_id,
         part_size,
-        force_path_style,
         ..
-    } = &b.replica
-    else {
-        panic!("{:?}", b.replica)
-    };
+    } = s3;
     assert_eq!((bucket.as_str(), path.as_str()), ("b2", "/keep/as/written"));
     assert_eq!(
         access_key_id.as_ref().map(Secret::expose),

@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes};
 use tokio::sync::mpsc;
 
 use super::backoff;
-use super::options::S3Timeouts;
+use crate::config::s3::S3Timeouts;
 
 /// Body chunks buffered ahead of the reader of a single open file (hyper chunks are at most a few
 /// hundred KiB, typically 8-64 KiB).

@@ -4,29 +4,17 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::s3::{S3Options, endpoint_with_scheme};
+
 /// Where a replica lives, as named on the command line or in the config.
+// Parsed once per replica named: the S3 variant's size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplicaUrl {
     File(PathBuf),
-    S3(S3Url),
-}
-
-/// The parts of an `s3://` URL that decide which objects it names and how to reach them.
-/// Holds no credentials: Litestream takes those from the environment or config, never from the URL.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct S3Url {
-    pub bucket: String,
-    /// Key prefix: `path.Clean`ed with the leading `/` stripped, so `s3://b` gives `"."` like Litestream.
-    pub path: String,
-    pub region: Option<String>,
-    pub endpoint: Option<String>,
-    pub force_path_style: bool,
-    pub skip_verify: bool,
-    pub sign_payload: Option<bool>,
-    pub require_content_md5: Option<bool>,
-    pub concurrency: Option<u64>,
-    pub part_size: Option<u64>,
-    pub storage_class: Option<String>,
+    /// An S3 replica's location and the URL's query settings; no credentials (Litestream takes
+    /// those from the environment or the config, never from a URL).
+    S3(S3Options),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -98,7 +86,7 @@ pub fn is_arn(bucket_or_rest: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case("arn:"))
 }
 
-fn parse_s3(rest: &str) -> Result<S3Url, String> {
+fn parse_s3(rest: &str) -> Result<S3Options, String> {
     let (before_query, query) = match rest.split_once('?') {
         Some((a, q)) => (a, q),
         None => (rest, ""),
@@ -110,11 +98,11 @@ fn parse_s3(rest: &str) -> Result<S3Url, String> {
     };
     // Credentials in the authority are ignored (and never logged), as in Litestream.
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let mut url = S3Url {
+    let mut url = S3Options {
         path: clean_path(&percent_decode(raw_path))
             .trim_start_matches('/')
             .to_string(),
-        ..S3Url::default()
+        ..S3Options::default()
     };
     parse_s3_host(host, &mut url);
 
@@ -143,21 +131,21 @@ fn parse_s3(rest: &str) -> Result<S3Url, String> {
         }
     };
 
-    let force_path_style = get_bool(&["forcePathStyle", "force-path-style"]);
+    // An endpoint turns path-style addressing on unless the URL says otherwise (the `None` default
+    // of `S3Options::effective_force_path_style`).
     if let Some(endpoint) = get(&["endpoint"]) {
-        url.endpoint = Some(ensure_endpoint_scheme(&endpoint));
-        url.force_path_style = force_path_style.unwrap_or(true);
+        url.endpoint = Some(endpoint_with_scheme(&endpoint));
     }
     if let Some(region) = get(&["region"]) {
         url.region = Some(region);
     }
-    if let Some(v) = force_path_style {
-        url.force_path_style = v;
+    if let Some(v) = get_bool(&["forcePathStyle", "force-path-style"]) {
+        url.force_path_style = Some(v);
     }
     url.skip_verify = get_bool(&["skipVerify", "skip-verify"]).unwrap_or(false);
-    url.sign_payload = get_bool(&["signPayload", "sign-payload"]);
-    url.require_content_md5 = get_bool(&["requireContentMD5", "require-content-md5"]);
-    url.concurrency = get_int(&["concurrency"])?;
+    // `signPayload` and `requireContentMD5` are accepted for compatibility and ignored: litevisor's
+    // S3 client has no such switches.
+    url.concurrency = get_int(&["concurrency"])?.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     url.part_size = get_int(&["partSize", "part-size"])?;
     url.storage_class = get(&["storageClass", "storage-class"]);
     if url.bucket.is_empty() {
@@ -168,7 +156,7 @@ fn parse_s3(rest: &str) -> Result<S3Url, String> {
 
 /// Litestream's `ParseHost` for the common shapes: `bucket.host:port` (MinIO), AWS virtual-host names
 /// `bucket.s3[.region].amazonaws.com`, otherwise the host is the bucket.
-fn parse_s3_host(host: &str, url: &mut S3Url) {
+fn parse_s3_host(host: &str, url: &mut S3Options) {
     if host.contains(':') && !host.contains(".com") {
         match host.split_once('.') {
             Some((bucket, endpoint)) => {
@@ -178,7 +166,7 @@ fn parse_s3_host(host: &str, url: &mut S3Url) {
             }
             None => url.endpoint = Some(format!("http://{host}")),
         }
-        url.force_path_style = true;
+        url.force_path_style = Some(true);
         return;
     }
     if let Some(prefix) = host.strip_suffix(".amazonaws.com") {
@@ -197,30 +185,6 @@ fn parse_s3_host(host: &str, url: &mut S3Url) {
         }
     }
     url.bucket = host.to_string();
-}
-
-fn ensure_endpoint_scheme(endpoint: &str) -> String {
-    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
-        return endpoint.to_string();
-    }
-    let host = endpoint
-        .rsplit_once(':')
-        .map_or(endpoint, |(h, _)| h)
-        .to_ascii_lowercase();
-    let local = host == "localhost"
-        || host == "127.0.0.1"
-        || host.starts_with("192.168.")
-        || host.starts_with("10.")
-        || host.starts_with("172.16.")
-        || host.starts_with("172.17.")
-        || host.starts_with("172.18.")
-        || host.starts_with("172.19.")
-        || host.starts_with("172.2")
-        || host.starts_with("172.30.")
-        || host.starts_with("172.31.")
-        || host.ends_with(".local")
-        || host.ends_with(".localhost");
-    format!("{}://{endpoint}", if local { "http" } else { "https" })
 }
 
 fn parse_query(q: &str) -> Vec<(String, String)> {
@@ -303,7 +267,7 @@ pub fn redact(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn s3(s: &str) -> S3Url {
+    fn s3(s: &str) -> S3Options {
         match ReplicaUrl::parse(s).unwrap() {
             ReplicaUrl::S3(u) => u,
             other => panic!("not s3: {other:?}"),
@@ -355,12 +319,15 @@ mod tests {
     fn s3_query_keys_both_spellings() {
         let u = s3("s3://b/p?endpoint=localhost:9000&region=eu-1&skip-verify=true&part-size=100");
         assert_eq!(u.endpoint.as_deref(), Some("http://localhost:9000"));
-        assert!(u.force_path_style, "custom endpoint defaults to path style");
+        assert!(
+            u.effective_force_path_style(),
+            "custom endpoint defaults to path style"
+        );
         assert_eq!(u.region.as_deref(), Some("eu-1"));
         assert!(u.skip_verify);
         assert_eq!(u.part_size, Some(100));
         let u = s3("s3://b/p?endpoint=https://x.example&forcePathStyle=false&skipVerify=false");
-        assert!(!u.force_path_style);
+        assert!(!u.effective_force_path_style());
         assert!(!u.skip_verify);
         assert_eq!(u.endpoint.as_deref(), Some("https://x.example"));
         assert!(ReplicaUrl::parse("s3://b/p?concurrency=0").is_err());
@@ -380,7 +347,7 @@ mod tests {
             (u.bucket.as_str(), u.endpoint.as_deref()),
             ("bkt", Some("http://localhost:9000"))
         );
-        assert!(u.force_path_style);
+        assert!(u.effective_force_path_style());
     }
 
     #[test]
