@@ -41,8 +41,8 @@ use crate::config::parse_duration;
 use crate::config::{Config, ConfigError, Database, Replica, RestorePolicy};
 use crate::init::ExitCodeMap;
 use crate::replication::compact;
-use crate::replication::engine::{FinalSync, Replicator};
-use crate::replication::restore;
+use crate::replication::engine::{DbConfig, FinalSync, Replicator};
+use crate::replication::prepare::{self, Restored};
 use std::str::FromStr;
 
 /// Exit code of a usage error or an invalid configuration.
@@ -258,11 +258,14 @@ fn once(databases: &[Database], sync_timeout: Duration, after: AfterOnce) -> i32
 }
 
 fn once_one(db: &Database, sync_timeout: Duration, after: AfterOnce) -> anyhow::Result<()> {
-    let cfg = crate::supervisor::engine_config(db);
-    let replica = cfg.replica.clone();
-    if db.restore == RestorePolicy::IfMissing && !db.path.exists() {
-        restore_if_replica_exists(&*cfg.replica, &db.path)?;
+    match prepare::restore_if_needed(db).map_err(anyhow::Error::msg)? {
+        Restored::Kept(why) => info!(db = %db.path.display(), "not restored ({why})"),
+        Restored::Restored { txid, .. } => {
+            info!(db = %db.path.display(), txid, "restored database from replica")
+        }
     }
+    let cfg = DbConfig::for_database(db);
+    let replica = cfg.replica.clone();
     if !db.path.exists() {
         anyhow::bail!("database {} does not exist", db.path.display());
     }
@@ -315,25 +318,6 @@ fn report(done: FinalSync) -> anyhow::Result<()> {
             done.replica_txid
         )
     }
-}
-
-fn restore_if_replica_exists(
-    replica: &dyn crate::replica::ReplicaClient,
-    db: &std::path::Path,
-) -> anyhow::Result<()> {
-    if !restore::has_data(replica).context("list replica")? {
-        info!(db = %db.display(), "no database and no replica data: starting empty");
-        return Ok(());
-    }
-    let report = restore::restore(
-        replica,
-        restore::Target::Latest,
-        db,
-        &restore::RestoreOptions::default(),
-    )
-    .with_context(|| format!("restore {}", db.display()))?;
-    info!(db = %db.display(), txid = report.txid, "restored database from replica");
-    Ok(())
 }
 
 /// Litestream's order: `LOG_LEVEL` overrides (after litevisor's own `LITEVISOR_LOG`), then

@@ -157,7 +157,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let replica = match &db {
-        Some(db) => crate::supervisor::replica_client(&db.replica),
+        Some(db) => crate::replica::client_for(&db.replica),
         None => replica::open_replica(&source)?,
     };
     run_restore(replica.as_ref(), &request)
@@ -172,7 +172,7 @@ fn restore_all(
     let (file, mut databases, directories) =
         configured_databases(args.config.as_deref(), !args.no_expand_env)?;
     for entry in &directories {
-        let base = crate::supervisor::replica_client(&entry.template.replica);
+        let base = crate::replica::client_for(&entry.template.replica);
         let rels = base
             .databases_below()
             .with_context(|| format!("list the replica {}", entry.template.replica))?;
@@ -210,7 +210,7 @@ fn restore_all(
                         integrity_check,
                         check_time_bounds: false,
                     };
-                    let replica = crate::supervisor::replica_client(&db.replica);
+                    let replica = crate::replica::client_for(&db.replica);
                     if let Some(parent) = db.path.parent() {
                         let _ = std::fs::create_dir_all(parent);
                     }
@@ -247,7 +247,7 @@ pub(crate) fn replica_for(
 ) -> anyhow::Result<Arc<dyn ReplicaClient>> {
     if !crate::config::is_url(target) {
         let db = find_database(config, true, target)?;
-        return Ok(crate::supervisor::replica_client(&db.replica));
+        return Ok(crate::replica::client_for(&db.replica));
     }
     if config.is_some() {
         bail!("cannot specify a replica URL and the -config flag");

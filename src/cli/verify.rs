@@ -111,7 +111,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
                 &db_path.to_string_lossy(),
             )?;
             (
-                crate::supervisor::replica_client(&db.replica),
+                crate::replica::client_for(&db.replica),
                 db.replica.to_string(),
                 db.meta_path,
             )

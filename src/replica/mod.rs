@@ -137,6 +137,14 @@ impl ReplicaError {
     }
 }
 
+/// The client for a configured replica (no I/O happens here).
+pub fn client_for(replica: &crate::config::Replica) -> Arc<dyn ReplicaClient> {
+    match replica {
+        crate::config::Replica::File { path } => Arc::new(file::FileReplica::new(path)),
+        crate::config::Replica::S3(opts) => Arc::new(s3::S3Replica::new(opts.clone())),
+    }
+}
+
 /// Opens the replica named by a URL (`file:///x`, `s3://...`) or a plain path.
 pub fn open_replica(url_or_path: &str) -> Result<Arc<dyn ReplicaClient>, ReplicaError> {
     match ReplicaUrl::parse(url_or_path)? {

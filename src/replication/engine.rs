@@ -98,6 +98,29 @@ impl DbConfig {
     }
 }
 
+impl DbConfig {
+    /// The engine's settings for one configured database: one plain field-to-field mapping, so
+    /// every new `[[databases]]` knob gets exactly one line here.
+    pub fn for_database(db: &crate::config::Database) -> DbConfig {
+        let mut cfg = DbConfig::new(&db.path, crate::replica::client_for(&db.replica));
+        cfg.min_sync_interval = db.sync_interval;
+        cfg.busy_timeout = db.busy_timeout;
+        cfg.checkpoint.interval = db.checkpoint_interval;
+        cfg.checkpoint.min_page_count = u64::from(db.min_checkpoint_page_count);
+        cfg.checkpoint.truncate_page_n = u64::from(db.truncate_page_n);
+        cfg.meta_dir = db.meta_path.clone();
+        cfg.max_sync_wal_bytes = db.max_sync_wal_bytes;
+        cfg.levels = db.levels.clone();
+        cfg.snapshot_interval = db.snapshot_interval;
+        cfg.snapshot_retention = db.snapshot_retention;
+        cfg.l0_retention = db.l0_retention;
+        cfg.retention_enabled = db.retention_enabled;
+        cfg.encoding = db.page_encoding;
+        cfg.allow_network_fs = db.allow_network_fs;
+        cfg
+    }
+}
+
 pub use super::status::Status;
 
 /// Result of the final sync at shutdown.

@@ -7,6 +7,7 @@ pub(crate) mod fsguard;
 pub mod ltx;
 pub(crate) mod meta;
 pub(crate) mod pool;
+pub(crate) mod prepare;
 pub(crate) mod restore;
 pub(crate) mod shm;
 pub(crate) mod status;

@@ -1,19 +1,13 @@
 //! `[[databases]]` as nodes of the service graph: for each database a oneshot [`RestoreUnit`] (puts
 //! the file in place before anything that uses it starts) and a longrun [`ReplicateUnit`] (the
-//! replication engine; ready once replicating; its stop is the final sync). Also the mapping from the
-//! configuration to the engine ([`engine_config`]) and what `litevisor status` shows per database
-//! ([`DbShared`]).
+//! replication engine; ready once replicating; its stop is the final sync). Also what `litevisor
+//! status` shows per database ([`DbShared`]).
 //!
 //! All SQLite and replica work runs on plain threads, never on the supervisor's runtime: the engine
 //! blocks, and the S3 client runs its own runtime. Results come back over oneshot channels.
 //!
-//! Restore policy, decided before the services start:
-//! - `if-missing` (default): restore when the database file does not exist and the replica has data;
-//! - `always`: restore whenever the replica has data, replacing the local file only once the restored
-//!   copy is complete (its `-wal`/`-shm` are removed then);
-//! - `never`: the file is left as it is.
-//!
-//! A replica that cannot be listed, or a restore that fails, stops the start-up (exit 1) rather than
+//! The restore policy is decided before the services start, by
+//! [`crate::replication::prepare::restore_if_needed`]. A replica that cannot be listed, or a restore that fails, stops the start-up (exit 1) rather than
 //! letting the application start on an empty database (Litestream #364). A stop order during a
 //! restore abandons it: the restore writes a temporary file and renames it only when complete, so the
 //! database is then still absent, never half-written.
@@ -25,42 +19,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use super::unit::{Command, Control, Ended, Unit, UnitFuture, Why};
-use crate::config::{Database, Replica, RestorePolicy};
+use crate::config::Database;
 use crate::control::DatabaseRow;
-use crate::replica::ReplicaClient;
-use crate::replica::file::FileReplica;
-use crate::replica::s3::S3Replica;
 use crate::replication::engine::{DbConfig, FinalSync, Replicator, Status};
-use crate::replication::restore::{self, RestoreOptions, Target};
-
-/// The engine's settings for one configured database. One plain field-to-field mapping, so every
-/// new `[[databases]]` knob gets exactly one line here.
-pub fn engine_config(db: &Database) -> DbConfig {
-    let mut cfg = DbConfig::new(&db.path, replica_client(&db.replica));
-    cfg.min_sync_interval = db.sync_interval;
-    cfg.busy_timeout = db.busy_timeout;
-    cfg.checkpoint.interval = db.checkpoint_interval;
-    cfg.checkpoint.min_page_count = u64::from(db.min_checkpoint_page_count);
-    cfg.checkpoint.truncate_page_n = u64::from(db.truncate_page_n);
-    cfg.meta_dir = db.meta_path.clone();
-    cfg.max_sync_wal_bytes = db.max_sync_wal_bytes;
-    cfg.levels = db.levels.clone();
-    cfg.snapshot_interval = db.snapshot_interval;
-    cfg.snapshot_retention = db.snapshot_retention;
-    cfg.l0_retention = db.l0_retention;
-    cfg.retention_enabled = db.retention_enabled;
-    cfg.encoding = db.page_encoding;
-    cfg.allow_network_fs = db.allow_network_fs;
-    cfg
-}
-
-/// The replica client for a configured replica (no I/O happens here).
-pub fn replica_client(replica: &Replica) -> Arc<dyn ReplicaClient> {
-    match replica {
-        Replica::File { path } => Arc::new(FileReplica::new(path)),
-        Replica::S3(s3) => Arc::new(S3Replica::new(s3.clone())),
-    }
-}
+use crate::replication::prepare::{Restored, nothing_to_restore, restore_if_needed};
 
 /// One database's state as both of its units and the status server see it.
 #[derive(Debug)]
@@ -143,7 +105,7 @@ impl DbShared {
         let (tx, rx) = watch::channel(None);
         inner.engine = Engine::Starting(rx.clone());
         drop(inner);
-        let cfg = engine_config(db);
+        let cfg = DbConfig::for_database(db);
         let shared = Arc::clone(self);
         // On the replication upload pool: the start blocks on SQLite and the replica, and a
         // thread per database would not scale to thousands of them.
@@ -263,16 +225,6 @@ pub struct RestoreUnit {
     shared: Arc<DbShared>,
 }
 
-/// What a restore did.
-pub(super) enum Restored {
-    Kept(&'static str),
-    Restored {
-        txid: u64,
-        bytes: u64,
-        took: Duration,
-    },
-}
-
 impl RestoreUnit {
     pub fn new(db: Database, shared: Arc<DbShared>) -> Self {
         Self { db, shared }
@@ -282,7 +234,7 @@ impl RestoreUnit {
         let name = self.db.path.display().to_string();
         // Decided before looking at the orders: when nothing is to be restored, the database is in
         // place already, and a stop that came first must still let its replicator do the final sync.
-        if let Some(why) = self.nothing_to_restore() {
+        if let Some(why) = nothing_to_restore(&self.db) {
             tracing::info!(db = %name, "database {name}: not restored ({why})");
             self.shared.lock().restore = Some(format!("not restored ({why})"));
             ctl.ready();
@@ -337,67 +289,10 @@ impl RestoreUnit {
     }
 }
 
-impl RestoreUnit {
-    /// Why no restore is needed, when that is clear without asking the replica: `restore =
-    /// "never"`, or `if-missing` and the file exists (one stat; no SQLite, no network).
-    fn nothing_to_restore(&self) -> Option<&'static str> {
-        match self.db.restore {
-            RestorePolicy::Never => Some("restore = \"never\""),
-            RestorePolicy::IfMissing if std::fs::symlink_metadata(&self.db.path).is_ok() => {
-                Some("the file exists")
-            }
-            _ => None,
-        }
-    }
-}
-
 impl Unit for RestoreUnit {
     fn run(self: Box<Self>, control: Control) -> UnitFuture {
         Box::pin(self.supervise(control))
     }
-}
-
-/// Runs on a plain thread: decides and, if needed, restores. Errors are the message to show.
-pub(super) fn restore_if_needed(db: &Database) -> Result<Restored, String> {
-    let exists = match std::fs::symlink_metadata(&db.path) {
-        Ok(_) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(format!("cannot check the database file: {e}")),
-    };
-    if exists && db.restore == RestorePolicy::IfMissing {
-        return Ok(Restored::Kept("the file exists"));
-    }
-    let replica = replica_client(&db.replica);
-    if !restore::has_data(&*replica).map_err(|e| {
-        format!(
-            "cannot list the replica {} to decide whether to restore: {e}",
-            db.replica
-        )
-    })? {
-        return Ok(Restored::Kept(if exists {
-            "the replica is empty; keeping the existing file"
-        } else {
-            "the replica is empty: the database starts empty"
-        }));
-    }
-    tracing::info!(
-        "database {}: restoring from {}",
-        db.path.display(),
-        db.replica
-    );
-    let started = Instant::now();
-    let report = restore::restore(
-        &*replica,
-        Target::Latest,
-        &db.path,
-        &RestoreOptions::default(),
-    )
-    .map_err(|e| format!("restore from {} failed: {e}", db.replica))?;
-    Ok(Restored::Restored {
-        txid: report.txid,
-        bytes: u64::from(report.pages) * u64::from(report.page_size),
-        took: started.elapsed(),
-    })
 }
 
 /// The longrun that replicates one database; its stop is the final sync.

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::database::{Restored, ended, restore_if_needed};
+use super::database::ended;
 use super::dbset::DbSet;
 use super::unit::{Command, Control, Ended, Unit, UnitFuture, Why};
 use crate::config::{DatabaseDir, RestorePolicy};
+use crate::replication::prepare::{Restored, restore_if_needed};
 use crate::replication::watch::{self, DirEvent};
 
 /// Events of one file are gathered this long before it is looked at (Litestream's debounce).
@@ -167,7 +168,7 @@ impl Unit for DirRestoreUnit {
 /// `restore` policy, [`RESTORE_PARALLELISM`] at a time; each writes a temporary file and renames
 /// it only when complete. Blocks. `Err` names every database that failed.
 fn restore_directory(entry: &DatabaseDir) -> Result<(), String> {
-    let base = super::replica_client(&entry.template.replica);
+    let base = crate::replica::client_for(&entry.template.replica);
     let rels = base.databases_below().map_err(|e| {
         format!(
             "cannot list the replica {} to decide what to restore: {e}",

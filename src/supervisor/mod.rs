@@ -64,7 +64,6 @@ mod child;
 mod database;
 mod dbset;
 mod directory;
-pub use database::{engine_config, replica_client};
 pub use directory::found_databases;
 mod orchestrator;
 mod output;
