@@ -5,6 +5,8 @@
 //! either restores byte-identically to Litestream's own restore of the untouched replica or is
 //! reported as no longer available.
 
+mod support;
+
 mod restore_support;
 
 use std::collections::BTreeMap;

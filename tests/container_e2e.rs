@@ -9,8 +9,8 @@
 //! Without a usable Docker engine the test prints a SKIP line with the reason and passes;
 //! tests/pidns_e2e.rs runs the same scenario without Docker. `.ci/run` says which case applies.
 
-#[path = "support/s3_server.rs"]
-mod s3_server;
+mod support;
+use support::s3_server;
 
 mod e2e_support;
 

@@ -11,11 +11,10 @@
 //! hangs and panics over all its runs, prints one `FAULTS|...` line (the script's table), then
 //! fails if any figure is not zero.
 
+mod support;
+use support::{s3_proxy, s3_server};
+
 mod replicate_support;
-#[path = "support/s3_proxy.rs"]
-mod s3_proxy;
-#[path = "support/s3_server.rs"]
-mod s3_server;
 
 use std::fmt::Write as _;
 use std::fs;

@@ -2,6 +2,8 @@
 //! death), reports exec failures as 127/126 naming the program, applies `--remap-exit`/`-e`, and
 //! passes argv through untouched. Every case runs both directly and as PID 1 of a PID namespace.
 
+mod support;
+
 mod init_support;
 
 use init_support::{Mode, litevisor, run};

@@ -3,6 +3,8 @@
 //! or Rust's runtime changed for themselves does not leak), except an ignored SIGCHLD. Descriptors:
 //! none beyond 0-2. Session: its own, without a TTY.
 
+mod support;
+
 mod init_support;
 
 use std::os::unix::process::CommandExt;

@@ -2,6 +2,8 @@
 //! they exit, and whatever the main program leaves behind is terminated (SIGTERM, then SIGKILL after
 //! the grace period) before litevisor exits with the main program's code.
 
+mod support;
+
 mod init_support;
 
 use init_support::{

@@ -5,6 +5,8 @@
 //! The child is a small Perl program that appends the number of every signal it receives to a file,
 //! so the test can wait for each delivery instead of sleeping.
 
+mod support;
+
 mod init_support;
 
 use init_support::{

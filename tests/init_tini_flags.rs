@@ -3,6 +3,8 @@
 //! and `TINI_VERBOSITY`, `-w`, `-e`, `-l`, `-h`, and getopt-style clusters such as `-vvv`. The cases
 //! follow tini's own behaviour tests (its `test/` directory).
 
+mod support;
+
 mod init_support;
 
 use std::process::Stdio;

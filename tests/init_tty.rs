@@ -2,6 +2,8 @@
 //! terminal's foreground process group (in litevisor's session), ^C from the terminal reaches it, and
 //! ^Z stops the child and then litevisor itself (not PID 1), which resumes both on SIGCONT.
 
+mod support;
+
 mod init_support;
 
 use init_support::{BIN, PATIENCE, all_processes, parse_stat, stat, wait_exit, wait_for};

@@ -1,6 +1,8 @@
 //! Takeover both ways with REAL Litestream 0.5.17 on the same database, meta directory and replica:
 //! TXIDs continue (no restart at 1) and Litestream restores every row afterwards.
 
+mod support;
+
 mod replicate_support;
 
 use std::time::Duration;

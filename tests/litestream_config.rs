@@ -3,6 +3,9 @@
 //! `replicate -config` and `-exec` run by the supervisor (exit codes, final sync), `restore DB_PATH`
 //! and `databases` via the config, and the same file read by REAL Litestream 0.5.17.
 
+mod support;
+use support::s3_server;
+
 mod replicate_support;
 
 use std::fs;
@@ -400,9 +403,6 @@ fn exec_a_repeated_sigterm_keeps_the_programs_code_and_the_final_sync() {
     let restored = litevisor_restore(&replica, &dir.path().join("restored.db"));
     assert_same_rows(&db, &restored);
 }
-
-#[path = "support/s3_server.rs"]
-mod s3_server;
 
 /// moto's signature check rejects listings (a moto limitation), so the server here accepts any
 /// keys: this checks the S3 keys of the file are read and used (by litevisor and by Litestream),

@@ -3,6 +3,8 @@
 //! shape (`time`, `level`, `msg`, then fields such as `db` and a hex `txid`), services' own lines
 //! passed through as they are, and invalid levels refused with the accepted values named.
 
+mod support;
+
 mod ops_support;
 
 use std::time::Duration;

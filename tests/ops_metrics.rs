@@ -5,6 +5,8 @@
 //! a service is down or replication is stopped by a local failure (said once, as an error) and
 //! healthy again when it recovers, and an idle listener causes no wake-ups.
 
+mod support;
+
 mod ops_support;
 
 use std::collections::BTreeMap;

@@ -5,9 +5,10 @@
 //! first failed attempt until it comes back, said once in the log each way; and no credential
 //! reaches a log, even at trace level.
 
+mod support;
+use support::s3_server;
+
 mod ops_support;
-#[path = "support/s3_server.rs"]
-mod s3_server;
 
 use std::time::{Duration, Instant};
 

@@ -4,8 +4,8 @@
 //! code after a final sync that leaves every committed row in the replica; a second start on an
 //! empty data directory must restore before the app's first query. See tests/e2e_support.
 
-#[path = "support/s3_server.rs"]
-mod s3_server;
+mod support;
+use support::s3_server;
 
 mod e2e_support;
 

@@ -2,6 +2,8 @@
 //! replica written by real Litestream, refuses bad levels and database paths clearly, and ignores files
 //! that are not LTX names (temp files, uppercase hex, other widths), as Litestream does.
 
+mod support;
+
 mod restore_support;
 
 use std::fs;

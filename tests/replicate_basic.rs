@@ -1,6 +1,8 @@
 //! `litevisor replicate` against real SQLite and real Litestream 0.5.17 restores: every committed row
 //! reaches the replica, -once, page sizes, grow/shrink, idle silence, a large database.
 
+mod support;
+
 mod replicate_support;
 
 use std::path::{Path, PathBuf};

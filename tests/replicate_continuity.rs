@@ -2,6 +2,8 @@
 //! did to the WAL or database while litevisor was down ends in a snapshot at the next TXID, and a
 //! real Litestream restore has every row.
 
+mod support;
+
 mod replicate_support;
 
 use std::path::Path;

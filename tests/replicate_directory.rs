@@ -3,9 +3,10 @@
 //! mode (a database created while running is replicated, one deleted is dropped without an error
 //! storm, a non-WAL file is reported once), and `restore -config` of a whole directory.
 
+mod support;
+use support::s3_server;
+
 mod replicate_support;
-#[path = "support/s3_server.rs"]
-mod s3_server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,6 +2,8 @@
 //! another container sharing the volume) is refused at once with a message naming the database and
 //! the holder, while the first keeps replicating; the lock dies with its holder, even on SIGKILL.
 
+mod support;
+
 mod replicate_support;
 
 use std::path::Path;

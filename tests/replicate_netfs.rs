@@ -5,6 +5,8 @@
 //!
 //! Needs root, /dev/fuse, overlayfs and bindfs (`scripts/install-test-deps` installs it).
 
+mod support;
+
 mod replicate_support;
 
 use std::path::{Path, PathBuf};

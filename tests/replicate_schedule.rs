@@ -2,6 +2,8 @@
 //! keeps writing, and L1 compaction runs on its 30 s wall-clock boundary once there is new data,
 //! after which the local L0 staging files are dropped (except the newest, the position).
 
+mod support;
+
 mod replicate_support;
 
 use std::time::{Duration, Instant};

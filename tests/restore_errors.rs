@@ -3,6 +3,8 @@
 //! -force) and no temp file; a replica missing TXID 1 is refused clearly; -if-db-not-exists,
 //! -if-replica-exists, -force (output and -wal/-shm/-journal sidecars), -dry-run, -f and DB paths.
 
+mod support;
+
 mod restore_support;
 
 use std::fs;

@@ -3,6 +3,8 @@
 //! timestamp) is byte-identical to what `litestream restore` produces for the same target. Covers page
 //! sizes 1024/4096/65536, a database that grew, shrank (VACUUM) and grew again, and a 200 MB database.
 
+mod support;
+
 mod restore_support;
 
 use std::path::Path;

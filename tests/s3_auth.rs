@@ -7,8 +7,8 @@
 //! Environment-dependent cases run in a child process (this test binary re-executed with one test
 //! selected and a clean environment), so no test mutates the environment of a multi-threaded process.
 
-#[path = "support/s3_server.rs"]
-mod s3_server;
+mod support;
+use support::s3_server;
 
 use std::io::Read;
 use std::process::Command;

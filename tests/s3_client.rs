@@ -3,8 +3,8 @@
 //! by an independent SDK client, listing strictness, exact timestamps through HEAD, parallel opens,
 //! deletes, and clear errors for a missing bucket.
 
-#[path = "support/s3_server.rs"]
-mod s3_server;
+mod support;
+use support::s3_server;
 
 use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

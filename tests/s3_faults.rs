@@ -3,10 +3,8 @@
 //! with nothing lost; a server that never answers fails calls within the configured timeouts instead
 //! of blocking; and an idle replica sends no requests at all.
 
-#[path = "support/s3_proxy.rs"]
-mod s3_proxy;
-#[path = "support/s3_server.rs"]
-mod s3_server;
+mod support;
+use support::{s3_proxy, s3_server};
 
 use std::io::Read;
 use std::sync::atomic::Ordering;

@@ -4,8 +4,8 @@
 //! restores both a replica whose objects litevisor's client uploaded and one `litevisor replicate`
 //! wrote to S3.
 
-#[path = "support/s3_server.rs"]
-mod s3_server;
+mod support;
+use support::s3_server;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -3,8 +3,8 @@
 //! grows far less than the object), and a source that fails mid-way aborts the upload, leaving neither
 //! an object nor a pending multipart upload behind. Alone in its binary so the RSS check is meaningful.
 
-#[path = "support/s3_server.rs"]
-mod s3_server;
+mod support;
+use support::s3_server;
 
 use std::io::{self, Read};
 use std::time::UNIX_EPOCH;

@@ -4,8 +4,8 @@
 //! (as Litestream 0.5.17 does, through HEAD), but only the first by LastModified. litevisor and
 //! Litestream must restore the same, newer database.
 
-#[path = "support/s3_server.rs"]
-mod s3_server;
+mod support;
+use support::s3_server;
 
 use std::path::Path;
 use std::process::Command;

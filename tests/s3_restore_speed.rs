@@ -3,10 +3,8 @@
 //! one after another (a round trip each); litevisor opens the chain at once (`open_ltx_many`) and
 //! streams the bodies ahead, so it must finish clearly first, with the same database.
 
-#[path = "support/s3_proxy.rs"]
-mod s3_proxy;
-#[path = "support/s3_server.rs"]
-mod s3_server;
+mod support;
+use support::{s3_proxy, s3_server};
 
 use std::process::Command;
 use std::sync::atomic::Ordering;

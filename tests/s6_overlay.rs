@@ -7,6 +7,8 @@
 //! Where `s6-rc-compile` is installed, it must accept the same trees (else that test says why it
 //! skips).
 
+mod support;
+
 mod supervisor_support;
 
 use std::os::unix::fs::PermissionsExt;

@@ -4,8 +4,9 @@
 //! failed final sync turns 0 into 74, the database is restored before the app starts (and not with
 //! `restore = "never"`), and `litevisor status` shows the database and its lag.
 
-#[path = "support/s3_server.rs"]
-mod s3_server;
+mod support;
+use support::s3_server;
+
 mod supervisor_support;
 
 use std::path::{Path, PathBuf};

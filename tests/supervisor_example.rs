@@ -4,6 +4,8 @@
 //! litevisor itself, the s6-overlay directory form runs, credentials apply, and litevisor uses no
 //! CPU while its services idle.
 
+mod support;
+
 mod supervisor_support;
 
 use std::collections::BTreeSet;

@@ -2,6 +2,8 @@
 //! whole, prefixed with `[name] `, even with services writing concurrently, even when longer than
 //! the read buffer; a last line without a newline is completed; the prefix can be turned off.
 
+mod support;
+
 mod supervisor_support;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,8 @@
 //! TCP, check command) or done (oneshot), independent services do not wait, stops run in reverse
 //! dependency order, and a start-up that cannot complete fails with a clear error and a non-zero exit.
 
+mod support;
+
 mod supervisor_support;
 
 use supervisor_support::*;

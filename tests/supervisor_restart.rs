@@ -1,6 +1,8 @@
 //! Restarts: exponential back-off (the delays grow), `max_restarts` really bounds the restarts and
 //! `give_up` decides what follows, a stable run resets the count, `finish` gets s6's arguments.
 
+mod support;
+
 mod supervisor_support;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! last process is gone, a repeated SIGTERM is forwarded without cutting the grace short, and other
 //! signals are forwarded.
 
+mod support;
+
 mod supervisor_support;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,9 @@
 //! ahead of its replica is "not comparable" (exit 3) until the next sync; a live database whose
 //! pages differ from the replica at the same TXID is a mismatch (exit 4). Verify changes nothing.
 
+mod support;
+use support::s3_server;
+
 mod replicate_support;
 
 use std::path::Path;
@@ -267,9 +270,6 @@ fn verify_beside_a_running_replicator_never_raises_a_false_alarm() {
     assert!(status.success(), "{status:?}");
     drop(c);
 }
-
-#[path = "support/s3_server.rs"]
-mod s3_server;
 
 /// The same check against an S3 replica (moto on loopback).
 #[test]

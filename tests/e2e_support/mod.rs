@@ -8,14 +8,15 @@
 //! [`Launcher`] trait.
 #![allow(dead_code)]
 
+#[allow(unused_imports)] // each test file uses a part of it
+pub use crate::support::{BIN, wait_for};
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::s3_server::S3Server;
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_litevisor");
+use crate::support::s3_server::S3Server;
 
 /// Generous bound for anything that should happen "soon" on a loaded 2-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(120);
@@ -143,20 +144,6 @@ pub fn app_log(output: &str) -> AppLog {
         }
     }
     log
-}
-
-/// Polls `probe` every 100 ms until it returns `Some`, or gives up after `limit`.
-pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Every id in the `items` table of `db`, read with the sqlite3 CLI (independent of litevisor).

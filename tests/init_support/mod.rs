@@ -3,12 +3,13 @@
 //! signal it, and wait for conditions with generous timeouts.
 #![allow(dead_code)]
 
+#[allow(unused_imports)] // each test file uses a part of it
+pub use crate::support::{BIN, signal, wait_exit, wait_for};
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_litevisor");
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// Generous upper bound for anything that should be "prompt" on a loaded 2-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -131,44 +132,6 @@ pub fn children_of(pid: i32) -> Vec<i32> {
 /// as gone only once reaped).
 pub fn exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-}
-
-pub fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill has no memory-safety requirements.
-    let rc = unsafe { libc::kill(pid, sig) };
-    assert_eq!(
-        rc,
-        0,
-        "kill({pid}, {sig}) failed: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// Polls `probe` every 20 ms until it returns `Some`, or gives up after `limit`.
-pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits for `child` to exit (up to `limit`), killing it if it does not.
-pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
-    let status = wait_for(limit, || child.try_wait().expect("try_wait"));
-    match status {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("litevisor did not exit within {limit:?}");
-        }
-    }
 }
 
 /// Runs to completion and returns (exit code, stdout, stderr).

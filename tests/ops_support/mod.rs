@@ -4,6 +4,9 @@
 //! GET for `/metrics` and `/healthz`.
 #![allow(dead_code)]
 
+#[allow(unused_imports)] // each test file uses a part of it
+pub use crate::support::{free_port, wait_for};
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -184,19 +187,6 @@ pub fn run(
     (code, lv.stdout(), lv.stderr())
 }
 
-pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            return Some(v);
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `GET path` over HTTP/1.1: (status code, body). `None` when nothing listens.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
@@ -254,13 +244,6 @@ pub fn insert(c: &rusqlite::Connection, n: usize) {
     for _ in 0..n {
         c.execute("INSERT INTO t(v) VALUES ('row')", []).unwrap();
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 fn unique() -> u64 {

@@ -2,6 +2,9 @@
 //! (rusqlite) as the application, real Litestream 0.5.17 for cross-restores.
 #![allow(dead_code)]
 
+#[allow(unused_imports)] // each test file uses a part of it
+pub use crate::support::wait_until;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -290,14 +293,6 @@ pub fn wait_for(lv: &Replicator, what: &str, timeout: Duration, mut f: impl FnMu
             "timed out waiting for {what}; log:\n{}",
             lv.log_text()
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }

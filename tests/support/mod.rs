@@ -1,0 +1,99 @@
+//! The one test-support module every test file declares (`mod support;`): the litevisor binary,
+//! waiting on conditions, looking at processes in /proc, free ports; and, as submodules, the real
+//! S3 server ([`s3_server`], moto on loopback) and the fault-injecting proxy ([`s3_proxy`]). The
+//! topic helpers (`init_support`, `supervisor_support`, `replicate_support`, ...) build their
+//! fixtures on it and re-export what their tests use.
+#![allow(dead_code)]
+
+pub mod s3_proxy;
+pub mod s3_server;
+
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)] // the S3 tests import it from s3_server; the others from here
+pub use s3_server::free_port;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_litevisor");
+
+/// Polls `probe` every 20 ms until it returns `Some`, or gives up (`None`) after `limit`.
+pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Like [`wait_for`] for a condition, failing the test with `what` when it does not hold in time.
+pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let held = wait_for(limit, || condition().then_some(()));
+    assert!(
+        held.is_some(),
+        "timed out after {limit:?} waiting for {what}"
+    );
+}
+
+/// Waits for `child` to exit (up to `limit`), killing it and failing the test if it does not.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    match wait_for(limit, || child.try_wait().expect("try_wait")) {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("litevisor did not exit within {limit:?}");
+        }
+    }
+}
+
+/// The fields of `/proc/PID/stat` after the command name (state, ppid, ...).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+pub fn parent(pid: i32) -> Option<i32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| parent(*p) == Some(pid))
+        .collect()
+}
+
+/// Running (a zombie is dead for our purposes).
+pub fn alive(pid: i32) -> bool {
+    stat_fields(pid)
+        .and_then(|f| f.first().map(|state| state != "Z" && state != "X"))
+        .unwrap_or(false)
+}
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let f = stat_fields(pid).expect("stat");
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// Sends `sig` to `pid`, failing the test when it cannot.
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory-safety requirements.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {sig}) failed: {}",
+        std::io::Error::last_os_error()
+    );
+}
