@@ -30,9 +30,8 @@
 //!   invalid configuration (every problem is printed as `file:line:col: key: message`).
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use anyhow::Context;
 use tracing::{error, info, warn};
 
 use crate::config::PageEncoding;
@@ -40,9 +39,7 @@ use crate::config::litestream::{self, Overrides};
 use crate::config::parse_duration;
 use crate::config::{Config, ConfigError, Database, Replica, RestorePolicy};
 use crate::init::ExitCodeMap;
-use crate::replication::compact;
-use crate::replication::engine::{DbConfig, FinalSync, Replicator};
-use crate::replication::prepare::{self, Restored};
+use crate::replication::once::{OnceOptions, replicate_once};
 use std::str::FromStr;
 
 /// Exit code of a usage error or an invalid configuration.
@@ -161,11 +158,12 @@ pub fn run(args: ReplicateArgs) -> anyhow::Result<i32> {
             return usage("cannot use -once with `exec` in the configuration file");
         }
         // Without exec the deadline is exactly the final sync's window.
-        let after = AfterOnce {
+        let options = OnceOptions {
+            sync_timeout: config.shutdown_timeout,
             force_snapshot: args.force_snapshot,
             enforce_retention: args.enforce_retention,
         };
-        return Ok(once(&config.databases, config.shutdown_timeout, after));
+        return Ok(once(&config.databases, options));
     }
     for db in &config.databases {
         info!(db = %db.path.display(), replica = %db.replica, "replicating");
@@ -237,87 +235,17 @@ fn usage(msg: &str) -> anyhow::Result<i32> {
     Ok(USAGE)
 }
 
-/// What `-once` does after the sync, in Litestream's order.
-#[derive(Clone, Copy)]
-struct AfterOnce {
-    force_snapshot: bool,
-    enforce_retention: bool,
-}
-
-/// `-once`: each database through the same engine the daemon uses, one pass, then its final sync.
-fn once(databases: &[Database], sync_timeout: Duration, after: AfterOnce) -> i32 {
+/// `-once` over every database: exit 0 when each was synced and uploaded, 1 otherwise.
+fn once(databases: &[Database], options: OnceOptions) -> i32 {
     let mut code = 0;
     for db in databases {
-        if let Err(err) = once_one(db, sync_timeout, after) {
-            error!(db = %db.path.display(), "{err:#}");
-            eprintln!("litevisor: error: {}: {err:#}", db.path.display());
+        if let Err(err) = replicate_once(db, options) {
+            error!(db = %db.path.display(), "{err}");
+            eprintln!("litevisor: error: {}: {err}", db.path.display());
             code = 1;
         }
     }
     code
-}
-
-fn once_one(db: &Database, sync_timeout: Duration, after: AfterOnce) -> anyhow::Result<()> {
-    match prepare::restore_if_needed(db).map_err(anyhow::Error::msg)? {
-        Restored::Kept(why) => info!(db = %db.path.display(), "not restored ({why})"),
-        Restored::Restored { txid, .. } => {
-            info!(db = %db.path.display(), txid, "restored database from replica")
-        }
-    }
-    let cfg = DbConfig::for_database(db);
-    let replica = cfg.replica.clone();
-    if !db.path.exists() {
-        anyhow::bail!("database {} does not exist", db.path.display());
-    }
-    let replicator =
-        Replicator::start(cfg).with_context(|| format!("replicate {}", db.path.display()))?;
-    match replicator.sync_now(sync_timeout) {
-        Ok(s) => {
-            info!(db = %replicator.path().display(), txid = s.txid, replica_txid = s.replica_txid, "synced")
-        }
-        Err(e) => error!(db = %replicator.path().display(), "sync failed: {e}"),
-    }
-    // The final sync is a no-op unless the database changed meanwhile; it says whether the replica
-    // holds everything committed.
-    report(replicator.shutdown(sync_timeout))?;
-    // Litestream writes the snapshot from the database at the position just uploaded; the
-    // replica's chain holds exactly that state, so it is built from there (no database lock).
-    if after.force_snapshot {
-        match compact::force_snapshot(&*replica, db.page_encoding).context("snapshot")? {
-            Some(f) => info!(db = %db.path.display(), txid = f.max_txid, "snapshot written"),
-            None => info!(db = %db.path.display(), "nothing to snapshot: the replica is empty"),
-        }
-    }
-    if after.enforce_retention {
-        if !db.retention_enabled {
-            info!(db = %db.path.display(), "retention disabled: nothing deleted");
-        } else {
-            let report = compact::snapshot_and_level_retention(
-                &*replica,
-                db.snapshot_retention,
-                SystemTime::now(),
-            )
-            .context("enforce retention")?;
-            info!(db = %db.path.display(), deleted = report.deleted.len(), "retention enforced");
-        }
-    }
-    Ok(())
-}
-
-fn report(done: FinalSync) -> anyhow::Result<()> {
-    if done.ok() {
-        info!(txid = done.txid, "final sync complete");
-        Ok(())
-    } else {
-        let why = done
-            .error
-            .unwrap_or_else(|| "replica is behind".to_string());
-        anyhow::bail!(
-            "final sync failed (local txid {}, replica txid {}): {why}",
-            done.txid,
-            done.replica_txid
-        )
-    }
 }
 
 /// Litestream's order: `LOG_LEVEL` overrides (after litevisor's own `LITEVISOR_LOG`), then

@@ -11,7 +11,7 @@
 mod syncer;
 mod uploader;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
@@ -322,10 +322,6 @@ impl Replicator {
             upload,
             shutting_down: false,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     pub fn status(&self) -> Status {

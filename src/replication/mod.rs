@@ -6,6 +6,7 @@ pub(crate) mod engine;
 pub(crate) mod fsguard;
 pub mod ltx;
 pub(crate) mod meta;
+pub(crate) mod once;
 pub(crate) mod pool;
 pub(crate) mod prepare;
 pub(crate) mod restore;
