@@ -32,8 +32,7 @@ use super::restore::find_database;
 use crate::config::parse_duration;
 use crate::replica;
 use crate::replication::db;
-use crate::replication::restore::{self, IntegrityCheck, RestoreError, RestoreOptions, Target};
-use crate::replication::verify::{self, Live, LivePosition, Summary};
+use crate::replication::verify::{self, LivePosition, Verdict, Verification};
 use crate::text::json_str;
 
 pub const EXIT_NOT_COMPARABLE: i32 = 3;
@@ -65,31 +64,12 @@ pub struct VerifyArgs {
     replica_url: Option<String>,
 }
 
-/// What the comparison concluded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Verdict {
-    Ok,
-    IntegrityFailed,
-    Mismatch,
-    NotComparable,
-}
-
-impl Verdict {
-    fn code(self) -> i32 {
-        match self {
-            Verdict::Ok => 0,
-            Verdict::NotComparable => EXIT_NOT_COMPARABLE,
-            Verdict::IntegrityFailed | Verdict::Mismatch => EXIT_FAILED,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Verdict::Ok => "ok",
-            Verdict::IntegrityFailed => "integrity_failed",
-            Verdict::Mismatch => "mismatch",
-            Verdict::NotComparable => "not_comparable",
-        }
+/// The exit code of a verdict (see the module doc).
+fn exit_code(verdict: Verdict) -> i32 {
+    match verdict {
+        Verdict::Ok => 0,
+        Verdict::NotComparable => EXIT_NOT_COMPARABLE,
+        Verdict::IntegrityFailed | Verdict::Mismatch => EXIT_FAILED,
     }
 }
 
@@ -126,134 +106,40 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
         .or(meta_path)
         .unwrap_or_else(|| db::meta_dir(db_path));
 
-    // T is fixed by the plan; the live database is read right after, so a running replicator has
-    // the least time to move past T.
-    let files = match restore::plan(replica.as_ref(), Target::Latest) {
-        Err(RestoreError::TxNotAvailable) => bail!("replica {shown} holds no backup"),
-        r => r.with_context(|| format!("read replica {shown}"))?,
-    };
-    let live = verify::live(db_path, &meta_dir, args.busy_timeout)
-        .with_context(|| format!("read live database {}", db_path.display()))?;
-
-    let tmp = TempDir::create().context("create a temp directory for the restored copy")?;
-    let copy = tmp.0.join("replica.db");
-    let report =
-        restore::restore_files(replica.as_ref(), &files, &copy, &RestoreOptions::default())
-            .with_context(|| format!("restore replica {shown}"))?;
-    let integrity = match restore::integrity_check(&copy, IntegrityCheck::Full) {
-        Ok(()) => "ok".to_string(),
-        Err(RestoreError::Integrity { result, .. }) => result,
-        Err(e) => return Err(e).context("integrity check of the restored copy"),
-    };
-    let restored =
-        verify::file_summary(&copy, report.page_size).context("checksum of the restored copy")?;
-    drop(tmp);
-
-    let (verdict, message) = judge(report.txid, &restored, &integrity, &live);
+    let found = verify::verify_replica(replica.as_ref(), db_path, &meta_dir, args.busy_timeout)
+        .with_context(|| format!("verify {} against {shown}", db_path.display()))?;
     let out = Output {
         db: db_path,
         replica: &shown,
-        replica_txid: report.txid,
-        restored: &restored,
-        integrity: &integrity,
-        live: &live,
-        verdict,
-        message: &message,
+        found: &found,
     };
     if args.json {
         println!("{}", out.json());
     } else {
         print!("{}", out.text());
     }
-    if verdict != Verdict::Ok {
-        eprintln!("litevisor: verify {}: {message}", db_path.display());
+    if found.verdict != Verdict::Ok {
+        eprintln!("litevisor: verify {}: {}", db_path.display(), found.message);
     }
-    Ok(verdict.code())
-}
-
-/// Decides the verdict and the one-line explanation.
-fn judge(txid: u64, restored: &Summary, integrity: &str, live: &Live) -> (Verdict, String) {
-    let at = |t: u64| format!("{t:016x}");
-    if integrity != "ok" {
-        return (
-            Verdict::IntegrityFailed,
-            format!(
-                "the replica at TXID {} restores to a database that fails PRAGMA integrity_check: {integrity}",
-                at(txid)
-            ),
-        );
-    }
-    if *restored == live.summary {
-        return (
-            Verdict::Ok,
-            format!(
-                "the replica at TXID {} restores to exactly the live database ({} pages)",
-                at(txid),
-                restored.pages
-            ),
-        );
-    }
-    let retry = "run `litevisor replicate -once` or wait for the next sync, then verify again";
-    match live.position {
-        LivePosition::At(t) if t == txid => (
-            Verdict::Mismatch,
-            format!(
-                "MISMATCH: the replica at TXID {} restores to a different database than the live one \
-                 at the same TXID (checksum {:016x} vs live {:016x}, {} vs {} pages)",
-                at(txid),
-                restored.checksum,
-                live.summary.checksum,
-                restored.pages,
-                live.summary.pages
-            ),
-        ),
-        LivePosition::At(t) => (
-            Verdict::NotComparable,
-            format!(
-                "live DB is at TXID {}, replica at {}: {retry}",
-                at(t),
-                at(txid)
-            ),
-        ),
-        LivePosition::NotAt { newest_l0 } => (
-            Verdict::NotComparable,
-            format!(
-                "live DB has changed since TXID {} (its newest local sync), replica at {}: {retry}",
-                at(newest_l0),
-                at(txid)
-            ),
-        ),
-        LivePosition::Unknown => (
-            Verdict::NotComparable,
-            format!(
-                "live DB's TXID is unknown (no local replication state next to it), replica at {}: {retry}",
-                at(txid)
-            ),
-        ),
-    }
+    Ok(exit_code(found.verdict))
 }
 
 struct Output<'a> {
     db: &'a Path,
     replica: &'a str,
-    replica_txid: u64,
-    restored: &'a Summary,
-    integrity: &'a str,
-    live: &'a Live,
-    verdict: Verdict,
-    message: &'a str,
+    found: &'a Verification,
 }
 
 impl Output<'_> {
     fn live_txid(&self) -> Option<u64> {
-        match self.live.position {
+        match self.found.live.position {
             LivePosition::At(t) => Some(t),
             _ => None,
         }
     }
 
     fn text(&self) -> String {
-        let live_at = match self.live.position {
+        let live_at = match self.found.live.position {
             LivePosition::At(t) => format!("TXID {t:016x}"),
             LivePosition::NotAt { newest_l0 } => format!("past TXID {newest_l0:016x}"),
             LivePosition::Unknown => "TXID unknown".to_string(),
@@ -263,16 +149,16 @@ impl Output<'_> {
              integrity:  {}\nlive:       {live_at}, {} pages of {} bytes, checksum {:016x}\nresult:     {}: {}\n",
             self.db.display(),
             self.replica,
-            self.replica_txid,
-            self.restored.pages,
-            self.restored.page_size,
-            self.restored.checksum,
-            self.integrity,
-            self.live.summary.pages,
-            self.live.summary.page_size,
-            self.live.summary.checksum,
-            self.verdict.name(),
-            self.message
+            self.found.replica_txid,
+            self.found.restored.pages,
+            self.found.restored.page_size,
+            self.found.restored.checksum,
+            self.found.integrity,
+            self.found.live.summary.pages,
+            self.found.live.summary.page_size,
+            self.found.live.summary.checksum,
+            self.found.verdict.name(),
+            self.found.message
         )
     }
 
@@ -284,49 +170,18 @@ impl Output<'_> {
              \"live_checksum\":{},\"match\":{},\"result\":\"{}\",\"message\":{}}}",
             json_str(&self.db.to_string_lossy()),
             json_str(self.replica),
-            hex(self.replica_txid),
-            self.restored.pages,
-            self.restored.page_size,
-            hex(self.restored.checksum),
-            json_str(self.integrity),
+            hex(self.found.replica_txid),
+            self.found.restored.pages,
+            self.found.restored.page_size,
+            hex(self.found.restored.checksum),
+            json_str(&self.found.integrity),
             self.live_txid().map_or("null".to_string(), hex),
-            self.live.summary.pages,
-            hex(self.live.summary.checksum),
-            *self.restored == self.live.summary,
-            self.verdict.name(),
-            json_str(self.message)
+            self.found.live.summary.pages,
+            hex(self.found.live.summary.checksum),
+            self.found.restored == self.found.live.summary,
+            self.found.verdict.name(),
+            json_str(&self.found.message)
         )
-    }
-}
-
-/// A private (0700) directory for the restored copy, removed with everything in it on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn create() -> std::io::Result<TempDir> {
-        use std::os::unix::fs::DirBuilderExt;
-        let base = std::env::temp_dir();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        for attempt in 0..100u32 {
-            let dir = base.join(format!(
-                "litevisor-verify-{}-{nanos:x}-{attempt}",
-                std::process::id()
-            ));
-            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => return Ok(TempDir(dir)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(std::io::Error::other("no free temp directory name"))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -334,53 +189,11 @@ impl Drop for TempDir {
 mod tests {
     use super::*;
 
-    fn summary(checksum: u64, pages: u32) -> Summary {
-        Summary {
-            page_size: 4096,
-            pages,
-            checksum,
-        }
-    }
-
-    fn live(checksum: u64, position: LivePosition) -> Live {
-        Live {
-            summary: summary(checksum, 3),
-            position,
-        }
-    }
-
     #[test]
-    fn verdicts() {
-        let r = summary(7, 3);
-        let ok = judge(5, &r, "ok", &live(7, LivePosition::Unknown));
-        assert_eq!(ok.0, Verdict::Ok);
-        let bad = judge(
-            5,
-            &r,
-            "*** in database main ***",
-            &live(7, LivePosition::At(5)),
-        );
-        assert_eq!(bad.0, Verdict::IntegrityFailed);
-        assert!(bad.1.contains("integrity_check"), "{}", bad.1);
-        let mismatch = judge(5, &r, "ok", &live(8, LivePosition::At(5)));
-        assert_eq!(mismatch.0, Verdict::Mismatch);
-        assert!(mismatch.1.contains("MISMATCH"), "{}", mismatch.1);
-        let ahead = judge(5, &r, "ok", &live(8, LivePosition::At(6)));
-        assert_eq!(ahead.0, Verdict::NotComparable);
-        assert!(
-            ahead
-                .1
-                .contains("live DB is at TXID 0000000000000006, replica at 0000000000000005"),
-            "{}",
-            ahead.1
-        );
-        let moved = judge(5, &r, "ok", &live(8, LivePosition::NotAt { newest_l0: 5 }));
-        assert_eq!(moved.0, Verdict::NotComparable);
-        assert_eq!(
-            judge(5, &r, "ok", &live(8, LivePosition::Unknown)).0,
-            Verdict::NotComparable
-        );
-        assert_eq!(Verdict::Mismatch.code(), EXIT_FAILED);
-        assert_eq!(Verdict::NotComparable.code(), EXIT_NOT_COMPARABLE);
+    fn exit_codes() {
+        assert_eq!(exit_code(Verdict::Ok), 0);
+        assert_eq!(exit_code(Verdict::Mismatch), EXIT_FAILED);
+        assert_eq!(exit_code(Verdict::IntegrityFailed), EXIT_FAILED);
+        assert_eq!(exit_code(Verdict::NotComparable), EXIT_NOT_COMPARABLE);
     }
 }

@@ -29,8 +29,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::replica::ReplicaClient;
 use crate::replication::ltx::{self, CHECKSUM_FLAG, CRC64, Header};
 use crate::replication::meta::{Meta, MetaError};
+use crate::replication::restore::{self, IntegrityCheck, RestoreError, RestoreOptions, Target};
 use crate::replication::shm::{self, ShmError};
 use crate::replication::wal::{self, WalError};
 
@@ -315,6 +317,195 @@ fn db_page_size(f: &File, path: &Path) -> Result<u32, VerifyError> {
     }
 }
 
+/// What comparing a replica with the live database concluded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The replica restores to exactly the live database, and the copy passes the integrity check.
+    Ok,
+    IntegrityFailed,
+    /// Same TXID, different content.
+    Mismatch,
+    /// The live database is not at the replica's TXID now (or its TXID is unknown).
+    NotComparable,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::IntegrityFailed => "integrity_failed",
+            Verdict::Mismatch => "mismatch",
+            Verdict::NotComparable => "not_comparable",
+        }
+    }
+}
+
+/// Everything [`verify_replica`] found.
+#[derive(Clone, Debug)]
+pub struct Verification {
+    pub replica_txid: u64,
+    pub restored: Summary,
+    /// `ok`, or what `PRAGMA integrity_check` said of the restored copy.
+    pub integrity: String,
+    pub live: Live,
+    pub verdict: Verdict,
+    /// One line saying why, and what to do when the verdict is not [`Verdict::Ok`].
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyReplicaError {
+    #[error("the replica holds no backup")]
+    NoBackup,
+    #[error("read the replica: {0}")]
+    Replica(#[source] RestoreError),
+    #[error("read the live database: {0}")]
+    Live(#[source] VerifyError),
+    #[error("create a temp directory for the restored copy: {0}")]
+    Temp(#[source] std::io::Error),
+    #[error("restore the replica: {0}")]
+    Restore(#[source] RestoreError),
+    #[error("integrity check of the restored copy: {0}")]
+    Integrity(#[source] RestoreError),
+    #[error("checksum of the restored copy: {0}")]
+    Summary(#[source] VerifyError),
+}
+
+/// Restores the replica's latest state (TXID T) into a private temp directory (every LTX file
+/// checksum is checked on the way), runs `PRAGMA integrity_check` on the copy, and compares its
+/// database checksum with the live database's at T. Writes nothing to the live database, its meta
+/// directory or the replica; the copy is removed before returning.
+pub fn verify_replica(
+    replica: &dyn ReplicaClient,
+    db: &Path,
+    meta_dir: &Path,
+    busy_timeout: Duration,
+) -> Result<Verification, VerifyReplicaError> {
+    // T is fixed by the plan; the live database is read right after, so a running replicator has
+    // the least time to move past T.
+    let files = match restore::plan(replica, Target::Latest) {
+        Err(RestoreError::TxNotAvailable) => return Err(VerifyReplicaError::NoBackup),
+        r => r.map_err(VerifyReplicaError::Replica)?,
+    };
+    let live = self::live(db, meta_dir, busy_timeout).map_err(VerifyReplicaError::Live)?;
+
+    let tmp = TempDir::create().map_err(VerifyReplicaError::Temp)?;
+    let copy = tmp.0.join("replica.db");
+    let report = restore::restore_files(replica, &files, &copy, &RestoreOptions::default())
+        .map_err(VerifyReplicaError::Restore)?;
+    let integrity = match restore::integrity_check(&copy, IntegrityCheck::Full) {
+        Ok(()) => "ok".to_string(),
+        Err(RestoreError::Integrity { result, .. }) => result,
+        Err(e) => return Err(VerifyReplicaError::Integrity(e)),
+    };
+    let restored = file_summary(&copy, report.page_size).map_err(VerifyReplicaError::Summary)?;
+    drop(tmp);
+
+    let (verdict, message) = judge(report.txid, &restored, &integrity, &live);
+    Ok(Verification {
+        replica_txid: report.txid,
+        restored,
+        integrity,
+        live,
+        verdict,
+        message,
+    })
+}
+
+/// Decides the verdict and the one-line explanation.
+fn judge(txid: u64, restored: &Summary, integrity: &str, live: &Live) -> (Verdict, String) {
+    let at = |t: u64| format!("{t:016x}");
+    if integrity != "ok" {
+        return (
+            Verdict::IntegrityFailed,
+            format!(
+                "the replica at TXID {} restores to a database that fails PRAGMA integrity_check: {integrity}",
+                at(txid)
+            ),
+        );
+    }
+    if *restored == live.summary {
+        return (
+            Verdict::Ok,
+            format!(
+                "the replica at TXID {} restores to exactly the live database ({} pages)",
+                at(txid),
+                restored.pages
+            ),
+        );
+    }
+    let retry = "run `litevisor replicate -once` or wait for the next sync, then verify again";
+    match live.position {
+        LivePosition::At(t) if t == txid => (
+            Verdict::Mismatch,
+            format!(
+                "MISMATCH: the replica at TXID {} restores to a different database than the live one \
+                 at the same TXID (checksum {:016x} vs live {:016x}, {} vs {} pages)",
+                at(txid),
+                restored.checksum,
+                live.summary.checksum,
+                restored.pages,
+                live.summary.pages
+            ),
+        ),
+        LivePosition::At(t) => (
+            Verdict::NotComparable,
+            format!(
+                "live DB is at TXID {}, replica at {}: {retry}",
+                at(t),
+                at(txid)
+            ),
+        ),
+        LivePosition::NotAt { newest_l0 } => (
+            Verdict::NotComparable,
+            format!(
+                "live DB has changed since TXID {} (its newest local sync), replica at {}: {retry}",
+                at(newest_l0),
+                at(txid)
+            ),
+        ),
+        LivePosition::Unknown => (
+            Verdict::NotComparable,
+            format!(
+                "live DB's TXID is unknown (no local replication state next to it), replica at {}: {retry}",
+                at(txid)
+            ),
+        ),
+    }
+}
+
+/// A private (0700) directory under `$TMPDIR` for the restored copy, removed with everything in it
+/// on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create() -> std::io::Result<TempDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::temp_dir();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        for attempt in 0..100u32 {
+            let dir = base.join(format!(
+                "litevisor-verify-{}-{nanos:x}-{attempt}",
+                std::process::id()
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(TempDir(dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other("no free temp directory name"))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,5 +614,58 @@ mod tests {
             LivePosition::NotAt { newest_l0: 9 }
         );
         assert_eq!(position(None, Some((wh(1, 2), end))), LivePosition::Unknown);
+    }
+
+    fn summary(checksum: u64, pages: u32) -> Summary {
+        Summary {
+            page_size: 4096,
+            pages,
+            checksum,
+        }
+    }
+
+    fn live_at(checksum: u64, position: LivePosition) -> Live {
+        Live {
+            summary: summary(checksum, 3),
+            position,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let r = summary(7, 3);
+        let ok = judge(5, &r, "ok", &live_at(7, LivePosition::Unknown));
+        assert_eq!(ok.0, Verdict::Ok);
+        let bad = judge(
+            5,
+            &r,
+            "*** in database main ***",
+            &live_at(7, LivePosition::At(5)),
+        );
+        assert_eq!(bad.0, Verdict::IntegrityFailed);
+        assert!(bad.1.contains("integrity_check"), "{}", bad.1);
+        let mismatch = judge(5, &r, "ok", &live_at(8, LivePosition::At(5)));
+        assert_eq!(mismatch.0, Verdict::Mismatch);
+        assert!(mismatch.1.contains("MISMATCH"), "{}", mismatch.1);
+        let ahead = judge(5, &r, "ok", &live_at(8, LivePosition::At(6)));
+        assert_eq!(ahead.0, Verdict::NotComparable);
+        assert!(
+            ahead
+                .1
+                .contains("live DB is at TXID 0000000000000006, replica at 0000000000000005"),
+            "{}",
+            ahead.1
+        );
+        let moved = judge(
+            5,
+            &r,
+            "ok",
+            &live_at(8, LivePosition::NotAt { newest_l0: 5 }),
+        );
+        assert_eq!(moved.0, Verdict::NotComparable);
+        assert_eq!(
+            judge(5, &r, "ok", &live_at(8, LivePosition::Unknown)).0,
+            Verdict::NotComparable
+        );
     }
 }
