@@ -2,6 +2,7 @@
 //! to one subcommand. Each subcommand's flags and handler live in a file of their own.
 
 mod check;
+mod control;
 mod databases;
 mod example_app;
 mod health;
@@ -51,6 +52,18 @@ enum Command {
     /// Exit 0 when the running supervisor is healthy (services up and ready, replicas reachable and
     /// caught up), 1 otherwise: for `HEALTHCHECK CMD ["litevisor", "health"]`.
     Health(health::HealthArgs),
+    /// Force a sync of a database now; with -wait, until the replica holds it (Litestream `sync`).
+    Sync(control::SyncArgs),
+    /// Stop replicating a database after its final sync, until `start` (Litestream `stop`).
+    Stop(control::DbCommandArgs),
+    /// Replicate a database again after `stop` (Litestream `start`).
+    Start(control::DbCommandArgs),
+    /// List the running litevisor's databases and their states (Litestream `list`).
+    List(control::DaemonArgs),
+    /// Show the running litevisor's version, pid, uptime and database count (Litestream `info`).
+    Info(control::DaemonArgs),
+    /// Print the version (Litestream `version`).
+    Version,
     /// Check that a replica restores to exactly the live database (integrity check + checksum).
     Verify(verify::VerifyArgs),
     /// The bundled example's SQLite app (services.d.example): migrate, write or read rows.
@@ -126,6 +139,12 @@ pub fn main() -> i32 {
         Some(Command::Status(args)) => status::run(args),
         Some(Command::Health(args)) => health::run(args),
         Some(Command::Verify(args)) => verify::run(args),
+        Some(Command::Sync(args)) => control::sync(args),
+        Some(Command::Stop(args)) => control::stop(args),
+        Some(Command::Start(args)) => control::start(args),
+        Some(Command::List(args)) => control::list(args),
+        Some(Command::Info(args)) => control::info(args),
+        Some(Command::Version) => control::version(),
         Some(Command::ExampleApp(args)) => example_app::run(args),
     };
     match result {

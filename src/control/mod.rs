@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod commands;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -124,6 +125,11 @@ pub trait StatusSource: Send + Sync {
     /// The longest a committed transaction may wait for its upload before the health check fails.
     fn health_upload_lag(&self) -> Duration;
 }
+
+/// Everything the control socket asks of the supervisor: its status and Litestream's commands.
+pub trait Daemon: StatusSource + commands::Commands {}
+
+impl<T: StatusSource + commands::Commands> Daemon for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -301,10 +307,7 @@ impl Server {
     }
 
     /// Answers requests until the runtime drops the task. Must run inside a tokio runtime.
-    pub fn serve(
-        &mut self,
-        source: Arc<dyn StatusSource>,
-    ) -> Option<impl Future<Output = ()> + use<>> {
+    pub fn serve(&mut self, source: Arc<dyn Daemon>) -> Option<impl Future<Output = ()> + use<>> {
         let listener = self.listener.take()?;
         let listener = match tokio::net::UnixListener::from_std(listener) {
             Ok(l) => l,
@@ -316,11 +319,12 @@ impl Server {
                 return None;
             }
         };
+        let path = Arc::new(self.path.clone());
         Some(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(answer(stream, Arc::clone(&source)));
+                        tokio::spawn(answer(stream, Arc::clone(&source), Arc::clone(&path)));
                     }
                     Err(e) => {
                         // Out of descriptors and the like: back off instead of spinning.
@@ -343,9 +347,18 @@ impl Drop for Server {
     }
 }
 
-async fn answer(mut stream: tokio::net::UnixStream, source: Arc<dyn StatusSource>) {
+async fn answer(mut stream: tokio::net::UnixStream, source: Arc<dyn Daemon>, path: Arc<PathBuf>) {
     let request = tokio::time::timeout(REQUEST_PATIENCE, read_line(&mut stream)).await;
     let reply = match request {
+        Ok(Ok(line)) if let Some(request) = commands::Request::parse(&line) => {
+            let listed = matches!(request.verb, commands::Verb::List | commands::Verb::Info);
+            let databases = if listed {
+                source.snapshot().databases
+            } else {
+                Vec::new()
+            };
+            commands::answer(request, &*source, databases, &path).await
+        }
         Ok(Ok(line)) => match line.split_whitespace().collect::<Vec<_>>().as_slice() {
             ["status"] => render_text(&source.snapshot()),
             ["status", "json"] => render_json(&source.snapshot()),
@@ -383,6 +396,15 @@ async fn read_line(stream: &mut tokio::net::UnixStream) -> io::Result<String> {
 
 /// Asks the litevisor listening on `path`; returns its answer.
 pub fn query(path: &Path, request: &str) -> Result<String, ControlError> {
+    query_within(path, request, Duration::from_secs(10))
+}
+
+/// [`query`], waiting up to `patience` for the answer (a `sync -wait` may take long).
+pub fn query_within(
+    path: &Path,
+    request: &str,
+    patience: Duration,
+) -> Result<String, ControlError> {
     let io_err = |op| {
         move |source| ControlError::Io {
             op,
@@ -402,7 +424,7 @@ pub fn query(path: &Path, request: &str) -> Result<String, ControlError> {
         }
         Err(e) => return Err(io_err("connect to")(e)),
     };
-    let patience = Some(Duration::from_secs(10));
+    let patience = Some(patience);
     stream
         .set_read_timeout(patience)
         .map_err(io_err("set timeout on"))?;

@@ -160,6 +160,8 @@ pub enum EngineError {
     NoDatabase(PathBuf),
     #[error("the replicator of {0} has stopped")]
     Stopped(PathBuf),
+    #[error("{}: not done after {:.1}s", .0.display(), .1.as_secs_f64())]
+    TimedOut(PathBuf, Duration),
     #[error("{0}: waiting to retry the replica")]
     ReplicaPending(PathBuf),
 }
@@ -331,15 +333,19 @@ impl Replicator {
     /// Syncs the WAL into a new L0 now and uploads everything pending; returns the status after.
     /// Blocks up to `timeout` per step: never call it from a replication pool thread.
     pub fn sync_now(&self, timeout: Duration) -> Result<Status, EngineError> {
-        let (reply, rx) = Reply::channel();
-        self.send(SyncCmd::SyncNow(reply))?;
-        self.wait(&rx, timeout)?.map_err(|e| self.failed(e))?;
-        let (reply, rx) = Reply::channel();
-        self.upload
-            .send(UploadMsg::Flush(reply))
-            .map_err(|_| EngineError::Stopped(self.path.clone()))?;
-        self.wait(&rx, timeout)?.map_err(|e| self.failed(e))?;
-        Ok(self.status())
+        self.syncer().sync(true, timeout)
+    }
+
+    /// A handle that can force syncs while this replicator runs (`litevisor sync`), without
+    /// holding the replicator itself; once the replicator is shut down its syncs fail as stopped.
+    pub fn syncer(&self) -> Syncer {
+        Syncer {
+            path: self.path.clone(),
+            status: Arc::clone(&self.status),
+            sync: Arc::clone(&self.sync),
+            sync_handle: self.sync_handle.clone(),
+            upload: self.upload.clone(),
+        }
     }
 
     /// Final sync: WAL -> L0 -> replica, uploads retried until `timeout` passes; then both lanes
@@ -426,17 +432,50 @@ impl Replicator {
         self.sync_handle.notify();
         Ok(())
     }
+}
 
-    fn send(&self, cmd: SyncCmd) -> Result<(), EngineError> {
-        self.send_cmd(cmd)
-            .map_err(|_| EngineError::Stopped(self.path.clone()))
+/// Forces syncs of one running replicator ([`Replicator::syncer`]). Cheap to clone; dropping it
+/// changes nothing.
+#[derive(Clone)]
+pub struct Syncer {
+    path: PathBuf,
+    status: Arc<Mutex<Status>>,
+    sync: Arc<SyncLane>,
+    sync_handle: Handle,
+    upload: UploadPort,
+}
+
+impl Syncer {
+    /// Syncs the WAL into a new L0 now; with `upload`, also uploads everything pending, so the
+    /// replica then holds every transaction committed before the call. Returns the status after.
+    /// Blocks up to `timeout` per step: never call it from a replication pool thread or a runtime.
+    pub fn sync(&self, upload: bool, timeout: Duration) -> Result<Status, EngineError> {
+        let (reply, rx) = Reply::channel();
+        self.sync
+            .send(SyncCmd::SyncNow(reply))
+            .map_err(|_| EngineError::Stopped(self.path.clone()))?;
+        self.sync_handle.notify();
+        self.wait(&rx, timeout)?.map_err(|e| self.failed(e))?;
+        if upload {
+            let (reply, rx) = Reply::channel();
+            self.upload
+                .send(UploadMsg::Flush(reply))
+                .map_err(|_| EngineError::Stopped(self.path.clone()))?;
+            self.wait(&rx, timeout)?.map_err(|e| self.failed(e))?;
+        }
+        Ok(lock(&self.status).clone())
     }
 
     fn wait<T>(&self, rx: &mpsc::Receiver<Option<T>>, timeout: Duration) -> Result<T, EngineError> {
-        rx.recv_timeout(timeout)
-            .ok()
-            .flatten()
-            .ok_or_else(|| EngineError::Stopped(self.path.clone()))
+        match rx.recv_timeout(timeout) {
+            Ok(Some(value)) => Ok(value),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                Err(EngineError::TimedOut(self.path.clone(), timeout))
+            }
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(EngineError::Stopped(self.path.clone()))
+            }
+        }
     }
 
     fn failed(&self, msg: String) -> EngineError {

@@ -21,14 +21,19 @@ use tokio::sync::{oneshot, watch};
 use super::unit::{Command, Control, Ended, Unit, UnitFuture, Why};
 use crate::config::Database;
 use crate::control::DatabaseRow;
-use crate::replication::engine::{DbConfig, FinalSync, Replicator, Status};
+use crate::replication::engine::{DbConfig, FinalSync, Replicator, Status, Syncer};
 use crate::replication::prepare::{Restored, nothing_to_restore, restore_if_needed};
+
+/// A start of the engine under way: settles on its outcome.
+pub type Started = watch::Receiver<Option<Result<(), String>>>;
 
 /// One database's state as both of its units and the status server see it.
 #[derive(Debug)]
 pub struct DbShared {
     path: PathBuf,
     replica_url: String,
+    /// Its configuration, for `litevisor start DB` after a `stop`.
+    db: Database,
     inner: Mutex<DbInner>,
 }
 
@@ -42,6 +47,10 @@ struct DbInner {
     restore_took: Option<Duration>,
     error: Option<String>,
     final_sync: Option<(Duration, bool)>,
+    /// `litevisor stop DB` ended its replication (after a final sync) until `litevisor start DB`.
+    stopped_by_request: bool,
+    /// The supervisor is stopping it for good: `litevisor start DB` is refused.
+    closing: bool,
 }
 
 /// Where the database's replication engine is. Held here, not by the replicate unit, so status
@@ -62,6 +71,7 @@ impl DbShared {
         Arc::new(DbShared {
             path: db.path.clone(),
             replica_url: db.replica.to_string(),
+            db: db.clone(),
             inner: Mutex::new(DbInner {
                 state: "pending",
                 ..DbInner::default()
@@ -115,6 +125,10 @@ impl DbShared {
             let outcome = match result {
                 Ok(replicator) => {
                     inner.engine = Engine::Running(replicator);
+                    // A restart by `litevisor start` has no unit to say so.
+                    if inner.state == "starting" {
+                        inner.state = "replicating";
+                    }
                     Ok(())
                 }
                 Err(e) => {
@@ -177,6 +191,100 @@ impl DbShared {
         Ok(rx)
     }
 
+    /// A handle to force syncs (`litevisor sync`), while the engine runs.
+    pub fn syncer(&self) -> Result<Syncer, String> {
+        let inner = self.lock();
+        match &inner.engine {
+            Engine::Running(replicator) => Ok(replicator.syncer()),
+            _ => Err(format!(
+                "database not open: {} ({})",
+                self.path.display(),
+                inner.state
+            )),
+        }
+    }
+
+    /// Stopped by `litevisor stop DB` (its final sync done or under way).
+    pub fn is_paused(&self) -> bool {
+        self.lock().stopped_by_request
+    }
+
+    /// `litevisor stop DB`: the final sync (bounded by `deadline`), then no replication until
+    /// [`DbShared::resume`]. The channel settles on the final sync's outcome; it is settled at once
+    /// when the database was stopped already.
+    pub fn pause(
+        self: &Arc<Self>,
+        deadline: Instant,
+    ) -> Result<watch::Receiver<Option<FinalSync>>, String> {
+        {
+            let mut inner = self.lock();
+            if inner.closing {
+                return Err(format!(
+                    "database {}: litevisor is stopping it",
+                    self.path.display()
+                ));
+            }
+            match &inner.engine {
+                Engine::Running(_) | Engine::FinalSync(_) => inner.stopped_by_request = true,
+                _ => {
+                    return Err(format!(
+                        "database not open: {} ({})",
+                        self.path.display(),
+                        inner.state
+                    ));
+                }
+            }
+        }
+        self.final_sync(deadline, false)
+            .map_err(|e| format!("cannot start the final sync: {e}"))
+    }
+
+    /// `litevisor start DB` after a `stop`: starts the engine again (its start resumes from the
+    /// local state, like any start). `Ok(false)` when it was running already.
+    pub fn resume(self: &Arc<Self>) -> Result<Option<Started>, String> {
+        let mut inner = self.lock();
+        if inner.closing {
+            return Err(format!(
+                "database {}: litevisor is stopping it",
+                self.path.display()
+            ));
+        }
+        match &inner.engine {
+            Engine::Running(_) | Engine::Starting(_) => return Ok(None),
+            Engine::FinalSync(rx) if inner.stopped_by_request && rx.borrow().is_some() => {}
+            Engine::FinalSync(_) => {
+                return Err(format!(
+                    "database {}: its final sync is still running",
+                    self.path.display()
+                ));
+            }
+            Engine::Idle => {
+                return Err(format!(
+                    "database not open: {} ({})",
+                    self.path.display(),
+                    inner.state
+                ));
+            }
+        }
+        inner.engine = Engine::Idle;
+        inner.stopped_by_request = false;
+        inner.error = None;
+        drop(inner);
+        let started = self.start_engine(&self.db);
+        Ok(Some(started))
+    }
+
+    /// The supervisor stops this database for good: no `litevisor start` from now on. Returns the
+    /// start under way, if any, for the caller to wait for before its final sync.
+    pub(super) fn close(&self) -> Option<watch::Receiver<Option<Result<(), String>>>> {
+        let mut inner = self.lock();
+        inner.closing = true;
+        match &inner.engine {
+            Engine::Starting(rx) => Some(rx.clone()),
+            _ => None,
+        }
+    }
+
     /// The channel of a start under way, if the engine is starting.
     pub(super) fn starting(&self) -> Option<watch::Receiver<Option<Result<(), String>>>> {
         match &self.lock().engine {
@@ -190,7 +298,13 @@ impl DbShared {
     pub fn row(&self) -> DatabaseRow {
         let inner = self.lock();
         let engine = match &inner.engine {
-            Engine::Running(replicator) => replicator.status(),
+            Engine::Running(replicator) => {
+                let mut status = replicator.status();
+                // After `litevisor stop` + `start` the new engine has not synced yet.
+                status.last_sync = status.last_sync.or(inner.last.last_sync);
+                status.last_upload = status.last_upload.or(inner.last.last_upload);
+                status
+            }
             _ => inner.last.clone(),
         };
         // While the engine runs, what it is going through right now is the state.
@@ -395,6 +509,12 @@ impl ReplicateUnit {
                                 left.as_secs_f64()
                             );
                             stop_deadline = Some(deadline);
+                            // A `litevisor start` may have restarted the engine since: its final
+                            // sync waits for that start.
+                            if let Some(rx) = self.shared.close() {
+                                started = rx;
+                                started_done = false;
+                            }
                         }
                     }
                     Command::Kill => {

@@ -32,7 +32,7 @@ pub const FDS_PER_DATABASE: u64 = 8;
 /// Descriptors kept for everything else (sockets, pipes, logs, the replica's connections).
 const FD_RESERVE: u64 = 256;
 
-pub type Started = watch::Receiver<Option<Result<(), String>>>;
+pub use super::database::Started;
 
 #[derive(Debug, Default)]
 pub struct DbSet {
@@ -158,6 +158,20 @@ impl DbSet {
 
     pub fn get(&self, path: &Path) -> Option<Arc<DbShared>> {
         self.lock().members.get(path).map(|m| Arc::clone(&m.shared))
+    }
+
+    /// The member at `path` as a client names it: the same path, or the same file once both are
+    /// canonicalized (a relative path, a symlinked directory).
+    pub fn find(&self, path: &Path) -> Option<Arc<DbShared>> {
+        if let Some(found) = self.get(path) {
+            return Some(found);
+        }
+        let wanted = std::fs::canonicalize(path).ok()?;
+        self.lock()
+            .members
+            .iter()
+            .find(|(p, _)| std::fs::canonicalize(p).is_ok_and(|c| c == wanted))
+            .map(|(_, m)| Arc::clone(&m.shared))
     }
 
     pub fn contains(&self, path: &Path) -> bool {

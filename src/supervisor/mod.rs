@@ -173,7 +173,9 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
     };
     let (nodes, overview) = build_nodes(&config, &output).map_err(SupervisorError::Setup)?;
     let board = Arc::clone(&overview.board);
-    let overview: Arc<dyn control::StatusSource> = Arc::new(overview);
+    let overview = Arc::new(overview);
+    let daemon: Arc<dyn control::Daemon> = Arc::clone(&overview) as Arc<dyn control::Daemon>;
+    let overview: Arc<dyn control::StatusSource> = overview;
     let (serve, serve_http) = {
         // The listeners join the runtime's reactor, so they are registered inside it.
         let _inside = runtime.enter();
@@ -187,7 +189,7 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
             Some(Ok(serve)) => Some(serve),
             None => None,
         };
-        (socket.as_mut().and_then(|s| s.serve(overview)), serve_http)
+        (socket.as_mut().and_then(|s| s.serve(daemon)), serve_http)
     };
     let code = runtime.block_on(async {
         if let Some(serve) = serve {
@@ -349,6 +351,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
         services,
         databases: set,
         health_upload_lag: config.observe.health_upload_lag(),
+        started_at: std::time::SystemTime::now(),
     };
     Ok((nodes, overview))
 }

@@ -1,0 +1,232 @@
+//! Litestream's control commands (`sync [-wait]`, `stop`, `start`, `list`, `info`, `version`)
+//! against the real running binary, in `replicate` mode and under the supervisor (`[[databases]]`),
+//! with the real Litestream restoring the replica to check what `-wait` promised.
+
+mod support;
+
+mod replicate_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use replicate_support::{Replicator, app, create_table, insert, litestream_restore, rows, url};
+use support::{BIN, wait_for};
+
+/// Runs `litevisor ARGS` against `socket`: (exit code, stdout, stderr).
+fn ctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
+    ctl_in(Path::new("/"), socket, args)
+}
+
+/// [`ctl`] from the directory `cwd`.
+fn ctl_in(cwd: &Path, socket: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .current_dir(cwd)
+        .args(args)
+        .args(["-socket", &socket.display().to_string()])
+        .output()
+        .expect("run litevisor");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `litevisor replicate` with a control socket of its own and no sync but the forced ones after
+/// the first (a one-hour monitor interval), so only `sync` can move the replica.
+fn replicate(dir: &Path, db: &Path, replica: &Path) -> (Replicator, PathBuf) {
+    let socket = dir.join("lv.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.env("LITEVISOR_SOCKET", &socket)
+        .args(["replicate", "-monitor-interval", "1h"])
+        .arg(db)
+        .arg(url(replica));
+    let lv = Replicator::spawn(cmd, dir.join("lv.log"));
+    let listening = wait_for(Duration::from_secs(30), || {
+        (ctl(&socket, &["list"]).1.contains("[replicating]")).then_some(())
+    });
+    assert!(listening.is_some(), "never replicating: {}", lv.log_text());
+    (lv, socket)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn sync_wait_puts_every_committed_transaction_on_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..10, 5);
+    let (lv, socket) = replicate(dir.path(), &db, &replica);
+
+    insert(&mut c, 10..20, 5);
+    let (code, out, err) = ctl(
+        &socket,
+        &["sync", "-wait", "-json", &db.display().to_string()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let answer = json(&out);
+    assert_eq!(answer["db_path"], db.display().to_string());
+    assert!(answer["txid"].as_u64().unwrap() >= 2, "{out}");
+    assert_eq!(answer["replica_txid"], answer["txid"], "{out}");
+    // The replica holds the rows now, long before any scheduled sync: Litestream restores them.
+    let restored = litestream_restore(&replica, &dir.path().join("restored.db"));
+    assert_eq!(rows(&restored), rows(&db));
+
+    // Without -wait: the local sync only (Litestream's text shape, no replica_txid); a path
+    // relative to the caller's directory names the same database.
+    insert(&mut c, 20..21, 1);
+    let (code, out, _) = ctl_in(dir.path(), &socket, &["sync", "app.db"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with(&format!("db_path: {}\ntxid: ", db.display())),
+        "{out}"
+    );
+    assert!(!out.contains("replica_txid"), "{out}");
+
+    // An unknown database: exit 1, named.
+    let missing = dir.path().join("nope.db");
+    let (code, out, err) = ctl(&socket, &["sync", "-wait", &missing.display().to_string()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains(&format!("database not found: {}", missing.display())),
+        "{err}"
+    );
+    assert!(lv.stop().success());
+}
+
+#[test]
+fn stop_and_start_one_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..10, 5);
+    let (lv, socket) = replicate(dir.path(), &db, &replica);
+    let path = db.display().to_string();
+
+    // `stop` runs the final sync: what was committed before it is on the replica.
+    insert(&mut c, 10..20, 5);
+    let (code, out, err) = ctl(&socket, &["stop", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("status: stopped\n"), "{out}");
+    assert!(
+        out.contains(&format!("socket: {}", socket.display())),
+        "{out}"
+    );
+    let before_stop = rows(&db);
+    let restored = litestream_restore(&replica, &dir.path().join("r1.db"));
+    assert_eq!(rows(&restored), before_stop);
+
+    // Stopped: nothing more is replicated, syncs are refused, `list` says so.
+    insert(&mut c, 20..30, 5);
+    let (code, _, err) = ctl(&socket, &["sync", "-wait", &path]);
+    assert_eq!(code, 1);
+    assert!(err.contains("database not open"), "{err}");
+    assert!(ctl(&socket, &["list"]).1.contains("[stopped]"));
+    let (code, out, _) = ctl(&socket, &["stop", "-json", &path]);
+    assert_eq!(
+        (code, json(&out)["status"].clone()),
+        (0, "already_stopped".into())
+    );
+    let restored = litestream_restore(&replica, &dir.path().join("r2.db"));
+    assert_eq!(rows(&restored), before_stop, "replicated while stopped");
+
+    // `start` resumes from the local state; the rows written while stopped follow.
+    let (code, out, err) = ctl(&socket, &["start", "-json", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(json(&out)["status"], "started");
+    let (code, out, _) = ctl(&socket, &["start", "-json", &path]);
+    assert_eq!(
+        (code, json(&out)["status"].clone()),
+        (0, "already_running".into())
+    );
+    let (code, out, err) = ctl(&socket, &["sync", "-wait", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    let restored = litestream_restore(&replica, &dir.path().join("r3.db"));
+    assert_eq!(rows(&restored), rows(&db));
+    assert!(lv.stop().success());
+}
+
+#[test]
+fn list_info_and_version_in_litestreams_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
+    let c = app(&db);
+    create_table(&c);
+    let (lv, socket) = replicate(dir.path(), &db, &replica);
+
+    let (code, out, _) = ctl(&socket, &["list", "-json"]);
+    assert_eq!(code, 0);
+    let list = json(&out);
+    assert_eq!(list["databases"][0]["path"], db.display().to_string());
+    assert_eq!(list["databases"][0]["status"], "replicating");
+    let (code, out, _) = ctl(&socket, &["info", "-json"]);
+    assert_eq!(code, 0);
+    let info = json(&out);
+    assert_eq!(info["pid"], lv.child.id());
+    assert_eq!(info["database_count"], 1);
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    let (code, out, _) = ctl(&socket, &["info"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("PID:        {}", lv.child.id())),
+        "{out}"
+    );
+
+    let version = Command::new(BIN).arg("version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("{}\n", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(lv.stop().success());
+
+    // Nobody listening: exit 1 with the socket named.
+    let (code, _, err) = ctl(&socket, &["info"]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&socket.display().to_string()), "{err}");
+}
+
+/// The same commands reach `[[databases]]` under the supervisor.
+#[test]
+fn sync_wait_under_the_supervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..5, 5);
+    let config = dir.path().join("litevisor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[databases]]\npath = \"{}\"\nreplica = \"{}\"\nsync_interval = \"1h\"\n",
+            db.display(),
+            url(&replica)
+        ),
+    )
+    .unwrap();
+    let socket = dir.path().join("lv.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.env("LITEVISOR_SOCKET", &socket)
+        .arg("--config")
+        .arg(&config);
+    let lv = Replicator::spawn(cmd, dir.path().join("lv.log"));
+    let up = wait_for(Duration::from_secs(30), || {
+        ctl(&socket, &["list"])
+            .1
+            .contains("[replicating]")
+            .then_some(())
+    });
+    assert!(up.is_some(), "never replicating: {}", lv.log_text());
+
+    insert(&mut c, 5..15, 5);
+    let (code, out, err) = ctl(&socket, &["sync", "-wait", &db.display().to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let restored = litestream_restore(&replica, &dir.path().join("restored.db"));
+    assert_eq!(rows(&restored), rows(&db));
+    assert!(lv.stop().success());
+}
