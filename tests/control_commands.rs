@@ -230,3 +230,155 @@ fn sync_wait_under_the_supervisor() {
     assert_eq!(rows(&restored), rows(&db));
     assert!(lv.stop().success());
 }
+
+/// Two litevisors of one user on one host, neither PID 1 nor given a socket path, listen at paths
+/// of their own; a client with no `-socket` refuses to guess between them and names both, and
+/// finds the one left once the other is gone.
+#[test]
+fn default_sockets_do_not_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("xdg");
+    std::fs::create_dir(&runtime).unwrap();
+    let start = |name: &str| {
+        let db = dir.path().join(format!("{name}.db"));
+        create_table(&app(&db));
+        let mut cmd = Command::new(BIN);
+        cmd.env_remove("LITEVISOR_SOCKET")
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .arg("replicate")
+            .arg(&db)
+            .arg(url(&dir.path().join(format!("{name}-replica"))));
+        Replicator::spawn(cmd, dir.path().join(format!("{name}.log")))
+    };
+    let client = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .env_remove("LITEVISOR_SOCKET")
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let a = start("a");
+    let b = start("b");
+    let sockets = [&a, &b].map(|r| runtime.join(format!("litevisor/{}.sock", r.child.id())));
+    let both = wait_for(Duration::from_secs(30), || {
+        sockets.iter().all(|s| s.exists()).then_some(())
+    });
+    assert!(both.is_some(), "sockets {sockets:?}: {}", a.log_text());
+    let mode = std::fs::metadata(runtime.join("litevisor"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
+
+    let (code, _, err) = client(&["info"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("several litevisor processes are running"),
+        "{err}"
+    );
+    for s in &sockets {
+        assert!(err.contains(&s.display().to_string()), "{err}");
+    }
+    let (code, out, _) = client(&[
+        "info",
+        "-json",
+        "-socket",
+        &sockets[1].display().to_string(),
+    ]);
+    assert_eq!((code, json(&out)["pid"].clone()), (0, b.child.id().into()));
+
+    assert!(a.stop().success());
+    assert!(!sockets[0].exists(), "the socket goes with its process");
+    let (code, out, err) = client(&["info", "-json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["pid"], b.child.id());
+    assert!(b.stop().success());
+    let (code, _, err) = client(&["status"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no litevisor is running for this user"),
+        "{err}"
+    );
+}
+
+/// Another user cannot use the socket: the file's mode keeps them out, and if someone loosens it,
+/// the server still refuses them by their peer credentials. Needs root (to create the user).
+#[test]
+fn another_users_connection_is_refused() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP another_users_connection_is_refused: needs root to create a second user");
+        return;
+    }
+    let user = "lvtest";
+    if !Command::new("id")
+        .arg(user)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        let made = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                user,
+            ])
+            .status()
+            .unwrap();
+        assert!(made.success(), "useradd {user}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The other user must reach the socket's path to try it at all.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
+    create_table(&app(&db));
+    let (lv, socket) = replicate(dir.path(), &db, &replica);
+    let as_other = |args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid", user, "--regid", user, "--clear-groups", BIN])
+            .args(args)
+            .args(["-socket", &socket.display().to_string()])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = as_other(&["list"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Permission denied") || err.contains("permission denied"),
+        "{err}"
+    );
+
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    for args in [
+        &["list"][..],
+        &["status"],
+        &["sync", "-wait", db.to_str().unwrap()],
+    ] {
+        let (code, err) = as_other(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("refused: uid"), "{args:?}: {err}");
+    }
+    assert!(lv.log_text().contains("refused a connection from uid"));
+    // Its own user still gets answers.
+    assert_eq!(ctl(&socket, &["list"]).0, 0);
+    assert!(lv.stop().success());
+}

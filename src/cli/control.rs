@@ -90,7 +90,10 @@ fn ask(
     timeout: Duration,
     socket: SocketArgs,
 ) -> anyhow::Result<i32> {
-    let path = socket.socket.unwrap_or_else(control::client_socket_path);
+    let path = match socket.socket {
+        Some(path) => path,
+        None => control::path::client_path()?,
+    };
     let request = Request {
         verb,
         json: socket.json,

@@ -14,7 +14,10 @@ pub struct HealthArgs {
 }
 
 pub fn run(args: HealthArgs) -> anyhow::Result<i32> {
-    let path = args.socket.unwrap_or_else(control::client_socket_path);
+    let path = match args.socket {
+        Some(path) => path,
+        None => control::path::client_path()?,
+    };
     let answer = match control::query(&path, "health") {
         Ok(answer) => answer,
         Err(err) => {

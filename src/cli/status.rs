@@ -11,14 +11,18 @@ pub struct StatusArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
-    /// The supervisor's control socket (default: the first that exists of /run/litevisor.sock,
-    /// $XDG_RUNTIME_DIR/litevisor.sock, /tmp/litevisor-$UID.sock).
+    /// The supervisor's control socket (default: the one live litevisor of this user: PID 1's
+    /// /run/litevisor.sock, or $XDG_RUNTIME_DIR/litevisor/PID.sock, /run/litevisor/PID.sock for
+    /// root, /tmp/litevisor-UID/PID.sock).
     #[arg(long, value_name = "PATH", env = control::SOCKET_ENV)]
     socket: Option<PathBuf>,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<i32> {
-    let path = args.socket.unwrap_or_else(control::client_socket_path);
+    let path = match args.socket {
+        Some(path) => path,
+        None => control::path::client_path()?,
+    };
     let request = if args.json { "status json" } else { "status" };
     let answer = control::query(&path, request)?;
     print!("{answer}");

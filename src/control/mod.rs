@@ -1,16 +1,16 @@
 //! The supervisor's control socket and `litevisor status`: where the socket lives, the one-line
 //! protocol, the status snapshot (services and databases) and its text and JSON renderings.
 //!
-//! Socket path: `$LITEVISOR_SOCKET`; else `/run/litevisor.sock` when `/run` is writable; else
-//! `$XDG_RUNTIME_DIR/litevisor.sock`; else `/tmp/litevisor-$UID.sock`. The supervisor creates it
-//! with mode 0600 (only its user may ask); a client takes the first of these that is a socket of its
-//! own user (any socket for root). A leftover socket nobody listens on (a litevisor that was
-//! SIGKILLed) is replaced; a live one (another litevisor) is left alone and this supervisor runs
-//! without a socket: the socket is a convenience, never a reason to fail a start-up.
+//! Socket path: see [`path`] (PID 1: `/run/litevisor.sock`; others: a path of their own process).
+//! The supervisor creates it with mode 0600 in a directory only its user may write, and answers
+//! only connections whose peer is its own user or root (`SO_PEERCRED`). A leftover socket nobody
+//! listens on (a litevisor that was SIGKILLed) is replaced; a live one (another litevisor) is left
+//! alone and this supervisor runs without a socket: the socket is a convenience, never a reason to
+//! fail a start-up.
 //!
-//! Protocol: the client connects, writes one line, `status`, `status json` or `health`, and reads
-//! the answer until the server closes the connection. `health` answers `ok`, or `unhealthy:` and
-//! what is wrong ([`health`]).
+//! Protocol: the client connects, writes one line, `status`, `status json`, `health` or one of
+//! Litestream's commands ([`commands`]), and reads the answer until the server closes the
+//! connection. `health` answers `ok`, or `unhealthy:` and what is wrong ([`health`]).
 //!
 //! The optional HTTP listener for `/metrics` and `/healthz` is [`http`]; both read the same
 //! [`StatusSource`].
@@ -33,6 +33,7 @@ pub mod commands;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod path;
 
 use crate::replica::rfc3339;
 use crate::replication::status::{Failure, Status};
@@ -137,6 +138,8 @@ pub enum ControlError {
         "no litevisor is listening on {0} (is it running? its socket can be named with {SOCKET_ENV} or --socket)"
     )]
     NotRunning(PathBuf),
+    #[error("{0}")]
+    Refused(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -144,80 +147,6 @@ pub enum ControlError {
         #[source]
         source: io::Error,
     },
-}
-
-/// The socket path the supervisor uses (see the module docs).
-pub fn socket_path() -> PathBuf {
-    if let Some(p) = env_path(SOCKET_ENV) {
-        return p;
-    }
-    if writable(Path::new("/run")) {
-        return PathBuf::from("/run/litevisor.sock");
-    }
-    if let Some(dir) = env_path("XDG_RUNTIME_DIR").filter(|d| writable(d)) {
-        return dir.join("litevisor.sock");
-    }
-    tmp_socket()
-}
-
-/// The socket a client should talk to: `$LITEVISOR_SOCKET`, else the first of the supervisor's
-/// candidate paths where a socket of the client's own user exists (a client may not be able to
-/// write where the supervisor could), else the first socket there at all (so that the error names
-/// it), else what the supervisor would pick.
-pub fn client_socket_path() -> PathBuf {
-    if let Some(p) = env_path(SOCKET_ENV) {
-        return p;
-    }
-    let candidates: Vec<PathBuf> = [
-        Some(PathBuf::from("/run/litevisor.sock")),
-        env_path("XDG_RUNTIME_DIR").map(|d| d.join("litevisor.sock")),
-        Some(tmp_socket()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let euid = unsafe { libc::geteuid() };
-    choose_socket(&candidates, euid).unwrap_or_else(socket_path)
-}
-
-/// The first candidate that is a socket `euid` may connect to, else the first socket. A socket has
-/// mode 0600, so only its owner and root may use it: a non-root user's `status` must not stop at a
-/// root litevisor's `/run/litevisor.sock` when its own litevisor listens in `/tmp`.
-fn choose_socket(candidates: &[PathBuf], euid: u32) -> Option<PathBuf> {
-    let sockets: Vec<(&PathBuf, u32)> = candidates
-        .iter()
-        .filter_map(|p| {
-            let meta = std::fs::symlink_metadata(p).ok()?;
-            meta.file_type().is_socket().then_some((p, meta.uid()))
-        })
-        .collect();
-    sockets
-        .iter()
-        .find(|(_, owner)| euid == 0 || *owner == euid)
-        .or(sockets.first())
-        .map(|(p, _)| (*p).clone())
-}
-
-fn tmp_socket() -> PathBuf {
-    // SAFETY: getuid cannot fail and touches no memory.
-    let uid = unsafe { libc::getuid() };
-    PathBuf::from(format!("/tmp/litevisor-{uid}.sock"))
-}
-
-fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
-
-fn writable(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: access reads the NUL-terminated path only. It also fails on a read-only mount.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 /// The bound control socket. Dropping it removes the socket file, if the file is still the one it
@@ -349,6 +278,26 @@ impl Drop for Server {
 
 async fn answer(mut stream: tokio::net::UnixStream, source: Arc<dyn Daemon>, path: Arc<PathBuf>) {
     let request = tokio::time::timeout(REQUEST_PATIENCE, read_line(&mut stream)).await;
+    // Checked once the request is read, so the client is not cut off while it still writes.
+    // The socket's mode already keeps others out; this holds even if someone loosens it.
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let own = unsafe { libc::geteuid() };
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == own || cred.uid() == 0 => {}
+        peer => {
+            let who =
+                peer.map_or_else(|e| format!("unknown ({e})"), |c| format!("uid {}", c.uid()));
+            tracing::warn!(
+                "control socket {}: refused a connection from {who}",
+                path.display()
+            );
+            let refusal =
+                format!("error\nrefused: {who} is not litevisor's user (uid {own}) or root\n");
+            let _ = stream.write_all(refusal.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    }
     let reply = match request {
         Ok(Ok(line)) if let Some(request) = commands::Request::parse(&line) => {
             let listed = matches!(request.verb, commands::Verb::List | commands::Verb::Info);
@@ -438,6 +387,13 @@ pub fn query_within(
     stream
         .read_to_string(&mut answer)
         .map_err(io_err("read from"))?;
+    // A refused connection (another user's) is answered `error` whatever the request.
+    if let Some(why) = answer.strip_prefix("error\nrefused: ") {
+        return Err(ControlError::Refused(format!(
+            "refused: {}",
+            why.trim_end()
+        )));
+    }
     Ok(answer)
 }
 
@@ -621,27 +577,6 @@ pub fn render_json(s: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_client_takes_its_own_users_socket_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let [plain, root, nobody, missing] =
-            ["plain", "root.sock", "nobody.sock", "missing.sock"].map(|n| dir.path().join(n));
-        std::fs::write(&plain, "").unwrap();
-        let _root = StdListener::bind(&root).unwrap();
-        let _nobody = StdListener::bind(&nobody).unwrap();
-        std::os::unix::fs::lchown(&nobody, Some(65534), None).unwrap();
-        let all = [missing.clone(), plain.clone(), root.clone(), nobody.clone()];
-        assert_eq!(choose_socket(&all, 65534), Some(nobody.clone()));
-        assert_eq!(
-            choose_socket(&all, 0),
-            Some(root.clone()),
-            "root may use any"
-        );
-        // None of its own: the first socket, so that the error names where a supervisor listens.
-        assert_eq!(choose_socket(&all, 1000), Some(root));
-        assert_eq!(choose_socket(&[missing, plain], 1000), None);
-    }
 
     fn sample() -> Snapshot {
         Snapshot {

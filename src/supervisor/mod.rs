@@ -122,7 +122,13 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         tracing::warn!(%err, "cannot become a child subreaper: orphans will not be reaped by litevisor");
     }
     // Bound before any other thread exists: the bind narrows the process umask for a moment.
-    let mut socket = control::Server::bind(&control::socket_path());
+    let mut socket = match control::path::server_path() {
+        Ok(path) => control::Server::bind(&path),
+        Err(why) => {
+            tracing::warn!("running without a control socket: {why}");
+            None
+        }
+    };
     // Only when asked for: nothing of the metrics exists otherwise.
     let http = match &config.observe.metrics_addr {
         Some(addr) => {

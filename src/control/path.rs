@@ -1,0 +1,230 @@
+//! Where the control socket lives, for the server and for a client looking for it.
+//!
+//! A socket path shared by every litevisor on a host lets one answer for another: a user's
+//! `litevisor status` once showed an unrelated litevisor's databases through a shared
+//! `/run/litevisor.sock`. So only PID 1 (a container's init: one litevisor per PID namespace)
+//! keeps that simple path; every other litevisor listens at a path of its own process:
+//!
+//! | who | socket |
+//! |---|---|
+//! | `$LITEVISOR_SOCKET` set | that path |
+//! | PID 1 | `/run/litevisor.sock` |
+//! | `$XDG_RUNTIME_DIR` set | `$XDG_RUNTIME_DIR/litevisor/<pid>.sock` |
+//! | root | `/run/litevisor/<pid>.sock` |
+//! | anyone else | `/tmp/litevisor-<uid>/<pid>.sock` |
+//!
+//! The directories are created with mode 0700; one that exists must belong to litevisor's user
+//! and be writable by nobody else, or litevisor runs without a socket rather than listen where
+//! another user could replace the socket. The socket itself is 0600 and the server also checks
+//! each connection's peer credentials (see [`super::Server`]).
+//!
+//! A client (`status`, `sync`, ...) takes `-socket` / `$LITEVISOR_SOCKET`; else the live sockets
+//! among `/run/litevisor.sock` and the per-process directories of its user: exactly one is used;
+//! none or several is an error that says where it looked or lists them.
+
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The container-init path, kept for PID 1.
+pub const PID1_SOCKET: &str = "/run/litevisor.sock";
+
+/// Why a client could not pick a socket.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    #[error(
+        "no litevisor is running for this user (looked for {}); name its socket with -socket PATH or {}",
+        looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        super::SOCKET_ENV
+    )]
+    None { looked: Vec<PathBuf> },
+    #[error(
+        "several litevisor processes are running: {}; pick one with -socket PATH or {}",
+        found.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        super::SOCKET_ENV
+    )]
+    Several { found: Vec<PathBuf> },
+}
+
+/// The path this litevisor listens at (see the module docs). Creates its directory; `Err` says
+/// why no safe path exists (the caller runs without a socket).
+pub fn server_path() -> Result<PathBuf, String> {
+    if let Some(p) = env_path(super::SOCKET_ENV) {
+        return Ok(p);
+    }
+    let pid = std::process::id();
+    if pid == 1 {
+        return Ok(PathBuf::from(PID1_SOCKET));
+    }
+    let dir = own_dir();
+    ensure_private_dir(&dir)?;
+    Ok(dir.join(format!("{pid}.sock")))
+}
+
+/// The socket a client should talk to (see the module docs).
+pub fn client_path() -> Result<PathBuf, FindError> {
+    if let Some(p) = env_path(super::SOCKET_ENV) {
+        return Ok(p);
+    }
+    let dirs = client_dirs();
+    let mut looked = vec![PathBuf::from(PID1_SOCKET)];
+    looked.extend(dirs.iter().map(|d| d.join("<pid>.sock")));
+    let mut found: Vec<PathBuf> = Vec::new();
+    if is_live_socket(Path::new(PID1_SOCKET)) {
+        found.push(PathBuf::from(PID1_SOCKET));
+    }
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut here: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sock") && is_live_socket(p))
+            .collect();
+        here.sort();
+        found.extend(here);
+    }
+    match found.len() {
+        0 => Err(FindError::None { looked }),
+        1 => Ok(found.remove(0)),
+        _ => Err(FindError::Several { found }),
+    }
+}
+
+/// The per-process directory of this user.
+fn own_dir() -> PathBuf {
+    if let Some(dir) = env_path("XDG_RUNTIME_DIR") {
+        return dir.join("litevisor");
+    }
+    if euid() == 0 {
+        return PathBuf::from("/run/litevisor");
+    }
+    PathBuf::from(format!("/tmp/litevisor-{}", euid()))
+}
+
+/// Where this user's litevisor processes may listen: the directory a server would pick here, and
+/// the others a server of the same user may have picked in another environment (root's shells
+/// rarely set XDG_RUNTIME_DIR the way a service manager does).
+fn client_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![own_dir()];
+    if let Some(xdg) = env_path("XDG_RUNTIME_DIR") {
+        dirs.push(xdg.join("litevisor"));
+    }
+    if euid() == 0 {
+        dirs.push(PathBuf::from("/run/litevisor"));
+    }
+    dirs.push(PathBuf::from(format!("/tmp/litevisor-{}", euid())));
+    dirs.dedup();
+    let mut unique: Vec<PathBuf> = Vec::new();
+    for d in dirs {
+        if !unique.contains(&d) {
+            unique.push(d);
+        }
+    }
+    unique
+}
+
+/// Creates `dir` (0700) or checks that the existing one is this user's and private.
+fn ensure_private_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{} exists and is not a directory", dir.display()));
+    }
+    if meta.uid() != euid() {
+        return Err(format!(
+            "{} belongs to uid {}, not to litevisor's user ({}): another user could replace the socket",
+            dir.display(),
+            meta.uid(),
+            euid()
+        ));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by other users (mode {:o}): another user could replace the socket",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
+/// A socket a process listens on (connecting succeeds or is refused for permissions, not because
+/// nobody listens). Leftovers of SIGKILLed processes are skipped.
+fn is_live_socket(path: &Path) -> bool {
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return false;
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
+    }
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_directory_is_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("own");
+        ensure_private_dir(&own).unwrap();
+        let mode = std::fs::metadata(&own).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        ensure_private_dir(&own).unwrap();
+
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(
+            ensure_private_dir(&open)
+                .unwrap_err()
+                .contains("writable by other users")
+        );
+
+        if euid() == 0 {
+            let theirs = dir.path().join("theirs");
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&theirs)
+                .unwrap();
+            std::os::unix::fs::lchown(&theirs, Some(65534), None).unwrap();
+            assert!(
+                ensure_private_dir(&theirs)
+                    .unwrap_err()
+                    .contains("belongs to uid 65534")
+            );
+        }
+    }
+
+    #[test]
+    fn only_listening_sockets_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("1.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
+        let stale = dir.path().join("2.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        let plain = dir.path().join("3.sock");
+        std::fs::write(&plain, "").unwrap();
+        assert!(is_live_socket(&live));
+        assert!(!is_live_socket(&stale), "nobody listens");
+        assert!(!is_live_socket(&plain));
+    }
+}
