@@ -262,9 +262,21 @@ pub fn verify(
         && offset == pos.wal_offset
         && (s1, s2) == salts
     {
-        return Ok(Plan::Incremental {
-            start: WAL_HEADER_SIZE,
-        });
+        // Proven only if the previous generation ended at the position. Between litevisor's
+        // barrier and the restart, the application may have appended a commit to it and
+        // checkpointed that itself (its own auto-checkpoint), so the restart hides frames never
+        // synced. Those frames are still in the file, past the position, with the old salts.
+        return match frame_salts_at(wal_file, pos.wal_offset)? {
+            Some(old) if old == (pos.salt1, pos.salt2) => {
+                snapshot("wal restarted with frames of the previous generation never synced")
+            }
+            Some(new) if new == salts => {
+                snapshot("the new wal generation overwrote the end of the previous one unseen")
+            }
+            _ => Ok(Plan::Incremental {
+                start: WAL_HEADER_SIZE,
+            }),
+        };
     }
     let frame_size = WAL_FRAME_HEADER_SIZE + u64::from(header.page_size);
     if pos.wal_offset < WAL_HEADER_SIZE
@@ -534,5 +546,94 @@ fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> SyncError {
         op,
         path: path.to_path_buf(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    /// A WAL whose generation litevisor synced up to `pos`, then a commit appended to that same
+    /// generation, checkpointed and restarted by another connection: the restart litevisor expected
+    /// must not be taken as a continuation.
+    #[test]
+    fn an_expected_restart_with_old_frames_past_the_position_needs_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let wal = dir.path().join("a.db-wal");
+        let app = Connection::open(&db).unwrap();
+        app.execute_batch(
+            "PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0;
+             CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+        )
+        .unwrap();
+        let header = |f: &mut File| wal::read_header(f).unwrap().unwrap();
+        let old = header(&mut File::open(&wal).unwrap());
+        let synced_end = std::fs::metadata(&wal).unwrap().len();
+        let position = |end| Position {
+            txid: 2,
+            wal_offset: end,
+            salt1: old.salt1,
+            salt2: old.salt2,
+            commit: 2,
+            page_size: old.page_size,
+        };
+        let files = DbFiles {
+            db: db.clone(),
+            wal: wal.clone(),
+            page_size: old.page_size,
+        };
+        let meta = Meta::new(dir.path().join("meta"));
+        let plan_after_restart = |end: u64, app: &Connection| {
+            // Checkpoint everything, then a write from a fresh snapshot restarts the WAL.
+            app.execute_batch("PRAGMA wal_checkpoint(PASSIVE); INSERT INTO t VALUES (3);")
+                .unwrap();
+            let mut f = File::open(&wal).unwrap();
+            let new = header(&mut f);
+            assert_eq!(new.salt1, old.salt1.wrapping_add(1), "the WAL restarted");
+            let mut state = SyncState {
+                pos: Some(position(end)),
+                expected_restart: Some((end, new.salt1, new.salt2)),
+                ..SyncState::default()
+            };
+            let len = f.metadata().unwrap().len();
+            verify(&files, &meta, &mut state, &new, &mut f, len, len).unwrap()
+        };
+
+        // A commit slipped into the old generation after the synced end: a snapshot.
+        app.execute_batch("INSERT INTO t VALUES (2);").unwrap();
+        match plan_after_restart(synced_end, &app) {
+            Plan::Snapshot { reason } => assert!(reason.contains("never synced"), "{reason}"),
+            other => panic!("continued past unsynced frames: {other:?}"),
+        }
+
+        // The old generation ended exactly at the synced end: the restart continues it.
+        let old = header(&mut File::open(&wal).unwrap());
+        let synced_end = std::fs::metadata(&wal).unwrap().len();
+        let plan = {
+            let position = Position {
+                salt1: old.salt1,
+                salt2: old.salt2,
+                ..position(synced_end)
+            };
+            app.execute_batch("PRAGMA wal_checkpoint(PASSIVE); INSERT INTO t VALUES (4);")
+                .unwrap();
+            let mut f = File::open(&wal).unwrap();
+            let new = header(&mut f);
+            let mut state = SyncState {
+                pos: Some(position),
+                expected_restart: Some((synced_end, new.salt1, new.salt2)),
+                ..SyncState::default()
+            };
+            let len = f.metadata().unwrap().len();
+            verify(&files, &meta, &mut state, &new, &mut f, len, len).unwrap()
+        };
+        assert_eq!(
+            plan,
+            Plan::Incremental {
+                start: WAL_HEADER_SIZE
+            }
+        );
     }
 }
