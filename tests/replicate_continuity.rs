@@ -126,6 +126,10 @@ fn database_replaced_while_running_is_reopened_and_snapshotted() {
     let mut c = app(&db);
     create_table(&c);
     let lv = Replicator::litevisor(&db, &replica, &[]);
+    // Its first snapshot first: rows written before it would all land in that one file.
+    wait_for(&lv, "the first snapshot", Duration::from_secs(30), || {
+        max_l0(&replica) >= 1
+    });
     insert(&mut c, 0..300, 20);
     wait_for(&lv, "rows replicated", Duration::from_secs(30), || {
         max_l0(&replica) >= 2
