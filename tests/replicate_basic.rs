@@ -380,6 +380,38 @@ fn waits_for_a_database_that_does_not_exist_yet() {
     assert_same_rows(&db, &restored);
 }
 
+/// An application creating its database makes an empty file first: litevisor leaves it alone
+/// until the application has set it up, so the two never race to switch it to WAL mode (one of
+/// them would fail at once with "database is locked", possibly the application).
+#[test]
+fn an_empty_database_file_is_left_to_the_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let lv = Replicator::litevisor(&db, &replica, &[]);
+    std::fs::write(&db, b"").unwrap();
+    // Absence of an action: give the watcher (which reacts within milliseconds) ample time.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        0,
+        "litevisor wrote to the empty file"
+    );
+    assert!(
+        !db.with_extension("db-wal").exists(),
+        "litevisor opened the empty file"
+    );
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..50, 10);
+    wait_until("first upload", Duration::from_secs(30), || {
+        max_l0(&replica) >= 1
+    });
+    assert!(lv.stop().success());
+    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
+    assert_same_rows(&db, &restored);
+}
+
 #[test]
 fn a_second_replicator_on_the_same_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();

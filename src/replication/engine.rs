@@ -156,7 +156,7 @@ pub enum EngineError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("database {0} does not exist")]
+    #[error("database {0} does not exist (or is still an empty file)")]
     NoDatabase(PathBuf),
     #[error("the replicator of {0} has stopped")]
     Stopped(PathBuf),
@@ -297,7 +297,7 @@ impl Replicator {
         // The replica is asked once now, so that what retrying cannot fix (a missing bucket, refused
         // or missing credentials, an unknown host) fails the start at once instead of being retried
         // in the background; anything else is retried, and shows in the status from now on.
-        if worker.cfg.path.exists() {
+        if syncer::database_ready(&worker.cfg.path) {
             worker.open_db()?;
             match worker.try_reconcile(true) {
                 Ok(t) => replica_txid = Some(t),

@@ -231,7 +231,7 @@ impl SyncWorker {
     /// Opens the database, recovers the position from the meta dir and reconciles it with the
     /// replica (Litestream #781). Returns the replica's newest L0 TXID.
     pub(super) fn open_db(&mut self) -> Result<(), EngineError> {
-        if !self.cfg.path.exists() {
+        if !database_ready(&self.cfg.path) {
             return Err(EngineError::NoDatabase(self.cfg.path.clone()));
         }
         self.meta.prepare()?;
@@ -314,6 +314,12 @@ impl SyncWorker {
                 .meta
                 .newest_header()?
                 .map(|h| Position::from_header(&h)),
+            // No local state at all while the replica has some (`litevisor reset`, a deleted meta
+            // directory): the position comes from the replica, but nothing local vouches that this
+            // database is where that file left it, so the next file is a full snapshot (as
+            // Litestream does after a reset). A restored database gets one anyway (new WAL salts).
+            force_snapshot: (local.is_empty() && replica_max > 0)
+                .then(|| "no local replication state".to_string()),
             ..SyncState::default()
         };
         if let Some(pos) = self.state.pos {
@@ -361,7 +367,7 @@ impl SyncWorker {
             return Turn::Done; // the Replicator was dropped without shutdown
         }
         if self.db.is_none() {
-            if self.dirty && self.cfg.path.exists() {
+            if self.dirty && database_ready(&self.cfg.path) {
                 self.dirty = false;
                 if let Err(e) = self.ensure_init(false) {
                     self.note_failure(&e);
@@ -423,7 +429,7 @@ impl SyncWorker {
             return Turn::Done;
         };
         let (deadline, once) = (stop.deadline, stop.once);
-        let result = if self.db.is_none() && !self.cfg.path.exists() {
+        let result = if self.db.is_none() && !database_ready(&self.cfg.path) {
             Ok(Settled::Done) // nothing was ever replicated
         } else {
             self.ensure_init(true)
@@ -770,4 +776,12 @@ pub(super) fn log_replica_failure(path: &std::path::Path, e: &ReplicaError, news
         (true, false) => warn!(db = %db, kind, "replica error, retrying: {e}"),
         (false, _) => debug!(db = %db, kind, "replica still failing: {e}"),
     }
+}
+
+/// The database file exists and is not empty. An empty file is an application creating its
+/// database right now: it is not one yet. Opening it would race the application's own `PRAGMA
+/// journal_mode=wal` (both connections escalating their locks: SQLite fails one of them at once
+/// with "database is locked", and it may be the application's). Its first write wakes the lane.
+pub(super) fn database_ready(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
 }
