@@ -382,3 +382,90 @@ fn another_users_connection_is_refused() {
     assert_eq!(ctl(&socket, &["list"]).0, 0);
     assert!(lv.stop().success());
 }
+
+/// Litestream's `reset` and offline `status -config`: refused while replicated, then the local
+/// state goes and the next sync starts with a snapshot that Litestream restores.
+#[test]
+fn reset_and_offline_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
+    let mut c = app(&db);
+    create_table(&c);
+    insert(&mut c, 0..10, 5);
+    let config = dir.path().join("litestream.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbs:\n  - path: {}\n    replica:\n      url: {}\n",
+            db.display(),
+            url(&replica)
+        ),
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let path = db.display().to_string();
+    let offline = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = offline(&["status", "-config", &cfg]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("not initialized"), "{out}");
+
+    let socket = dir.path().join("lv.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.env("LITEVISOR_SOCKET", &socket)
+        .args(["replicate", "-config", &cfg]);
+    let lv = Replicator::spawn(cmd, dir.path().join("lv.log"));
+    let up = wait_for(Duration::from_secs(30), || {
+        ctl(&socket, &["list"])
+            .1
+            .contains("[replicating]")
+            .then_some(())
+    });
+    assert!(up.is_some(), "{}", lv.log_text());
+    assert_eq!(ctl(&socket, &["sync", "-wait", &path]).0, 0);
+    let (code, out, _) = offline(&["status", "-config", &cfg, &path]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(" ok ") && out.contains("000000000000000"),
+        "{out}"
+    );
+
+    // Replicated right now: refused, with the way out named.
+    let (code, _, err) = offline(&["reset", "-config", &cfg, &path]);
+    assert_eq!(code, 1);
+    assert!(err.contains("litevisor stop"), "{err}");
+
+    assert_eq!(ctl(&socket, &["stop", &path]).0, 0);
+    let (code, out, _) = offline(&["reset", "-config", &cfg, "-dry-run", &path]);
+    assert_eq!(code, 0);
+    assert!(out.contains("No files were removed"), "{out}");
+    assert!(dir.path().join(".app.db-litestream/ltx/0").exists());
+    let (code, out, err) = offline(&["reset", "-config", &cfg, &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!dir.path().join(".app.db-litestream/ltx").exists());
+    assert!(
+        offline(&["status", "-config", &cfg])
+            .1
+            .contains("not initialized")
+    );
+
+    let snapshots_before = lv.log_text().matches("wrote snapshot L0").count();
+    insert(&mut c, 10..20, 5);
+    assert_eq!(ctl(&socket, &["start", &path]).0, 0);
+    let (code, out, err) = ctl(&socket, &["sync", "-wait", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        lv.log_text().matches("wrote snapshot L0").count() > snapshots_before,
+        "no snapshot after the reset: {}",
+        lv.log_text()
+    );
+    let restored = litestream_restore(&replica, &dir.path().join("restored.db"));
+    assert_eq!(rows(&restored), rows(&db));
+    assert!(lv.stop().success());
+}

@@ -9,6 +9,7 @@ mod health;
 mod logging;
 mod ltx;
 mod replicate;
+mod reset;
 mod restore;
 mod run;
 mod status;
@@ -62,6 +63,9 @@ enum Command {
     List(control::DaemonArgs),
     /// Show the running litevisor's version, pid, uptime and database count (Litestream `info`).
     Info(control::DaemonArgs),
+    /// Remove a database's local replication state; its next sync starts with a snapshot
+    /// (Litestream `reset`).
+    Reset(reset::ResetArgs),
     /// Print the version (Litestream `version`).
     Version,
     /// Check that a replica restores to exactly the live database (integrity check + checksum).
@@ -145,6 +149,7 @@ pub fn main() -> i32 {
         Some(Command::List(args)) => control::list(args),
         Some(Command::Info(args)) => control::info(args),
         Some(Command::Version) => control::version(),
+        Some(Command::Reset(args)) => reset::run(args),
         Some(Command::ExampleApp(args)) => example_app::run(args),
     };
     match result {

@@ -128,6 +128,39 @@ impl Meta {
         Ok(MetaLock { _lock: lock })
     }
 
+    /// Litestream's `reset`: removes the local LTX files (`<meta>/ltx`), so the next sync of `db`
+    /// starts with a snapshot; the database itself is not touched. Refused while a replicator
+    /// holds the lock (its state would be pulled from under it). Returns the files removed, or
+    /// with `dry_run` those that would be.
+    pub fn reset(&self, db: &Path, dry_run: bool) -> Result<Vec<PathBuf>, MetaError> {
+        let ltx_dir = self.dir.join("ltx");
+        let mut files = Vec::new();
+        let mut dirs = vec![ltx_dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("list", &dir)(e)),
+            };
+            for entry in entries {
+                let path = entry.map_err(io("list", &dir))?.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        if dry_run || !ltx_dir.exists() {
+            return Ok(files);
+        }
+        let _held = self.lock(db)?;
+        fs::remove_dir_all(&ltx_dir).map_err(io("remove", &ltx_dir))?;
+        fsync_dir(&self.dir)?;
+        Ok(files)
+    }
+
     /// TXIDs of the local L0 files (`T-T` only), ascending.
     pub fn l0_txids(&self) -> Result<Vec<u64>, MetaError> {
         let dir = self.l0_dir();

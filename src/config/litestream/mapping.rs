@@ -15,7 +15,10 @@ use super::{DEFAULT_SHUTDOWN_SYNC_TIMEOUT, Overrides, exec_service, replicate_co
 
 /// Top-level keys accepted and ignored, with the reason shown.
 const IGNORED_TOP: &[(&str, &str)] = &[
-    ("socket", "litevisor has no control socket"),
+    (
+        "socket",
+        "litevisor always listens on a control socket of its own (see `litevisor status --help`)",
+    ),
     ("mcp-addr", "litevisor has no MCP server"),
     ("heartbeat-url", "litevisor sends no heartbeats"),
     ("heartbeat-interval", "litevisor sends no heartbeats"),
