@@ -12,6 +12,7 @@ mod replicate;
 mod restore;
 mod run;
 mod status;
+mod svc;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +53,8 @@ enum Command {
     /// Exit 0 when the running supervisor is healthy (services up and ready, replicas reachable and
     /// caught up), 1 otherwise: for `HEALTHCHECK CMD ["litevisor", "health"]`.
     Health(health::HealthArgs),
+    /// Control one of the running supervisor's services: up, down, restart, once, kill -s SIGNAL.
+    Svc(svc::SvcArgs),
     /// Check that a replica restores to exactly the live database (integrity check + checksum).
     Verify(verify::VerifyArgs),
     /// The bundled example's SQLite app (services.d.example): migrate, write or read rows.
@@ -126,6 +129,7 @@ pub fn main() -> i32 {
         Some(Command::Databases(args)) => databases::run(args),
         Some(Command::Status(args)) => status::run(args),
         Some(Command::Health(args)) => health::run(args),
+        Some(Command::Svc(args)) => svc::run(args),
         Some(Command::Verify(args)) => verify::run(args),
         Some(Command::ExampleApp(args)) => example_app::run(args),
     };

@@ -32,6 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod svc;
 
 use crate::replica::rfc3339;
 use crate::replication::status::{Failure, Status};
@@ -123,6 +124,10 @@ pub trait StatusSource: Send + Sync {
     fn snapshot(&self) -> Snapshot;
     /// The longest a committed transaction may wait for its upload before the health check fails.
     fn health_upload_lag(&self) -> Duration;
+    /// Where `svc ...` requests go ([`svc`]); `None` where there are no services to control.
+    fn services(&self) -> Option<svc::Handle> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -353,6 +358,7 @@ async fn answer(mut stream: tokio::net::UnixStream, source: Arc<dyn StatusSource
                 &source.snapshot(),
                 source.health_upload_lag(),
             )),
+            ["svc", rest @ ..] => svc::answer(rest, source.services()).await,
             _ => format!(
                 "error: unknown request {line:?} (use `status`, `status json` or `health`)\n"
             ),

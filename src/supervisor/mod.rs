@@ -83,7 +83,7 @@ use crate::init::{self, ExitCodeMap, Flow, Reactor};
 use database::{ReplicateUnit, RestoreUnit};
 use dbset::DbSet;
 use directory::{DirRestoreUnit, DirUnit};
-use orchestrator::{Node, Settings};
+use orchestrator::{Fresh, Node, Settings};
 use output::Output;
 use service::ProcessService;
 use status::{Overview, ServiceEntry};
@@ -172,7 +172,9 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         warn_on_reap: options.warn_on_reap,
         idle_when_empty: options.idle_when_empty,
     };
-    let (nodes, overview) = build_nodes(&config, &output).map_err(SupervisorError::Setup)?;
+    let (services_handle, requests) = tokio::sync::mpsc::unbounded_channel();
+    let (nodes, overview) =
+        build_nodes(&config, &output, services_handle).map_err(SupervisorError::Setup)?;
     let board = Arc::clone(&overview.board);
     let overview: Arc<dyn control::StatusSource> = Arc::new(overview);
     let (serve, serve_http) = {
@@ -197,7 +199,7 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         if let Some(serve) = serve_http {
             tokio::spawn(serve);
         }
-        let code = orchestrator::run(nodes, settings, event_rx, board).await;
+        let code = orchestrator::run(nodes, settings, event_rx, board, requests).await;
         output.close(OUTPUT_PATIENCE).await;
         code
     });
@@ -213,7 +215,11 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
 /// per service in the configuration's start order; every service depends on the replicate node of
 /// each database in its `databases` list, so it starts on a restored, replicated database and stops
 /// before that database's final sync. Also the status view of all of it.
-fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<Node>, Overview)> {
+fn build_nodes(
+    config: &Config,
+    output: &Arc<Output>,
+    services_handle: control::svc::Handle,
+) -> std::io::Result<(Vec<Node>, Overview)> {
     // One pipe per pipeline consumer, held here for the whole run (as s6-rc's fdholder holds it):
     // a restart of either end loses no line, and the consumer never sees EOF.
     let mut pipes = std::collections::BTreeMap::new();
@@ -240,6 +246,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
             lingers: false,
             unit: Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record))),
             revive: None,
+            fresh: None,
         });
         nodes.push(Node {
             name: format!("replicate:{name}"),
@@ -253,6 +260,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
                 let (db, record) = (db.clone(), Arc::clone(&record));
                 Box::new(move || ReplicateUnit::revive(db.clone(), Arc::clone(&record)))
             }),
+            fresh: None,
         });
         drop(record);
     }
@@ -270,6 +278,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
             lingers: false,
             unit: Box::new(DirRestoreUnit::new(entry.clone())),
             revive: None,
+            fresh: None,
         });
         let owner = format!("replicate:{name}");
         nodes.push(Node {
@@ -284,6 +293,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
                 let (entry, set) = (entry.clone(), Arc::clone(&set));
                 Box::new(move || DirUnit::revive(entry.clone(), Arc::clone(&set), owner.clone()))
             }),
+            fresh: None,
         });
     }
     let first_service = nodes.len();
@@ -310,6 +320,25 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
             .map(|d| first_service + d)
             .collect();
         deps.extend(service.databases.iter().filter_map(|p| replicate_node(p)));
+        // The unit, and a fresh one each time `litevisor svc` starts the service again.
+        let make: Box<dyn Fn() -> Box<dyn unit::Unit> + Send> = {
+            let (service, output) = (service.clone(), Arc::clone(output));
+            let seed = seed
+                .wrapping_add(i as u64)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let stdin = pipes.get(&service.name).map(|(read, _)| Arc::clone(read));
+            let stdout = service
+                .stdout_to
+                .as_ref()
+                .and_then(|c| pipes.get(c))
+                .map(|(_, write)| Arc::clone(write));
+            Box::new(move || {
+                Box::new(
+                    ProcessService::new(service.clone(), Arc::clone(&output), seed)
+                        .piped(stdin.clone(), stdout.clone()),
+                )
+            })
+        };
         services.push(ServiceEntry {
             index: nodes.len(),
             name: service.name.clone(),
@@ -326,23 +355,12 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
             database: false,
             final_sync: false,
             lingers: service.kind == ServiceKind::Oneshot && service.down.is_some(),
-            unit: Box::new(
-                ProcessService::new(
-                    service.clone(),
-                    Arc::clone(output),
-                    seed.wrapping_add(i as u64)
-                        .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                )
-                .piped(
-                    pipes.get(&service.name).map(|(read, _)| Arc::clone(read)),
-                    service
-                        .stdout_to
-                        .as_ref()
-                        .and_then(|c| pipes.get(c))
-                        .map(|(_, write)| Arc::clone(write)),
-                ),
-            ),
+            unit: make(),
             revive: None,
+            fresh: Some(Fresh {
+                oneshot: service.kind == ServiceKind::Oneshot,
+                make,
+            }),
         });
     }
     let overview = Overview {
@@ -350,6 +368,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
         services,
         databases: set,
         health_upload_lag: config.observe.health_upload_lag(),
+        services_handle,
     };
     Ok((nodes, overview))
 }

@@ -18,12 +18,15 @@
 //! ([`final_sync_reserve`]). A process service ending on its own keeps the container up while
 //! others run; database nodes never count as "still running" for that rule.
 
+mod requests;
+
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::unit::{Board, Command, Control, Ended, NodeState, Report, Unit, Why};
+use crate::control::svc;
 use crate::init::{Event, ExitCodeMap, ExitStatus, procs, signal_name};
 
 /// One node of the graph, ready to run.
@@ -45,6 +48,15 @@ pub struct Node {
     /// Builds the unit that takes over should this one panic (a replicator: its engine lives on
     /// and its final sync must still run). Without it a panic is a failure of the node.
     pub revive: Option<Box<dyn Fn() -> Box<dyn Unit> + Send>>,
+    /// Builds a new unit for the node when `litevisor svc` starts it again (a service). Without it
+    /// the node cannot be controlled.
+    pub fresh: Option<Fresh>,
+}
+
+/// How to start a service node again ([`Node::fresh`]).
+pub struct Fresh {
+    pub oneshot: bool,
+    pub make: Box<dyn Fn() -> Box<dyn Unit> + Send>,
 }
 
 /// Exit code when everything else says 0 but a database's final sync failed (sysexits' EX_IOERR).
@@ -99,6 +111,12 @@ struct Slot {
     lingers: bool,
     unit: Option<Box<dyn Unit>>,
     revive: Option<Box<dyn Fn() -> Box<dyn Unit> + Send>>,
+    fresh: Option<Fresh>,
+    /// Down by request (`svc down`, its own or a dependency's): stopped, not started again until
+    /// `svc up`; does not count as ended for "every service has ended".
+    want_down: bool,
+    /// `svc restart`: started again once it has stopped.
+    restart_after: bool,
     state: State,
     /// Dependents may start (ready longrun, or oneshot that exited 0). Stays true after it ends.
     satisfied: bool,
@@ -137,6 +155,7 @@ pub async fn run(
     settings: Settings,
     mut events: mpsc::UnboundedReceiver<Event>,
     board: std::sync::Arc<Board>,
+    mut requests: mpsc::UnboundedReceiver<svc::Request>,
 ) -> i32 {
     let (reports, mut report_rx) = mpsc::unbounded_channel();
     let mut slots: Vec<Slot> = nodes
@@ -151,6 +170,9 @@ pub async fn run(
             lingers: n.lingers,
             unit: Some(n.unit),
             revive: n.revive,
+            fresh: n.fresh,
+            want_down: false,
+            restart_after: false,
             state: State::Pending,
             satisfied: false,
             command: None,
@@ -196,6 +218,10 @@ pub async fn run(
                 }
             },
             Some(report) = report_rx.recv() => o.on_report(report),
+            Some(request) = requests.recv() => {
+                let answer = o.on_request(request.verb, &request.name);
+                let _ = request.reply.send(answer);
+            }
             _ = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => o.on_timer(),
         }
     }
@@ -324,6 +350,9 @@ impl Orchestrator {
         if let Why::Panicked(message) = &ended.why
             && self.on_panic(i, message)
         {
+            return;
+        }
+        if self.deadline.is_none() && self.ended_by_request(i, &ended) {
             return;
         }
         let slot = &mut self.slots[i];
@@ -498,8 +527,9 @@ impl Orchestrator {
         let mut services = self.slots.iter().filter(|s| !s.database).peekable();
         let any_service = services.peek().is_some();
         // A done oneshot waiting to run its `down` at the stop has ended as far as running goes.
-        let services_ended =
-            services.all(|s| s.state == State::Ended || (s.lingers && s.satisfied));
+        // One down by request is not over: it waits for `svc up`.
+        let services_ended = services
+            .all(|s| (s.state == State::Ended && !s.want_down) || (s.lingers && s.satisfied));
         if self.slots.is_empty() && self.settings.idle_when_empty {
             return;
         }

@@ -21,11 +21,17 @@ pub struct Overview {
     pub services: Vec<ServiceEntry>,
     pub databases: Arc<DbSet>,
     pub health_upload_lag: std::time::Duration,
+    /// Where `litevisor svc ...` requests go: the orchestrator.
+    pub services_handle: crate::control::svc::Handle,
 }
 
 impl StatusSource for Overview {
     fn health_upload_lag(&self) -> std::time::Duration {
         self.health_upload_lag
+    }
+
+    fn services(&self) -> Option<crate::control::svc::Handle> {
+        Some(self.services_handle.clone())
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -39,7 +45,10 @@ impl StatusSource for Overview {
                     name: s.name.clone(),
                     kind: s.kind,
                     main: s.main,
-                    state: info.state.as_str(),
+                    state: match info.state {
+                        NodeState::Ended if info.down => "down",
+                        state => state.as_str(),
+                    },
                     pid: info.group.map(|p| p.as_raw()),
                     restarts: info.restarts,
                     last_exit: info.last_exit.map(|e| e.to_string()),

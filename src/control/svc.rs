@@ -1,0 +1,75 @@
+//! s6-style service control over the control socket: the `svc up|down|restart|once|kill SIGNAL
+//! NAME` requests, what they carry to the supervisor, and the answers.
+//!
+//! The request line is `svc VERB NAME` or `svc kill SIGNAL NAME`. The socket server only parses and
+//! forwards: the supervisor's orchestrator owns the graph and applies the request (see
+//! `crate::supervisor` for what each verb does to dependents and dependencies). The answer is one
+//! line, `ok: ...` or `error: ...`; it is sent as soon as the request is applied, not when the
+//! services have reached their new state (as `s6-svc` without `-w`): `litevisor status` shows them.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::parse_signal;
+
+/// What is asked of one service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// Bring it (and its dependencies) up; normal supervision again.
+    Up,
+    /// Bring its dependents, then it, down; keep them down until `up`.
+    Down,
+    /// Stop it and start it again (its dependents keep running).
+    Restart,
+    /// Bring it up, but do not restart it when it ends.
+    Once,
+    /// Send this signal to its process group.
+    Kill(i32),
+}
+
+/// One request for the orchestrator, with where its answer goes (`Ok`: what was done).
+#[derive(Debug)]
+pub struct Request {
+    pub verb: Verb,
+    pub name: String,
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// How the socket server reaches the orchestrator.
+pub type Handle = mpsc::UnboundedSender<Request>;
+
+/// Parses the words after `svc`.
+pub fn parse(words: &[&str]) -> Result<(Verb, String), String> {
+    let usage = "use `svc up|down|restart|once NAME` or `svc kill SIGNAL NAME`";
+    match words {
+        ["up", name] => Ok((Verb::Up, (*name).to_owned())),
+        ["down", name] => Ok((Verb::Down, (*name).to_owned())),
+        ["restart", name] => Ok((Verb::Restart, (*name).to_owned())),
+        ["once", name] => Ok((Verb::Once, (*name).to_owned())),
+        ["kill", signal, name] => {
+            let signal = parse_signal(signal)?;
+            Ok((Verb::Kill(signal as i32), (*name).to_owned()))
+        }
+        _ => Err(format!("bad request {:?}: {usage}", words.join(" "))),
+    }
+}
+
+/// Answers one `svc ...` request line (the words after `svc`).
+pub async fn answer(words: &[&str], handle: Option<Handle>) -> String {
+    let (verb, name) = match parse(words) {
+        Ok(parsed) => parsed,
+        Err(err) => return format!("error: {err}\n"),
+    };
+    let Some(handle) = handle else {
+        return "error: this litevisor runs no services (service control needs the supervisor)\n"
+            .to_owned();
+    };
+    let (reply, answer) = oneshot::channel();
+    if handle.send(Request { verb, name, reply }).is_err() {
+        return "error: litevisor is shutting down\n".to_owned();
+    }
+    match answer.await {
+        Ok(Ok(done)) => format!("ok: {done}\n"),
+        Ok(Err(err)) => format!("error: {err}\n"),
+        Err(_) => "error: litevisor is shutting down\n".to_owned(),
+    }
+}
