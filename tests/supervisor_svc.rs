@@ -1,0 +1,299 @@
+//! `litevisor svc up|down|restart|once|kill -s SIGNAL NAME` against the real running supervisor:
+//! each verb, s6-rc's handling of dependents and dependencies, the main service brought down (exit
+//! code), and the errors. Services are real processes; "untouched" is checked by pid.
+
+mod supervisor_support;
+
+use std::process::Output;
+use std::time::Duration;
+
+use supervisor_support::*;
+
+/// Three longruns: `web` depends on `db`; `other` is independent. Each appends `start NAME` to the
+/// events file and runs until signalled; `web` also records SIGUSR1.
+const CONFIG: &str = r#"
+[services.db]
+command = ["sh", "-c", "echo start db >> $EV; exec sleep 1000"]
+[services.web]
+command = ["sh", "-c", "trap 'echo usr1 web >> $EV' USR1; echo start web >> $EV; while :; do sleep 0.1; done"]
+depends_on = ["db"]
+[services.other]
+command = ["sh", "-c", "echo start other >> $EV; exec sleep 1000"]
+"#;
+
+fn socket(s: &Setup) -> String {
+    s.file("control.sock").display().to_string()
+}
+
+fn start(s: &Setup) -> Lv {
+    let sock = socket(s);
+    let lv = s.start_env(Mode::Direct, &[("LITEVISOR_SOCKET", &sock)]);
+    let up = wait_for(PATIENCE, || {
+        std::path::Path::new(&sock).exists().then_some(())
+    });
+    assert!(up.is_some(), "no control socket; stderr:\n{}", s.stderr());
+    lv
+}
+
+fn cli(s: &Setup, args: &[&str]) -> Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .env("LITEVISOR_SOCKET", socket(s))
+        .output()
+        .expect("run litevisor")
+}
+
+/// Runs `litevisor svc ARGS`, asserting it succeeded; returns its answer.
+fn svc(s: &Setup, args: &[&str]) -> String {
+    let mut full = vec!["svc"];
+    full.extend_from_slice(args);
+    let out = cli(s, &full);
+    assert!(
+        out.status.success(),
+        "svc {args:?}: {out:?}\nstderr:\n{}",
+        s.stderr()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The services of `litevisor status --json`: name -> (state, pid).
+fn services(s: &Setup) -> Vec<(String, String, Option<i64>)> {
+    let out = cli(s, &["status", "--json"]);
+    assert!(out.status.success(), "status: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    v["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["state"].as_str().unwrap_or_default().to_owned(),
+                s["pid"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+fn service(s: &Setup, name: &str) -> (String, Option<i64>) {
+    services(s)
+        .into_iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, state, pid)| (state, pid))
+        .unwrap_or_else(|| panic!("no service {name} in status"))
+}
+
+/// Waits until `name` is in `state` (and, for `running`, has a pid); returns its pid.
+fn wait_state(s: &Setup, name: &str, state: &str) -> Option<i64> {
+    let found = wait_for(PATIENCE, || {
+        let (now, pid) = service(s, name);
+        (now == state && (state != "running" || pid.is_some())).then_some(pid)
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} never {state}: {:?}\nstderr:\n{}",
+            services(s),
+            s.stderr()
+        )
+    })
+}
+
+fn running_pid(s: &Setup, name: &str) -> i32 {
+    wait_state(s, name, "running").expect("pid") as i32
+}
+
+fn count(s: &Setup, event: &str) -> usize {
+    s.events().iter().filter(|e| *e == event).count()
+}
+
+#[test]
+fn down_takes_dependents_first_and_keeps_them_down_until_up() {
+    let s = Setup::new(CONFIG);
+    let mut lv = start(&s);
+    s.wait_ready(&["db", "web", "other"]);
+    let (db, web, other) = (
+        running_pid(&s, "db"),
+        running_pid(&s, "web"),
+        running_pid(&s, "other"),
+    );
+
+    let answer = svc(&s, &["down", "db"]);
+    assert!(answer.contains("web"), "names the dependent: {answer}");
+    wait_state(&s, "db", "down");
+    wait_state(&s, "web", "down");
+    assert!(
+        wait_for(PATIENCE, || (!alive(db) && !alive(web)).then_some(())).is_some(),
+        "processes still alive"
+    );
+    // The dependent stopped before its dependency.
+    let log = s.stderr();
+    let (stop_web, stop_db) = (
+        log.find("stopping service \"web\"").expect("web stopped"),
+        log.find("stopping service \"db\"").expect("db stopped"),
+    );
+    assert!(stop_web < stop_db, "web must stop first:\n{log}");
+    // Kept down: no restart comes (the independent service is untouched).
+    assert_eq!(running_pid(&s, "other"), other);
+    assert_eq!(count(&s, "start db"), 1);
+    assert_eq!(service(&s, "db").0, "down");
+
+    // `up web` brings its dependency up first.
+    let answer = svc(&s, &["up", "web"]);
+    assert!(answer.contains("db"), "names the dependency: {answer}");
+    let (db2, web2) = (running_pid(&s, "db"), running_pid(&s, "web"));
+    assert!(db2 != db && web2 != web);
+    assert!(alive(db2) && alive(web2));
+    assert_eq!(running_pid(&s, "other"), other);
+
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn up_of_a_dependency_leaves_its_downed_dependents_down() {
+    let s = Setup::new(CONFIG);
+    let mut lv = start(&s);
+    s.wait_ready(&["db", "web", "other"]);
+    svc(&s, &["down", "db"]);
+    wait_state(&s, "web", "down");
+    wait_state(&s, "db", "down");
+    svc(&s, &["up", "db"]);
+    running_pid(&s, "db");
+    s.wait_event("start db");
+    assert_eq!(service(&s, "web").0, "down");
+    assert_eq!(count(&s, "start web"), 1);
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn restart_replaces_the_process_and_leaves_dependents_running() {
+    let s = Setup::new(CONFIG);
+    let mut lv = start(&s);
+    s.wait_ready(&["db", "web", "other"]);
+    let (db, web) = (running_pid(&s, "db"), running_pid(&s, "web"));
+    svc(&s, &["restart", "db"]);
+    let db2 = wait_for(PATIENCE, || {
+        let (state, pid) = service(&s, "db");
+        (state == "running" && pid.is_some_and(|p| p as i32 != db)).then_some(pid)
+    })
+    .flatten()
+    .expect("db restarted") as i32;
+    assert!(!alive(db) && alive(db2));
+    assert_eq!(count(&s, "start db"), 2);
+    assert_eq!(running_pid(&s, "web"), web, "the dependent is untouched");
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn kill_signals_the_group_and_rejects_bad_input() {
+    let s = Setup::new(CONFIG);
+    let mut lv = start(&s);
+    s.wait_ready(&["db", "web", "other"]);
+    let web = running_pid(&s, "web");
+    svc(&s, &["kill", "-s", "USR1", "web"]);
+    s.wait_event("usr1 web");
+    assert_eq!(running_pid(&s, "web"), web);
+
+    let bad = cli(&s, &["svc", "kill", "-s", "NOSUCH", "web"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("unknown signal \"NOSUCH\""), "{err}");
+
+    let unknown = cli(&s, &["svc", "down", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        err.contains("unknown service \"nope\"")
+            && ["db", "web", "other"].iter().all(|n| err.contains(n)),
+        "{err}"
+    );
+
+    svc(&s, &["down", "other"]);
+    wait_state(&s, "other", "down");
+    let not_running = cli(&s, &["svc", "kill", "-s", "TERM", "other"]);
+    assert_eq!(not_running.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&not_running.stderr).contains("not running"));
+
+    // Everything else kept running through all of it.
+    assert_eq!(running_pid(&s, "web"), web);
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn once_is_not_restarted_when_it_ends() {
+    let s = Setup::new(
+        r#"
+[services.job]
+command = ["sh", "-c", "echo start job >> $EV; exec sleep 1000"]
+[services.keep]
+command = ["sleep", "1000"]
+"#,
+    );
+    let mut lv = start(&s);
+    s.wait_ready(&["job", "keep"]);
+    svc(&s, &["down", "job"]);
+    wait_state(&s, "job", "down");
+    svc(&s, &["once", "job"]);
+    let job = running_pid(&s, "job");
+    assert_eq!(count(&s, "start job"), 2);
+    // SAFETY: kill has no memory-safety requirements.
+    unsafe { libc::kill(job, libc::SIGKILL) };
+    wait_state(&s, "job", "ended");
+    assert!(
+        s.stderr().contains("started once: not restarted"),
+        "{}",
+        s.stderr()
+    );
+    assert_eq!(count(&s, "start job"), 2);
+    // `up` brings it back under normal supervision: a kill is followed by a restart.
+    svc(&s, &["up", "job"]);
+    let job = running_pid(&s, "job");
+    unsafe { libc::kill(job, libc::SIGKILL) };
+    let back = wait_for(PATIENCE, || (count(&s, "start job") == 4).then_some(()));
+    assert!(back.is_some(), "not restarted: {:?}", s.events());
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn main_down_ends_litevisor_with_mains_exit_code_after_its_dependents() {
+    let s = Setup::new(
+        r#"
+[services.app]
+command = ["sh", "-c", "trap 'echo stop app >> $EV; exit 7' TERM; while :; do sleep 0.1; done"]
+main = true
+[services.sidecar]
+command = ["sh", "-c", "trap 'echo stop sidecar >> $EV; exit 0' TERM; while :; do sleep 0.1; done"]
+depends_on = ["app"]
+"#,
+    );
+    let mut lv = start(&s);
+    s.wait_ready(&["app", "sidecar"]);
+    svc(&s, &["down", "app"]);
+    assert_eq!(lv.wait(PATIENCE), 7, "stderr:\n{}", s.stderr());
+    assert_eq!(s.events(), ["stop sidecar", "stop app"]);
+}
+
+#[test]
+fn every_service_down_by_request_keeps_litevisor_up() {
+    let s = Setup::new(
+        r#"
+[services.only]
+command = ["sh", "-c", "echo start only >> $EV; exec sleep 1000"]
+"#,
+    );
+    let mut lv = start(&s);
+    s.wait_ready(&["only"]);
+    svc(&s, &["down", "only"]);
+    wait_state(&s, "only", "down");
+    // Not "every service has ended": `up` still finds it there.
+    svc(&s, &["up", "only"]);
+    running_pid(&s, "only");
+    assert_eq!(count(&s, "start only"), 2);
+    assert!(lv.child.try_wait().expect("try_wait").is_none());
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(Duration::from_secs(60)), 0);
+}
