@@ -8,6 +8,7 @@ mod example_app;
 mod health;
 mod logging;
 mod ltx;
+mod reload;
 mod replicate;
 mod restore;
 mod run;
@@ -55,6 +56,8 @@ enum Command {
     Health(health::HealthArgs),
     /// Control one of the running supervisor's services: up, down, restart, once, kill -s SIGNAL.
     Svc(svc::SvcArgs),
+    /// Make the running supervisor re-read its configuration and apply it (as SIGHUP does).
+    Reload(reload::ReloadArgs),
     /// Check that a replica restores to exactly the live database (integrity check + checksum).
     Verify(verify::VerifyArgs),
     /// The bundled example's SQLite app (services.d.example): migrate, write or read rows.
@@ -130,6 +133,7 @@ pub fn main() -> i32 {
         Some(Command::Status(args)) => status::run(args),
         Some(Command::Health(args)) => health::run(args),
         Some(Command::Svc(args)) => svc::run(args),
+        Some(Command::Reload(args)) => reload::run(args),
         Some(Command::Verify(args)) => verify::run(args),
         Some(Command::ExampleApp(args)) => example_app::run(args),
     };

@@ -359,6 +359,7 @@ async fn answer(mut stream: tokio::net::UnixStream, source: Arc<dyn StatusSource
                 source.health_upload_lag(),
             )),
             ["svc", rest @ ..] => svc::answer(rest, source.services()).await,
+            ["reload"] => svc::reload(source.services()).await,
             _ => format!(
                 "error: unknown request {line:?} (use `status`, `status json` or `health`)\n"
             ),

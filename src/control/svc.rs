@@ -1,5 +1,5 @@
 //! s6-style service control over the control socket: the `svc up|down|restart|once|kill SIGNAL
-//! NAME` requests, what they carry to the supervisor, and the answers.
+//! NAME` and `reload` requests, what they carry to the supervisor, and the answers.
 //!
 //! The request line is `svc VERB NAME` or `svc kill SIGNAL NAME`. The socket server only parses and
 //! forwards: the supervisor's orchestrator owns the graph and applies the request (see
@@ -34,8 +34,17 @@ pub struct Request {
     pub reply: oneshot::Sender<Result<String, String>>,
 }
 
-/// How the socket server reaches the orchestrator.
-pub type Handle = mpsc::UnboundedSender<Request>;
+/// What the socket server asks of the supervisor.
+#[derive(Debug)]
+pub enum Message {
+    Svc(Request),
+    /// Re-read the configuration and apply it (`litevisor reload`, SIGHUP); the answer says what
+    /// changed, or why nothing did.
+    Reload(oneshot::Sender<Result<String, String>>),
+}
+
+/// How the socket server reaches the supervisor.
+pub type Handle = mpsc::UnboundedSender<Message>;
 
 /// Parses the words after `svc`.
 pub fn parse(words: &[&str]) -> Result<(Verb, String), String> {
@@ -64,9 +73,28 @@ pub async fn answer(words: &[&str], handle: Option<Handle>) -> String {
             .to_owned();
     };
     let (reply, answer) = oneshot::channel();
-    if handle.send(Request { verb, name, reply }).is_err() {
+    if handle
+        .send(Message::Svc(Request { verb, name, reply }))
+        .is_err()
+    {
         return "error: litevisor is shutting down\n".to_owned();
     }
+    render(answer).await
+}
+
+/// Answers a `reload` request.
+pub async fn reload(handle: Option<Handle>) -> String {
+    let Some(handle) = handle else {
+        return "error: this litevisor has no configuration to reload\n".to_owned();
+    };
+    let (reply, answer) = oneshot::channel();
+    if handle.send(Message::Reload(reply)).is_err() {
+        return "error: litevisor is shutting down\n".to_owned();
+    }
+    render(answer).await
+}
+
+async fn render(answer: oneshot::Receiver<Result<String, String>>) -> String {
     match answer.await {
         Ok(Ok(done)) => format!("ok: {done}\n"),
         Ok(Err(err)) => format!("error: {err}\n"),

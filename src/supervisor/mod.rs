@@ -69,6 +69,7 @@ pub use directory::found_databases;
 mod orchestrator;
 mod output;
 mod readiness;
+mod reload;
 mod service;
 mod status;
 mod unit;
@@ -85,7 +86,7 @@ use dbset::DbSet;
 use directory::{DirRestoreUnit, DirUnit};
 use orchestrator::{Fresh, Node, Settings};
 use output::Output;
-use service::ProcessService;
+use reload::Factory;
 use status::{Overview, ServiceEntry};
 use unit::Board;
 
@@ -99,6 +100,9 @@ pub struct Options {
     /// With nothing to run, wait for a stop signal instead of ending at once (Litestream's
     /// `replicate` with no databases idles).
     pub idle_when_empty: bool,
+    /// Re-reads the configuration for a reload (SIGHUP, `litevisor reload`); without it SIGHUP is
+    /// forwarded like the other signals.
+    pub reload: Option<reload::Loader>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,10 +176,15 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         warn_on_reap: options.warn_on_reap,
         idle_when_empty: options.idle_when_empty,
     };
-    let (services_handle, requests) = tokio::sync::mpsc::unbounded_channel();
-    let (nodes, overview) =
-        build_nodes(&config, &output, services_handle).map_err(SupervisorError::Setup)?;
+    let (services_handle, messages) = tokio::sync::mpsc::unbounded_channel();
+    let (ops, ops_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (nodes, overview, factory) =
+        build_nodes(&config, &output, services_handle.clone()).map_err(SupervisorError::Setup)?;
     let board = Arc::clone(&overview.board);
+    let entries = Arc::clone(&overview.services);
+    // SIGHUP reloads only where there is a configuration file to re-read.
+    let reload_trigger = options.reload.is_some().then_some(services_handle);
+    let route = reload::route(messages, ops, options.reload, Arc::new(factory));
     let overview: Arc<dyn control::StatusSource> = Arc::new(overview);
     let (serve, serve_http) = {
         // The listeners join the runtime's reactor, so they are registered inside it.
@@ -199,7 +208,14 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         if let Some(serve) = serve_http {
             tokio::spawn(serve);
         }
-        let code = orchestrator::run(nodes, settings, event_rx, board, requests).await;
+        tokio::spawn(route);
+        let links = orchestrator::Links {
+            board,
+            entries,
+            ops: ops_rx,
+            reload_trigger,
+        };
+        let code = orchestrator::run(nodes, settings, event_rx, links).await;
         output.close(OUTPUT_PATIENCE).await;
         code
     });
@@ -219,7 +235,7 @@ fn build_nodes(
     config: &Config,
     output: &Arc<Output>,
     services_handle: control::svc::Handle,
-) -> std::io::Result<(Vec<Node>, Overview)> {
+) -> std::io::Result<(Vec<Node>, Overview, Factory)> {
     // One pipe per pipeline consumer, held here for the whole run (as s6-rc's fdholder holds it):
     // a restart of either end loses no line, and the consumer never sees EOF.
     let mut pipes = std::collections::BTreeMap::new();
@@ -297,19 +313,19 @@ fn build_nodes(
         });
     }
     let first_service = nodes.len();
-    let replicate_node = |path: &std::path::Path| {
-        config
-            .databases
-            .iter()
-            .position(|db| db.path == path)
-            .map(|i| 2 * i + 1)
-            .or_else(|| {
-                config
-                    .directories
-                    .iter()
-                    .position(|d| d.dir == path)
-                    .map(|i| first_dir + 2 * i + 1)
-            })
+    let mut database_nodes = Vec::new();
+    for (i, db) in config.databases.iter().enumerate() {
+        database_nodes.push((db.path.clone(), 2 * i + 1));
+    }
+    for (i, entry) in config.directories.iter().enumerate() {
+        database_nodes.push((entry.dir.clone(), first_dir + 2 * i + 1));
+    }
+    let factory = Factory {
+        output: Arc::clone(output),
+        pipes,
+        seed,
+        database_nodes,
+        databases_key: reload::databases_key(config),
     };
     let mut services = Vec::new();
     for (i, service) in config.services.iter().enumerate() {
@@ -319,26 +335,9 @@ fn build_nodes(
             .filter_map(|d| config.index_of(d))
             .map(|d| first_service + d)
             .collect();
-        deps.extend(service.databases.iter().filter_map(|p| replicate_node(p)));
+        deps.extend(factory.database_deps(service));
         // The unit, and a fresh one each time `litevisor svc` starts the service again.
-        let make: Box<dyn Fn() -> Box<dyn unit::Unit> + Send> = {
-            let (service, output) = (service.clone(), Arc::clone(output));
-            let seed = seed
-                .wrapping_add(i as u64)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let stdin = pipes.get(&service.name).map(|(read, _)| Arc::clone(read));
-            let stdout = service
-                .stdout_to
-                .as_ref()
-                .and_then(|c| pipes.get(c))
-                .map(|(_, write)| Arc::clone(write));
-            Box::new(move || {
-                Box::new(
-                    ProcessService::new(service.clone(), Arc::clone(&output), seed)
-                        .piped(stdin.clone(), stdout.clone()),
-                )
-            })
-        };
+        let make = factory.make(service, i);
         services.push(ServiceEntry {
             index: nodes.len(),
             name: service.name.clone(),
@@ -359,16 +358,17 @@ fn build_nodes(
             revive: None,
             fresh: Some(Fresh {
                 oneshot: service.kind == ServiceKind::Oneshot,
+                key: reload::service_key(service),
                 make,
             }),
         });
     }
     let overview = Overview {
         board: Board::new(nodes.len()),
-        services,
+        services: Arc::new(std::sync::Mutex::new(services)),
         databases: set,
         health_upload_lag: config.observe.health_upload_lag(),
         services_handle,
     };
-    Ok((nodes, overview))
+    Ok((nodes, overview, factory))
 }

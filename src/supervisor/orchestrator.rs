@@ -18,6 +18,7 @@
 //! ([`final_sync_reserve`]). A process service ending on its own keeps the container up while
 //! others run; database nodes never count as "still running" for that rule.
 
+mod apply;
 mod requests;
 
 use std::time::Duration;
@@ -25,6 +26,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::reload::Op;
+use super::status::ServiceEntry;
 use super::unit::{Board, Command, Control, Ended, NodeState, Report, Unit, Why};
 use crate::control::svc;
 use crate::init::{Event, ExitCodeMap, ExitStatus, procs, signal_name};
@@ -53,9 +56,23 @@ pub struct Node {
     pub fresh: Option<Fresh>,
 }
 
+/// The orchestrator's ties to the rest of the supervisor.
+pub struct Links {
+    /// One entry per node.
+    pub board: std::sync::Arc<Board>,
+    /// The services `litevisor status` shows (a reload adds and removes some).
+    pub entries: std::sync::Arc<std::sync::Mutex<Vec<ServiceEntry>>>,
+    /// Service requests and reloaded configurations.
+    pub ops: mpsc::UnboundedReceiver<Op>,
+    /// Where SIGHUP asks for a reload; `None`: SIGHUP is forwarded.
+    pub reload_trigger: Option<svc::Handle>,
+}
+
 /// How to start a service node again ([`Node::fresh`]).
 pub struct Fresh {
     pub oneshot: bool,
+    /// What a reload compares to tell a changed service from an unchanged one.
+    pub key: String,
     pub make: Box<dyn Fn() -> Box<dyn Unit> + Send>,
 }
 
@@ -117,6 +134,8 @@ struct Slot {
     want_down: bool,
     /// `svc restart`: started again once it has stopped.
     restart_after: bool,
+    /// Gone from the configuration by a reload: stopped, never started again, not shown.
+    removed: bool,
     state: State,
     /// Dependents may start (ready longrun, or oneshot that exited 0). Stays true after it ends.
     satisfied: bool,
@@ -147,6 +166,8 @@ struct Orchestrator {
     panicked: bool,
     /// Start-up is over (every node satisfied or ended) and its memory was given back.
     settled: bool,
+    entries: std::sync::Arc<std::sync::Mutex<Vec<ServiceEntry>>>,
+    reload_trigger: Option<svc::Handle>,
 }
 
 /// Runs the graph to the end; returns litevisor's exit code. `board` has one entry per node.
@@ -154,9 +175,14 @@ pub async fn run(
     nodes: Vec<Node>,
     settings: Settings,
     mut events: mpsc::UnboundedReceiver<Event>,
-    board: std::sync::Arc<Board>,
-    mut requests: mpsc::UnboundedReceiver<svc::Request>,
+    links: Links,
 ) -> i32 {
+    let Links {
+        board,
+        entries,
+        ops: mut requests,
+        reload_trigger,
+    } = links;
     let (reports, mut report_rx) = mpsc::unbounded_channel();
     let mut slots: Vec<Slot> = nodes
         .into_iter()
@@ -173,6 +199,7 @@ pub async fn run(
             fresh: n.fresh,
             want_down: false,
             restart_after: false,
+            removed: false,
             state: State::Pending,
             satisfied: false,
             command: None,
@@ -201,6 +228,8 @@ pub async fn run(
         final_sync_failed: false,
         panicked: false,
         settled: false,
+        entries,
+        reload_trigger,
     };
     o.start_what_can_start();
     o.check_all_ended();
@@ -218,10 +247,16 @@ pub async fn run(
                 }
             },
             Some(report) = report_rx.recv() => o.on_report(report),
-            Some(request) = requests.recv() => {
-                let answer = o.on_request(request.verb, &request.name);
-                let _ = request.reply.send(answer);
-            }
+            Some(op) = requests.recv() => match op {
+                Op::Svc(request) => {
+                    let answer = o.on_request(request.verb, &request.name);
+                    let _ = request.reply.send(answer);
+                }
+                Op::Apply(plan, reply) => {
+                    let answer = o.apply(plan);
+                    let _ = reply.send(answer);
+                }
+            },
             _ = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => o.on_timer(),
         }
     }
@@ -282,6 +317,7 @@ impl Orchestrator {
                         );
                         self.forward_to_services(signal);
                     }
+                    libc::SIGHUP if self.reload_trigger.is_some() => self.reload_on_sighup(),
                     _ => self.forward(signal),
                 }
             }
@@ -528,8 +564,9 @@ impl Orchestrator {
         let any_service = services.peek().is_some();
         // A done oneshot waiting to run its `down` at the stop has ended as far as running goes.
         // One down by request is not over: it waits for `svc up`.
-        let services_ended = services
-            .all(|s| (s.state == State::Ended && !s.want_down) || (s.lingers && s.satisfied));
+        let services_ended = services.all(|s| {
+            (s.state == State::Ended && (!s.want_down || s.removed)) || (s.lingers && s.satisfied)
+        });
         if self.slots.is_empty() && self.settings.idle_when_empty {
             return;
         }

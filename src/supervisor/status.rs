@@ -8,6 +8,7 @@ use super::unit::{Board, NodeState};
 use crate::control::{ServiceRow, Snapshot, StatusSource};
 
 /// One service node of the graph, as the status shows it.
+#[derive(Clone, Debug)]
 pub struct ServiceEntry {
     /// Index of the node on the board.
     pub index: usize,
@@ -18,7 +19,8 @@ pub struct ServiceEntry {
 
 pub struct Overview {
     pub board: Arc<Board>,
-    pub services: Vec<ServiceEntry>,
+    /// The services shown, in order; a reload adds and removes entries.
+    pub services: Arc<std::sync::Mutex<Vec<ServiceEntry>>>,
     pub databases: Arc<DbSet>,
     pub health_upload_lag: std::time::Duration,
     /// Where `litevisor svc ...` requests go: the orchestrator.
@@ -36,8 +38,8 @@ impl StatusSource for Overview {
 
     fn snapshot(&self) -> Snapshot {
         let nodes = self.board.snapshot();
-        let services = self
-            .services
+        let entries = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        let services = entries
             .iter()
             .map(|s| {
                 let info = nodes.get(s.index).cloned().unwrap_or_default();

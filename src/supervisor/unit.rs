@@ -131,6 +131,13 @@ impl Board {
         }
     }
 
+    /// Adds a node (a service added by a reload); returns its index.
+    pub fn push(&self) -> usize {
+        let mut nodes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.push(NodeInfo::default());
+        nodes.len() - 1
+    }
+
     pub fn set_state(&self, index: usize, state: NodeState) {
         self.update(index, |n| n.state = state);
     }

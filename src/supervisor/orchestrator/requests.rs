@@ -146,7 +146,7 @@ impl Orchestrator {
 
     /// Gives a fresh unit to node `i` (which has ended): it starts once its dependencies are
     /// satisfied.
-    fn respawn(&mut self, i: usize) {
+    pub(super) fn respawn(&mut self, i: usize) {
         let slot = &mut self.slots[i];
         let Some(fresh) = &slot.fresh else {
             return;
@@ -161,7 +161,7 @@ impl Orchestrator {
 
     /// Sends the stop order to every running node wanted down whose dependents are down, and to
     /// every node to restart.
-    fn stop_requested(&mut self) {
+    pub(super) fn stop_requested(&mut self) {
         let deadline = Instant::now() + self.settings.shutdown_timeout;
         for i in (0..self.slots.len()).rev() {
             let slot = &self.slots[i];
@@ -193,6 +193,13 @@ impl Orchestrator {
         slot.state = State::Ended;
         slot.command = None;
         self.board.set_ended(i, ended.status);
+        if slot.removed {
+            slot.want_down = false;
+            tracing::info!("service {:?} removed by the reload has stopped", slot.name);
+            self.stop_requested();
+            self.check_all_ended();
+            return true;
+        }
         let how = ended
             .status
             .map_or_else(|| "ended".to_owned(), |s| s.to_string());

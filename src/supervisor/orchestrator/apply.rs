@@ -1,0 +1,193 @@
+//! A reloaded configuration applied to the running graph ([`super::super::reload`] prepared it):
+//! - a service not in it any more stops (as `svc down` does) and disappears from the status;
+//! - a new one is added to the graph and starts once its dependencies are satisfied;
+//! - a changed one (anything in its definition but its list of dependents) stops and starts again
+//!   with its new definition (as `svc restart` does; one down by request stays down, with the new
+//!   definition for its next `up`);
+//! - an unchanged one is not touched: same process, same restart count.
+//!
+//! SIGHUP asks for the same reload as `litevisor reload`; its outcome is only logged.
+
+use super::super::reload::NewService;
+use super::super::status::ServiceEntry;
+use super::{Fresh, Orchestrator, Slot, State};
+use crate::control::svc::Message;
+
+impl Orchestrator {
+    pub(super) fn reload_on_sighup(&self) {
+        let Some(trigger) = &self.reload_trigger else {
+            return;
+        };
+        tracing::info!("SIGHUP received: reloading the configuration");
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if trigger.send(Message::Reload(reply)).is_ok() {
+            tokio::spawn(async move {
+                if let Ok(Ok(done)) = answer.await {
+                    tracing::info!("reload: {done}");
+                }
+                // A refusal is logged where it is decided.
+            });
+        }
+    }
+
+    /// Applies the reloaded services; says what changed.
+    pub(super) fn apply(&mut self, plan: Vec<NewService>) -> Result<String, String> {
+        if self.deadline.is_some() {
+            return Err("litevisor is shutting down".to_owned());
+        }
+        let live = |o: &Self, name: &str| {
+            o.slots
+                .iter()
+                .position(|s| !s.database && !s.removed && s.fresh.is_some() && s.name == name)
+        };
+        let (mut added, mut changed, mut removed, mut unchanged) =
+            (Vec::new(), Vec::new(), Vec::new(), 0);
+        // Removed: in the graph, not in the plan.
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            if slot.database || slot.removed || slot.fresh.is_none() {
+                continue;
+            }
+            if plan.iter().any(|n| n.name == slot.name) {
+                continue;
+            }
+            removed.push(slot.name.clone());
+            let slot = &mut self.slots[i];
+            slot.removed = true;
+            slot.want_down = true;
+            slot.restart_after = false;
+            slot.main = false;
+            slot.fresh = None;
+            if slot.state == State::Pending {
+                slot.state = State::Ended;
+                slot.unit = None;
+                self.board.set_ended(i, None);
+            }
+        }
+        let mut wiring = Vec::new();
+        let mut restart = Vec::new();
+        for new in plan {
+            let fresh = Fresh {
+                oneshot: new.oneshot,
+                key: new.key.clone(),
+                make: new.make,
+            };
+            let i = match live(self, &new.name) {
+                Some(i)
+                    if self.slots[i]
+                        .fresh
+                        .as_ref()
+                        .is_some_and(|f| f.key == new.key) =>
+                {
+                    unchanged += 1;
+                    i
+                }
+                Some(i) => {
+                    changed.push(new.name.clone());
+                    restart.push(i);
+                    let slot = &mut self.slots[i];
+                    slot.main = new.main;
+                    slot.lingers = new.lingers;
+                    slot.fresh = Some(fresh);
+                    i
+                }
+                None => {
+                    added.push(new.name.clone());
+                    let i = self.slots.len();
+                    self.board.push();
+                    self.slots.push(Slot {
+                        name: new.name.clone(),
+                        deps: Vec::new(),
+                        dependents: Vec::new(),
+                        main: new.main,
+                        database: false,
+                        final_sync: false,
+                        lingers: new.lingers,
+                        unit: None,
+                        revive: None,
+                        fresh: Some(fresh),
+                        want_down: false,
+                        restart_after: false,
+                        removed: false,
+                        state: State::Ended,
+                        satisfied: false,
+                        command: None,
+                        stop_sent: false,
+                    });
+                    restart.push(i);
+                    i
+                }
+            };
+            wiring.push((i, new.depends_on, new.database_nodes));
+        }
+        // The dependencies, by the new names (every new service has its slot now).
+        for (i, depends_on, database_nodes) in wiring {
+            let deps: Vec<usize> = depends_on
+                .iter()
+                .filter_map(|d| live(self, d))
+                .chain(database_nodes)
+                .collect();
+            self.slots[i].deps = deps;
+        }
+        for slot in &mut self.slots {
+            slot.dependents.clear();
+        }
+        for i in 0..self.slots.len() {
+            for d in self.slots[i].deps.clone() {
+                self.slots[d].dependents.push(i);
+            }
+        }
+        for i in restart {
+            let slot = &mut self.slots[i];
+            match slot.state {
+                State::Running => slot.restart_after = true,
+                State::Pending => {
+                    // Not started yet: it starts with its new definition.
+                    slot.state = State::Ended;
+                    self.respawn(i);
+                }
+                State::Ended if !slot.want_down => self.respawn(i),
+                State::Ended => {}
+            }
+        }
+        self.publish_entries();
+        self.stop_requested();
+        self.start_what_can_start();
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        let done = format!(
+            "added: {}; removed: {}; changed (restarting): {}; unchanged: {unchanged}",
+            list(&added),
+            list(&removed),
+            list(&changed)
+        );
+        tracing::info!("configuration reloaded: {done}");
+        Ok(done)
+    }
+
+    /// The services `litevisor status` shows, after a reload.
+    fn publish_entries(&self) {
+        let entries: Vec<ServiceEntry> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.database && !s.removed && s.fresh.is_some())
+            .map(|(index, s)| ServiceEntry {
+                index,
+                name: s.name.clone(),
+                kind: if s.fresh.as_ref().is_some_and(|f| f.oneshot) {
+                    "oneshot"
+                } else {
+                    "longrun"
+                },
+                main: s.main,
+            })
+            .collect();
+        *self.entries.lock().unwrap_or_else(|p| p.into_inner()) = entries;
+    }
+}
