@@ -1,6 +1,7 @@
 //! `litevisor svc up|down|restart|once|kill -s SIGNAL NAME` against the real running supervisor:
 //! each verb, s6-rc's handling of dependents and dependencies, the main service brought down (exit
-//! code), and the errors. Services are real processes; "untouched" is checked by pid.
+//! code), and the errors; reload by `litevisor reload` and SIGHUP (added, removed, changed,
+//! unchanged, invalid). Services are real processes; "untouched" is checked by pid.
 
 mod supervisor_support;
 
@@ -296,4 +297,124 @@ command = ["sh", "-c", "echo start only >> $EV; exec sleep 1000"]
     assert!(lv.child.try_wait().expect("try_wait").is_none());
     lv.signal(libc::SIGTERM);
     assert_eq!(lv.wait(Duration::from_secs(60)), 0);
+}
+
+// Reload: SIGHUP and `litevisor reload`.
+
+const BEFORE: &str = r#"
+[services.keep]
+command = ["sh", "-c", "trap 'echo hup keep >> $EV' HUP; echo start keep >> $EV; while :; do sleep 0.1; done"]
+[services.change]
+command = ["sh", "-c", "echo start change v1 >> $EV; exec sleep 1000"]
+[services.gone]
+command = ["sh", "-c", "echo start gone >> $EV; exec sleep 1000"]
+"#;
+
+const AFTER: &str = r#"
+[services.keep]
+command = ["sh", "-c", "trap 'echo hup keep >> $EV' HUP; echo start keep >> $EV; while :; do sleep 0.1; done"]
+[services.change]
+command = ["sh", "-c", "echo start change v2 >> $EV; exec sleep 1000"]
+[services.added]
+command = ["sh", "-c", "echo start added >> $EV; exec sleep 1000"]
+depends_on = ["keep"]
+"#;
+
+fn names(s: &Setup) -> Vec<String> {
+    let mut names: Vec<String> = services(s).into_iter().map(|(n, _, _)| n).collect();
+    names.sort();
+    names
+}
+
+/// After AFTER replaced BEFORE: `keep` untouched (same pid, no SIGHUP), `change` restarted with its
+/// new command, `gone` stopped and not shown, `added` running.
+fn assert_applied(s: &Setup, keep: i32, change: i32, gone: i32) {
+    s.wait_event("start added");
+    s.wait_event("start change v2");
+    assert!(
+        wait_for(PATIENCE, || (!alive(gone) && !alive(change)).then_some(())).is_some(),
+        "old processes still alive"
+    );
+    assert_eq!(running_pid(s, "keep"), keep);
+    assert!(alive(keep));
+    assert_eq!(count(s, "start keep"), 1);
+    assert_ne!(running_pid(s, "change"), change);
+    running_pid(s, "added");
+    assert_eq!(names(s), ["added", "change", "keep"]);
+    assert!(s.position("hup keep").is_none(), "{:?}", s.events());
+}
+
+#[test]
+fn reload_adds_removes_changes_and_leaves_unchanged_services_alone() {
+    let s = Setup::new(BEFORE);
+    let mut lv = start(&s);
+    s.wait_ready(&["keep", "change", "gone"]);
+    let (keep, change, gone) = (
+        running_pid(&s, "keep"),
+        running_pid(&s, "change"),
+        running_pid(&s, "gone"),
+    );
+    s.write("litevisor.toml", AFTER);
+    let out = cli(&s, &["reload"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("added: added")
+            && text.contains("removed: gone")
+            && text.contains("changed (restarting): change")
+            && text.contains("unchanged: 1"),
+        "{text}"
+    );
+    assert_applied(&s, keep, change, gone);
+    // The removed service cannot be controlled any more.
+    assert_eq!(cli(&s, &["svc", "up", "gone"]).status.code(), Some(1));
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn sighup_reloads_in_supervisor_mode() {
+    let s = Setup::new(BEFORE);
+    let mut lv = start(&s);
+    s.wait_ready(&["keep", "change", "gone"]);
+    let (keep, change, gone) = (
+        running_pid(&s, "keep"),
+        running_pid(&s, "change"),
+        running_pid(&s, "gone"),
+    );
+    s.write("litevisor.toml", AFTER);
+    lv.signal(libc::SIGHUP);
+    assert_applied(&s, keep, change, gone);
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn an_invalid_configuration_is_refused_and_nothing_changes() {
+    let s = Setup::new(BEFORE);
+    let mut lv = start(&s);
+    s.wait_ready(&["keep", "change", "gone"]);
+    let before: Vec<_> = services(&s);
+    s.write(
+        "litevisor.toml",
+        &format!("{AFTER}\n[services.bad]\ncommand = []\nrestart = \"sometimes\"\n"),
+    );
+    let out = cli(&s, &["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reload refused, nothing changed") && err.contains("litevisor.toml:"),
+        "{err}"
+    );
+    assert!(s.stderr().contains("reload refused"), "{}", s.stderr());
+    // SIGHUP with the same file: refused too (logged).
+    lv.signal(libc::SIGHUP);
+    let logged = wait_for(PATIENCE, || {
+        (s.stderr().matches("reload refused").count() >= 2).then_some(())
+    });
+    assert!(logged.is_some(), "{}", s.stderr());
+    assert_eq!(services(&s), before);
+    assert!(s.position("start added").is_none());
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
 }
