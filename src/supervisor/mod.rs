@@ -13,9 +13,11 @@
 //!   oneshot: exited 0), so independent branches start in parallel. A failed oneshot, a readiness
 //!   timeout, or a service that dies before readiness while dependents wait stop the start-up: the
 //!   error names the service and the reason, everything started is stopped, exit code 1.
-//! - Run: restarts are each service's business ([`service`], [`backoff`]). Signals other than
-//!   TERM/INT/QUIT (HUP, USR1, USR2, WINCH, ...) go to the main service's process group, or to every
-//!   service's group when there is no main service.
+//! - Run: restarts are each service's business ([`service`], [`backoff`]). SIGHUP reloads the
+//!   configuration when there is one to re-read ([`reload`]); signals other than TERM/INT/QUIT (USR1,
+//!   USR2, WINCH, ... and HUP without a reload) go to the main service's process group, or to every
+//!   service's group when there is no main service. `litevisor svc` requests change one service at
+//!   run time (see the orchestrator's `requests` module).
 //! - Shutdown starts on SIGTERM/SIGINT/SIGQUIT, on the main service's exit, on a `give_up =
 //!   "shutdown"`, on a start-up failure, or (no main service) when every service has ended. Nodes
 //!   stop in reverse dependency order (one stops once all its dependents are down), each with its
