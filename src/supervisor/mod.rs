@@ -184,6 +184,8 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         build_nodes(&config, &output, services_handle.clone()).map_err(SupervisorError::Setup)?;
     let board = Arc::clone(&overview.board);
     let entries = Arc::clone(&overview.services);
+    let database_nodes = factory.database_nodes.clone();
+    let databases = Arc::clone(&overview.databases);
     // SIGHUP reloads only where there is a configuration file to re-read.
     let reload_trigger = options.reload.is_some().then_some(services_handle);
     let route = reload::route(messages, ops, options.reload, Arc::new(factory));
@@ -216,6 +218,8 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
             entries,
             ops: ops_rx,
             reload_trigger,
+            database_nodes,
+            databases,
         };
         let code = orchestrator::run(nodes, settings, event_rx, links).await;
         output.close(OUTPUT_PATIENCE).await;
@@ -327,7 +331,9 @@ fn build_nodes(
         pipes,
         seed,
         database_nodes,
-        databases_key: reload::databases_key(config),
+        directories_key: reload::directories_key(config),
+        databases: std::sync::Mutex::new(reload::database_keys(config)),
+        set: Arc::clone(&set),
     };
     let mut services = Vec::new();
     for (i, service) in config.services.iter().enumerate() {

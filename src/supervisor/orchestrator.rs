@@ -66,6 +66,9 @@ pub struct Links {
     pub ops: mpsc::UnboundedReceiver<Op>,
     /// Where SIGHUP asks for a reload; `None`: SIGHUP is forwarded.
     pub reload_trigger: Option<svc::Handle>,
+    /// Each database and its replicate node (a reload adds and removes some).
+    pub database_nodes: Vec<(std::path::PathBuf, usize)>,
+    pub databases: std::sync::Arc<super::dbset::DbSet>,
 }
 
 /// How to start a service node again ([`Node::fresh`]).
@@ -168,6 +171,10 @@ struct Orchestrator {
     settled: bool,
     entries: std::sync::Arc<std::sync::Mutex<Vec<ServiceEntry>>>,
     reload_trigger: Option<svc::Handle>,
+    database_nodes: Vec<(std::path::PathBuf, usize)>,
+    databases: std::sync::Arc<super::dbset::DbSet>,
+    /// Replicate nodes of databases a reload removed: they leave the set once their final sync ran.
+    leaving: Vec<(usize, std::path::PathBuf)>,
 }
 
 /// Runs the graph to the end; returns litevisor's exit code. `board` has one entry per node.
@@ -182,6 +189,8 @@ pub async fn run(
         entries,
         ops: mut requests,
         reload_trigger,
+        database_nodes,
+        databases,
     } = links;
     let (reports, mut report_rx) = mpsc::unbounded_channel();
     let mut slots: Vec<Slot> = nodes
@@ -230,6 +239,9 @@ pub async fn run(
         settled: false,
         entries,
         reload_trigger,
+        database_nodes,
+        databases,
+        leaving: Vec::new(),
     };
     o.start_what_can_start();
     o.check_all_ended();

@@ -2,8 +2,10 @@
 //! runtime, checks it can be applied, and hands the orchestrator the new set of services as
 //! [`NewService`]s; the orchestrator diffs it against what runs ([`super::orchestrator`]'s
 //! `apply`): added services start, removed ones stop, changed ones restart, unchanged ones are not
-//! touched. A configuration that does not validate, or that changes what reload cannot change (the
-//! databases, the log pipelines), is refused with its errors and nothing changes.
+//! touched. Likewise `[[databases]]` entries: an added one gets its restore and replicate nodes (it
+//! is restored if needed, then replicated), a removed one gets its final sync, then leaves the set.
+//! A configuration that does not validate, or that changes what reload cannot change (directory
+//! entries, an entry's settings, the log pipelines), is refused with its errors and nothing changes.
 //!
 //! Also the [`Factory`] that builds a service's unit, used for the first graph and for reloads.
 
@@ -14,6 +16,8 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::database::{ReplicateUnit, RestoreUnit};
+use super::dbset::DbSet;
 use super::output::Output;
 use super::service::ProcessService;
 use super::unit::Unit;
@@ -33,15 +37,33 @@ pub struct NewService {
     pub lingers: bool,
     /// Services it depends on, by name.
     pub depends_on: Vec<String>,
-    /// Database nodes it depends on (indices in the graph).
-    pub database_nodes: Vec<usize>,
+    /// Databases it depends on (their paths: the orchestrator knows their replicate nodes).
+    pub databases: Vec<PathBuf>,
     pub make: Box<dyn Fn() -> Box<dyn Unit> + Send>,
 }
 
 /// What the orchestrator is asked: a service request, or a reloaded configuration to apply.
 pub enum Op {
     Svc(crate::control::svc::Request),
-    Apply(Vec<NewService>, oneshot::Sender<Result<String, String>>),
+    Apply(Plan, oneshot::Sender<Result<String, String>>),
+}
+
+/// A reloaded configuration, ready to apply.
+pub struct Plan {
+    pub services: Vec<NewService>,
+    /// `[[databases]]` entries not replicated before: their restore and replicate units.
+    pub added_databases: Vec<NewDatabase>,
+    /// Entries gone from the configuration: their final sync runs, then they leave.
+    pub removed_databases: Vec<PathBuf>,
+}
+
+/// One added `[[databases]]` entry, as its two graph nodes' units (see [`super::database`]).
+pub struct NewDatabase {
+    pub path: PathBuf,
+    pub name: String,
+    pub restore: Box<dyn Unit>,
+    pub replicate: Box<dyn Unit>,
+    pub revive: Box<dyn Fn() -> Box<dyn Unit> + Send>,
 }
 
 /// Builds service units: holds what every unit shares (the output, the log pipelines' pipes, the
@@ -52,8 +74,12 @@ pub struct Factory {
     pub seed: u64,
     /// Each database (its path, or a directory entry's dir) and its replicate node.
     pub database_nodes: Vec<(PathBuf, usize)>,
-    /// The configuration's databases, as a key: reload refuses to change them.
-    pub databases_key: String,
+    /// The configuration's directory entries, as a key: reload refuses to change them.
+    pub directories_key: String,
+    /// The `[[databases]]` entries applied last (path -> definition), to tell what a reload adds,
+    /// removes or changes.
+    pub databases: std::sync::Mutex<BTreeMap<PathBuf, String>>,
+    pub set: Arc<DbSet>,
 }
 
 impl Factory {
@@ -91,13 +117,21 @@ impl Factory {
             .collect()
     }
 
-    /// The new configuration as services to apply, or why it cannot be applied.
-    fn plan(&self, config: &Config) -> Result<Vec<NewService>, String> {
-        if databases_key(config) != self.databases_key {
+    /// The new configuration as services and databases to apply, or why it cannot be applied.
+    fn plan(&self, config: &Config) -> Result<Plan, String> {
+        if directories_key(config) != self.directories_key {
             return Err(
-                "the databases changed: reload applies services only; restart litevisor to change databases"
-                    .to_owned(),
+                "the directory entries changed: restart litevisor to change them".to_owned(),
             );
+        }
+        let mut known = self.databases.lock().unwrap_or_else(|p| p.into_inner());
+        for db in &config.databases {
+            if known.get(&db.path).is_some_and(|k| *k != format!("{db:?}")) {
+                return Err(format!(
+                    "database {}: its settings changed: remove it and add it back (two reloads), or restart litevisor",
+                    db.path.display()
+                ));
+            }
         }
         for service in &config.services {
             let piped = service.stdin_piped || service.stdout_to.is_some();
@@ -113,7 +147,36 @@ impl Factory {
                 ));
             }
         }
-        Ok(config
+        let removed_databases: Vec<PathBuf> = known
+            .keys()
+            .filter(|p| !config.databases.iter().any(|d| &d.path == *p))
+            .cloned()
+            .collect();
+        let mut added_databases = Vec::new();
+        for db in config
+            .databases
+            .iter()
+            .filter(|d| !known.contains_key(&d.path))
+        {
+            let name = db.path.display().to_string();
+            let record = self.set.insert(db, &format!("replicate:{name}"));
+            let (revive_db, revive_record) = (db.clone(), Arc::clone(&record));
+            added_databases.push(NewDatabase {
+                path: db.path.clone(),
+                name,
+                restore: Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record))),
+                replicate: Box::new(ReplicateUnit::new(db.clone(), record)),
+                revive: Box::new(move || {
+                    ReplicateUnit::revive(revive_db.clone(), Arc::clone(&revive_record))
+                }),
+            });
+        }
+        *known = config
+            .databases
+            .iter()
+            .map(|d| (d.path.clone(), format!("{d:?}")))
+            .collect();
+        let services = config
             .services
             .iter()
             .enumerate()
@@ -124,10 +187,15 @@ impl Factory {
                 oneshot: service.kind == ServiceKind::Oneshot,
                 lingers: service.kind == ServiceKind::Oneshot && service.down.is_some(),
                 depends_on: service.depends_on.clone(),
-                database_nodes: self.database_deps(service),
+                databases: service.databases.clone(),
                 make: self.make(service, i),
             })
-            .collect())
+            .collect();
+        Ok(Plan {
+            services,
+            added_databases,
+            removed_databases,
+        })
     }
 }
 
@@ -139,8 +207,17 @@ pub fn service_key(service: &Service) -> String {
     format!("{service:?}")
 }
 
-pub fn databases_key(config: &Config) -> String {
-    format!("{:?}{:?}", config.databases, config.directories)
+pub fn directories_key(config: &Config) -> String {
+    format!("{:?}", config.directories)
+}
+
+/// The `[[databases]]` entries as [`Factory::databases`] keeps them.
+pub fn database_keys(config: &Config) -> BTreeMap<PathBuf, String> {
+    config
+        .databases
+        .iter()
+        .map(|d| (d.path.clone(), format!("{d:?}")))
+        .collect()
 }
 
 /// Routes the control socket's messages: service requests straight to the orchestrator, reloads

@@ -6,9 +6,14 @@
 //!   definition for its next `up`);
 //! - an unchanged one is not touched: same process, same restart count.
 //!
+//! - an added database gets its restore and replicate nodes; a removed one's replicate node gets its
+//!   stop order (the final sync), then the database leaves the set (and the status).
+//!
 //! SIGHUP asks for the same reload as `litevisor reload`; its outcome is only logged.
 
-use super::super::reload::NewService;
+use std::path::PathBuf;
+
+use super::super::reload::{NewDatabase, Plan};
 use super::super::status::ServiceEntry;
 use super::{Fresh, Orchestrator, Slot, State};
 use crate::control::svc::Message;
@@ -31,10 +36,16 @@ impl Orchestrator {
     }
 
     /// Applies the reloaded services; says what changed.
-    pub(super) fn apply(&mut self, plan: Vec<NewService>) -> Result<String, String> {
+    pub(super) fn apply(&mut self, plan: Plan) -> Result<String, String> {
         if self.deadline.is_some() {
             return Err("litevisor is shutting down".to_owned());
         }
+        let Plan {
+            services: plan,
+            added_databases,
+            removed_databases,
+        } = plan;
+        let databases = self.apply_databases(added_databases, &removed_databases);
         let live = |o: &Self, name: &str| {
             o.slots
                 .iter()
@@ -118,14 +129,19 @@ impl Orchestrator {
                     i
                 }
             };
-            wiring.push((i, new.depends_on, new.database_nodes));
+            wiring.push((i, new.depends_on, new.databases));
         }
         // The dependencies, by the new names (every new service has its slot now).
-        for (i, depends_on, database_nodes) in wiring {
+        for (i, depends_on, paths) in wiring {
             let deps: Vec<usize> = depends_on
                 .iter()
                 .filter_map(|d| live(self, d))
-                .chain(database_nodes)
+                .chain(paths.iter().filter_map(|p| {
+                    self.database_nodes
+                        .iter()
+                        .find(|(d, _)| d == p)
+                        .map(|(_, n)| *n)
+                }))
                 .collect();
             self.slots[i].deps = deps;
         }
@@ -161,13 +177,100 @@ impl Orchestrator {
             }
         };
         let done = format!(
-            "added: {}; removed: {}; changed (restarting): {}; unchanged: {unchanged}",
+            "added: {}; removed: {}; changed (restarting): {}; unchanged: {unchanged}{databases}",
             list(&added),
             list(&removed),
             list(&changed)
         );
         tracing::info!("configuration reloaded: {done}");
         Ok(done)
+    }
+
+    /// Adds the nodes of the added databases (they restore if needed, then replicate) and takes the
+    /// removed ones down (their final sync runs); says what was done, if anything.
+    fn apply_databases(&mut self, added: Vec<NewDatabase>, removed: &[PathBuf]) -> String {
+        let mut out = String::new();
+        for path in removed {
+            let Some(at) = self.database_nodes.iter().position(|(p, _)| p == path) else {
+                continue;
+            };
+            let (_, replicate) = self.database_nodes.remove(at);
+            // Its restore node is its one dependency.
+            let nodes: Vec<usize> = std::iter::once(replicate)
+                .chain(self.slots[replicate].deps.iter().copied())
+                .collect();
+            for i in nodes {
+                let slot = &mut self.slots[i];
+                slot.removed = true;
+                slot.want_down = true;
+                if slot.state == State::Pending {
+                    slot.state = State::Ended;
+                    slot.unit = None;
+                    self.board.set_ended(i, None);
+                }
+            }
+            if self.slots[replicate].state == State::Ended {
+                self.databases.forget(path);
+            } else {
+                self.leaving.push((replicate, path.clone()));
+            }
+            out.push_str(&format!(
+                "; database removed (final sync): {}",
+                path.display()
+            ));
+        }
+        for db in added {
+            let restore = self.slots.len();
+            self.push_database_slot(
+                format!("restore:{}", db.name),
+                Vec::new(),
+                db.restore,
+                None,
+                false,
+            );
+            let replicate = self.slots.len();
+            self.push_database_slot(
+                format!("replicate:{}", db.name),
+                vec![restore],
+                db.replicate,
+                Some(db.revive),
+                true,
+            );
+            self.slots[restore].dependents.push(replicate);
+            self.database_nodes.push((db.path.clone(), replicate));
+            out.push_str(&format!("; database added: {}", db.path.display()));
+        }
+        out
+    }
+
+    fn push_database_slot(
+        &mut self,
+        name: String,
+        deps: Vec<usize>,
+        unit: Box<dyn crate::supervisor::unit::Unit>,
+        revive: Option<Box<dyn Fn() -> Box<dyn crate::supervisor::unit::Unit> + Send>>,
+        final_sync: bool,
+    ) {
+        self.board.push();
+        self.slots.push(Slot {
+            name,
+            deps,
+            dependents: Vec::new(),
+            main: false,
+            database: true,
+            final_sync,
+            lingers: false,
+            unit: Some(unit),
+            revive,
+            fresh: None,
+            want_down: false,
+            restart_after: false,
+            removed: false,
+            state: State::Pending,
+            satisfied: false,
+            command: None,
+            stop_sent: false,
+        });
     }
 
     /// The services `litevisor status` shows, after a reload.

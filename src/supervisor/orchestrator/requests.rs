@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::{Orchestrator, State};
 use crate::control::svc::Verb;
 use crate::init::signal_name;
-use crate::supervisor::unit::{Command, Ended, NodeState};
+use crate::supervisor::unit::{Command, Ended, NodeState, Why};
 
 impl Orchestrator {
     /// Applies one request; `Ok` says what was done.
@@ -195,7 +195,14 @@ impl Orchestrator {
         self.board.set_ended(i, ended.status);
         if slot.removed {
             slot.want_down = false;
-            tracing::info!("service {:?} removed by the reload has stopped", slot.name);
+            match &ended.why {
+                Why::FinalSyncFailed(why) => tracing::error!("{why}"),
+                _ => tracing::info!("{:?}, removed by a reload, has stopped", slot.name),
+            }
+            if let Some(at) = self.leaving.iter().position(|(n, _)| *n == i) {
+                let (_, path) = self.leaving.remove(at);
+                self.databases.forget(&path);
+            }
             self.stop_requested();
             self.check_all_ended();
             return true;
