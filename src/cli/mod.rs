@@ -8,6 +8,7 @@ mod example_app;
 mod health;
 mod logging;
 mod ltx;
+mod register;
 mod reload;
 mod replicate;
 mod restore;
@@ -58,6 +59,10 @@ enum Command {
     Svc(svc::SvcArgs),
     /// Make the running supervisor re-read its configuration and apply it (as SIGHUP does).
     Reload(reload::ReloadArgs),
+    /// Register a database for replication in the running litevisor (Litestream `register`).
+    Register(register::RegisterArgs),
+    /// Unregister a database from replication, after its final sync (Litestream `unregister`).
+    Unregister(register::UnregisterArgs),
     /// Check that a replica restores to exactly the live database (integrity check + checksum).
     Verify(verify::VerifyArgs),
     /// The bundled example's SQLite app (services.d.example): migrate, write or read rows.
@@ -134,6 +139,8 @@ pub fn main() -> i32 {
         Some(Command::Health(args)) => health::run(args),
         Some(Command::Svc(args)) => svc::run(args),
         Some(Command::Reload(args)) => reload::run(args),
+        Some(Command::Register(args)) => register::register(args),
+        Some(Command::Unregister(args)) => register::unregister(args),
         Some(Command::Verify(args)) => verify::run(args),
         Some(Command::ExampleApp(args)) => example_app::run(args),
     };

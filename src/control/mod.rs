@@ -360,6 +360,8 @@ async fn answer(mut stream: tokio::net::UnixStream, source: Arc<dyn StatusSource
             )),
             ["svc", rest @ ..] => svc::answer(rest, source.services()).await,
             ["reload"] => svc::reload(source.services()).await,
+            ["register", rest @ ..] => svc::database(true, rest, source.services()).await,
+            ["unregister", rest @ ..] => svc::database(false, rest, source.services()).await,
             _ => format!(
                 "error: unknown request {line:?} (use `status`, `status json` or `health`)\n"
             ),

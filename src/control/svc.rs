@@ -1,5 +1,7 @@
 //! s6-style service control over the control socket: the `svc up|down|restart|once|kill SIGNAL
-//! NAME` and `reload` requests, what they carry to the supervisor, and the answers.
+//! NAME`, `reload`, `register DB_PATH REPLICA_URL` and `unregister DB_PATH` requests, what they
+//! carry to the supervisor, and the answers. A path in a request is absolute (the client made it so)
+//! and has no whitespace.
 //!
 //! The request line is `svc VERB NAME` or `svc kill SIGNAL NAME`. The socket server only parses and
 //! forwards: the supervisor's orchestrator owns the graph and applies the request (see
@@ -41,6 +43,18 @@ pub enum Message {
     /// Re-read the configuration and apply it (`litevisor reload`, SIGHUP); the answer says what
     /// changed, or why nothing did.
     Reload(oneshot::Sender<Result<String, String>>),
+    /// Replicate one more database (`litevisor register`); the answer is Litestream's status word,
+    /// `registered` or `already_exists`.
+    Register {
+        path: std::path::PathBuf,
+        replica_url: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Stop replicating one (after its final sync); the answer is `unregistered`.
+    Unregister {
+        path: std::path::PathBuf,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// How the socket server reaches the supervisor.
@@ -89,6 +103,33 @@ pub async fn reload(handle: Option<Handle>) -> String {
     };
     let (reply, answer) = oneshot::channel();
     if handle.send(Message::Reload(reply)).is_err() {
+        return "error: litevisor is shutting down\n".to_owned();
+    }
+    render(answer).await
+}
+
+/// Answers `register PATH URL` and `unregister PATH` (the words after the verb).
+pub async fn database(register: bool, words: &[&str], handle: Option<Handle>) -> String {
+    let Some(handle) = handle else {
+        return "error: this litevisor replicates nothing\n".to_owned();
+    };
+    let (reply, answer) = oneshot::channel();
+    let message = match (register, words) {
+        (true, [path, url]) => Message::Register {
+            path: (*path).into(),
+            replica_url: (*url).to_owned(),
+            reply,
+        },
+        (false, [path]) => Message::Unregister {
+            path: (*path).into(),
+            reply,
+        },
+        _ => {
+            return "error: use `register DB_PATH REPLICA_URL` or `unregister DB_PATH`\n"
+                .to_owned();
+        }
+    };
+    if handle.send(message).is_err() {
         return "error: litevisor is shutting down\n".to_owned();
     }
     render(answer).await

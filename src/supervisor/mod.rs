@@ -333,6 +333,7 @@ fn build_nodes(
         database_nodes,
         directories_key: reload::directories_key(config),
         databases: std::sync::Mutex::new(reload::database_keys(config)),
+        registered: std::sync::Mutex::default(),
         set: Arc::clone(&set),
     };
     let mut services = Vec::new();

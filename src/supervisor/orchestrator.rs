@@ -175,6 +175,8 @@ struct Orchestrator {
     databases: std::sync::Arc<super::dbset::DbSet>,
     /// Replicate nodes of databases a reload removed: they leave the set once their final sync ran.
     leaving: Vec<(usize, std::path::PathBuf)>,
+    /// `unregister` answers waiting for a replicate node's final sync.
+    waiting: Vec<(usize, tokio::sync::oneshot::Sender<Result<String, String>>)>,
 }
 
 /// Runs the graph to the end; returns litevisor's exit code. `board` has one entry per node.
@@ -242,6 +244,7 @@ pub async fn run(
         database_nodes,
         databases,
         leaving: Vec::new(),
+        waiting: Vec::new(),
     };
     o.start_what_can_start();
     o.check_all_ended();
@@ -264,10 +267,7 @@ pub async fn run(
                     let answer = o.on_request(request.verb, &request.name);
                     let _ = request.reply.send(answer);
                 }
-                Op::Apply(plan, reply) => {
-                    let answer = o.apply(plan);
-                    let _ = reply.send(answer);
-                }
+                Op::Apply(plan, reply) => o.apply(plan, reply),
             },
             _ = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => o.on_timer(),
         }
@@ -572,19 +572,21 @@ impl Orchestrator {
     /// With no main service, the container ends when no service runs any more. Database nodes do
     /// not count (they run until the services stop), so databases alone run until a stop signal.
     fn check_all_ended(&mut self) {
-        let mut services = self.slots.iter().filter(|s| !s.database).peekable();
+        // Nodes a reload or `unregister` removed are gone, not ended: with nothing else left,
+        // litevisor keeps running (the next reload or `register` may add something).
+        let live = || self.slots.iter().filter(|s| !s.removed);
+        if live().next().is_none() && (self.settings.idle_when_empty || !self.slots.is_empty()) {
+            return;
+        }
+        let mut services = live().filter(|s| !s.database).peekable();
         let any_service = services.peek().is_some();
         // A done oneshot waiting to run its `down` at the stop has ended as far as running goes.
         // One down by request is not over: it waits for `svc up`.
-        let services_ended = services.all(|s| {
-            (s.state == State::Ended && (!s.want_down || s.removed)) || (s.lingers && s.satisfied)
-        });
-        if self.slots.is_empty() && self.settings.idle_when_empty {
-            return;
-        }
+        let services_ended = services
+            .all(|s| (s.state == State::Ended && !s.want_down) || (s.lingers && s.satisfied));
         if self.deadline.is_none()
             && services_ended
-            && (any_service || self.slots.iter().all(|s| s.state == State::Ended))
+            && (any_service || live().all(|s| s.state == State::Ended))
         {
             tracing::info!("every service has ended: shutting down");
             self.begin_shutdown(Reason::AllEnded);

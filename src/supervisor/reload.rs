@@ -21,7 +21,7 @@ use super::dbset::DbSet;
 use super::output::Output;
 use super::service::ProcessService;
 use super::unit::Unit;
-use crate::config::{Config, ConfigError, Service, ServiceKind};
+use crate::config::{Config, ConfigError, Database, Service, ServiceKind, replica_from_url};
 use crate::control::svc::Message;
 
 /// Loads and validates the configuration again (blocking file I/O: run off the runtime).
@@ -50,11 +50,15 @@ pub enum Op {
 
 /// A reloaded configuration, ready to apply.
 pub struct Plan {
-    pub services: Vec<NewService>,
+    /// `None`: the services stay as they are (`register`, `unregister`).
+    pub services: Option<Vec<NewService>>,
     /// `[[databases]]` entries not replicated before: their restore and replicate units.
     pub added_databases: Vec<NewDatabase>,
     /// Entries gone from the configuration: their final sync runs, then they leave.
     pub removed_databases: Vec<PathBuf>,
+    /// Answer once the removed database's final sync is over, with its replica's txid in decimal
+    /// (`unregister`, as Litestream answers it), instead of at once.
+    pub wait_final_sync: bool,
 }
 
 /// One added `[[databases]]` entry, as its two graph nodes' units (see [`super::database`]).
@@ -79,6 +83,8 @@ pub struct Factory {
     /// The `[[databases]]` entries applied last (path -> definition), to tell what a reload adds,
     /// removes or changes.
     pub databases: std::sync::Mutex<BTreeMap<PathBuf, String>>,
+    /// Databases added by `litevisor register`: a reload keeps them.
+    pub registered: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
     pub set: Arc<DbSet>,
 }
 
@@ -104,6 +110,66 @@ impl Factory {
                 ProcessService::new(service.clone(), Arc::clone(&output), seed)
                     .piped(stdin.clone(), stdout.clone()),
             )
+        })
+    }
+
+    /// The two units of a database added at run time.
+    fn new_database(&self, db: &Database) -> NewDatabase {
+        let name = db.path.display().to_string();
+        let record = self.set.insert(db, &format!("replicate:{name}"));
+        let (revive_db, revive_record) = (db.clone(), Arc::clone(&record));
+        NewDatabase {
+            path: db.path.clone(),
+            name,
+            restore: Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record))),
+            replicate: Box::new(ReplicateUnit::new(db.clone(), record)),
+            revive: Box::new(move || {
+                ReplicateUnit::revive(revive_db.clone(), Arc::clone(&revive_record))
+            }),
+        }
+    }
+
+    /// `litevisor register`: Litestream's status word and the plan, or why not.
+    fn register(&self, path: PathBuf, url: &str) -> Result<(&'static str, Option<Plan>), String> {
+        if !path.is_absolute() {
+            return Err(format!("{}: the path must be absolute", path.display()));
+        }
+        let mut known = self.databases.lock().unwrap_or_else(|p| p.into_inner());
+        if known.contains_key(&path) || self.set.contains(&path) {
+            return Ok(("already_exists", None));
+        }
+        let base = path.parent().unwrap_or(std::path::Path::new("/"));
+        let replica = replica_from_url(url, base).map_err(|e| format!("{url}: {e}"))?;
+        let db = Database::new(path.clone(), replica);
+        known.insert(path.clone(), format!("{db:?}"));
+        self.registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path);
+        let plan = Plan {
+            services: None,
+            added_databases: vec![self.new_database(&db)],
+            removed_databases: Vec::new(),
+            wait_final_sync: false,
+        };
+        Ok(("registered", Some(plan)))
+    }
+
+    /// `litevisor unregister`: the plan, or why not.
+    fn unregister(&self, path: PathBuf) -> Result<Plan, String> {
+        let mut known = self.databases.lock().unwrap_or_else(|p| p.into_inner());
+        if known.remove(&path).is_none() {
+            return Err(format!("database not found: {}", path.display()));
+        }
+        self.registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&path);
+        Ok(Plan {
+            services: None,
+            added_databases: Vec::new(),
+            removed_databases: vec![path],
+            wait_final_sync: true,
         })
     }
 
@@ -147,35 +213,25 @@ impl Factory {
                 ));
             }
         }
+        let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
         let removed_databases: Vec<PathBuf> = known
             .keys()
-            .filter(|p| !config.databases.iter().any(|d| &d.path == *p))
+            .filter(|p| !config.databases.iter().any(|d| &d.path == *p) && !registered.contains(*p))
             .cloned()
             .collect();
-        let mut added_databases = Vec::new();
-        for db in config
+        let added_databases = config
             .databases
             .iter()
             .filter(|d| !known.contains_key(&d.path))
-        {
-            let name = db.path.display().to_string();
-            let record = self.set.insert(db, &format!("replicate:{name}"));
-            let (revive_db, revive_record) = (db.clone(), Arc::clone(&record));
-            added_databases.push(NewDatabase {
-                path: db.path.clone(),
-                name,
-                restore: Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record))),
-                replicate: Box::new(ReplicateUnit::new(db.clone(), record)),
-                revive: Box::new(move || {
-                    ReplicateUnit::revive(revive_db.clone(), Arc::clone(&revive_record))
-                }),
-            });
-        }
-        *known = config
-            .databases
-            .iter()
-            .map(|d| (d.path.clone(), format!("{d:?}")))
+            .map(|db| self.new_database(db))
             .collect();
+        known.retain(|p, _| registered.contains(p));
+        known.extend(
+            config
+                .databases
+                .iter()
+                .map(|d| (d.path.clone(), format!("{d:?}"))),
+        );
         let services = config
             .services
             .iter()
@@ -192,9 +248,10 @@ impl Factory {
             })
             .collect();
         Ok(Plan {
-            services,
+            services: Some(services),
             added_databases,
             removed_databases,
+            wait_final_sync: false,
         })
     }
 }
@@ -231,6 +288,28 @@ pub async fn route(
     while let Some(message) = messages.recv().await {
         let op = match message {
             Message::Svc(request) => Op::Svc(request),
+            Message::Register {
+                path,
+                replica_url,
+                reply,
+            } => match factory.register(path, &replica_url) {
+                Ok((status, Some(plan))) => Op::Apply(plan, with_answer(reply, status)),
+                Ok((status, None)) => {
+                    let _ = reply.send(Ok(status.to_owned()));
+                    continue;
+                }
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                    continue;
+                }
+            },
+            Message::Unregister { path, reply } => match factory.unregister(path) {
+                Ok(plan) => Op::Apply(plan, reply),
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                    continue;
+                }
+            },
             Message::Reload(reply) => {
                 let Some(loader) = loader.clone() else {
                     let _ = reply.send(Err(
@@ -259,4 +338,19 @@ pub async fn route(
             return;
         }
     }
+}
+
+/// A reply channel for the orchestrator's answer that passes `word` on instead of its text when it
+/// succeeds (Litestream's status words for `register` and `unregister`).
+fn with_answer(
+    reply: oneshot::Sender<Result<String, String>>,
+    word: &'static str,
+) -> oneshot::Sender<Result<String, String>> {
+    let (tx, rx) = oneshot::channel::<Result<String, String>>();
+    tokio::spawn(async move {
+        if let Ok(answer) = rx.await {
+            let _ = reply.send(answer.map(|_| word.to_owned()));
+        }
+    });
+    tx
 }

@@ -35,8 +35,32 @@ impl Orchestrator {
         }
     }
 
-    /// Applies the reloaded services; says what changed.
-    pub(super) fn apply(&mut self, plan: Plan) -> Result<String, String> {
+    /// Applies a reload, `register` or `unregister`; answers on `reply` what changed (for
+    /// `unregister`: once the final sync is over).
+    pub(super) fn apply(
+        &mut self,
+        plan: Plan,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    ) {
+        let wait = plan.wait_final_sync;
+        let removed = plan.removed_databases.first().cloned();
+        let answer = self.apply_plan(plan);
+        if wait && answer.is_ok() {
+            let node =
+                removed.and_then(|p| self.leaving.iter().find(|(_, l)| *l == p).map(|(n, _)| *n));
+            match node {
+                Some(node) => self.waiting.push((node, reply)),
+                // Nothing ran for it: there was nothing to sync.
+                None => {
+                    let _ = reply.send(Ok("0".to_owned()));
+                }
+            }
+            return;
+        }
+        let _ = reply.send(answer);
+    }
+
+    fn apply_plan(&mut self, plan: Plan) -> Result<String, String> {
         if self.deadline.is_some() {
             return Err("litevisor is shutting down".to_owned());
         }
@@ -44,8 +68,14 @@ impl Orchestrator {
             services: plan,
             added_databases,
             removed_databases,
+            ..
         } = plan;
         let databases = self.apply_databases(added_databases, &removed_databases);
+        let Some(plan) = plan else {
+            self.start_what_can_start();
+            self.stop_requested();
+            return Ok(databases.trim_start_matches("; ").to_owned());
+        };
         let live = |o: &Self, name: &str| {
             o.slots
                 .iter()

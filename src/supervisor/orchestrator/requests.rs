@@ -201,7 +201,18 @@ impl Orchestrator {
             }
             if let Some(at) = self.leaving.iter().position(|(n, _)| *n == i) {
                 let (_, path) = self.leaving.remove(at);
+                let txid = self
+                    .databases
+                    .get(&path)
+                    .map_or(0, |shared| shared.row().engine.replica_txid);
                 self.databases.forget(&path);
+                while let Some(at) = self.waiting.iter().position(|(n, _)| *n == i) {
+                    let (_, reply) = self.waiting.remove(at);
+                    let _ = reply.send(match &ended.why {
+                        Why::FinalSyncFailed(why) => Err(why.clone()),
+                        _ => Ok(txid.to_string()),
+                    });
+                }
             }
             self.stop_requested();
             self.check_all_ended();
