@@ -1,6 +1,7 @@
 //! Reload and `[[databases]]`: an entry added by a reload is restored if needed and replicated, an
-//! entry removed gets its final sync and leaves the status. The real Litestream restores the
-//! replicas to check them.
+//! entry removed gets its final sync and leaves the status; `register` and `unregister`
+//! (Litestream's commands) do the same at run time, under the supervisor and under `replicate`.
+//! The real Litestream restores the replicas to check them.
 
 mod supervisor_support;
 
@@ -174,6 +175,112 @@ fn a_database_added_by_reload_is_restored_when_missing() {
     });
     assert!(replicated.is_some(), "{:?}\n{}", databases(&s), s.stderr());
     assert_eq!(rows(&db), 40, "restored from its replica");
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+/// Runs `litevisor ARGS` against `sock`.
+fn lv_at(sock: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("LITEVISOR_SOCKET", sock)
+        .output()
+        .expect("run litevisor")
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `register` then `unregister`, as Litestream's commands, against a running litevisor on `sock`:
+/// registered, replicated, restored by the real Litestream; unregistered after a final sync that
+/// carries the last rows; litevisor still running after.
+fn register_and_unregister(dir: &Path, sock: &Path, lv: &mut Lv) {
+    let db = dir.join("reg.db");
+    let replica = dir.join("reg-replica");
+    insert(&db, 0, 20);
+    let url = format!("file://{}", replica.display());
+    let db_arg = db.display().to_string();
+    let out = stdout_of(&lv_at(sock, &["register", "-replica", &url, &db_arg]));
+    assert_eq!(
+        out,
+        format!(
+            "status: registered\ndb_path: {}\nreplica: {url}\nsocket: {}\n",
+            db.display(),
+            sock.display()
+        )
+    );
+    let again = stdout_of(&lv_at(sock, &["register", "-replica", &url, &db_arg]));
+    assert!(again.starts_with("status: already registered\n"), "{again}");
+    let replicated = wait_for(PATIENCE, || {
+        let out = lv_at(sock, &["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["databases"]
+            .as_array()?
+            .iter()
+            .any(|d| d["path"] == db_arg.as_str() && d["state"] == "replicating" && d["lag"] == 0)
+            .then_some(())
+    });
+    assert!(replicated.is_some());
+    litestream_restore(&replica, &dir.join("reg-first.db"));
+    assert_eq!(rows(&dir.join("reg-first.db")), 20);
+
+    insert(&db, 20, 5);
+    let out = stdout_of(&lv_at(sock, &["unregister", "-json", &db_arg]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["status"], "unregistered");
+    assert_eq!(v["db_path"], db_arg.as_str());
+    assert!(v["final_txid"].as_u64().is_some_and(|t| t >= 2), "{out}");
+    // The answer came after the final sync: the replica has every row.
+    litestream_restore(&replica, &dir.join("reg-final.db"));
+    assert_eq!(rows(&dir.join("reg-final.db")), 25);
+
+    let missing = lv_at(sock, &["unregister", &db_arg]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("unregister failed: database not found"),
+        "{missing:?}"
+    );
+    let no_replica = lv_at(sock, &["register", &db_arg]);
+    assert_eq!(no_replica.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_replica.stderr).contains("-replica is required"));
+    assert!(
+        lv.child.try_wait().expect("try_wait").is_none(),
+        "litevisor ended"
+    );
+}
+
+#[test]
+fn register_and_unregister_under_the_supervisor() {
+    let s = Setup::new(BASE);
+    let mut lv = start(&s);
+    let sock = s.file("control.sock");
+    register_and_unregister(s.path(), &sock, &mut lv);
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn register_and_unregister_under_replicate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("litestream.yml");
+    std::fs::write(&config, "dbs: []\n").expect("config");
+    let sock = dir.path().join("control.sock");
+    let child = Command::new(BIN)
+        .args(["replicate", "-config"])
+        .arg(&config)
+        .env("LITEVISOR_SOCKET", &sock)
+        .env_remove("AWS_CA_BUNDLE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let mut lv = Lv { child, pid };
+    let up = wait_for(PATIENCE, || sock.exists().then_some(()));
+    assert!(up.is_some(), "no control socket");
+    register_and_unregister(dir.path(), &sock, &mut lv);
     lv.signal(libc::SIGTERM);
     assert_eq!(lv.wait(PATIENCE), 0);
 }
