@@ -418,3 +418,28 @@ fn an_invalid_configuration_is_refused_and_nothing_changes() {
     lv.signal(libc::SIGTERM);
     assert_eq!(lv.wait(PATIENCE), 0);
 }
+
+#[test]
+fn up_while_a_down_is_still_stopping_brings_it_back() {
+    let s = Setup::new(
+        r#"
+[services.slow]
+command = ["sh", "-c", "trap 'echo stopping >> $EV; sleep 1; exit 0' TERM; echo start slow >> $EV; while :; do sleep 0.1; done"]
+[services.keep]
+command = ["sleep", "1000"]
+"#,
+    );
+    let mut lv = start(&s);
+    s.wait_ready(&["slow", "keep"]);
+    let first = running_pid(&s, "slow");
+    svc(&s, &["down", "slow"]);
+    s.wait_event("stopping");
+    // Its stop takes a second: the `up` comes while it is still stopping.
+    assert_eq!(service(&s, "slow").0, "stopping");
+    svc(&s, &["up", "slow"]);
+    let back = wait_for(PATIENCE, || (count(&s, "start slow") == 2).then_some(()));
+    assert!(back.is_some(), "{:?}\n{}", s.events(), s.stderr());
+    assert_ne!(running_pid(&s, "slow"), first);
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}

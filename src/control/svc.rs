@@ -142,3 +142,34 @@ async fn render(answer: oneshot::Receiver<Result<String, String>>) -> String {
         Err(_) => "error: litevisor is shutting down\n".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_verb_and_refuses_the_rest() {
+        assert_eq!(parse(&["up", "web"]), Ok((Verb::Up, "web".to_owned())));
+        assert_eq!(parse(&["down", "web"]), Ok((Verb::Down, "web".to_owned())));
+        assert_eq!(
+            parse(&["restart", "a"]),
+            Ok((Verb::Restart, "a".to_owned()))
+        );
+        assert_eq!(parse(&["once", "a"]), Ok((Verb::Once, "a".to_owned())));
+        assert_eq!(
+            parse(&["kill", "SIGHUP", "a"]),
+            Ok((Verb::Kill(libc::SIGHUP), "a".to_owned()))
+        );
+        assert_eq!(
+            parse(&["kill", "10", "a"]),
+            Ok((Verb::Kill(libc::SIGUSR1), "a".to_owned()))
+        );
+        assert!(
+            parse(&["kill", "NOPE", "a"])
+                .unwrap_err()
+                .contains("unknown signal")
+        );
+        assert!(parse(&["up"]).unwrap_err().contains("svc up|down"));
+        assert!(parse(&["sideways", "a"]).is_err());
+    }
+}

@@ -115,6 +115,9 @@ impl Orchestrator {
             // A oneshot that did its job stays done unless it was brought down.
             if slot.state == State::Ended && (was_down || !oneshot || !slot.satisfied) {
                 self.respawn(j);
+            } else if slot.state == State::Running && slot.stop_sent && was_down {
+                // Still stopping from a `down`: it starts again once it has stopped.
+                slot.restart_after = true;
             }
         }
         self.start_what_can_start();
