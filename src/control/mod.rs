@@ -58,7 +58,7 @@ pub struct ServiceRow {
     /// `longrun` or `oneshot`.
     pub kind: &'static str,
     pub main: bool,
-    /// `pending`, `starting`, `running`, `restarting`, `stopping`, `ended`.
+    /// `pending`, `starting`, `running`, `restarting`, `stopping`, `ended`, `down` (by request).
     pub state: &'static str,
     /// The process (group leader) running now.
     pub pid: Option<i32>,
