@@ -27,8 +27,12 @@ fn socket(s: &Setup) -> String {
 }
 
 fn start(s: &Setup) -> Lv {
+    start_in(s, Mode::Direct)
+}
+
+fn start_in(s: &Setup, mode: Mode) -> Lv {
     let sock = socket(s);
-    let lv = s.start_env(Mode::Direct, &[("LITEVISOR_SOCKET", &sock)]);
+    let lv = s.start_env(mode, &[("LITEVISOR_SOCKET", &sock)]);
     let up = wait_for(PATIENCE, || {
         std::path::Path::new(&sock).exists().then_some(())
     });
@@ -261,6 +265,12 @@ command = ["sleep", "1000"]
 
 #[test]
 fn main_down_ends_litevisor_with_mains_exit_code_after_its_dependents() {
+    for mode in [Mode::Direct, Mode::Pid1] {
+        main_down(mode);
+    }
+}
+
+fn main_down(mode: Mode) {
     let s = Setup::new(
         r#"
 [services.app]
@@ -271,10 +281,10 @@ command = ["sh", "-c", "trap 'echo stop sidecar >> $EV; exit 0' TERM; while :; d
 depends_on = ["app"]
 "#,
     );
-    let mut lv = start(&s);
+    let mut lv = start_in(&s, mode);
     s.wait_ready(&["app", "sidecar"]);
     svc(&s, &["down", "app"]);
-    assert_eq!(lv.wait(PATIENCE), 7, "stderr:\n{}", s.stderr());
+    assert_eq!(lv.wait(PATIENCE), 7, "{mode:?}: stderr:\n{}", s.stderr());
     assert_eq!(s.events(), ["stop sidecar", "stop app"]);
 }
 
