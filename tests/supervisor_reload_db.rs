@@ -131,7 +131,10 @@ fn a_database_added_by_reload_is_replicated_and_a_removed_one_gets_its_final_syn
     assert!(answer.contains("database removed (final sync)"), "{answer}");
     let gone = wait_for(PATIENCE, || databases(&s).is_empty().then_some(()));
     assert!(gone.is_some(), "{:?}", databases(&s));
-    assert!(s.stderr().contains("final sync done"), "{}", s.stderr());
+    let logged = wait_for(PATIENCE, || {
+        s.stderr().contains("final sync done").then_some(())
+    });
+    assert!(logged.is_some(), "{}", s.stderr());
     litestream_restore(&s.file("a-replica"), &s.file("final.db"));
     assert_eq!(rows(&s.file("final.db")), 80);
     // The service was not touched by either reload.

@@ -434,7 +434,7 @@ fn up_while_a_down_is_still_stopping_brings_it_back() {
     let s = Setup::new(
         r#"
 [services.slow]
-command = ["sh", "-c", "trap 'echo stopping >> $EV; sleep 1; exit 0' TERM; echo start slow >> $EV; while :; do sleep 0.1; done"]
+command = ["sh", "-c", "trap 'echo stopping >> $EV; sleep 3; exit 0' TERM; echo start slow >> $EV; while :; do sleep 0.1; done"]
 [services.keep]
 command = ["sleep", "1000"]
 "#,
@@ -444,7 +444,7 @@ command = ["sleep", "1000"]
     let first = running_pid(&s, "slow");
     svc(&s, &["down", "slow"]);
     s.wait_event("stopping");
-    // Its stop takes a second: the `up` comes while it is still stopping.
+    // Its stop takes seconds: the `up` comes while it is still stopping.
     assert_eq!(service(&s, "slow").0, "stopping");
     svc(&s, &["up", "slow"]);
     let back = wait_for(PATIENCE, || (count(&s, "start slow") == 2).then_some(()));
