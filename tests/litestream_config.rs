@@ -339,6 +339,41 @@ fn exec_killed_by_sigterm_exits_143_after_the_final_sync() {
     assert_same_rows(&db, &restored);
 }
 
+/// `replicate -exec`: SIGHUP is the program's (as Litestream forwards it), not a reload.
+#[test]
+fn exec_sighup_is_forwarded_to_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let c = app(&db);
+    create_table(&c);
+    drop(c);
+    let (ready, hup) = (dir.path().join("ready"), dir.path().join("hup"));
+    let script = format!(
+        "sh -c 'trap \"touch {hup}\" HUP; touch {ready}; while :; do sleep 0.05; done'",
+        hup = hup.display(),
+        ready = ready.display()
+    );
+    let mut r = spawn_replicate(
+        dir.path(),
+        &["-exec", &script, db.to_str().unwrap(), &url(&replica)],
+    );
+    wait_for(&r, "the program to start", Duration::from_secs(30), || {
+        ready.exists()
+    });
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(r.child.id() as i32, libc::SIGHUP) };
+    wait_for(
+        &r,
+        "the program to get SIGHUP",
+        Duration::from_secs(30),
+        || hup.exists(),
+    );
+    unsafe { libc::kill(r.child.id() as i32, libc::SIGTERM) };
+    let code = r.wait_exit(Duration::from_secs(60)).code().unwrap_or(-1);
+    assert_eq!(code, 143, "log:\n{}", r.log_text());
+}
+
 /// `replicate -exec APP DB URL`, then SIGTERM twice 100 ms apart while the app takes half a second
 /// to stop (GNU `timeout` does this): the app keeps its grace and its exit code, and the final sync
 /// carries every row the database kept.

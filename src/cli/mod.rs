@@ -8,11 +8,14 @@ mod example_app;
 mod health;
 mod logging;
 mod ltx;
+mod register;
+mod reload;
 mod replicate;
 mod reset;
 mod restore;
 mod run;
 mod status;
+mod svc;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -68,6 +71,14 @@ enum Command {
     Reset(reset::ResetArgs),
     /// Print the version (Litestream `version`).
     Version,
+    /// Control one of the running supervisor's services: up, down, restart, once, kill -s SIGNAL.
+    Svc(svc::SvcArgs),
+    /// Make the running supervisor re-read its configuration and apply it (as SIGHUP does).
+    Reload(reload::ReloadArgs),
+    /// Register a database for replication in the running litevisor (Litestream `register`).
+    Register(register::RegisterArgs),
+    /// Unregister a database from replication, after its final sync (Litestream `unregister`).
+    Unregister(register::UnregisterArgs),
     /// Check that a replica restores to exactly the live database (integrity check + checksum).
     Verify(verify::VerifyArgs),
     /// The bundled example's SQLite app (services.d.example): migrate, write or read rows.
@@ -142,6 +153,10 @@ pub fn main() -> i32 {
         Some(Command::Databases(args)) => databases::run(args),
         Some(Command::Status(args)) => status::run(args),
         Some(Command::Health(args)) => health::run(args),
+        Some(Command::Svc(args)) => svc::run(args),
+        Some(Command::Reload(args)) => reload::run(args),
+        Some(Command::Register(args)) => register::register(args),
+        Some(Command::Unregister(args)) => register::unregister(args),
         Some(Command::Verify(args)) => verify::run(args),
         Some(Command::Sync(args)) => control::sync(args),
         Some(Command::Stop(args)) => control::stop(args),

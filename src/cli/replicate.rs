@@ -175,6 +175,8 @@ pub fn run(args: ReplicateArgs) -> anyhow::Result<i32> {
         exit_map: ExitCodeMap::new(Vec::new()),
         warn_on_reap: false,
         idle_when_empty: true,
+        // No reload here: SIGHUP goes to the `-exec` program, as Litestream forwards it.
+        reload: None,
     };
     match crate::supervisor::run(config, options) {
         Ok(code) => Ok(code),

@@ -158,6 +158,10 @@ fn supervise(args: RunArgs) -> anyhow::Result<i32> {
         exit_map: ExitCodeMap::new(args.remap_exit),
         warn_on_reap: args.warn_on_reap,
         idle_when_empty: false,
+        reload: Some({
+            let path = args.config.clone();
+            std::sync::Arc::new(move || crate::config::load(path.as_deref()))
+        }),
     };
     match crate::supervisor::run(config, options) {
         Ok(code) => Ok(code),

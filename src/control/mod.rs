@@ -34,6 +34,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod path;
+pub mod svc;
 
 use crate::replica::rfc3339;
 use crate::replication::status::{Failure, Status};
@@ -59,7 +60,7 @@ pub struct ServiceRow {
     /// `longrun` or `oneshot`.
     pub kind: &'static str,
     pub main: bool,
-    /// `pending`, `starting`, `running`, `restarting`, `stopping`, `ended`.
+    /// `pending`, `starting`, `running`, `restarting`, `stopping`, `ended`, `down` (by request).
     pub state: &'static str,
     /// The process (group leader) running now.
     pub pid: Option<i32>,
@@ -125,6 +126,10 @@ pub trait StatusSource: Send + Sync {
     fn snapshot(&self) -> Snapshot;
     /// The longest a committed transaction may wait for its upload before the health check fails.
     fn health_upload_lag(&self) -> Duration;
+    /// Where `svc ...` requests go ([`svc`]); `None` where there are no services to control.
+    fn services(&self) -> Option<svc::Handle> {
+        None
+    }
 }
 
 /// Everything the control socket asks of the supervisor: its status and Litestream's commands.
@@ -315,6 +320,10 @@ async fn answer(mut stream: tokio::net::UnixStream, source: Arc<dyn Daemon>, pat
                 &source.snapshot(),
                 source.health_upload_lag(),
             )),
+            ["svc", rest @ ..] => svc::answer(rest, source.services()).await,
+            ["reload"] => svc::reload(source.services()).await,
+            ["register", rest @ ..] => svc::database(true, rest, source.services()).await,
+            ["unregister", rest @ ..] => svc::database(false, rest, source.services()).await,
             _ => format!(
                 "error: unknown request {line:?} (use `status`, `status json` or `health`)\n"
             ),

@@ -156,6 +156,12 @@ impl DbSet {
         Some(done)
     }
 
+    /// Drops a member whose graph node has ended for good (a `[[databases]]` entry a reload removed,
+    /// after its final sync).
+    pub fn forget(&self, path: &Path) {
+        self.lock().members.remove(path);
+    }
+
     pub fn get(&self, path: &Path) -> Option<Arc<DbShared>> {
         self.lock().members.get(path).map(|m| Arc::clone(&m.shared))
     }

@@ -13,9 +13,11 @@
 //!   oneshot: exited 0), so independent branches start in parallel. A failed oneshot, a readiness
 //!   timeout, or a service that dies before readiness while dependents wait stop the start-up: the
 //!   error names the service and the reason, everything started is stopped, exit code 1.
-//! - Run: restarts are each service's business ([`service`], [`backoff`]). Signals other than
-//!   TERM/INT/QUIT (HUP, USR1, USR2, WINCH, ...) go to the main service's process group, or to every
-//!   service's group when there is no main service.
+//! - Run: restarts are each service's business ([`service`], [`backoff`]). SIGHUP reloads the
+//!   configuration when there is one to re-read ([`reload`]); signals other than TERM/INT/QUIT (USR1,
+//!   USR2, WINCH, ... and HUP without a reload) go to the main service's process group, or to every
+//!   service's group when there is no main service. `litevisor svc` requests change one service at
+//!   run time (see the orchestrator's `requests` module).
 //! - Shutdown starts on SIGTERM/SIGINT/SIGQUIT, on the main service's exit, on a `give_up =
 //!   "shutdown"`, on a start-up failure, or (no main service) when every service has ended. Nodes
 //!   stop in reverse dependency order (one stops once all its dependents are down), each with its
@@ -68,6 +70,7 @@ pub use directory::found_databases;
 mod orchestrator;
 mod output;
 mod readiness;
+mod reload;
 mod service;
 mod status;
 mod unit;
@@ -82,9 +85,9 @@ use crate::init::{self, ExitCodeMap, Flow, Reactor};
 use database::{ReplicateUnit, RestoreUnit};
 use dbset::DbSet;
 use directory::{DirRestoreUnit, DirUnit};
-use orchestrator::{Node, Settings};
+use orchestrator::{Fresh, Node, Settings};
 use output::Output;
-use service::ProcessService;
+use reload::Factory;
 use status::{Overview, ServiceEntry};
 use unit::Board;
 
@@ -98,6 +101,9 @@ pub struct Options {
     /// With nothing to run, wait for a stop signal instead of ending at once (Litestream's
     /// `replicate` with no databases idles).
     pub idle_when_empty: bool,
+    /// Re-reads the configuration for a reload (SIGHUP, `litevisor reload`); without it SIGHUP is
+    /// forwarded like the other signals.
+    pub reload: Option<reload::Loader>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,8 +183,17 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         warn_on_reap: options.warn_on_reap,
         idle_when_empty: options.idle_when_empty,
     };
-    let (nodes, overview) = build_nodes(&config, &output).map_err(SupervisorError::Setup)?;
+    let (services_handle, messages) = tokio::sync::mpsc::unbounded_channel();
+    let (ops, ops_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (nodes, overview, factory) =
+        build_nodes(&config, &output, services_handle.clone()).map_err(SupervisorError::Setup)?;
     let board = Arc::clone(&overview.board);
+    let entries = Arc::clone(&overview.services);
+    let database_nodes = factory.database_nodes.clone();
+    let databases = Arc::clone(&overview.databases);
+    // SIGHUP reloads only where there is a configuration file to re-read.
+    let reload_trigger = options.reload.is_some().then_some(services_handle);
+    let route = reload::route(messages, ops, options.reload, Arc::new(factory));
     let overview = Arc::new(overview);
     let daemon: Arc<dyn control::Daemon> = Arc::clone(&overview) as Arc<dyn control::Daemon>;
     let overview: Arc<dyn control::StatusSource> = overview;
@@ -204,7 +219,16 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
         if let Some(serve) = serve_http {
             tokio::spawn(serve);
         }
-        let code = orchestrator::run(nodes, settings, event_rx, board).await;
+        tokio::spawn(route);
+        let links = orchestrator::Links {
+            board,
+            entries,
+            ops: ops_rx,
+            reload_trigger,
+            database_nodes,
+            databases,
+        };
+        let code = orchestrator::run(nodes, settings, event_rx, links).await;
         output.close(OUTPUT_PATIENCE).await;
         code
     });
@@ -220,7 +244,11 @@ pub fn run(config: Config, options: Options) -> Result<i32, SupervisorError> {
 /// per service in the configuration's start order; every service depends on the replicate node of
 /// each database in its `databases` list, so it starts on a restored, replicated database and stops
 /// before that database's final sync. Also the status view of all of it.
-fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<Node>, Overview)> {
+fn build_nodes(
+    config: &Config,
+    output: &Arc<Output>,
+    services_handle: control::svc::Handle,
+) -> std::io::Result<(Vec<Node>, Overview, Factory)> {
     // One pipe per pipeline consumer, held here for the whole run (as s6-rc's fdholder holds it):
     // a restart of either end loses no line, and the consumer never sees EOF.
     let mut pipes = std::collections::BTreeMap::new();
@@ -247,6 +275,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
             lingers: false,
             unit: Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record))),
             revive: None,
+            fresh: None,
         });
         nodes.push(Node {
             name: format!("replicate:{name}"),
@@ -260,6 +289,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
                 let (db, record) = (db.clone(), Arc::clone(&record));
                 Box::new(move || ReplicateUnit::revive(db.clone(), Arc::clone(&record)))
             }),
+            fresh: None,
         });
         drop(record);
     }
@@ -277,6 +307,7 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
             lingers: false,
             unit: Box::new(DirRestoreUnit::new(entry.clone())),
             revive: None,
+            fresh: None,
         });
         let owner = format!("replicate:{name}");
         nodes.push(Node {
@@ -291,22 +322,26 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
                 let (entry, set) = (entry.clone(), Arc::clone(&set));
                 Box::new(move || DirUnit::revive(entry.clone(), Arc::clone(&set), owner.clone()))
             }),
+            fresh: None,
         });
     }
     let first_service = nodes.len();
-    let replicate_node = |path: &std::path::Path| {
-        config
-            .databases
-            .iter()
-            .position(|db| db.path == path)
-            .map(|i| 2 * i + 1)
-            .or_else(|| {
-                config
-                    .directories
-                    .iter()
-                    .position(|d| d.dir == path)
-                    .map(|i| first_dir + 2 * i + 1)
-            })
+    let mut database_nodes = Vec::new();
+    for (i, db) in config.databases.iter().enumerate() {
+        database_nodes.push((db.path.clone(), 2 * i + 1));
+    }
+    for (i, entry) in config.directories.iter().enumerate() {
+        database_nodes.push((entry.dir.clone(), first_dir + 2 * i + 1));
+    }
+    let factory = Factory {
+        output: Arc::clone(output),
+        pipes,
+        seed,
+        database_nodes,
+        directories_key: reload::directories_key(config),
+        databases: std::sync::Mutex::new(reload::database_keys(config)),
+        registered: std::sync::Mutex::default(),
+        set: Arc::clone(&set),
     };
     let mut services = Vec::new();
     for (i, service) in config.services.iter().enumerate() {
@@ -316,7 +351,9 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
             .filter_map(|d| config.index_of(d))
             .map(|d| first_service + d)
             .collect();
-        deps.extend(service.databases.iter().filter_map(|p| replicate_node(p)));
+        deps.extend(factory.database_deps(service));
+        // The unit, and a fresh one each time `litevisor svc` starts the service again.
+        let make = factory.make(service, i);
         services.push(ServiceEntry {
             index: nodes.len(),
             name: service.name.clone(),
@@ -333,31 +370,22 @@ fn build_nodes(config: &Config, output: &Arc<Output>) -> std::io::Result<(Vec<No
             database: false,
             final_sync: false,
             lingers: service.kind == ServiceKind::Oneshot && service.down.is_some(),
-            unit: Box::new(
-                ProcessService::new(
-                    service.clone(),
-                    Arc::clone(output),
-                    seed.wrapping_add(i as u64)
-                        .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                )
-                .piped(
-                    pipes.get(&service.name).map(|(read, _)| Arc::clone(read)),
-                    service
-                        .stdout_to
-                        .as_ref()
-                        .and_then(|c| pipes.get(c))
-                        .map(|(_, write)| Arc::clone(write)),
-                ),
-            ),
+            unit: make(),
             revive: None,
+            fresh: Some(Fresh {
+                oneshot: service.kind == ServiceKind::Oneshot,
+                key: reload::service_key(service),
+                make,
+            }),
         });
     }
     let overview = Overview {
         board: Board::new(nodes.len()),
-        services,
+        services: Arc::new(std::sync::Mutex::new(services)),
         databases: set,
         health_upload_lag: config.observe.health_upload_lag(),
         started_at: std::time::SystemTime::now(),
+        services_handle,
     };
-    Ok((nodes, overview))
+    Ok((nodes, overview, factory))
 }

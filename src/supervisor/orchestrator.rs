@@ -18,12 +18,18 @@
 //! ([`final_sync_reserve`]). A process service ending on its own keeps the container up while
 //! others run; database nodes never count as "still running" for that rule.
 
+mod apply;
+mod requests;
+
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::reload::Op;
+use super::status::ServiceEntry;
 use super::unit::{Board, Command, Control, Ended, NodeState, Report, Unit, Why};
+use crate::control::svc;
 use crate::init::{Event, ExitCodeMap, ExitStatus, procs, signal_name};
 
 /// One node of the graph, ready to run.
@@ -45,6 +51,32 @@ pub struct Node {
     /// Builds the unit that takes over should this one panic (a replicator: its engine lives on
     /// and its final sync must still run). Without it a panic is a failure of the node.
     pub revive: Option<Box<dyn Fn() -> Box<dyn Unit> + Send>>,
+    /// Builds a new unit for the node when `litevisor svc` starts it again (a service). Without it
+    /// the node cannot be controlled.
+    pub fresh: Option<Fresh>,
+}
+
+/// The orchestrator's ties to the rest of the supervisor.
+pub struct Links {
+    /// One entry per node.
+    pub board: std::sync::Arc<Board>,
+    /// The services `litevisor status` shows (a reload adds and removes some).
+    pub entries: std::sync::Arc<std::sync::Mutex<Vec<ServiceEntry>>>,
+    /// Service requests and reloaded configurations.
+    pub ops: mpsc::UnboundedReceiver<Op>,
+    /// Where SIGHUP asks for a reload; `None`: SIGHUP is forwarded.
+    pub reload_trigger: Option<svc::Handle>,
+    /// Each database and its replicate node (a reload adds and removes some).
+    pub database_nodes: Vec<(std::path::PathBuf, usize)>,
+    pub databases: std::sync::Arc<super::dbset::DbSet>,
+}
+
+/// How to start a service node again ([`Node::fresh`]).
+pub struct Fresh {
+    pub oneshot: bool,
+    /// What a reload compares to tell a changed service from an unchanged one.
+    pub key: String,
+    pub make: Box<dyn Fn() -> Box<dyn Unit> + Send>,
 }
 
 /// Exit code when everything else says 0 but a database's final sync failed (sysexits' EX_IOERR).
@@ -99,6 +131,14 @@ struct Slot {
     lingers: bool,
     unit: Option<Box<dyn Unit>>,
     revive: Option<Box<dyn Fn() -> Box<dyn Unit> + Send>>,
+    fresh: Option<Fresh>,
+    /// Down by request (`svc down`, its own or a dependency's): stopped, not started again until
+    /// `svc up`; does not count as ended for "every service has ended".
+    want_down: bool,
+    /// `svc restart`: started again once it has stopped.
+    restart_after: bool,
+    /// Gone from the configuration by a reload: stopped, never started again, not shown.
+    removed: bool,
     state: State,
     /// Dependents may start (ready longrun, or oneshot that exited 0). Stays true after it ends.
     satisfied: bool,
@@ -129,6 +169,14 @@ struct Orchestrator {
     panicked: bool,
     /// Start-up is over (every node satisfied or ended) and its memory was given back.
     settled: bool,
+    entries: std::sync::Arc<std::sync::Mutex<Vec<ServiceEntry>>>,
+    reload_trigger: Option<svc::Handle>,
+    database_nodes: Vec<(std::path::PathBuf, usize)>,
+    databases: std::sync::Arc<super::dbset::DbSet>,
+    /// Replicate nodes of databases a reload removed: they leave the set once their final sync ran.
+    leaving: Vec<(usize, std::path::PathBuf)>,
+    /// `unregister` answers waiting for a replicate node's final sync.
+    waiting: Vec<(usize, tokio::sync::oneshot::Sender<Result<String, String>>)>,
 }
 
 /// Runs the graph to the end; returns litevisor's exit code. `board` has one entry per node.
@@ -136,8 +184,16 @@ pub async fn run(
     nodes: Vec<Node>,
     settings: Settings,
     mut events: mpsc::UnboundedReceiver<Event>,
-    board: std::sync::Arc<Board>,
+    links: Links,
 ) -> i32 {
+    let Links {
+        board,
+        entries,
+        ops: mut requests,
+        reload_trigger,
+        database_nodes,
+        databases,
+    } = links;
     let (reports, mut report_rx) = mpsc::unbounded_channel();
     let mut slots: Vec<Slot> = nodes
         .into_iter()
@@ -151,6 +207,10 @@ pub async fn run(
             lingers: n.lingers,
             unit: Some(n.unit),
             revive: n.revive,
+            fresh: n.fresh,
+            want_down: false,
+            restart_after: false,
+            removed: false,
             state: State::Pending,
             satisfied: false,
             command: None,
@@ -179,6 +239,12 @@ pub async fn run(
         final_sync_failed: false,
         panicked: false,
         settled: false,
+        entries,
+        reload_trigger,
+        database_nodes,
+        databases,
+        leaving: Vec::new(),
+        waiting: Vec::new(),
     };
     o.start_what_can_start();
     o.check_all_ended();
@@ -196,6 +262,13 @@ pub async fn run(
                 }
             },
             Some(report) = report_rx.recv() => o.on_report(report),
+            Some(op) = requests.recv() => match op {
+                Op::Svc(request) => {
+                    let answer = o.on_request(request.verb, &request.name);
+                    let _ = request.reply.send(answer);
+                }
+                Op::Apply(plan, reply) => o.apply(plan, reply),
+            },
             _ = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => o.on_timer(),
         }
     }
@@ -256,6 +329,7 @@ impl Orchestrator {
                         );
                         self.forward_to_services(signal);
                     }
+                    libc::SIGHUP if self.reload_trigger.is_some() => self.reload_on_sighup(),
                     _ => self.forward(signal),
                 }
             }
@@ -324,6 +398,9 @@ impl Orchestrator {
         if let Why::Panicked(message) = &ended.why
             && self.on_panic(i, message)
         {
+            return;
+        }
+        if self.deadline.is_none() && self.ended_by_request(i, &ended) {
             return;
         }
         let slot = &mut self.slots[i];
@@ -495,17 +572,21 @@ impl Orchestrator {
     /// With no main service, the container ends when no service runs any more. Database nodes do
     /// not count (they run until the services stop), so databases alone run until a stop signal.
     fn check_all_ended(&mut self) {
-        let mut services = self.slots.iter().filter(|s| !s.database).peekable();
-        let any_service = services.peek().is_some();
-        // A done oneshot waiting to run its `down` at the stop has ended as far as running goes.
-        let services_ended =
-            services.all(|s| s.state == State::Ended || (s.lingers && s.satisfied));
-        if self.slots.is_empty() && self.settings.idle_when_empty {
+        // Nodes a reload or `unregister` removed are gone, not ended: with nothing else left,
+        // litevisor keeps running (the next reload or `register` may add something).
+        let live = || self.slots.iter().filter(|s| !s.removed);
+        if live().next().is_none() && (self.settings.idle_when_empty || !self.slots.is_empty()) {
             return;
         }
+        let mut services = live().filter(|s| !s.database).peekable();
+        let any_service = services.peek().is_some();
+        // A done oneshot waiting to run its `down` at the stop has ended as far as running goes.
+        // One down by request is not over: it waits for `svc up`.
+        let services_ended = services
+            .all(|s| (s.state == State::Ended && !s.want_down) || (s.lingers && s.satisfied));
         if self.deadline.is_none()
             && services_ended
-            && (any_service || self.slots.iter().all(|s| s.state == State::Ended))
+            && (any_service || live().all(|s| s.state == State::Ended))
         {
             tracing::info!("every service has ended: shutting down");
             self.begin_shutdown(Reason::AllEnded);

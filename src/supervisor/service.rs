@@ -133,6 +133,10 @@ impl ProcessService {
             if ctl.command() != Command::Run {
                 return ended(Some(status), Why::Stopped);
             }
+            if ctl.once() {
+                tracing::info!(service = %name, "service {name:?} {status}; started once: not restarted");
+                return ended(Some(status), Why::Exited);
+            }
             if self.service.main {
                 tracing::info!(service = %name, "main service {name:?} {status}");
                 return ended(Some(status), Why::Exited);

@@ -14,6 +14,7 @@ use crate::control::commands::{Answer, Changed, Commands, Synced};
 use crate::control::{ServiceRow, Snapshot, StatusSource};
 
 /// One service node of the graph, as the status shows it.
+#[derive(Clone, Debug)]
 pub struct ServiceEntry {
     /// Index of the node on the board.
     pub index: usize,
@@ -24,10 +25,13 @@ pub struct ServiceEntry {
 
 pub struct Overview {
     pub board: Arc<Board>,
-    pub services: Vec<ServiceEntry>,
+    /// The services shown, in order; a reload adds and removes entries.
+    pub services: Arc<std::sync::Mutex<Vec<ServiceEntry>>>,
     pub databases: Arc<DbSet>,
     pub health_upload_lag: std::time::Duration,
     pub started_at: SystemTime,
+    /// Where `litevisor svc ...` requests go: the orchestrator.
+    pub services_handle: crate::control::svc::Handle,
 }
 
 impl StatusSource for Overview {
@@ -35,10 +39,14 @@ impl StatusSource for Overview {
         self.health_upload_lag
     }
 
+    fn services(&self) -> Option<crate::control::svc::Handle> {
+        Some(self.services_handle.clone())
+    }
+
     fn snapshot(&self) -> Snapshot {
         let nodes = self.board.snapshot();
-        let services = self
-            .services
+        let entries = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        let services = entries
             .iter()
             .map(|s| {
                 let info = nodes.get(s.index).cloned().unwrap_or_default();
@@ -46,7 +54,10 @@ impl StatusSource for Overview {
                     name: s.name.clone(),
                     kind: s.kind,
                     main: s.main,
-                    state: info.state.as_str(),
+                    state: match info.state {
+                        NodeState::Ended if info.down => "down",
+                        state => state.as_str(),
+                    },
                     pid: info.group.map(|p| p.as_raw()),
                     restarts: info.restarts,
                     last_exit: info.last_exit.map(|e| e.to_string()),

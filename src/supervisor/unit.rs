@@ -103,6 +103,10 @@ pub struct NodeInfo {
     pub last_exit: Option<ExitStatus>,
     /// When the process running now started (`None` while none runs).
     pub since: Option<std::time::SystemTime>,
+    /// Brought down by `litevisor svc down` (its own or a dependency's): kept down until `up`.
+    pub down: bool,
+    /// Started by `litevisor svc once`: not restarted when it ends.
+    pub once: bool,
     /// A process is being spawned: it may already run (and be waiting for a signal) before the
     /// spawning thread records its group.
     spawning: bool,
@@ -127,8 +131,25 @@ impl Board {
         }
     }
 
+    /// Adds a node (a service added by a reload); returns its index.
+    pub fn push(&self) -> usize {
+        let mut nodes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.push(NodeInfo::default());
+        nodes.len() - 1
+    }
+
     pub fn set_state(&self, index: usize, state: NodeState) {
         self.update(index, |n| n.state = state);
+    }
+
+    /// Records whether the node is down by request (`litevisor svc down`).
+    pub fn set_down(&self, index: usize, down: bool) {
+        self.update(index, |n| n.down = down);
+    }
+
+    /// Records whether the node's process is restarted when it ends (`litevisor svc once`).
+    pub fn set_once(&self, index: usize, once: bool) {
+        self.update(index, |n| n.once = once);
     }
 
     /// Records how the node ended.
@@ -257,6 +278,14 @@ impl Control {
 
     pub fn command(&self) -> Command {
         *self.command.borrow()
+    }
+
+    /// Whether the unit was started by `litevisor svc once`: its process is not restarted.
+    pub fn once(&self) -> bool {
+        self.board
+            .snapshot()
+            .get(self.index)
+            .is_some_and(|n| n.once)
     }
 
     /// Returns the next order not returned yet (each of `Stop`, `Kill` once), waiting for it.

@@ -1,0 +1,457 @@
+//! `litevisor svc up|down|restart|once|kill -s SIGNAL NAME` against the real running supervisor:
+//! each verb, s6-rc's handling of dependents and dependencies, the main service brought down (exit
+//! code), and the errors; reload by `litevisor reload` and SIGHUP (added, removed, changed,
+//! unchanged, invalid). Services are real processes; "untouched" is checked by pid.
+
+mod support;
+
+mod supervisor_support;
+
+use std::process::Output;
+use std::time::Duration;
+
+use supervisor_support::*;
+
+/// Three longruns: `web` depends on `db`; `other` is independent. Each appends `start NAME` to the
+/// events file and runs until signalled; `web` also records SIGUSR1.
+const CONFIG: &str = r#"
+[services.db]
+command = ["sh", "-c", "echo start db >> $EV; exec sleep 1000"]
+[services.web]
+command = ["sh", "-c", "trap 'echo usr1 web >> $EV' USR1; echo start web >> $EV; while :; do sleep 0.1; done"]
+depends_on = ["db"]
+[services.other]
+command = ["sh", "-c", "echo start other >> $EV; exec sleep 1000"]
+"#;
+
+fn socket(s: &Setup) -> String {
+    s.file("control.sock").display().to_string()
+}
+
+fn start(s: &Setup) -> Lv {
+    start_in(s, Mode::Direct)
+}
+
+fn start_in(s: &Setup, mode: Mode) -> Lv {
+    let sock = socket(s);
+    let lv = s.start_env(mode, &[("LITEVISOR_SOCKET", &sock)]);
+    let up = wait_for(PATIENCE, || {
+        std::path::Path::new(&sock).exists().then_some(())
+    });
+    assert!(up.is_some(), "no control socket; stderr:\n{}", s.stderr());
+    lv
+}
+
+fn cli(s: &Setup, args: &[&str]) -> Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .env("LITEVISOR_SOCKET", socket(s))
+        .output()
+        .expect("run litevisor")
+}
+
+/// Runs `litevisor svc ARGS`, asserting it succeeded; returns its answer.
+fn svc(s: &Setup, args: &[&str]) -> String {
+    let mut full = vec!["svc"];
+    full.extend_from_slice(args);
+    let out = cli(s, &full);
+    assert!(
+        out.status.success(),
+        "svc {args:?}: {out:?}\nstderr:\n{}",
+        s.stderr()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The services of `litevisor status --json`: name -> (state, pid).
+fn services(s: &Setup) -> Vec<(String, String, Option<i64>)> {
+    let out = cli(s, &["status", "--json"]);
+    assert!(out.status.success(), "status: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    v["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["state"].as_str().unwrap_or_default().to_owned(),
+                s["pid"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+fn service(s: &Setup, name: &str) -> (String, Option<i64>) {
+    services(s)
+        .into_iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, state, pid)| (state, pid))
+        .unwrap_or_else(|| panic!("no service {name} in status"))
+}
+
+/// Waits until `name` is in `state` (and, for `running`, has a pid); returns its pid.
+fn wait_state(s: &Setup, name: &str, state: &str) -> Option<i64> {
+    let found = wait_for(PATIENCE, || {
+        let (now, pid) = service(s, name);
+        (now == state && (state != "running" || pid.is_some())).then_some(pid)
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} never {state}: {:?}\nstderr:\n{}",
+            services(s),
+            s.stderr()
+        )
+    })
+}
+
+fn running_pid(s: &Setup, name: &str) -> i32 {
+    wait_state(s, name, "running").expect("pid") as i32
+}
+
+fn count(s: &Setup, event: &str) -> usize {
+    s.events().iter().filter(|e| *e == event).count()
+}
+
+#[test]
+fn down_takes_dependents_first_and_keeps_them_down_until_up() {
+    let s = Setup::new(CONFIG);
+    let mut lv = start(&s);
+    s.wait_ready(&["db", "web", "other"]);
+    let (db, web, other) = (
+        running_pid(&s, "db"),
+        running_pid(&s, "web"),
+        running_pid(&s, "other"),
+    );
+
+    let answer = svc(&s, &["down", "db"]);
+    assert!(answer.contains("web"), "names the dependent: {answer}");
+    wait_state(&s, "db", "down");
+    wait_state(&s, "web", "down");
+    assert!(
+        wait_for(PATIENCE, || (!alive(db) && !alive(web)).then_some(())).is_some(),
+        "processes still alive"
+    );
+    // The dependent stopped before its dependency.
+    let log = s.stderr();
+    let (stop_web, stop_db) = (
+        log.find("stopping service \"web\"").expect("web stopped"),
+        log.find("stopping service \"db\"").expect("db stopped"),
+    );
+    assert!(stop_web < stop_db, "web must stop first:\n{log}");
+    // Kept down: no restart comes (the independent service is untouched).
+    assert_eq!(running_pid(&s, "other"), other);
+    assert_eq!(count(&s, "start db"), 1);
+    assert_eq!(service(&s, "db").0, "down");
+
+    // `up web` brings its dependency up first.
+    let answer = svc(&s, &["up", "web"]);
+    assert!(answer.contains("db"), "names the dependency: {answer}");
+    let (db2, web2) = (running_pid(&s, "db"), running_pid(&s, "web"));
+    assert!(db2 != db && web2 != web);
+    assert!(alive(db2) && alive(web2));
+    assert_eq!(running_pid(&s, "other"), other);
+
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn up_of_a_dependency_leaves_its_downed_dependents_down() {
+    let s = Setup::new(CONFIG);
+    let mut lv = start(&s);
+    s.wait_ready(&["db", "web", "other"]);
+    svc(&s, &["down", "db"]);
+    wait_state(&s, "web", "down");
+    wait_state(&s, "db", "down");
+    svc(&s, &["up", "db"]);
+    running_pid(&s, "db");
+    s.wait_event("start db");
+    assert_eq!(service(&s, "web").0, "down");
+    assert_eq!(count(&s, "start web"), 1);
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn restart_replaces_the_process_and_leaves_dependents_running() {
+    let s = Setup::new(CONFIG);
+    let mut lv = start(&s);
+    s.wait_ready(&["db", "web", "other"]);
+    let (db, web) = (running_pid(&s, "db"), running_pid(&s, "web"));
+    svc(&s, &["restart", "db"]);
+    let db2 = wait_for(PATIENCE, || {
+        let (state, pid) = service(&s, "db");
+        (state == "running" && pid.is_some_and(|p| p as i32 != db)).then_some(pid)
+    })
+    .flatten()
+    .expect("db restarted") as i32;
+    assert!(!alive(db) && alive(db2));
+    assert_eq!(count(&s, "start db"), 2);
+    assert_eq!(running_pid(&s, "web"), web, "the dependent is untouched");
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn kill_signals_the_group_and_rejects_bad_input() {
+    let s = Setup::new(CONFIG);
+    let mut lv = start(&s);
+    s.wait_ready(&["db", "web", "other"]);
+    let web = running_pid(&s, "web");
+    svc(&s, &["kill", "-s", "USR1", "web"]);
+    s.wait_event("usr1 web");
+    assert_eq!(running_pid(&s, "web"), web);
+
+    let bad = cli(&s, &["svc", "kill", "-s", "NOSUCH", "web"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("unknown signal \"NOSUCH\""), "{err}");
+
+    let unknown = cli(&s, &["svc", "down", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        err.contains("unknown service \"nope\"")
+            && ["db", "web", "other"].iter().all(|n| err.contains(n)),
+        "{err}"
+    );
+
+    svc(&s, &["down", "other"]);
+    wait_state(&s, "other", "down");
+    let not_running = cli(&s, &["svc", "kill", "-s", "TERM", "other"]);
+    assert_eq!(not_running.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&not_running.stderr).contains("not running"));
+
+    // Everything else kept running through all of it.
+    assert_eq!(running_pid(&s, "web"), web);
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn once_is_not_restarted_when_it_ends() {
+    let s = Setup::new(
+        r#"
+[services.job]
+command = ["sh", "-c", "echo start job >> $EV; exec sleep 1000"]
+[services.keep]
+command = ["sleep", "1000"]
+"#,
+    );
+    let mut lv = start(&s);
+    s.wait_ready(&["job", "keep"]);
+    svc(&s, &["down", "job"]);
+    wait_state(&s, "job", "down");
+    svc(&s, &["once", "job"]);
+    let job = running_pid(&s, "job");
+    assert_eq!(count(&s, "start job"), 2);
+    // SAFETY: kill has no memory-safety requirements.
+    unsafe { libc::kill(job, libc::SIGKILL) };
+    wait_state(&s, "job", "ended");
+    assert!(
+        s.stderr().contains("started once: not restarted"),
+        "{}",
+        s.stderr()
+    );
+    assert_eq!(count(&s, "start job"), 2);
+    // `up` brings it back under normal supervision: a kill is followed by a restart.
+    svc(&s, &["up", "job"]);
+    let job = running_pid(&s, "job");
+    unsafe { libc::kill(job, libc::SIGKILL) };
+    let back = wait_for(PATIENCE, || (count(&s, "start job") == 4).then_some(()));
+    assert!(back.is_some(), "not restarted: {:?}", s.events());
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn main_down_ends_litevisor_with_mains_exit_code_after_its_dependents() {
+    for mode in [Mode::Direct, Mode::Pid1] {
+        main_down(mode);
+    }
+}
+
+fn main_down(mode: Mode) {
+    let s = Setup::new(
+        r#"
+[services.app]
+command = ["sh", "-c", "trap 'echo stop app >> $EV; exit 7' TERM; while :; do sleep 0.1; done"]
+main = true
+[services.sidecar]
+command = ["sh", "-c", "trap 'echo stop sidecar >> $EV; exit 0' TERM; while :; do sleep 0.1; done"]
+depends_on = ["app"]
+"#,
+    );
+    let mut lv = start_in(&s, mode);
+    s.wait_ready(&["app", "sidecar"]);
+    svc(&s, &["down", "app"]);
+    assert_eq!(lv.wait(PATIENCE), 7, "{mode:?}: stderr:\n{}", s.stderr());
+    assert_eq!(s.events(), ["stop sidecar", "stop app"]);
+}
+
+#[test]
+fn every_service_down_by_request_keeps_litevisor_up() {
+    let s = Setup::new(
+        r#"
+[services.only]
+command = ["sh", "-c", "echo start only >> $EV; exec sleep 1000"]
+"#,
+    );
+    let mut lv = start(&s);
+    s.wait_ready(&["only"]);
+    svc(&s, &["down", "only"]);
+    wait_state(&s, "only", "down");
+    // Not "every service has ended": `up` still finds it there.
+    svc(&s, &["up", "only"]);
+    running_pid(&s, "only");
+    assert_eq!(count(&s, "start only"), 2);
+    assert!(lv.child.try_wait().expect("try_wait").is_none());
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(Duration::from_secs(60)), 0);
+}
+
+// Reload: SIGHUP and `litevisor reload`.
+
+const BEFORE: &str = r#"
+[services.keep]
+command = ["sh", "-c", "trap 'echo hup keep >> $EV' HUP; echo start keep >> $EV; while :; do sleep 0.1; done"]
+[services.change]
+command = ["sh", "-c", "echo start change v1 >> $EV; exec sleep 1000"]
+[services.gone]
+command = ["sh", "-c", "echo start gone >> $EV; exec sleep 1000"]
+"#;
+
+const AFTER: &str = r#"
+[services.keep]
+command = ["sh", "-c", "trap 'echo hup keep >> $EV' HUP; echo start keep >> $EV; while :; do sleep 0.1; done"]
+[services.change]
+command = ["sh", "-c", "echo start change v2 >> $EV; exec sleep 1000"]
+[services.added]
+command = ["sh", "-c", "echo start added >> $EV; exec sleep 1000"]
+depends_on = ["keep"]
+"#;
+
+fn names(s: &Setup) -> Vec<String> {
+    let mut names: Vec<String> = services(s).into_iter().map(|(n, _, _)| n).collect();
+    names.sort();
+    names
+}
+
+/// After AFTER replaced BEFORE: `keep` untouched (same pid, no SIGHUP), `change` restarted with its
+/// new command, `gone` stopped and not shown, `added` running.
+fn assert_applied(s: &Setup, keep: i32, change: i32, gone: i32) {
+    s.wait_event("start added");
+    s.wait_event("start change v2");
+    assert!(
+        wait_for(PATIENCE, || (!alive(gone) && !alive(change)).then_some(())).is_some(),
+        "old processes still alive"
+    );
+    assert_eq!(running_pid(s, "keep"), keep);
+    assert!(alive(keep));
+    assert_eq!(count(s, "start keep"), 1);
+    assert_ne!(running_pid(s, "change"), change);
+    running_pid(s, "added");
+    assert_eq!(names(s), ["added", "change", "keep"]);
+    assert!(s.position("hup keep").is_none(), "{:?}", s.events());
+}
+
+#[test]
+fn reload_adds_removes_changes_and_leaves_unchanged_services_alone() {
+    let s = Setup::new(BEFORE);
+    let mut lv = start(&s);
+    s.wait_ready(&["keep", "change", "gone"]);
+    let (keep, change, gone) = (
+        running_pid(&s, "keep"),
+        running_pid(&s, "change"),
+        running_pid(&s, "gone"),
+    );
+    s.write("litevisor.toml", AFTER);
+    let out = cli(&s, &["reload"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("added: added")
+            && text.contains("removed: gone")
+            && text.contains("changed (restarting): change")
+            && text.contains("unchanged: 1"),
+        "{text}"
+    );
+    assert_applied(&s, keep, change, gone);
+    // The removed service cannot be controlled any more.
+    assert_eq!(cli(&s, &["svc", "up", "gone"]).status.code(), Some(1));
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn sighup_reloads_in_supervisor_mode() {
+    let s = Setup::new(BEFORE);
+    let mut lv = start(&s);
+    s.wait_ready(&["keep", "change", "gone"]);
+    let (keep, change, gone) = (
+        running_pid(&s, "keep"),
+        running_pid(&s, "change"),
+        running_pid(&s, "gone"),
+    );
+    s.write("litevisor.toml", AFTER);
+    lv.signal(libc::SIGHUP);
+    assert_applied(&s, keep, change, gone);
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn an_invalid_configuration_is_refused_and_nothing_changes() {
+    let s = Setup::new(BEFORE);
+    let mut lv = start(&s);
+    s.wait_ready(&["keep", "change", "gone"]);
+    let before: Vec<_> = services(&s);
+    s.write(
+        "litevisor.toml",
+        &format!("{AFTER}\n[services.bad]\ncommand = []\nrestart = \"sometimes\"\n"),
+    );
+    let out = cli(&s, &["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reload refused, nothing changed") && err.contains("litevisor.toml:"),
+        "{err}"
+    );
+    assert!(s.stderr().contains("reload refused"), "{}", s.stderr());
+    // SIGHUP with the same file: refused too (logged).
+    lv.signal(libc::SIGHUP);
+    let logged = wait_for(PATIENCE, || {
+        (s.stderr().matches("reload refused").count() >= 2).then_some(())
+    });
+    assert!(logged.is_some(), "{}", s.stderr());
+    assert_eq!(services(&s), before);
+    assert!(s.position("start added").is_none());
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
+
+#[test]
+fn up_while_a_down_is_still_stopping_brings_it_back() {
+    let s = Setup::new(
+        r#"
+[services.slow]
+command = ["sh", "-c", "trap 'echo stopping >> $EV; sleep 3; exit 0' TERM; echo start slow >> $EV; while :; do sleep 0.1; done"]
+[services.keep]
+command = ["sleep", "1000"]
+"#,
+    );
+    let mut lv = start(&s);
+    s.wait_ready(&["slow", "keep"]);
+    let first = running_pid(&s, "slow");
+    svc(&s, &["down", "slow"]);
+    s.wait_event("stopping");
+    // Its stop takes seconds: the `up` comes while it is still stopping.
+    assert_eq!(service(&s, "slow").0, "stopping");
+    svc(&s, &["up", "slow"]);
+    let back = wait_for(PATIENCE, || (count(&s, "start slow") == 2).then_some(()));
+    assert!(back.is_some(), "{:?}\n{}", s.events(), s.stderr());
+    assert_ne!(running_pid(&s, "slow"), first);
+    lv.signal(libc::SIGTERM);
+    assert_eq!(lv.wait(PATIENCE), 0);
+}
