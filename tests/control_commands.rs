@@ -300,13 +300,9 @@ fn default_sockets_do_not_collide() {
     let (code, out, err) = client(&["info", "-json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&out)["pid"], b.child.id());
+    // (None left is the unit test of control::path: other litevisors of this user may run on
+    // this machine, in the directories looked at when the first has none.)
     assert!(b.stop().success());
-    let (code, _, err) = client(&["status"]);
-    assert_eq!(code, 1);
-    assert!(
-        err.contains("no litevisor is running for this user"),
-        "{err}"
-    );
 }
 
 /// Another user cannot use the socket: the file's mode keeps them out, and if someone loosens it,

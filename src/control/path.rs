@@ -19,8 +19,9 @@
 //! each connection's peer credentials (see [`super::Server`]).
 //!
 //! A client (`status`, `sync`, ...) takes `-socket` / `$LITEVISOR_SOCKET`; else the live sockets
-//! among `/run/litevisor.sock` and the per-process directories of its user: exactly one is used;
-//! none or several is an error that says where it looked or lists them.
+//! among `/run/litevisor.sock` and the directory a server started in the same environment would
+//! use, then (only if none is there) the user's other per-process directories: exactly one is
+//! used; several is an error that lists them, none one that says where it looked.
 
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -65,30 +66,40 @@ pub fn client_path() -> Result<PathBuf, FindError> {
     if let Some(p) = env_path(super::SOCKET_ENV) {
         return Ok(p);
     }
-    let dirs = client_dirs();
-    let mut looked = vec![PathBuf::from(PID1_SOCKET)];
-    looked.extend(dirs.iter().map(|d| d.join("<pid>.sock")));
-    let mut found: Vec<PathBuf> = Vec::new();
-    if is_live_socket(Path::new(PID1_SOCKET)) {
-        found.push(PathBuf::from(PID1_SOCKET));
+    let own = own_dir();
+    let others: Vec<PathBuf> = other_dirs().into_iter().filter(|d| *d != own).collect();
+    find_in(Path::new(PID1_SOCKET), &[vec![own], others])
+}
+
+/// The one live socket of the first tier that has any: `pid1` and the first tier's directories,
+/// then each further tier's. A tier with several is an error: the client must not guess.
+fn find_in(pid1: &Path, tiers: &[Vec<PathBuf>]) -> Result<PathBuf, FindError> {
+    let mut looked = vec![pid1.to_path_buf()];
+    for (i, dirs) in tiers.iter().enumerate() {
+        let mut found: Vec<PathBuf> = Vec::new();
+        if i == 0 && is_live_socket(pid1) {
+            found.push(pid1.to_path_buf());
+        }
+        for dir in dirs {
+            looked.push(dir.join("<pid>.sock"));
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut here: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "sock") && is_live_socket(p))
+                .collect();
+            here.sort();
+            found.extend(here);
+        }
+        match found.len() {
+            0 => continue,
+            1 => return Ok(found.remove(0)),
+            _ => return Err(FindError::Several { found }),
+        }
     }
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut here: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "sock") && is_live_socket(p))
-            .collect();
-        here.sort();
-        found.extend(here);
-    }
-    match found.len() {
-        0 => Err(FindError::None { looked }),
-        1 => Ok(found.remove(0)),
-        _ => Err(FindError::Several { found }),
-    }
+    Err(FindError::None { looked })
 }
 
 /// The per-process directory of this user.
@@ -102,26 +113,16 @@ fn own_dir() -> PathBuf {
     PathBuf::from(format!("/tmp/litevisor-{}", euid()))
 }
 
-/// Where this user's litevisor processes may listen: the directory a server would pick here, and
-/// the others a server of the same user may have picked in another environment (root's shells
-/// rarely set XDG_RUNTIME_DIR the way a service manager does).
-fn client_dirs() -> Vec<PathBuf> {
-    let mut dirs = vec![own_dir()];
-    if let Some(xdg) = env_path("XDG_RUNTIME_DIR") {
-        dirs.push(xdg.join("litevisor"));
-    }
+/// Where a litevisor of this user started in another environment listens (root's shells rarely
+/// set XDG_RUNTIME_DIR the way a service manager does, or the other way round): looked at only when
+/// none listens where a server started here would.
+fn other_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
     if euid() == 0 {
         dirs.push(PathBuf::from("/run/litevisor"));
     }
     dirs.push(PathBuf::from(format!("/tmp/litevisor-{}", euid())));
-    dirs.dedup();
-    let mut unique: Vec<PathBuf> = Vec::new();
-    for d in dirs {
-        if !unique.contains(&d) {
-            unique.push(d);
-        }
-    }
-    unique
+    dirs
 }
 
 /// Creates `dir` (0700) or checks that the existing one is this user's and private.
@@ -211,6 +212,41 @@ mod tests {
                     .unwrap_err()
                     .contains("belongs to uid 65534")
             );
+        }
+    }
+
+    #[test]
+    fn a_client_uses_the_one_live_socket_of_the_first_tier_that_has_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let [pid1, near, far] = ["pid1.sock", "near", "far"].map(|n| dir.path().join(n));
+        std::fs::create_dir(&near).unwrap();
+        std::fs::create_dir(&far).unwrap();
+        let tiers = [vec![near.clone()], vec![far.clone()]];
+        match find_in(&pid1, &tiers) {
+            Err(FindError::None { looked }) => {
+                assert_eq!(
+                    looked,
+                    [
+                        pid1.clone(),
+                        near.join("<pid>.sock"),
+                        far.join("<pid>.sock")
+                    ]
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let _far = std::os::unix::net::UnixListener::bind(far.join("7.sock")).unwrap();
+        assert_eq!(find_in(&pid1, &tiers).unwrap(), far.join("7.sock"));
+        let _near = std::os::unix::net::UnixListener::bind(near.join("8.sock")).unwrap();
+        assert_eq!(
+            find_in(&pid1, &tiers).unwrap(),
+            near.join("8.sock"),
+            "the first tier wins"
+        );
+        let _pid1 = std::os::unix::net::UnixListener::bind(&pid1).unwrap();
+        match find_in(&pid1, &tiers) {
+            Err(FindError::Several { found }) => assert_eq!(found, [pid1, near.join("8.sock")]),
+            other => panic!("{other:?}"),
         }
     }
 
