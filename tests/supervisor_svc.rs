@@ -300,6 +300,9 @@ command = ["sh", "-c", "echo start only >> $EV; exec sleep 1000"]
     s.wait_ready(&["only"]);
     svc(&s, &["down", "only"]);
     wait_state(&s, "only", "down");
+    // Down on purpose is healthy.
+    let health = cli(&s, &["health"]);
+    assert!(health.status.success(), "{health:?}");
     // Not "every service has ended": `up` still finds it there.
     svc(&s, &["up", "only"]);
     running_pid(&s, "only");
