@@ -113,11 +113,22 @@ fn count(s: &Setup, event: &str) -> usize {
     s.events().iter().filter(|e| *e == event).count()
 }
 
+/// Waits until `event` has been recorded `n` times (a process may be running, and shown so, a
+/// moment before its shell has written its line).
+fn wait_count(s: &Setup, event: &str, n: usize) {
+    let reached = wait_for(PATIENCE, || (count(s, event) >= n).then_some(()));
+    assert!(reached.is_some(), "{event:?} x{n}: {:?}", s.events());
+    assert_eq!(count(s, event), n, "{:?}", s.events());
+}
+
 #[test]
 fn down_takes_dependents_first_and_keeps_them_down_until_up() {
     let s = Setup::new(CONFIG);
     let mut lv = start(&s);
     s.wait_ready(&["db", "web", "other"]);
+    for event in ["start db", "start web", "start other"] {
+        s.wait_event(event);
+    }
     let (db, web, other) = (
         running_pid(&s, "db"),
         running_pid(&s, "web"),
@@ -161,6 +172,9 @@ fn up_of_a_dependency_leaves_its_downed_dependents_down() {
     let s = Setup::new(CONFIG);
     let mut lv = start(&s);
     s.wait_ready(&["db", "web", "other"]);
+    for event in ["start db", "start web", "start other"] {
+        s.wait_event(event);
+    }
     svc(&s, &["down", "db"]);
     wait_state(&s, "web", "down");
     wait_state(&s, "db", "down");
@@ -178,6 +192,9 @@ fn restart_replaces_the_process_and_leaves_dependents_running() {
     let s = Setup::new(CONFIG);
     let mut lv = start(&s);
     s.wait_ready(&["db", "web", "other"]);
+    for event in ["start db", "start web", "start other"] {
+        s.wait_event(event);
+    }
     let (db, web) = (running_pid(&s, "db"), running_pid(&s, "web"));
     svc(&s, &["restart", "db"]);
     let db2 = wait_for(PATIENCE, || {
@@ -187,7 +204,7 @@ fn restart_replaces_the_process_and_leaves_dependents_running() {
     .flatten()
     .expect("db restarted") as i32;
     assert!(!alive(db) && alive(db2));
-    assert_eq!(count(&s, "start db"), 2);
+    wait_count(&s, "start db", 2);
     assert_eq!(running_pid(&s, "web"), web, "the dependent is untouched");
     lv.signal(libc::SIGTERM);
     assert_eq!(lv.wait(PATIENCE), 0);
@@ -198,6 +215,9 @@ fn kill_signals_the_group_and_rejects_bad_input() {
     let s = Setup::new(CONFIG);
     let mut lv = start(&s);
     s.wait_ready(&["db", "web", "other"]);
+    for event in ["start db", "start web", "start other"] {
+        s.wait_event(event);
+    }
     let web = running_pid(&s, "web");
     svc(&s, &["kill", "-s", "USR1", "web"]);
     s.wait_event("usr1 web");
@@ -245,7 +265,7 @@ command = ["sleep", "1000"]
     wait_state(&s, "job", "down");
     svc(&s, &["once", "job"]);
     let job = running_pid(&s, "job");
-    assert_eq!(count(&s, "start job"), 2);
+    wait_count(&s, "start job", 2);
     // SAFETY: kill has no memory-safety requirements.
     unsafe { libc::kill(job, libc::SIGKILL) };
     wait_state(&s, "job", "ended");
@@ -302,10 +322,13 @@ command = ["sh", "-c", "echo start only >> $EV; exec sleep 1000"]
     s.wait_ready(&["only"]);
     svc(&s, &["down", "only"]);
     wait_state(&s, "only", "down");
+    // Down on purpose is healthy.
+    let health = cli(&s, &["health"]);
+    assert!(health.status.success(), "{health:?}");
     // Not "every service has ended": `up` still finds it there.
     svc(&s, &["up", "only"]);
     running_pid(&s, "only");
-    assert_eq!(count(&s, "start only"), 2);
+    wait_count(&s, "start only", 2);
     assert!(lv.child.try_wait().expect("try_wait").is_none());
     lv.signal(libc::SIGTERM);
     assert_eq!(lv.wait(Duration::from_secs(60)), 0);

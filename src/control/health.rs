@@ -11,7 +11,13 @@ use super::Snapshot;
 pub fn problems(s: &Snapshot, max_lag: Duration) -> Vec<String> {
     let now = SystemTime::now();
     let mut out = Vec::new();
-    for svc in s.services.iter().filter(|s| s.kind == "longrun") {
+    // A service brought down on purpose (`litevisor svc down`) is as its operator wants it: an
+    // orchestrator acting on "unhealthy" would restart the container and undo that.
+    for svc in s
+        .services
+        .iter()
+        .filter(|s| s.kind == "longrun" && s.state != "down")
+    {
         if svc.pid.is_none() {
             out.push(format!("service {} is down ({})", svc.name, svc.state));
         } else if !svc.ready {
@@ -96,6 +102,8 @@ mod tests {
         assert_eq!(problems(&s, bound), ["service web is not ready (starting)"]);
         s.services[0] = service("restarting", None, false);
         assert_eq!(problems(&s, bound), ["service web is down (restarting)"]);
+        s.services[0] = service("down", None, false);
+        assert!(problems(&s, bound).is_empty(), "down by request is wanted");
         s.services.clear();
         let mut engine = Status::default();
         engine.replica_failed("NoSuchBucket", "S3 error NoSuchBucket: ...", true);

@@ -320,7 +320,12 @@ pub async fn route(
                 tracing::info!("reloading the configuration");
                 let loaded = tokio::task::spawn_blocking(move || loader()).await;
                 let plan = match loaded {
-                    Ok(Ok(config)) => factory.plan(&config),
+                    Ok(Ok(config)) => {
+                        for warning in &config.warnings {
+                            tracing::warn!("{warning}");
+                        }
+                        factory.plan(&config)
+                    }
                     Ok(Err(err)) => Err(format!("the new configuration is invalid:\n{err}")),
                     Err(err) => Err(format!("loading the configuration failed: {err}")),
                 };
