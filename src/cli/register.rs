@@ -56,9 +56,11 @@ fn request_path(path: &Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// Sends `request`; the server's `ok: WORD` gives WORD, its `error: ...` an error.
-fn ask(socket: &Path, request: &str, verb: &str) -> anyhow::Result<String> {
-    let answer = control::query(socket, request)?;
+/// Sends `request` and waits up to `timeout` seconds (plus a little) for the answer; the server's
+/// `ok: WORD` gives WORD, its `error: ...` an error.
+fn ask(socket: &Path, request: &str, verb: &str, timeout: i64) -> anyhow::Result<String> {
+    let patience = std::time::Duration::from_secs(timeout.max(1) as u64 + 5);
+    let answer = control::query_within(socket, request, patience)?;
     match answer.trim_end().strip_prefix("ok: ") {
         Some(word) => Ok(word.to_owned()),
         None => bail!(
@@ -85,7 +87,12 @@ pub fn register(args: RegisterArgs) -> anyhow::Result<i32> {
         Some(path) => path,
         None => control::path::client_path()?,
     };
-    let status = ask(&socket, &format!("register {path} {replica}"), "register")?;
+    let status = ask(
+        &socket,
+        &format!("register {path} {replica}"),
+        "register",
+        args.timeout,
+    )?;
     let socket = socket.display().to_string();
     if args.json {
         println!(
@@ -127,7 +134,12 @@ pub fn unregister(args: UnregisterArgs) -> anyhow::Result<i32> {
         println!("No unregister request was sent.");
         return Ok(0);
     }
-    let txid = ask(&socket, &format!("unregister {path}"), "unregister")?;
+    let txid = ask(
+        &socket,
+        &format!("unregister {path}"),
+        "unregister",
+        args.timeout,
+    )?;
     let socket = socket.display().to_string();
     if args.json {
         println!(
