@@ -37,9 +37,50 @@ pub struct DbShared {
     inner: Mutex<DbInner>,
 }
 
+/// Where a database is in its life under the supervisor, as `litevisor status` names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DbState {
+    /// Waiting for its restore unit.
+    #[default]
+    Pending,
+    Restoring,
+    /// In place (restored, or nothing to restore); replication not started yet.
+    Restored,
+    Starting,
+    Replicating,
+    FinalSync,
+    /// Deleted while replicated (directory mode): its last sync runs.
+    Removed,
+    /// Replication ended: after the final sync, or by `litevisor stop`.
+    Stopped,
+    Failed,
+}
+
+impl DbState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbState::Pending => "pending",
+            DbState::Restoring => "restoring",
+            DbState::Restored => "restored",
+            DbState::Starting => "starting",
+            DbState::Replicating => "replicating",
+            DbState::FinalSync => "final sync",
+            DbState::Removed => "removed",
+            DbState::Stopped => "stopped",
+            DbState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for DbState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Default)]
 struct DbInner {
-    state: &'static str,
+    state: DbState,
     engine: Engine,
     /// The engine's status when it was last taken out (after the final sync, the final figures).
     last: Status,
@@ -73,7 +114,7 @@ impl DbShared {
             replica_url: db.replica.to_string(),
             db: db.clone(),
             inner: Mutex::new(DbInner {
-                state: "pending",
+                state: DbState::Pending,
                 ..DbInner::default()
             }),
         })
@@ -83,14 +124,14 @@ impl DbShared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set_state(&self, state: &'static str) {
+    fn set_state(&self, state: DbState) {
         self.lock().state = state;
     }
 
     /// Marks the database failed with `why` (shown by `litevisor status`); the unit's end.
     fn fail(&self, why: String) -> Ended {
         let mut inner = self.lock();
-        inner.state = "failed";
+        inner.state = DbState::Failed;
         inner.error = Some(why.clone());
         ended(Why::Failed(why))
     }
@@ -111,7 +152,7 @@ impl DbShared {
             Engine::Running(_) | Engine::FinalSync(_) => return watch::channel(Some(Ok(()))).1,
             Engine::Idle => {}
         }
-        inner.state = "starting";
+        inner.state = DbState::Starting;
         let (tx, rx) = watch::channel(None);
         inner.engine = Engine::Starting(rx.clone());
         drop(inner);
@@ -126,8 +167,8 @@ impl DbShared {
                 Ok(replicator) => {
                     inner.engine = Engine::Running(replicator);
                     // A restart by `litevisor start` has no unit to say so.
-                    if inner.state == "starting" {
-                        inner.state = "replicating";
+                    if inner.state == DbState::Starting {
+                        inner.state = DbState::Replicating;
                     }
                     Ok(())
                 }
@@ -162,7 +203,11 @@ impl DbShared {
                 return Ok(watch::channel(None).1);
             }
         };
-        inner.state = if gone { "removed" } else { "final sync" };
+        inner.state = if gone {
+            DbState::Removed
+        } else {
+            DbState::FinalSync
+        };
         // What the status shows while the engine is out of the record.
         inner.last = replicator.status();
         let (tx, rx) = watch::channel(None);
@@ -176,7 +221,11 @@ impl DbShared {
                 inner.final_sync = Some((began.elapsed(), result.ok()));
                 inner.last.txid = result.txid;
                 inner.last.replica_txid = result.replica_txid;
-                inner.state = if result.ok() { "stopped" } else { "failed" };
+                inner.state = if result.ok() {
+                    DbState::Stopped
+                } else {
+                    DbState::Failed
+                };
                 if let Some(e) = &result.error {
                     inner.error = Some(format!("final sync: {e}"));
                 }
@@ -309,9 +358,11 @@ impl DbShared {
         };
         // While the engine runs, what it is going through right now is the state.
         let state = match (inner.state, &engine) {
-            ("replicating", e) if e.local_failure.is_some() => "error",
-            ("replicating" | "starting", e) if e.replica_failure.is_some() => "retrying",
-            (state, _) => state,
+            (DbState::Replicating, e) if e.local_failure.is_some() => "error",
+            (DbState::Replicating | DbState::Starting, e) if e.replica_failure.is_some() => {
+                "retrying"
+            }
+            (state, _) => state.as_str(),
         };
         let size = |p: &Path| std::fs::metadata(p).ok().map(|m| m.len());
         DatabaseRow {
@@ -357,7 +408,7 @@ impl RestoreUnit {
         if ctl.command() != Command::Run {
             return ended(Why::Stopped);
         }
-        self.shared.set_state("restoring");
+        self.shared.set_state(DbState::Restoring);
         crate::fault::panic_if("start", &format!("restore:{name}"));
         let (tx, rx) = oneshot::channel();
         let db = self.db.clone();
@@ -393,11 +444,11 @@ impl RestoreUnit {
             },
             _ = ctl.next_order() => {
                 tracing::info!(db = %name, "database {name}: restore abandoned (stopping)");
-                self.shared.set_state("stopped");
+                self.shared.set_state(DbState::Stopped);
                 return ended(Why::Stopped);
             }
         }
-        self.shared.set_state("restored");
+        self.shared.set_state(DbState::Restored);
         ctl.ready();
         ended(Why::Exited)
     }
@@ -460,7 +511,7 @@ impl ReplicateUnit {
                                     "database {name}: replicating to {}",
                                     self.shared.replica_url
                                 );
-                                self.shared.set_state("replicating");
+                                self.shared.set_state(DbState::Replicating);
                                 crate::fault::panic_if("ready", &format!("replicate:{name}"));
                                 ctl.ready();
                             }
