@@ -2,6 +2,7 @@
 
 pub(crate) mod compact;
 pub(crate) mod db;
+pub(crate) mod follow;
 pub(crate) mod engine;
 pub(crate) mod fsguard;
 pub mod ltx;
