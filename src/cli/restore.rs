@@ -215,8 +215,13 @@ fn run_follow(
                 eprintln!("restored {out} to TXID {txid:016x}, following")
             }
             follow::FollowEvent::Applied { .. } => {}
+            follow::FollowEvent::Retrying { txid, error } => {
+                eprintln!("{out}: at TXID {txid:016x}, retrying next interval: {error}")
+            }
             follow::FollowEvent::Resynced { from, to, reason } => {
-                eprintln!("{out}: {reason}: applied the whole replica (TXID {from:016x} -> {to:016x})")
+                eprintln!(
+                    "{out}: {reason}: applied the whole replica (TXID {from:016x} -> {to:016x})"
+                )
             }
         },
     );

@@ -59,6 +59,8 @@ pub enum FollowEvent {
     Applied { from: u64, to: u64 },
     /// L0 could not continue the chain (or the history changed): the whole plan was applied.
     Resynced { from: u64, to: u64, reason: String },
+    /// A poll failed; the output stays at `txid` and the next interval tries again.
+    Retrying { txid: u64, error: String },
 }
 
 /// The output database and what has been applied to it.
@@ -99,11 +101,24 @@ pub fn follow(
     wait: &mut dyn FnMut(Duration) -> bool,
     event: &mut dyn FnMut(FollowEvent),
 ) -> Result<(), RestoreError> {
+    // Sticky: a stop seen while waiting for the lock (which consumes the signal) ends the loop too.
+    let mut stopped = false;
+    let wait = &mut |d: Duration| {
+        stopped = stopped || wait(d);
+        stopped
+    };
     let mut output = initial_restore(replica, out, opts)?;
     event(FollowEvent::Restored { txid: output.txid });
     while !wait(opts.interval) {
-        if let Some(e) = poll(replica, &mut output, wait)? {
-            event(e);
+        // A replica that is briefly empty (being replaced) or unreachable is retried next interval:
+        // the output keeps its last whole state meanwhile.
+        match poll(replica, &mut output, wait) {
+            Ok(Some(e)) => event(e),
+            Ok(None) => {}
+            Err(e) => event(FollowEvent::Retrying {
+                txid: output.txid,
+                error: e.to_string(),
+            }),
         }
     }
     Ok(())
@@ -211,7 +226,12 @@ fn poll(
             }
             Applied::Stopped => return Ok(None),
             Applied::ChecksumMismatch => {
-                return resync(replica, output, wait, "checksums do not chain (a new history)");
+                return resync(
+                    replica,
+                    output,
+                    wait,
+                    "checksums do not chain (a new history)",
+                );
             }
         }
     }
@@ -220,7 +240,12 @@ fn poll(
     }
     if !l0.is_empty() && newest < output.txid {
         // L0 ends below our TXID: the primary was restored or replaced.
-        return resync(replica, output, wait, "the replica's TXID went back (a new history)");
+        return resync(
+            replica,
+            output,
+            wait,
+            "the replica's TXID went back (a new history)",
+        );
     }
     // L0 is empty or continues past a gap: files were compacted away before we read them, or a
     // snapshot followed a continuity break. The whole plan says where the replica is.
@@ -335,7 +360,9 @@ fn apply(
             pages.push((pgno, buf.clone()));
         }
     }
-    let trailers = merger.finish_trailers().map_err(|e| named_error(&names, e))?;
+    let trailers = merger
+        .finish_trailers()
+        .map_err(|e| named_error(&names, e))?;
     let checksum = trailers
         .last()
         .map(|t| t.post_apply_checksum)

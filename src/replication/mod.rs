@@ -2,8 +2,8 @@
 
 pub(crate) mod compact;
 pub(crate) mod db;
-pub(crate) mod follow;
 pub(crate) mod engine;
+pub(crate) mod follow;
 pub(crate) mod fsguard;
 pub mod ltx;
 pub(crate) mod meta;

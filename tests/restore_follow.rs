@@ -1,0 +1,265 @@
+//! `litevisor restore -f` (follow mode) against a real primary (litevisor or Litestream 0.5.17
+//! replicating a real SQLite database to a file replica): read-only readers querying the follower
+//! during a heavy write load never see an error, a broken invariant or a step back; SIGTERM stops
+//! it promptly with exit 0; a new history on the replica is applied in place.
+
+mod replicate_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use replicate_support::*;
+use rusqlite::{Connection, OpenFlags};
+
+/// Accounts whose balances always sum to this (every transaction moves money between two).
+const TOTAL: i64 = 1_000_000;
+
+fn bank(c: &Connection) {
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS acc(id INTEGER PRIMARY KEY, bal INTEGER NOT NULL);",
+    )
+    .unwrap();
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM acc", [], |r| r.get(0))
+        .unwrap();
+    if n == 0 {
+        let tx = c.unchecked_transaction().unwrap();
+        for i in 0..100 {
+            tx.execute("INSERT INTO acc(id, bal) VALUES (?1, ?2)", [i, TOTAL / 100])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+}
+
+/// One transaction: `rows` new rows in t (ids contiguous from 0) and a transfer between accounts.
+fn write_tx(c: &mut Connection, next_id: &mut i64, rows: usize) {
+    let tx = c.transaction().unwrap();
+    for _ in 0..rows {
+        tx.execute(
+            "INSERT INTO t(id, v) VALUES (?1, ?2)",
+            rusqlite::params![*next_id, value(*next_id)],
+        )
+        .unwrap();
+        *next_id += 1;
+    }
+    let (a, b) = (*next_id % 100, (*next_id * 7 + 3) % 100);
+    tx.execute("UPDATE acc SET bal = bal - 17 WHERE id = ?1", [a])
+        .unwrap();
+    tx.execute("UPDATE acc SET bal = bal + 17 WHERE id = ?1", [b])
+        .unwrap();
+    tx.commit().unwrap();
+}
+
+/// (rows in t, max id + 1, sum of balances) in one read transaction.
+fn snapshot(c: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+    c.query_row(
+        "SELECT (SELECT count(*) FROM t), (SELECT coalesce(max(id), -1) + 1 FROM t), \
+         (SELECT coalesce(sum(bal), 0) FROM acc)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+}
+
+fn reader(path: &Path) -> Connection {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
+/// A reader loop on `out` until `stop`: a persistent connection plus a fresh one every few
+/// queries. Returns (queries, errors and violations seen).
+fn read_loop(out: PathBuf, stop: Arc<AtomicBool>) -> (u64, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut queries = 0u64;
+    let mut last = 0i64;
+    let mut persistent = reader(&out);
+    while !stop.load(Ordering::Relaxed) {
+        if queries % 10 == 0 {
+            persistent = reader(&out);
+        }
+        queries += 1;
+        match snapshot(&persistent) {
+            Err(e) => problems.push(format!("query {queries}: {e}")),
+            Ok((count, next, sum)) => {
+                if count != next {
+                    problems.push(format!(
+                        "query {queries}: {count} rows but max id + 1 = {next}"
+                    ));
+                }
+                if sum != TOTAL && count > 0 {
+                    problems.push(format!("query {queries}: balances sum to {sum}"));
+                }
+                if count < last {
+                    problems.push(format!(
+                        "query {queries}: stepped back from {last} to {count}"
+                    ));
+                }
+                last = count;
+            }
+        }
+        if problems.len() > 20 {
+            break;
+        }
+    }
+    (queries, problems)
+}
+
+fn follower(replica_url: &str, out: &Path, extra: &[&str]) -> Replicator {
+    let mut cmd = Command::new(LITEVISOR);
+    cmd.args(["restore", "-f", "-follow-interval", "100ms"])
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .arg(replica_url);
+    Replicator::spawn(cmd, out.with_extension("follow.log"))
+}
+
+/// Rows in t, or -1 while the output does not exist yet.
+fn count(db: &Path) -> i64 {
+    if !db.exists() {
+        return -1;
+    }
+    reader(db)
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap_or(-1)
+}
+
+/// SIGTERM; the follower must exit 0 within a second, leaving a consistent output.
+fn stop_promptly(f: Replicator, out: &Path) {
+    let started = Instant::now();
+    let status = f.stop();
+    assert!(status.success(), "follower exit status {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the follower took {:?} to stop; log:\n{}",
+        started.elapsed(),
+        std::fs::read_to_string(out.with_extension("follow.log")).unwrap_or_default()
+    );
+    assert_eq!(integrity(out), "ok");
+}
+
+#[test]
+fn readers_never_see_errors_or_steps_back_while_following_litevisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("primary.db");
+    let replica = dir.path().join("replica");
+    let out = dir.path().join("follower.db");
+    let mut c = app(&db);
+    bank(&c);
+    let mut next_id = 0;
+    for _ in 0..20 {
+        write_tx(&mut c, &mut next_id, 50);
+    }
+    let primary = Replicator::litevisor(&db, &replica, &[]);
+    wait_for(&primary, "first upload", Duration::from_secs(30), || {
+        max_l0(&replica) > 0
+    });
+    let f = follower(&url(&replica), &out, &[]);
+    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
+        count(&out) >= 0
+    });
+    assert_eq!(
+        reader(&out)
+            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+            .unwrap(),
+        "delete",
+        "the follower keeps its output in rollback-journal mode"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (out, stop) = (out.clone(), stop.clone());
+            std::thread::spawn(move || read_loop(out, stop))
+        })
+        .collect();
+    // Heavy load: small and large transactions (growing pages, splitting b-trees) for seconds.
+    let load_until = Instant::now() + Duration::from_secs(8);
+    let mut i = 0;
+    while Instant::now() < load_until {
+        i += 1;
+        write_tx(&mut c, &mut next_id, if i % 50 == 0 { 2000 } else { 5 });
+    }
+    let want = next_id;
+    wait_for(
+        &f,
+        "the follower to catch up",
+        Duration::from_secs(60),
+        || count(&out) == want,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for r in readers {
+        let (queries, problems) = r.join().unwrap();
+        assert!(problems.is_empty(), "reader problems: {problems:#?}");
+        total += queries;
+    }
+    assert!(total > 100, "the readers ran only {total} queries");
+    stop_promptly(f, &out);
+    assert_eq!(primary.stop().code(), Some(0));
+    assert_eq!(rows(&db), rows(&out));
+}
+
+#[test]
+fn a_new_history_on_the_replica_is_applied_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("replica");
+    let out = dir.path().join("follower.db");
+    // First history: many rows, a high TXID.
+    let db1 = dir.path().join("one.db");
+    let mut c = app(&db1);
+    bank(&c);
+    let mut next_id = 0;
+    for _ in 0..60 {
+        write_tx(&mut c, &mut next_id, 20);
+    }
+    let p1 = Replicator::litevisor(&db1, &replica, &[]);
+    wait_for(&p1, "first upload", Duration::from_secs(30), || {
+        max_l0(&replica) > 0
+    });
+    for _ in 0..10 {
+        write_tx(&mut c, &mut next_id, 20);
+        let txid = max_l0(&replica);
+        wait_for(&p1, "the upload", Duration::from_secs(30), || {
+            max_l0(&replica) > txid
+        });
+    }
+    assert_eq!(p1.stop().code(), Some(0));
+    let f = follower(&url(&replica), &out, &[]);
+    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
+        count(&out) == next_id
+    });
+    let persistent = reader(&out);
+    assert_eq!(snapshot(&persistent).unwrap().0, next_id);
+
+    // The primary is replaced: a different database (fewer transactions, so the TXID goes back)
+    // replicated to the same replica path.
+    std::fs::remove_dir_all(&replica).unwrap();
+    let db2 = dir.path().join("two.db");
+    let mut c2 = app(&db2);
+    bank(&c2);
+    let mut id2 = 0;
+    write_tx(&mut c2, &mut id2, 7);
+    let p2 = Replicator::litevisor(&db2, &replica, &[]);
+    wait_for(
+        &f,
+        "the follower to take the new history",
+        Duration::from_secs(30),
+        || count(&out) == id2,
+    );
+    // A connection opened before the switch sees the new state too (applied in place).
+    assert_eq!(snapshot(&persistent).unwrap(), (id2, id2, TOTAL));
+    assert!(f.log_text().contains("new history"), "{}", f.log_text());
+    stop_promptly(f, &out);
+    assert_eq!(p2.stop().code(), Some(0));
+    assert_eq!(rows(&db2), rows(&out));
+}
