@@ -274,3 +274,72 @@ fn a_new_history_on_the_replica_is_applied_in_place() {
     assert_eq!(p2.stop().code(), Some(0));
     assert_eq!(rows(&db2), rows(&out));
 }
+
+#[test]
+fn l0_files_compacted_away_before_they_were_read_are_caught_up_from_l1() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("primary.db");
+    let replica = dir.path().join("replica");
+    let out = dir.path().join("follower.db");
+    let mut c = app(&db);
+    bank(&c);
+    let mut next_id = 0;
+    write_tx(&mut c, &mut next_id, 30);
+    assert_eq!(once(&db, &replica, &[]).0, 0);
+    let f = follower(&url(&replica), &out, &[]);
+    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
+        count(&out) == next_id
+    });
+    let pid = f.child.id() as i32;
+    // The follower is paused while the primary uploads, compacts to L1 and deletes those L0 files.
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let first_unread = max_l0(&replica) + 1;
+    for _ in 0..5 {
+        write_tx(&mut c, &mut next_id, 30);
+        assert_eq!(once(&db, &replica, &[]).0, 0);
+    }
+    let u = url(&replica);
+    let lv = |args: &[&str]| {
+        let o = Command::new(LITEVISOR).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {o:?}");
+    };
+    lv(&["ltx", "-compact", "0:1", &u]);
+    // What L0 retention leaves once L1 covers them: only the newest L0 file (done by hand, as
+    // `ltx -enforce-retention` keeps L0 files younger than its minimum age).
+    let l1_max = replica_files(&replica, 1).last().unwrap().1;
+    let newest = max_l0(&replica);
+    for (min, max) in replica_files(&replica, 0) {
+        if max <= l1_max && max < newest {
+            std::fs::remove_file(
+                replica
+                    .join("ltx/0")
+                    .join(format!("{min:016x}-{max:016x}.ltx")),
+            )
+            .unwrap();
+        }
+    }
+    assert!(
+        !replica_files(&replica, 0)
+            .iter()
+            .any(|&(min, _)| min == first_unread),
+        "retention should have deleted L0 {first_unread:x}: {:?}",
+        replica_files(&replica, 0)
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_for(
+        &f,
+        "the follower to catch up from L1",
+        Duration::from_secs(30),
+        || count(&out) == next_id,
+    );
+    assert!(f.alive());
+    assert!(
+        f.log_text().contains("no longer holds the L0 files"),
+        "{}",
+        f.log_text()
+    );
+    stop_promptly(f, &out);
+    assert_eq!(rows(&db), rows(&out));
+}
