@@ -286,7 +286,7 @@ fn l0_files_compacted_away_before_they_were_read_are_caught_up_from_l1() {
     let mut next_id = 0;
     write_tx(&mut c, &mut next_id, 30);
     assert_eq!(once(&db, &replica, &[]).0, 0);
-    let f = follower(&url(&replica), &out, &[]);
+    let mut f = follower(&url(&replica), &out, &[]);
     wait_for(&f, "the initial restore", Duration::from_secs(30), || {
         count(&out) == next_id
     });
