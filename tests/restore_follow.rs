@@ -343,3 +343,51 @@ fn l0_files_compacted_away_before_they_were_read_are_caught_up_from_l1() {
     stop_promptly(f, &out);
     assert_eq!(rows(&db), rows(&out));
 }
+
+#[test]
+fn follows_real_litestream_with_readers_never_hurt() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("primary.db");
+    let replica = dir.path().join("replica");
+    let out = dir.path().join("follower.db");
+    let mut c = app(&db);
+    bank(&c);
+    let mut next_id = 0;
+    write_tx(&mut c, &mut next_id, 100);
+    let primary = Replicator::litestream(&db, &replica);
+    wait_for(
+        &primary,
+        "Litestream's first upload",
+        Duration::from_secs(30),
+        || max_l0(&replica) > 0,
+    );
+    let f = follower(&url(&replica), &out, &[]);
+    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
+        count(&out) >= 0
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader_thread = {
+        let (out, stop) = (out.clone(), stop.clone());
+        std::thread::spawn(move || read_loop(out, stop))
+    };
+    let load_until = Instant::now() + Duration::from_secs(5);
+    let mut i = 0;
+    while Instant::now() < load_until {
+        i += 1;
+        write_tx(&mut c, &mut next_id, if i % 40 == 0 { 1000 } else { 3 });
+    }
+    let want = next_id;
+    wait_for(
+        &f,
+        "the follower to catch up with Litestream",
+        Duration::from_secs(60),
+        || count(&out) == want,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (queries, problems) = reader_thread.join().unwrap();
+    assert!(problems.is_empty(), "reader problems: {problems:#?}");
+    assert!(queries > 50, "the reader ran only {queries} queries");
+    stop_promptly(f, &out);
+    primary.stop();
+    assert_eq!(rows(&db), rows(&out));
+}
