@@ -4,6 +4,8 @@
 //! it promptly with exit 0; a new history on the replica is applied in place.
 
 mod replicate_support;
+#[path = "support/s3_server.rs"]
+mod s3_server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -115,7 +117,9 @@ fn read_loop(out: PathBuf, stop: Arc<AtomicBool>) -> (u64, Vec<String>) {
 
 fn follower(replica_url: &str, out: &Path, extra: &[&str]) -> Replicator {
     let mut cmd = Command::new(LITEVISOR);
-    cmd.args(["restore", "-f", "-follow-interval", "100ms"])
+    cmd.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .args(["restore", "-f", "-follow-interval", "100ms"])
         .args(extra)
         .arg("-o")
         .arg(out)
@@ -387,6 +391,67 @@ fn follows_real_litestream_with_readers_never_hurt() {
     let (queries, problems) = reader_thread.join().unwrap();
     assert!(problems.is_empty(), "reader problems: {problems:#?}");
     assert!(queries > 50, "the reader ran only {queries} queries");
+    stop_promptly(f, &out);
+    primary.stop();
+    assert_eq!(rows(&db), rows(&out));
+}
+
+#[test]
+fn follows_real_litestream_on_s3() {
+    let server = s3_server::S3Server::start();
+    server.create_bucket("follow");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("primary.db");
+    let out = dir.path().join("follower.db");
+    let mut c = app(&db);
+    bank(&c);
+    let mut next_id = 0;
+    write_tx(&mut c, &mut next_id, 100);
+    let url = format!(
+        "s3://follow/app?endpoint={}&forcePathStyle=true",
+        server.endpoint
+    );
+    let mut cmd = Command::new("litestream");
+    cmd.env_remove("AWS_CA_BUNDLE")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .arg("replicate")
+        .arg(&db)
+        .arg(&url);
+    let primary = Replicator::spawn(cmd, dir.path().join("litestream.log"));
+    // The follower's initial restore fails until Litestream's first upload: retry it.
+    let mut f = follower(&url, &out, &[]);
+    wait_until(
+        "the initial restore from S3",
+        Duration::from_secs(60),
+        || {
+            if !f.alive() {
+                f = follower(&url, &out, &[]);
+            }
+            count(&out) == next_id
+        },
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader_thread = {
+        let (out, stop) = (out.clone(), stop.clone());
+        std::thread::spawn(move || read_loop(out, stop))
+    };
+    let load_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < load_until {
+        write_tx(&mut c, &mut next_id, 5);
+    }
+    let want = next_id;
+    wait_for(
+        &f,
+        "the follower to catch up over S3",
+        Duration::from_secs(60),
+        || count(&out) == want,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (queries, problems) = reader_thread.join().unwrap();
+    assert!(problems.is_empty(), "reader problems: {problems:#?}");
+    assert!(queries > 20, "the reader ran only {queries} queries");
     stop_promptly(f, &out);
     primary.stop();
     assert_eq!(rows(&db), rows(&out));
