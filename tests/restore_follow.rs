@@ -85,7 +85,7 @@ fn read_loop(out: PathBuf, stop: Arc<AtomicBool>) -> (u64, Vec<String>) {
     let mut last = 0i64;
     let mut persistent = reader(&out);
     while !stop.load(Ordering::Relaxed) {
-        if queries % 10 == 0 {
+        if queries.is_multiple_of(10) {
             persistent = reader(&out);
         }
         queries += 1;
@@ -201,7 +201,7 @@ fn readers_never_see_errors_or_steps_back_while_following_litevisor() {
     let mut i = 0;
     while Instant::now() < load_until {
         i += 1;
-        write_tx(&mut c, &mut next_id, if i % 50 == 0 { 2000 } else { 5 });
+        write_tx(&mut c, &mut next_id, if i.is_multiple_of(50) { 2000 } else { 5 });
     }
     let want = next_id;
     wait_for(
@@ -378,7 +378,7 @@ fn follows_real_litestream_with_readers_never_hurt() {
     let mut i = 0;
     while Instant::now() < load_until {
         i += 1;
-        write_tx(&mut c, &mut next_id, if i % 40 == 0 { 1000 } else { 3 });
+        write_tx(&mut c, &mut next_id, if i.is_multiple_of(40) { 1000 } else { 3 });
     }
     let want = next_id;
     wait_for(
