@@ -198,10 +198,14 @@ fn readers_never_see_errors_or_steps_back_while_following_litevisor() {
         .collect();
     // Heavy load: small and large transactions (growing pages, splitting b-trees) for seconds.
     let load_until = Instant::now() + Duration::from_secs(8);
-    let mut i = 0;
+    let mut i = 0u32;
     while Instant::now() < load_until {
         i += 1;
-        write_tx(&mut c, &mut next_id, if i.is_multiple_of(50) { 2000 } else { 5 });
+        write_tx(
+            &mut c,
+            &mut next_id,
+            if i.is_multiple_of(50) { 2000 } else { 5 },
+        );
     }
     let want = next_id;
     wait_for(
@@ -375,10 +379,14 @@ fn follows_real_litestream_with_readers_never_hurt() {
         std::thread::spawn(move || read_loop(out, stop))
     };
     let load_until = Instant::now() + Duration::from_secs(5);
-    let mut i = 0;
+    let mut i = 0u32;
     while Instant::now() < load_until {
         i += 1;
-        write_tx(&mut c, &mut next_id, if i.is_multiple_of(40) { 1000 } else { 3 });
+        write_tx(
+            &mut c,
+            &mut next_id,
+            if i.is_multiple_of(40) { 1000 } else { 3 },
+        );
     }
     let want = next_id;
     wait_for(
@@ -455,4 +463,51 @@ fn follows_real_litestream_on_s3() {
     stop_promptly(f, &out);
     primary.stop();
     assert_eq!(rows(&db), rows(&out));
+}
+
+#[test]
+fn a_new_history_past_the_applied_txid_is_recognized() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("replica");
+    let out = dir.path().join("follower.db");
+    let db1 = dir.path().join("one.db");
+    let mut c1 = app(&db1);
+    bank(&c1);
+    let mut id1 = 0;
+    for _ in 0..3 {
+        write_tx(&mut c1, &mut id1, 10);
+        assert_eq!(once(&db1, &replica, &[]).0, 0);
+    }
+    let f = follower(&url(&replica), &out, &[]);
+    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
+        count(&out) == id1
+    });
+    let applied = max_l0(&replica);
+    // Another primary's replica, with more transactions, swapped in at once: its L0 file after our
+    // TXID exists, but it does not start from our state (and carries no checksum to say so).
+    let other = dir.path().join("other");
+    let db2 = dir.path().join("two.db");
+    let mut c2 = app(&db2);
+    bank(&c2);
+    let mut id2 = 0;
+    while max_l0(&other) <= applied + 2 {
+        write_tx(&mut c2, &mut id2, 3);
+        assert_eq!(once(&db2, &other, &[]).0, 0);
+    }
+    let old = dir.path().join("old");
+    std::fs::rename(&replica, &old).unwrap();
+    std::fs::rename(&other, &replica).unwrap();
+    wait_for(
+        &f,
+        "the follower to take the other history",
+        Duration::from_secs(30),
+        || count(&out) == id2,
+    );
+    assert!(
+        f.log_text().contains("a new history"),
+        "{}",
+        f.log_text()
+    );
+    stop_promptly(f, &out);
+    assert_eq!(rows(&db2), rows(&out));
 }

@@ -16,7 +16,9 @@
 //!
 //! Which files: one listing of L0 per interval while idle; files chaining from the applied TXID
 //! (`min == txid + 1`, pre-apply checksum equal to the last applied post-apply checksum when both
-//! are known) are fetched and merged. When L0 cannot continue the chain (compaction or retention
+//! are known) are fetched and merged. Litestream 0.5 and litevisor write L0 files without checksums,
+//! so a replaced history is also recognized by the file at the applied TXID being listed with
+//! another size or time than the one applied. When L0 cannot continue the chain (compaction or retention
 //! deleted files not read yet, a snapshot after a continuity break) or the replica's history is a
 //! different one (its TXID went back, or checksums do not chain: the primary was restored or taken
 //! over), the whole restore plan (snapshot + levels) is applied in place the same way, so readers,
@@ -73,6 +75,9 @@ struct Output {
     txid: u64,
     /// Post-apply checksum of the last applied state, when known.
     checksum: Option<u64>,
+    /// The replica file the applied state ends with, as listed: if the replica later lists another
+    /// file under the same name, it holds another history (most LTX files carry no checksums).
+    last: Option<FileInfo>,
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RestoreError + 'a {
@@ -173,13 +178,34 @@ fn initial_restore(
         .write(true)
         .open(out)
         .map_err(io_err("open", out))?;
+    let checksum = match files.last() {
+        Some(last) => last_checksum(replica, last)?,
+        None => None,
+    };
     Ok(Output {
         path: out.to_path_buf(),
         conn,
         file,
         txid: report.txid,
-        checksum: None,
+        checksum,
+        last: files.last().cloned(),
     })
+}
+
+/// The post-apply checksum in a file's trailer (None when the file carries none), so the first file
+/// applied after the restore is checked to chain from the restored state too.
+fn last_checksum(replica: &dyn ReplicaClient, f: &FileInfo) -> Result<Option<u64>, RestoreError> {
+    let name = || replica.locate(f.level, f.min_txid, f.max_txid);
+    let r = replica.open_ltx(f.level, f.min_txid, f.max_txid)?;
+    let file_err = |source| RestoreError::File {
+        file: name(),
+        source,
+    };
+    let mut dec = ltx::Decoder::new(io::BufReader::new(r)).map_err(file_err)?;
+    let mut buf = vec![0u8; dec.header().page_size as usize];
+    while dec.next_page(&mut buf).map_err(file_err)?.is_some() {}
+    let trailer = dec.finish().map_err(file_err)?;
+    Ok(Some(trailer.post_apply_checksum).filter(|&c| c != 0))
 }
 
 /// Sets page 1's header for a rollback-journal reader: bytes 18/19 = 1, the size in pages at 28, and a
@@ -206,6 +232,19 @@ fn poll(
 ) -> Result<Option<FollowEvent>, RestoreError> {
     let l0 = replica.ltx_files(0)?;
     let newest = l0.last().map_or(0, |f| f.max_txid);
+    if let Some(last) = &output.last
+        && let Some(now) = l0.iter().find(|f| {
+            (f.level, f.min_txid, f.max_txid) == (last.level, last.min_txid, last.max_txid)
+        })
+        && (now.size, now.created_at) != (last.size, last.created_at)
+    {
+        return resync(
+            replica,
+            output,
+            wait,
+            "the replica's file at the applied TXID was replaced (a new history)",
+        );
+    }
     let mut chain: Vec<FileInfo> = Vec::new();
     let mut cur = output.txid;
     for f in l0.iter().filter(|f| f.max_txid > output.txid) {
@@ -403,6 +442,7 @@ fn apply(
     written?;
     output.txid = header.max_txid;
     output.checksum = checksum;
+    output.last = files.last().cloned();
     write_txid_sidecar(&path, output.txid);
     Ok(Applied::Done)
 }
