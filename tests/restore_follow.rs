@@ -503,11 +503,7 @@ fn a_new_history_past_the_applied_txid_is_recognized() {
         Duration::from_secs(30),
         || count(&out) == id2,
     );
-    assert!(
-        f.log_text().contains("a new history"),
-        "{}",
-        f.log_text()
-    );
+    assert!(f.log_text().contains("a new history"), "{}", f.log_text());
     stop_promptly(f, &out);
     assert_eq!(rows(&db2), rows(&out));
 }

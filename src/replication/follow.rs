@@ -21,8 +21,9 @@
 //! another size or time than the one applied. When L0 cannot continue the chain (compaction or retention
 //! deleted files not read yet, a snapshot after a continuity break) or the replica's history is a
 //! different one (its TXID went back, or checksums do not chain: the primary was restored or taken
-//! over), the whole restore plan (snapshot + levels) is applied in place the same way, so readers,
-//! even those with open connections, switch atomically from the old state to the new one.
+//! over), the whole restore plan (snapshot + levels) is restored into a staging file (streamed and
+//! verified, bounded memory) and copied into the output under the same lock, so readers, even those
+//! with open connections, switch atomically from the old state to the new one.
 //!
 //! Limit: the in-place write is not journaled; a follower killed in the middle of an apply leaves a
 //! torn file, which the next `restore -f -force` replaces (readers see it torn until then).
@@ -151,7 +152,7 @@ fn initial_restore(
             .write(true)
             .open(&staging)
             .map_err(io_err("open", &staging))?;
-        write_header(&file, &staging, report.pages)?;
+        write_header(&file, &staging, report.pages, None)?;
         file.sync_all().map_err(io_err("fsync", &staging))?;
         fs::rename(&staging, out).map_err(io_err("rename followed database to", out))?;
         Ok(report)
@@ -210,11 +211,19 @@ fn last_checksum(replica: &dyn ReplicaClient, f: &FileInfo) -> Result<Option<u64
 
 /// Sets page 1's header for a rollback-journal reader: bytes 18/19 = 1, the size in pages at 28, and a
 /// change counter one past the current one at 24 and 92 (so cached pages are dropped).
-fn write_header(file: &File, path: &Path, pages: u32) -> Result<(), RestoreError> {
+/// `before`: the counter readers may have cached (read before page 1 was overwritten), which the new
+/// one must differ from.
+fn write_header(
+    file: &File,
+    path: &Path,
+    pages: u32,
+    before: Option<u32>,
+) -> Result<(), RestoreError> {
     let mut h = [0u8; 100];
     file.read_exact_at(&mut h, 0)
         .map_err(io_err("read header of", path))?;
-    let counter = u32::from_be_bytes([h[24], h[25], h[26], h[27]]).wrapping_add(1);
+    let now = u32::from_be_bytes([h[24], h[25], h[26], h[27]]);
+    let counter = now.max(before.unwrap_or(0)).wrapping_add(1);
     h[18] = 1;
     h[19] = 1;
     h[24..28].copy_from_slice(&counter.to_be_bytes());
@@ -256,7 +265,7 @@ fn poll(
     }
     let from = output.txid;
     if !chain.is_empty() {
-        match apply(replica, output, &chain, false, wait)? {
+        match apply(replica, output, &chain, wait)? {
             Applied::Done => {
                 return Ok(Some(FollowEvent::Applied {
                     from,
@@ -329,22 +338,48 @@ fn resync_with(
         }
         Some(_) => {}
     }
-    match apply(replica, output, &plan, true, wait)? {
-        Applied::Done => Ok(Some(FollowEvent::Resynced {
-            from,
-            to: output.txid,
-            reason: reason.to_string(),
-        })),
-        Applied::Stopped => Ok(None),
-        Applied::ChecksumMismatch => unreachable_mismatch(),
+    // The whole state is restored (streamed and verified, bounded memory) into a staging file
+    // first; only the copy into the output happens under the lock.
+    let mut staging = output.path.as_os_str().to_owned();
+    staging.push(".follow");
+    let staging = PathBuf::from(staging);
+    let report = restore::restore_files(replica, &plan, &staging, &RestoreOptions::default());
+    let result = report.and_then(|report| {
+        let src = File::open(&staging).map_err(io_err("open", &staging))?;
+        let size = u64::from(report.pages) * u64::from(report.page_size);
+        let mut chunk = vec![0u8; 1 << 20];
+        let path = output.path.clone();
+        let done = write_locked(output, wait, report.pages, report.page_size, &mut |dst| {
+            let mut offset = 0u64;
+            while offset < size {
+                let n = chunk.len().min((size - offset) as usize);
+                src.read_exact_at(&mut chunk[..n], offset)
+                    .map_err(io_err("read", &staging))?;
+                dst.write_all_at(&chunk[..n], offset)
+                    .map_err(io_err("write", &path))?;
+                offset += n as u64;
+            }
+            Ok(())
+        })?;
+        Ok((done, report.txid))
+    });
+    let _ = fs::remove_file(&staging);
+    let (done, txid) = result?;
+    if !done {
+        return Ok(None);
     }
-}
-
-/// A whole plan is never checked against the previous state, so it cannot mismatch.
-fn unreachable_mismatch() -> Result<Option<FollowEvent>, RestoreError> {
-    Err(RestoreError::Chain(
-        "internal: checksum check on a full plan".into(),
-    ))
+    output.txid = txid;
+    output.checksum = match plan.last() {
+        Some(last) => last_checksum(replica, last)?,
+        None => None,
+    };
+    output.last = plan.last().cloned();
+    write_txid_sidecar(&output.path, output.txid);
+    Ok(Some(FollowEvent::Resynced {
+        from,
+        to: output.txid,
+        reason: reason.to_string(),
+    }))
 }
 
 enum Applied {
@@ -353,21 +388,19 @@ enum Applied {
     ChecksumMismatch,
 }
 
-/// Merges `files` and writes the result into the output under SQLite's EXCLUSIVE lock. `full`: the
-/// files rebuild the whole database (a plan from a snapshot), so every page 1..=commit must arrive.
+/// Merges `files` (which continue the applied state) and writes the result into the output under
+/// SQLite's EXCLUSIVE lock.
 fn apply(
     replica: &dyn ReplicaClient,
     output: &mut Output,
     files: &[FileInfo],
-    full: bool,
     wait: &mut dyn FnMut(Duration) -> bool,
 ) -> Result<Applied, RestoreError> {
     let mut tmp = output.path.as_os_str().to_owned();
     tmp.push(".follow-merge");
     let (mut merger, names, _intermediate) = open_merger(replica, files, Path::new(&tmp))?;
     // The chain's first file must start from the state we hold.
-    if !full
-        && let (Some(have), Some(first)) = (output.checksum, merger.first_header())
+    if let (Some(have), Some(first)) = (output.checksum, merger.first_header())
         && !first.no_checksum()
         && first.pre_apply_checksum != have
     {
@@ -376,25 +409,14 @@ fn apply(
     let header = merger.header();
     let page_size = header.page_size as usize;
     let lock_page = ltx::lock_pgno(header.page_size);
-    // Decode (and verify) everything before taking the lock, so readers wait only for the writes.
+    // Decode (and verify) every new page before taking the lock, so readers wait only for the
+    // writes (memory: the pages changed since the last poll).
     let mut pages: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut buf = vec![0u8; page_size];
-    let mut expected = 1u32;
     while let Some(pgno) = merger
         .next_page(&mut buf)
         .map_err(|e| named_error(&names, e))?
     {
-        if full {
-            if expected == lock_page && pgno != lock_page {
-                expected += 1;
-            }
-            if pgno != expected {
-                return Err(RestoreError::Chain(format!(
-                    "restore chain is missing page {expected} (next page present is {pgno})"
-                )));
-            }
-            expected += 1;
-        }
         if pgno != lock_page {
             pages.push((pgno, buf.clone()));
         }
@@ -408,6 +430,35 @@ fn apply(
         .filter(|&c| c != 0);
 
     let path = output.path.clone();
+    let done = write_locked(output, wait, header.commit, header.page_size, &mut |dst| {
+        for (pgno, data) in &pages {
+            let offset = u64::from(*pgno - 1) * page_size as u64;
+            dst.write_all_at(data, offset)
+                .map_err(io_err("write", &path))?;
+        }
+        Ok(())
+    })?;
+    if !done {
+        return Ok(Applied::Stopped);
+    }
+    output.txid = header.max_txid;
+    output.checksum = checksum;
+    output.last = files.last().cloned();
+    write_txid_sidecar(&path, output.txid);
+    Ok(Applied::Done)
+}
+
+/// Runs `write` on the output's descriptor under SQLite's EXCLUSIVE lock, then sets the header for
+/// `pages` pages, truncates, fsyncs and releases the lock. False if a stop came while waiting for
+/// the readers (nothing written).
+fn write_locked(
+    output: &mut Output,
+    wait: &mut dyn FnMut(Duration) -> bool,
+    pages: u32,
+    page_size: u32,
+    write: &mut dyn FnMut(&File) -> Result<(), RestoreError>,
+) -> Result<bool, RestoreError> {
+    let path = output.path.clone();
     // SQLite's own lock protocol: PENDING, wait for SHARED holders, EXCLUSIVE.
     loop {
         match output.conn.execute_batch("BEGIN EXCLUSIVE") {
@@ -416,35 +467,31 @@ fn apply(
                 if e.code == rusqlite::ErrorCode::DatabaseBusy =>
             {
                 if wait(Duration::ZERO) {
-                    return Ok(Applied::Stopped);
+                    return Ok(false);
                 }
             }
             Err(e) => return Err(sqlite_err(&path, e)),
         }
     }
     let written = (|| {
-        for (pgno, data) in &pages {
-            let offset = u64::from(*pgno - 1) * page_size as u64;
-            output
-                .file
-                .write_all_at(data, offset)
-                .map_err(io_err("write", &path))?;
-        }
-        write_header(&output.file, &path, header.commit)?;
+        let mut h = [0u8; 28];
         output
             .file
-            .set_len(u64::from(header.commit) * page_size as u64)
+            .read_exact_at(&mut h, 0)
+            .map_err(io_err("read header of", &path))?;
+        let before = u32::from_be_bytes([h[24], h[25], h[26], h[27]]);
+        write(&output.file)?;
+        write_header(&output.file, &path, pages, Some(before))?;
+        output
+            .file
+            .set_len(u64::from(pages) * u64::from(page_size))
             .map_err(io_err("truncate", &path))?;
         output.file.sync_data().map_err(io_err("fsync", &path))
     })();
     // Ends the write-free transaction: releases the lock whatever happened above.
     let _ = output.conn.execute_batch("COMMIT");
     written?;
-    output.txid = header.max_txid;
-    output.checksum = checksum;
-    output.last = files.last().cloned();
-    write_txid_sidecar(&path, output.txid);
-    Ok(Applied::Done)
+    Ok(true)
 }
 
 /// Litestream's `<db>-txid`: the applied TXID, for the operator (best effort: the database is the
