@@ -507,3 +507,64 @@ fn a_new_history_past_the_applied_txid_is_recognized() {
     stop_promptly(f, &out);
     assert_eq!(rows(&db2), rows(&out));
 }
+
+#[test]
+fn follow_flags_are_checked_and_the_config_form_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("primary.db");
+    let replica = dir.path().join("replica");
+    let out = dir.path().join("follower.db");
+    let mut c = app(&db);
+    bank(&c);
+    let mut next_id = 0;
+    write_tx(&mut c, &mut next_id, 10);
+    assert_eq!(once(&db, &replica, &[]).0, 0);
+    let u = url(&replica);
+    let o = out.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["restore", "-f", "-txid", "1", "-o", o, &u],
+            "cannot use follow mode with -txid or -timestamp",
+        ),
+        (
+            vec!["restore", "-f", "-follow-interval", "0s", "-o", o, &u],
+            "-follow-interval must be greater than 0",
+        ),
+        (
+            vec!["restore", "-f", "-follow-interval", "soon", "-o", o, &u],
+            "-follow-interval",
+        ),
+    ] {
+        let r = Command::new(LITEVISOR).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!out.exists());
+    }
+    // `restore -f -config FILE DB_PATH`: the replica comes from the configuration.
+    let config = dir.path().join("litestream.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbs:\n  - path: {}\n    replica:\n      url: {u}\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(LITEVISOR);
+    cmd.args(["restore", "-f", "-follow-interval", "100ms", "-config"])
+        .arg(&config)
+        .arg("-o")
+        .arg(&out)
+        .arg(&db);
+    let f = Replicator::spawn(cmd, dir.path().join("follow.log"));
+    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
+        count(&out) == next_id
+    });
+    write_tx(&mut c, &mut next_id, 10);
+    assert_eq!(once(&db, &replica, &[]).0, 0);
+    wait_for(&f, "the next transaction", Duration::from_secs(30), || {
+        count(&out) == next_id
+    });
+    stop_promptly(f, &out);
+}
