@@ -566,5 +566,11 @@ fn follow_flags_are_checked_and_the_config_form_follows() {
     wait_for(&f, "the next transaction", Duration::from_secs(30), || {
         count(&out) == next_id
     });
+    // Litestream's `<db>-txid` sidecar: the applied TXID (written just after the apply).
+    let want = format!("{:016x}\n", max_l0(&replica));
+    let sidecar = dir.path().join("follower.db-txid");
+    wait_for(&f, "the -txid sidecar", Duration::from_secs(10), || {
+        std::fs::read_to_string(&sidecar).ok().as_deref() == Some(want.as_str())
+    });
     stop_promptly(f, &out);
 }

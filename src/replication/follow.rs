@@ -179,6 +179,7 @@ fn initial_restore(
         .write(true)
         .open(out)
         .map_err(io_err("open", out))?;
+    write_txid_sidecar(out, report.txid);
     let checksum = match files.last() {
         Some(last) => last_checksum(replica, last)?,
         None => None,
