@@ -297,7 +297,24 @@ fn poll(
         );
     }
     // L0 is empty or continues past a gap: files were compacted away before we read them, or a
-    // snapshot followed a continuity break. The whole plan says where the replica is.
+    // snapshot followed a continuity break. First try to continue from the compacted levels (L1-L8,
+    // then L0 again): only the files past our TXID are fetched.
+    if newest > output.txid {
+        let chain = higher_chain(replica, output.txid, &l0)?;
+        if !chain.is_empty() {
+            match apply(replica, output, &chain, wait)? {
+                Applied::Done => {
+                    return Ok(Some(FollowEvent::Applied {
+                        from,
+                        to: output.txid,
+                    }));
+                }
+                Applied::Stopped => return Ok(None),
+                Applied::ChecksumMismatch => {}
+            }
+        }
+    }
+    // No chain from our TXID: the whole plan says where the replica is.
     let plan = restore::plan(replica, Target::Latest)?;
     let top = plan.last().map_or(0, |f| f.max_txid);
     if top == output.txid {
@@ -309,6 +326,46 @@ fn poll(
         "the replica no longer holds the L0 files after the applied TXID"
     };
     resync_with(replica, output, plan, wait, reason)
+}
+
+/// A chain continuing from `txid` over L1-L8 (the file reaching furthest at each step; a compacted
+/// file may start before `txid + 1`: its pages are whole page images, so applying it to the state at
+/// `txid` gives the state at its max) and then the L0 files after it. Empty if nothing continues.
+fn higher_chain(
+    replica: &dyn ReplicaClient,
+    txid: u64,
+    l0: &[FileInfo],
+) -> Result<Vec<FileInfo>, RestoreError> {
+    let mut levels = Vec::new();
+    for level in 1..ltx::SNAPSHOT_LEVEL {
+        levels.extend(replica.ltx_files(level)?);
+    }
+    let mut chain = Vec::new();
+    let mut cur = txid;
+    loop {
+        let at = cur;
+        let Some(f) = levels
+            .iter()
+            .filter(|f| f.min_txid <= at + 1 && f.max_txid > at)
+            .max_by_key(|f| f.max_txid)
+        else {
+            break;
+        };
+        cur = f.max_txid;
+        chain.push(f.clone());
+    }
+    if chain.is_empty() {
+        return Ok(chain);
+    }
+    let after = cur;
+    for f in l0.iter().filter(|f| f.max_txid > after) {
+        if f.min_txid != cur + 1 {
+            break;
+        }
+        cur = f.max_txid;
+        chain.push(f.clone());
+    }
+    Ok(chain)
 }
 
 fn resync(
@@ -400,8 +457,10 @@ fn apply(
     let mut tmp = output.path.as_os_str().to_owned();
     tmp.push(".follow-merge");
     let (mut merger, names, _intermediate) = open_merger(replica, files, Path::new(&tmp))?;
-    // The chain's first file must start from the state we hold.
+    // The chain's first file must start from the state we hold (a compacted file starting before
+    // it carries no checksum to compare).
     if let (Some(have), Some(first)) = (output.checksum, merger.first_header())
+        && first.min_txid == output.txid + 1
         && !first.no_checksum()
         && first.pre_apply_checksum != have
     {
