@@ -293,11 +293,11 @@ fn flags_and_arguments() {
         "same plan text as litestream"
     );
 
-    // Litestream's -f is follow mode, not force.
-    let o = litevisor(&["restore", "-f", "-o", o_str, &replica_url]);
+    // Litestream's -f is follow mode (tests/restore_follow.rs), not force; it has no dry run.
+    let o = litevisor(&["restore", "-f", "-dry-run", "-o", o_str, &replica_url]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("follow mode (-f) is not supported"),
+        stderr(&o).contains("cannot use follow mode with -dry-run"),
         "{}",
         text(&o)
     );

@@ -138,6 +138,7 @@ pub fn main() -> i32 {
         None | Some(Command::Run(_)) => true,
         Some(Command::Replicate(args)) => !args.once,
         Some(Command::ExampleApp(args)) => args.takes_stop_signals(),
+        Some(Command::Restore(args)) => args.follows(),
         Some(_) => false,
     };
     if !takes_signals_over {

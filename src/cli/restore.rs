@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 
 use crate::config::{Database, DatabaseDir, litestream};
 use crate::replica::{self, FileInfo, ReplicaClient, rfc3339};
+use crate::replication::follow;
 use crate::replication::ltx;
 use crate::replication::restore::{self, IntegrityCheck, RestoreError, RestoreOptions, Target};
 use crate::text::{json_str, tabulate};
@@ -45,10 +46,11 @@ pub struct RestoreArgs {
     /// Print a JSON summary (or the plan, with -dry-run).
     #[arg(long)]
     json: bool,
-    /// Follow mode (Litestream's `-f`): not supported yet. Note: `-f` is NOT "force"; use -force.
+    /// Follow mode (Litestream's `-f`): after the restore, keep applying new files until SIGTERM.
+    /// Note: `-f` is NOT "force"; use -force.
     #[arg(short = 'f')]
     follow: bool,
-    /// Polling interval for follow mode.
+    /// Polling interval for follow mode (default 1s).
     #[arg(long, value_name = "DURATION")]
     follow_interval: Option<String>,
     /// Accepted for compatibility; the restore reads the chain in one streaming pass.
@@ -66,6 +68,13 @@ pub struct RestoreArgs {
     /// Without it (and with -config): every database of the configuration.
     #[arg(value_name = "DB_PATH|REPLICA_URL")]
     source: Option<String>,
+}
+
+impl RestoreArgs {
+    /// Follow mode waits for the stop signals itself, so they stay blocked.
+    pub fn follows(&self) -> bool {
+        self.follow
+    }
 }
 
 /// Restores of a whole configuration running at once.
@@ -90,12 +99,29 @@ pub struct RestoreRequest {
 }
 
 pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
+    let follow_interval = match &args.follow_interval {
+        None => follow::DEFAULT_INTERVAL,
+        Some(text) => {
+            let d = crate::config::parse_duration(text)
+                .map_err(|e| anyhow::anyhow!("-follow-interval: {e}"))?;
+            if d.is_zero() {
+                bail!("-follow-interval must be greater than 0");
+            }
+            d
+        }
+    };
     if args.follow {
-        bail!(
-            "follow mode (-f) is not supported yet (in Litestream `-f` means follow; to overwrite use -force)"
-        );
+        if args.txid.is_some() || args.timestamp.is_some() {
+            bail!("cannot use follow mode with -txid or -timestamp");
+        }
+        if args.dry_run {
+            bail!("cannot use follow mode with -dry-run");
+        }
+        if args.source.is_none() {
+            bail!("follow mode (-f) follows one database: give DB_PATH or REPLICA_URL");
+        }
     }
-    let _ = (args.parallelism, args.no_expand_env, &args.follow_interval);
+    let _ = args.parallelism;
     let integrity_check = match args.integrity_check.as_str() {
         "none" => IntegrityCheck::None,
         "quick" => IntegrityCheck::Quick,
@@ -160,7 +186,55 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         Some(db) => crate::replica::client_for(&db.replica),
         None => replica::open_replica(&source)?,
     };
+    if args.follow {
+        return run_follow(replica.as_ref(), &request, follow_interval);
+    }
     run_restore(replica.as_ref(), &request)
+}
+
+/// `restore -f`: restore, then apply new files every interval until SIGTERM/SIGINT/SIGQUIT (kept
+/// blocked since process start, see `cli::main`), exit 0.
+fn run_follow(
+    replica: &dyn ReplicaClient,
+    req: &RestoreRequest,
+    interval: std::time::Duration,
+) -> anyhow::Result<i32> {
+    prepare_output_path(&req.output, req.force)?;
+    let opts = follow::FollowOptions {
+        interval,
+        integrity_check: req.integrity_check,
+    };
+    let out = req.output.display().to_string();
+    let result = follow::follow(
+        replica,
+        &req.output,
+        &opts,
+        &mut follow::wait_for_stop_signal,
+        &mut |event| match event {
+            follow::FollowEvent::Restored { txid } => {
+                eprintln!("restored {out} to TXID {txid:016x}, following")
+            }
+            follow::FollowEvent::Applied { .. } => {}
+            follow::FollowEvent::Retrying { txid, error } => {
+                eprintln!("{out}: at TXID {txid:016x}, retrying next interval: {error}")
+            }
+            follow::FollowEvent::Resynced { from, to, reason } => {
+                eprintln!(
+                    "{out}: {reason}: applied the whole replica (TXID {from:016x} -> {to:016x})"
+                )
+            }
+        },
+    );
+    match result {
+        Err(RestoreError::TxNotAvailable) if req.if_replica_exists => {
+            eprintln!("no matching backups found");
+            Ok(0)
+        }
+        other => {
+            other.with_context(|| format!("follow {out}"))?;
+            Ok(0)
+        }
+    }
 }
 
 /// `restore -config FILE` alone: every database of the file, in parallel; exit 1 if any failed.

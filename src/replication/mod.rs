@@ -3,6 +3,7 @@
 pub(crate) mod compact;
 pub(crate) mod db;
 pub(crate) mod engine;
+pub(crate) mod follow;
 pub(crate) mod fsguard;
 pub mod ltx;
 pub(crate) mod meta;

@@ -115,6 +115,27 @@ impl<R: Read> Merger<R> {
         Ok(None)
     }
 
+    /// The header of the oldest input (follow mode checks its pre-apply checksum).
+    pub fn first_header(&self) -> Option<Header> {
+        self.inputs.first().map(|i| *i.dec.header())
+    }
+
+    /// Like [`Merger::finish`], returning each input's trailer (follow mode keeps the last
+    /// post-apply checksum to check the next file against).
+    pub fn finish_trailers(self) -> Result<Vec<Trailer>, LtxError> {
+        let mut trailers = Vec::with_capacity(self.inputs.len());
+        for (index, input) in self.inputs.into_iter().enumerate() {
+            let header = *input.dec.header();
+            trailers.push(
+                input
+                    .dec
+                    .finish()
+                    .map_err(|e| input_error(index, &header, e))?,
+            );
+        }
+        Ok(trailers)
+    }
+
     /// Finishes every input: reads its index and trailer and verifies its checksum.
     pub fn finish(self) -> Result<(), LtxError> {
         for (index, input) in self.inputs.into_iter().enumerate() {
