@@ -214,7 +214,7 @@ fn run_follow(
             follow::FollowEvent::Restored { txid } => {
                 eprintln!("restored {out} to TXID {txid:016x}, following")
             }
-            follow::FollowEvent::Applied { .. } => {}
+            follow::FollowEvent::Applied { .. } | follow::FollowEvent::UpToDate { .. } => {}
             follow::FollowEvent::Retrying { txid, error } => {
                 eprintln!("{out}: at TXID {txid:016x}, retrying next interval: {error}")
             }

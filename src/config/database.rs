@@ -228,7 +228,24 @@ fn read_one(
         problems,
     );
     let allow_network_fs = t.bool("allow_network_fs", problems);
+    let follow = t.bool("follow", problems);
+    let follow_interval = duration(
+        &mut t,
+        "follow_interval",
+        engine::DEFAULT_FOLLOW_INTERVAL,
+        problems,
+    );
     t.finish(problems);
+    let follows = follow.as_ref().is_some_and(|v| v.value);
+    if follows && directory {
+        if let Some(f) = &follow {
+            problems.push(
+                f.loc.clone(),
+                "a directory of databases cannot be followed (give each database its own entry)",
+            );
+        }
+        return None;
+    }
 
     let path = match path {
         Some(p) if directory => {
@@ -263,6 +280,11 @@ fn read_one(
         truncate_page_n: truncate_page_n?,
         busy_timeout: busy_timeout?,
         allow_network_fs: allow_network_fs.is_some_and(|v| v.value),
+        follow: if follows {
+            Some(follow_interval?)
+        } else {
+            None
+        },
         ..Database::new(base_dir.join(&path.value), replica?)
     };
     Some((db, path.loc))

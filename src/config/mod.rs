@@ -255,6 +255,9 @@ pub struct Database {
     /// Replicate even when the database is on a network or FUSE filesystem (litevisor refuses by
     /// default: SQLite's locking is unreliable there).
     pub allow_network_fs: bool,
+    /// A read replica (`follow = true`): restored before the services start, then kept current
+    /// from the replica every interval; never replicated from this side.
+    pub follow: Option<Duration>,
 }
 
 impl Database {
@@ -279,6 +282,7 @@ impl Database {
             retention_enabled: true,
             page_encoding: PageEncoding::Frame,
             allow_network_fs: false,
+            follow: None,
         }
     }
 }

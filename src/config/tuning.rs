@@ -24,6 +24,8 @@ pub const DEFAULT_LEVELS: [Duration; 3] = [
 pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_SNAPSHOT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_L0_RETENTION: Duration = Duration::from_secs(300);
+/// Litestream's `-follow-interval` (`restore -f`), also `follow_interval` of a followed database.
+pub const DEFAULT_FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How page data is stored after each 6-byte page header of a written LTX file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -32,7 +32,7 @@ pub fn problems(s: &Snapshot, max_lag: Duration) -> Vec<String> {
                 db.state,
                 crate::text::cut(&f.message, 160)
             ));
-        } else if db.state != "replicating" {
+        } else if db.state != "replicating" && db.state != "following" {
             let why = db
                 .error
                 .as_deref()
@@ -40,7 +40,13 @@ pub fn problems(s: &Snapshot, max_lag: Duration) -> Vec<String> {
             out.push(format!("database {}: {}{why}", db.path, db.state));
         }
         let lag = db.engine.lag_seconds(now);
-        if lag > max_lag.as_secs_f64() {
+        if lag > max_lag.as_secs_f64() && db.state == "following" {
+            out.push(format!(
+                "database {}: the read replica could not be confirmed current for {lag:.0}s (more than {}s)",
+                db.path,
+                max_lag.as_secs()
+            ));
+        } else if lag > max_lag.as_secs_f64() {
             out.push(format!(
                 "database {}: a committed transaction has waited {lag:.0}s for its upload (more than {}s)",
                 db.path,

@@ -41,8 +41,7 @@ use crate::replication::restore::{
     self, IntegrityCheck, RestoreError, RestoreOptions, Target, named_error, open_merger,
 };
 
-/// Litestream's `-follow-interval` default.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+pub use crate::config::tuning::DEFAULT_FOLLOW_INTERVAL as DEFAULT_INTERVAL;
 
 /// How long one attempt at the exclusive lock waits for readers before the stop flag is looked at.
 const LOCK_ATTEMPT: Duration = Duration::from_millis(200);
@@ -62,6 +61,8 @@ pub enum FollowEvent {
     Applied { from: u64, to: u64 },
     /// L0 could not continue the chain (or the history changed): the whole plan was applied.
     Resynced { from: u64, to: u64, reason: String },
+    /// A poll found nothing new: the output is as current as the replica.
+    UpToDate { txid: u64 },
     /// A poll failed; the output stays at `txid` and the next interval tries again.
     Retrying { txid: u64, error: String },
 }
@@ -120,7 +121,7 @@ pub fn follow(
         // the output keeps its last whole state meanwhile.
         match poll(replica, &mut output, wait) {
             Ok(Some(e)) => event(e),
-            Ok(None) => {}
+            Ok(None) => event(FollowEvent::UpToDate { txid: output.txid }),
             Err(e) => event(FollowEvent::Retrying {
                 txid: output.txid,
                 error: e.to_string(),

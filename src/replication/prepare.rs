@@ -32,6 +32,9 @@ pub enum Restored {
 /// Why no restore is needed when that is clear without asking the replica: `restore = "never"`, or
 /// `if-missing` and the file exists (one stat; no SQLite, no network).
 pub fn nothing_to_restore(db: &Database) -> Option<&'static str> {
+    if db.follow.is_some() {
+        return Some("followed: its follower restores it");
+    }
     match db.restore {
         RestorePolicy::Never => Some("restore = \"never\""),
         RestorePolicy::IfMissing if std::fs::symlink_metadata(&db.path).is_ok() => {

@@ -48,6 +48,8 @@ pub enum DbState {
     Restored,
     Starting,
     Replicating,
+    /// A read replica (`follow = true`) kept current from its replica.
+    Following,
     FinalSync,
     /// Deleted while replicated (directory mode): its last sync runs.
     Removed,
@@ -64,6 +66,7 @@ impl DbState {
             DbState::Restored => "restored",
             DbState::Starting => "starting",
             DbState::Replicating => "replicating",
+            DbState::Following => "following",
             DbState::FinalSync => "final sync",
             DbState::Removed => "removed",
             DbState::Stopped => "stopped",
@@ -124,12 +127,12 @@ impl DbShared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set_state(&self, state: DbState) {
+    pub(super) fn set_state(&self, state: DbState) {
         self.lock().state = state;
     }
 
     /// Marks the database failed with `why` (shown by `litevisor status`); the unit's end.
-    fn fail(&self, why: String) -> Ended {
+    pub(super) fn fail(&self, why: String) -> Ended {
         let mut inner = self.lock();
         inner.state = DbState::Failed;
         inner.error = Some(why.clone());
@@ -238,6 +241,42 @@ impl DbShared {
             replicator.begin_shutdown(deadline, finish);
         }
         Ok(rx)
+    }
+
+    /// What the follower of a read replica did: the status shows the applied TXID, the last apply,
+    /// and (while polls fail) since when the copy could not be confirmed current.
+    pub(super) fn note_follow(&self, event: &crate::replication::follow::FollowEvent) {
+        use crate::replication::follow::FollowEvent;
+        let now = std::time::SystemTime::now();
+        let mut inner = self.lock();
+        let last = &mut inner.last;
+        match event {
+            FollowEvent::Restored { txid }
+            | FollowEvent::Applied { to: txid, .. }
+            | FollowEvent::Resynced { to: txid, .. } => {
+                last.txid = *txid;
+                last.replica_txid = *txid;
+                last.last_sync = Some(now);
+                last.pending_since = None;
+                last.last_error = None;
+            }
+            FollowEvent::UpToDate { txid } => {
+                last.txid = *txid;
+                last.replica_txid = *txid;
+                last.pending_since = None;
+                last.last_error = None;
+            }
+            FollowEvent::Retrying { error, .. } => {
+                last.pending_since.get_or_insert(now);
+                last.replica_errors += 1;
+                last.last_error = Some(error.clone());
+            }
+        }
+        if let FollowEvent::Retrying { error, .. } = event {
+            inner.error = Some(format!("following: {error}"));
+        } else {
+            inner.error = None;
+        }
     }
 
     /// A handle to force syncs (`litevisor sync`), while the engine runs.
@@ -631,4 +670,17 @@ pub fn display_names(dbs: &[Database]) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// The longrun of a configured database: its replicator, or its follower for a read replica
+/// (`follow = true`). Also what revives it after a panic.
+pub fn replication_unit(db: &Database, shared: &Arc<DbShared>) -> Box<dyn Unit> {
+    match db.follow {
+        Some(interval) => Box::new(super::follow::FollowUnit::new(
+            db.clone(),
+            interval,
+            Arc::clone(shared),
+        )),
+        None => ReplicateUnit::revive(db.clone(), Arc::clone(shared)),
+    }
 }

@@ -66,6 +66,7 @@ mod child;
 mod database;
 mod dbset;
 mod directory;
+mod follow;
 pub use directory::found_databases;
 mod orchestrator;
 mod output;
@@ -82,7 +83,7 @@ use crate::config::{Config, ServiceKind};
 use crate::control;
 use crate::init::{self, ExitCodeMap, Flow, Reactor};
 
-use database::{ReplicateUnit, RestoreUnit};
+use database::RestoreUnit;
 use dbset::DbSet;
 use directory::{DirRestoreUnit, DirUnit};
 use orchestrator::{Fresh, Node, Settings};
@@ -284,10 +285,10 @@ fn build_nodes(
             database: true,
             final_sync: true,
             lingers: false,
-            unit: Box::new(ReplicateUnit::new(db.clone(), Arc::clone(&record))),
+            unit: database::replication_unit(db, &record),
             revive: Some({
                 let (db, record) = (db.clone(), Arc::clone(&record));
-                Box::new(move || ReplicateUnit::revive(db.clone(), Arc::clone(&record)))
+                Box::new(move || database::replication_unit(&db, &record))
             }),
             fresh: None,
         });

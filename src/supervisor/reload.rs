@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::database::{ReplicateUnit, RestoreUnit};
+use super::database::RestoreUnit;
 use super::dbset::DbSet;
 use super::output::Output;
 use super::service::ProcessService;
@@ -122,10 +122,8 @@ impl Factory {
             path: db.path.clone(),
             name,
             restore: Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record))),
-            replicate: Box::new(ReplicateUnit::new(db.clone(), record)),
-            revive: Box::new(move || {
-                ReplicateUnit::revive(revive_db.clone(), Arc::clone(&revive_record))
-            }),
+            replicate: super::database::replication_unit(db, &record),
+            revive: Box::new(move || super::database::replication_unit(&revive_db, &revive_record)),
         }
     }
 
