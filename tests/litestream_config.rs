@@ -32,18 +32,14 @@ fn lv(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// REAL Litestream 0.5.17 restores `db` by its path in `config` into `out`, with every row of `db`.
 fn litestream_restores_from_config(config: &str, db: &Path, out_db: &Path, env: &[(&str, &str)]) {
-    let out = Command::new("litestream")
-        .args(["restore", "-config", config, "-o"])
-        .arg(out_db)
-        .arg(db)
-        .envs(env.iter().copied())
-        .env_remove("AWS_CA_BUNDLE")
-        .output()
-        .expect("run litestream restore");
-    assert!(
-        out.status.success(),
-        "litestream restore -config failed: {}",
-        text(&out).1
+    support::run_ok(
+        "litestream restore -config",
+        Command::new("litestream")
+            .args(["restore", "-config", config, "-o"])
+            .arg(out_db)
+            .arg(db)
+            .envs(env.iter().copied())
+            .env_remove("AWS_CA_BUNDLE"),
     );
     assert_same_rows(db, out_db);
 }

@@ -338,17 +338,13 @@ fn a_replica_ahead_of_the_database_is_healed_by_a_snapshot_at_takeover() {
     create_table(&c);
     insert(&mut c, 0..10, 1);
     let litestream_once = || {
-        let out = std::process::Command::new("litestream")
-            .env_remove("AWS_CA_BUNDLE")
-            .args(["replicate", "-once"])
-            .arg(&db)
-            .arg(url(&replica))
-            .output()
-            .expect("run litestream");
-        assert!(
-            out.status.success(),
-            "litestream replicate -once: {}",
-            String::from_utf8_lossy(&out.stderr)
+        support::run_ok(
+            "litestream replicate -once",
+            std::process::Command::new("litestream")
+                .env_remove("AWS_CA_BUNDLE")
+                .args(["replicate", "-once"])
+                .arg(&db)
+                .arg(url(&replica)),
         );
     };
     // The first run creates Litestream's tables, so the second writes nothing to the database.

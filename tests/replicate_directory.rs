@@ -108,15 +108,11 @@ fn file_replicas_of_a_directory_interoperate_with_litestream_both_ways() {
     assert!(ls.stop().success());
     let before: Vec<_> = names.iter().map(|n| rows(&data.join(n))).collect();
     std::fs::remove_dir_all(&data).unwrap();
-    let out = Command::new(LITEVISOR)
-        .args(["restore", "-config"])
-        .arg(&cfg2)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        "litevisor restore -config",
+        Command::new(LITEVISOR)
+            .args(["restore", "-config"])
+            .arg(&cfg2),
     );
     for (n, rows_before) in names.iter().zip(before) {
         assert_eq!(rows(&data.join(n)), rows_before, "{n}");
@@ -256,16 +252,12 @@ fn s3_replicas_of_a_directory_interoperate_with_litestream_both_ways() {
     assert!(ls.stop().success());
     let before: Vec<_> = names.iter().map(|n| rows(&data.join(n))).collect();
     std::fs::remove_dir_all(&data).unwrap();
-    let out = Command::new(LITEVISOR)
-        .envs(env)
-        .args(["restore", "-config"])
-        .arg(&cfg2)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        "litevisor restore -config",
+        Command::new(LITEVISOR)
+            .envs(env)
+            .args(["restore", "-config"])
+            .arg(&cfg2),
     );
     for (n, rows_before) in names.iter().zip(before) {
         assert_eq!(rows(&data.join(n)), rows_before, "{n}");

@@ -294,13 +294,8 @@ fn skip_verify_accepts_a_self_signed_server_and_verification_rejects_it() {
     assert!(server.endpoint.starts_with("https://"));
     server.create_bucket("tls");
     let opts = |skip_verify: bool| S3Options {
-        bucket: "tls".into(),
-        path: "db".into(),
-        endpoint: Some(server.endpoint.clone()),
         skip_verify,
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(Secret::new("test")),
-        ..S3Options::default()
+        ..server.options("tls", "db")
     };
     let insecure = S3Replica::new(opts(true));
     insecure

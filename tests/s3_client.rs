@@ -10,23 +10,12 @@ use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use litevisor::replica;
-use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica::s3::{S3Options, S3Replica};
 use litevisor::replica::{FileInfo, ReplicaClient};
 use s3_server::{S3Server, list_keys, sdk_client};
 
 fn replica_at(server: &S3Server, bucket: &str, path: &str) -> S3Replica {
-    S3Replica::new(replica_options(server, bucket, path))
-}
-
-fn replica_options(server: &S3Server, bucket: &str, path: &str) -> S3Options {
-    S3Options {
-        bucket: bucket.into(),
-        path: path.into(),
-        endpoint: Some(server.endpoint.clone()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(Secret::new("test")),
-        ..S3Options::default()
-    }
+    S3Replica::new(server.options(bucket, path))
 }
 
 fn content(seed: u8, len: usize) -> Vec<u8> {
@@ -125,7 +114,7 @@ fn round_trip_layout_metadata_and_delete() {
     // storage-class reaches the object.
     let ia = S3Replica::new(S3Options {
         storage_class: Some("STANDARD_IA".into()),
-        ..replica_options(&server, "bkt", "ia")
+        ..server.options("bkt", "ia")
     });
     ia.write_ltx(0, 1, 1, t1, &mut &b[..]).unwrap();
     let head = rt

@@ -11,19 +11,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use litevisor::replica::ReplicaClient;
-use litevisor::replica::s3::{S3Options, S3Replica, S3Timeouts, Secret};
+use litevisor::replica::s3::{S3Options, S3Replica, S3Timeouts};
 use s3_proxy::{BlackHole, FaultProxy};
 use s3_server::S3Server;
 
 fn replica_via(endpoint: &str, bucket: &str, timeouts: S3Timeouts) -> S3Replica {
     S3Replica::new(S3Options {
-        bucket: bucket.into(),
-        path: "db".into(),
-        endpoint: Some(endpoint.to_string()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(Secret::new("test")),
         timeouts,
-        ..S3Options::default()
+        ..s3_server::test_options(endpoint, bucket, "db")
     })
 }
 

@@ -11,7 +11,7 @@ use std::time::UNIX_EPOCH;
 
 use litevisor::replica;
 use litevisor::replica::ReplicaClient;
-use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica::s3::{S3Options, S3Replica};
 use s3_server::{S3Server, sdk_client};
 
 /// Deterministic pseudo-random bytes, generated on the fly: the object never exists in memory.
@@ -83,14 +83,9 @@ fn large_objects_stream_through_multipart_with_bounded_memory() {
     server.create_bucket("big");
     let part_size = 5 * 1024 * 1024u64;
     let r = S3Replica::new(S3Options {
-        bucket: "big".into(),
-        path: "db".into(),
-        endpoint: Some(server.endpoint.clone()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(Secret::new("test")),
         part_size: Some(part_size),
         concurrency: Some(2),
-        ..S3Options::default()
+        ..server.options("big", "db")
     });
     let len = 64 * 1024 * 1024 + 12345u64;
     let expected = digest(Generated::new(7, len));

@@ -8,10 +8,9 @@ mod support;
 use support::s3_server;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica::s3::S3Replica;
 use litevisor::replica::{ReplicaClient, rfc3339};
 use litevisor::replication::ltx;
 use s3_server::S3Server;
@@ -82,14 +81,7 @@ fn timestamp_restores_use_the_header_time_like_litestream() {
 
     let server = S3Server::start();
     server.create_bucket("pitr");
-    let r = S3Replica::new(S3Options {
-        bucket: "pitr".into(),
-        path: "db".into(),
-        endpoint: Some(server.endpoint.clone()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(Secret::new("test")),
-        ..S3Options::default()
-    });
+    let r = S3Replica::new(server.options("pitr", "db"));
     let upload1 = SystemTime::now();
     let (h1, h2) = (
         upload1 - Duration::from_secs(60),
@@ -122,26 +114,16 @@ fn timestamp_restores_use_the_header_time_like_litestream() {
         server.endpoint
     );
     let restore = |program: &str, out: &Path| {
-        let res = Command::new(program)
-            .args([
+        support::run_ok(
+            &format!("{program} restore -timestamp {ts}"),
+            s3_server::s3_command(program).args([
                 "restore",
                 "-timestamp",
                 &ts,
                 "-o",
                 out.to_str().unwrap(),
                 &url,
-            ])
-            .env_remove("AWS_CA_BUNDLE")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .unwrap();
-        assert!(
-            res.status.success(),
-            "{program} restore -timestamp {ts}: {}{}",
-            String::from_utf8_lossy(&res.stdout),
-            String::from_utf8_lossy(&res.stderr)
+            ]),
         );
     };
     let ls_out = dir.path().join("litestream.db");

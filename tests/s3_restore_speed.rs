@@ -6,12 +6,11 @@
 mod support;
 use support::{s3_proxy, s3_server};
 
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use litevisor::replica::ReplicaClient;
-use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica::s3::S3Replica;
 use litevisor::replication::ltx;
 use s3_proxy::FaultProxy;
 use s3_server::S3Server;
@@ -67,14 +66,7 @@ fn litevisor_restores_a_long_chain_faster_than_litestream() {
     // TXID 1 is the whole database, 2..=80 each rewrite one page with its current content.
     let server = S3Server::start();
     server.create_bucket("speed");
-    let writer = S3Replica::new(S3Options {
-        bucket: "speed".into(),
-        path: "db".into(),
-        endpoint: Some(server.endpoint.clone()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(Secret::new("test")),
-        ..S3Options::default()
-    });
+    let writer = S3Replica::new(server.options("speed", "db"));
     let all: Vec<(u32, &[u8])> = (1..=commit).map(|n| (n, page(n))).collect();
     writer
         .write_ltx(0, 1, 1, UNIX_EPOCH, &mut &ltx_file(commit, 1, &all)[..])
@@ -95,21 +87,11 @@ fn litevisor_restores_a_long_chain_faster_than_litestream() {
     );
     let run = |program: &str, out: &std::path::Path| -> Duration {
         let start = Instant::now();
-        let res = Command::new(program)
-            .args(["restore", "-o", out.to_str().unwrap(), &url])
-            .env_remove("AWS_CA_BUNDLE")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .unwrap();
-        let took = start.elapsed();
-        assert!(
-            res.status.success(),
-            "{program} restore: {}{}",
-            String::from_utf8_lossy(&res.stdout),
-            String::from_utf8_lossy(&res.stderr)
+        support::run_ok(
+            &format!("{program} restore"),
+            s3_server::s3_command(program).args(["restore", "-o", out.to_str().unwrap(), &url]),
         );
+        let took = start.elapsed();
         took
     };
     let ls_out = dir.path().join("litestream.db");

@@ -468,16 +468,12 @@ fn s6_overlay_compile(t: &Setup) -> std::path::PathBuf {
     }
     sources.push(t.file("package/admin/s6-overlay/etc/s6-rc/sources"));
     let db = work.join("db");
-    let out = Command::new("s6-rc-compile")
-        .arg(&db)
-        .args(&sources)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "s6-rc-compile refused the fixture: {}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        "s6-rc-compile of the fixture",
+        Command::new("s6-rc-compile")
+            .arg(&db)
+            .args(&sources)
+            .stdin(Stdio::null()),
     );
     db
 }

@@ -193,19 +193,14 @@ pub fn integrity(db: &Path) -> String {
 /// Restores with REAL Litestream 0.5.17 into `out` and returns it.
 pub fn litestream_restore(replica: &Path, out: &Path) -> PathBuf {
     let _ = fs::remove_file(out);
-    let output = Command::new("litestream")
-        .env_remove("AWS_CA_BUNDLE")
-        .arg("restore")
-        .arg("-o")
-        .arg(out)
-        .arg(url(replica))
-        .output()
-        .expect("run litestream restore");
-    assert!(
-        output.status.success(),
-        "litestream restore failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    crate::support::run_ok(
+        "litestream restore",
+        Command::new("litestream")
+            .env_remove("AWS_CA_BUNDLE")
+            .arg("restore")
+            .arg("-o")
+            .arg(out)
+            .arg(url(replica)),
     );
     out.to_path_buf()
 }
@@ -213,17 +208,13 @@ pub fn litestream_restore(replica: &Path, out: &Path) -> PathBuf {
 /// Restores with litevisor's own `restore` command into `out` and returns it.
 pub fn litevisor_restore(replica: &Path, out: &Path) -> PathBuf {
     let _ = fs::remove_file(out);
-    let output = Command::new(LITEVISOR)
-        .arg("restore")
-        .arg("-o")
-        .arg(out)
-        .arg(url(replica))
-        .output()
-        .expect("run litevisor restore");
-    assert!(
-        output.status.success(),
-        "litevisor restore failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    crate::support::run_ok(
+        "litevisor restore",
+        Command::new(LITEVISOR)
+            .arg("restore")
+            .arg("-o")
+            .arg(out)
+            .arg(url(replica)),
     );
     out.to_path_buf()
 }

@@ -8,7 +8,7 @@
 pub mod s3_proxy;
 pub mod s3_server;
 
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)] // the S3 tests import it from s3_server; the others from here
@@ -16,6 +16,21 @@ pub use s3_server::free_port;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_litevisor");
+
+/// Runs `cmd` to completion and returns its output, failing the test (naming `what` and showing
+/// its stdout and stderr) when it cannot start or exits unsuccessfully. The one place for the
+/// run-then-assert-success dance every test that drives an external program needs.
+pub fn run_ok(what: &str, cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
 
 /// Polls `probe` every 20 ms until it returns `Some`, or gives up (`None`) after `limit`.
 pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {

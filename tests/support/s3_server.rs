@@ -10,6 +10,32 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use litevisor::replica::s3::{S3Options, Secret};
+
+/// The replica settings for `bucket`/`path` at `endpoint` with the keys every test server takes
+/// (`test`/`test`); tests override the one field they are about with `..test_options(..)`.
+pub fn test_options(endpoint: &str, bucket: &str, path: &str) -> S3Options {
+    S3Options {
+        bucket: bucket.into(),
+        path: path.into(),
+        endpoint: Some(endpoint.to_string()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some(Secret::new("test")),
+        ..S3Options::default()
+    }
+}
+
+/// `program` (litestream or litevisor) set up to talk to a test server: the test keys, no
+/// instance-metadata lookups, and no CA bundle from the environment.
+pub fn s3_command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_remove("AWS_CA_BUNDLE")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd
+}
+
 pub struct S3Server {
     pub port: u16,
     pub endpoint: String,
@@ -55,6 +81,11 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
 "#;
 
 impl S3Server {
+    /// [`test_options`] for `bucket`/`path` on this server.
+    pub fn options(&self, bucket: &str, path: &str) -> S3Options {
+        test_options(&self.endpoint, bucket, path)
+    }
+
     /// Plain HTTP, any credentials accepted.
     pub fn start() -> S3Server {
         Self::launch(false, false)
@@ -108,15 +139,11 @@ impl S3Server {
         // With auth, an HTTP probe would use up one of the unauthenticated actions.
         server.wait_ready(tls || auth);
         if auth {
-            let out = Command::new("python3")
-                .args(["-c", SETUP_IAM, &server.endpoint])
-                .env_remove("AWS_CA_BUNDLE")
-                .output()
-                .expect("run IAM setup");
-            assert!(
-                out.status.success(),
-                "IAM setup failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+            let out = super::run_ok(
+                "IAM setup",
+                Command::new("python3")
+                    .args(["-c", SETUP_IAM, &server.endpoint])
+                    .env_remove("AWS_CA_BUNDLE"),
             );
             let text = String::from_utf8_lossy(&out.stdout);
             let mut it = text.split_whitespace();
@@ -170,24 +197,20 @@ impl S3Server {
         let script = "import boto3, sys\n\
 boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id=sys.argv[2], \
 aws_secret_access_key=sys.argv[3], verify=False).create_bucket(Bucket=sys.argv[4])";
-        let out = Command::new("python3")
-            .args([
-                "-W",
-                "ignore",
-                "-c",
-                script,
-                &self.endpoint,
-                &id,
-                &secret,
-                bucket,
-            ])
-            .env_remove("AWS_CA_BUNDLE")
-            .output()
-            .expect("run boto3");
-        assert!(
-            out.status.success(),
-            "create bucket {bucket}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        super::run_ok(
+            &format!("create bucket {bucket}"),
+            Command::new("python3")
+                .args([
+                    "-W",
+                    "ignore",
+                    "-c",
+                    script,
+                    &self.endpoint,
+                    &id,
+                    &secret,
+                    bucket,
+                ])
+                .env_remove("AWS_CA_BUNDLE"),
         );
     }
 }
