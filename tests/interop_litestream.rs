@@ -11,11 +11,12 @@ use replicate_support::*;
 
 #[test]
 fn litevisor_continues_after_litestream() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let Scene {
+        dir,
+        db,
+        replica,
+        mut c,
+    } = scene();
     insert(&mut c, 0..100, 10);
 
     let ls = Replicator::litestream(&db, &replica);
@@ -50,11 +51,12 @@ fn litevisor_continues_after_litestream() {
 
 #[test]
 fn litestream_continues_after_litevisor() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let Scene {
+        dir,
+        db,
+        replica,
+        mut c,
+    } = scene();
     insert(&mut c, 0..100, 10);
 
     let lv = Replicator::litevisor(&db, &replica, &[]);

@@ -302,11 +302,12 @@ fn exec_exit_code_is_the_programs_and_rows_are_replicated() {
 
 #[test]
 fn exec_killed_by_sigterm_exits_143_after_the_final_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let Scene {
+        dir,
+        db,
+        replica,
+        mut c,
+    } = scene();
     insert(&mut c, 0..50, 10);
     // DB_PATH REPLICA_URL form, program given with -exec (split like a shell: quotes kept together).
     let marker = dir.path().join("started");

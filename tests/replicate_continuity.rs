@@ -120,11 +120,12 @@ fn database_replaced_while_down_forces_a_snapshot() {
 /// was corrupt. Now the file's identity is checked at every sync: reopened, then a snapshot.
 #[test]
 fn database_replaced_while_running_is_reopened_and_snapshotted() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let Scene {
+        dir,
+        db,
+        replica,
+        mut c,
+    } = scene();
     let lv = Replicator::litevisor(&db, &replica, &[]);
     insert(&mut c, 0..300, 20);
     wait_for(&lv, "rows replicated", Duration::from_secs(30), || {
@@ -158,11 +159,12 @@ fn database_replaced_while_running_is_reopened_and_snapshotted() {
 
 #[test]
 fn own_checkpoints_restart_the_wal_without_snapshots() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let Scene {
+        dir,
+        db,
+        replica,
+        mut c,
+    } = scene();
     let lv = Replicator::litevisor(&db, &replica, &["-monitor-interval", "0"]);
     // Well past min-checkpoint-page-count (1000 pages) in several rounds, with pauses so
     // litevisor syncs and checkpoints in between.
@@ -210,11 +212,12 @@ fn own_checkpoints_restart_the_wal_without_snapshots() {
 /// ends up with every row.
 #[test]
 fn sigkill_then_restart_resumes_without_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let Scene {
+        dir,
+        db,
+        replica,
+        mut c,
+    } = scene();
     let lv = Replicator::litevisor(&db, &replica, &[]);
     insert(&mut c, 0..200, 20);
     wait_for(&lv, "the rows replicated", Duration::from_secs(30), || {

@@ -45,11 +45,12 @@ fn synced_once(db: &Path, replica: &Path) {
 
 #[test]
 fn healthy_replica_verifies_and_a_live_db_ahead_is_not_comparable_until_synced() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let Scene {
+        dir: _dir,
+        db,
+        replica,
+        mut c,
+    } = scene();
     insert(&mut c, 0..300, 50);
     synced_once(&db, &replica);
 
@@ -159,11 +160,12 @@ fn usage_and_error_exit_codes() {
 
 #[test]
 fn the_replica_can_come_from_the_config_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let Scene {
+        dir,
+        db,
+        replica,
+        mut c,
+    } = scene();
     insert(&mut c, 0..50, 10);
     synced_once(&db, &replica);
     let yml = dir.path().join("litestream.yml");
@@ -213,11 +215,12 @@ fn the_replica_can_come_from_the_config_file() {
 /// under it), verify never reports a false mismatch or fails; once the writes stop it verifies.
 #[test]
 fn verify_beside_a_running_replicator_never_raises_a_false_alarm() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let Scene {
+        dir: _dir,
+        db,
+        replica,
+        mut c,
+    } = scene();
     insert(&mut c, 0..100, 50);
     let lv = Replicator::litevisor(&db, &replica, &[]);
     wait_for(

@@ -52,22 +52,8 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// moto's server with one fix: moto 5.2 names the root element of the CompleteMultipartUpload
-/// response `CompleteMultipartUploadResponse`; AWS (and every S3-compatible server) sends
-/// `CompleteMultipartUploadResult`, which the Rust SDK checks strictly. Nothing else is changed.
-const MOTO: &str = r#"
-import sys
-from moto.core import serialize
-_orig = serialize.S3Serializer._serialized_result_to_response
-def _fixed(self, resp, result, shape, serialized_result):
-    resp = _orig(self, resp, result, shape, serialized_result)
-    if self.operation_model.name == "CompleteMultipartUpload" and isinstance(resp.get("body"), str):
-        resp["body"] = resp["body"].replace("CompleteMultipartUploadResponse", "CompleteMultipartUploadResult")
-    return resp
-serialize.S3Serializer._serialized_result_to_response = _fixed
-from moto.server import main
-main(sys.argv[1:])
-"#;
+/// moto's server with one fix (the script says which and why).
+const MOTO: &str = include_str!("moto_server.py");
 
 const SETUP_IAM: &str = r#"
 import boto3, json, sys
