@@ -11,12 +11,7 @@ use replicate_support::*;
 
 #[test]
 fn litevisor_continues_after_litestream() {
-    let Scene {
-        dir,
-        db,
-        replica,
-        mut c,
-    } = scene();
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..100, 10);
 
     let ls = Replicator::litestream(&db, &replica);
@@ -51,12 +46,7 @@ fn litevisor_continues_after_litestream() {
 
 #[test]
 fn litestream_continues_after_litevisor() {
-    let Scene {
-        dir,
-        db,
-        replica,
-        mut c,
-    } = scene();
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..100, 10);
 
     let lv = Replicator::litevisor(&db, &replica, &[]);

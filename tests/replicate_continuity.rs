@@ -120,12 +120,7 @@ fn database_replaced_while_down_forces_a_snapshot() {
 /// was corrupt. Now the file's identity is checked at every sync: reopened, then a snapshot.
 #[test]
 fn database_replaced_while_running_is_reopened_and_snapshotted() {
-    let Scene {
-        dir,
-        db,
-        replica,
-        mut c,
-    } = scene();
+    let (dir, db, replica, mut c) = scene();
     let lv = Replicator::litevisor(&db, &replica, &[]);
     insert(&mut c, 0..300, 20);
     wait_for(&lv, "rows replicated", Duration::from_secs(30), || {
@@ -159,12 +154,7 @@ fn database_replaced_while_running_is_reopened_and_snapshotted() {
 
 #[test]
 fn own_checkpoints_restart_the_wal_without_snapshots() {
-    let Scene {
-        dir,
-        db,
-        replica,
-        mut c,
-    } = scene();
+    let (dir, db, replica, mut c) = scene();
     let lv = Replicator::litevisor(&db, &replica, &["-monitor-interval", "0"]);
     // Well past min-checkpoint-page-count (1000 pages) in several rounds, with pauses so
     // litevisor syncs and checkpoints in between.
@@ -212,12 +202,7 @@ fn own_checkpoints_restart_the_wal_without_snapshots() {
 /// ends up with every row.
 #[test]
 fn sigkill_then_restart_resumes_without_a_snapshot() {
-    let Scene {
-        dir,
-        db,
-        replica,
-        mut c,
-    } = scene();
+    let (dir, db, replica, mut c) = scene();
     let lv = Replicator::litevisor(&db, &replica, &[]);
     insert(&mut c, 0..200, 20);
     wait_for(&lv, "the rows replicated", Duration::from_secs(30), || {

@@ -12,12 +12,7 @@ use replicate_support::*;
 
 #[test]
 fn replica_errors_are_retried_and_never_block_the_application() {
-    let Scene {
-        dir,
-        db,
-        replica,
-        mut c,
-    } = scene();
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..50, 10);
     let lv = Replicator::litevisor(&db, &replica, &[]);
     wait_until("first upload", Duration::from_secs(30), || {
@@ -66,12 +61,7 @@ fn replica_errors_are_retried_and_never_block_the_application() {
 
 #[test]
 fn l1_compaction_runs_on_its_boundary_and_trims_local_staging() {
-    let Scene {
-        dir,
-        db,
-        replica,
-        mut c,
-    } = scene();
+    let (dir, db, replica, mut c) = scene();
     let lv = Replicator::litevisor(&db, &replica, &[]);
     for round in 0..8 {
         insert(&mut c, round * 30..round * 30 + 30, 10);
@@ -96,12 +86,7 @@ fn l1_compaction_runs_on_its_boundary_and_trims_local_staging() {
 
 #[test]
 fn an_unreachable_replica_at_start_is_retried() {
-    let Scene {
-        dir,
-        db,
-        replica,
-        mut c,
-    } = scene();
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..100, 10);
     // The replica cannot even be listed: its `ltx` directory is a plain file.
     std::fs::create_dir_all(&replica).unwrap();

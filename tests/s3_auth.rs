@@ -248,13 +248,11 @@ fn credentials_from_env_profile_and_options_with_signature_checks() {
         .err()
         .expect("wrong secret")
         .to_string();
-    assert!(
-        err.contains("SignatureDoesNotMatch") && err.contains("\"auth\""),
-        "{err}"
-    );
-    assert!(
-        err.contains("the secret access key does not match the access key id"),
-        "{err}"
+    support::assert_contains(&err, "SignatureDoesNotMatch");
+    support::assert_contains(&err, "\"auth\"");
+    support::assert_contains(
+        &err,
+        "the secret access key does not match the access key id",
     );
     assert!(
         !err.contains("definitely-wrong-secret"),

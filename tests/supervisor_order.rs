@@ -160,10 +160,7 @@ command = ["sh", "-c", "echo start other >> $EV; trap 'echo stop other >> $EV; e
     let code = lv.wait(PATIENCE);
     let err = s.stderr();
     assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("oneshot \"migrate\" failed: it exited with code 3"),
-        "{err}"
-    );
+    support::assert_contains(&err, "oneshot \"migrate\" failed: it exited with code 3");
     assert!(s.position("start app").is_none(), "{:?}", s.events());
     // What was started is stopped properly before litevisor exits.
     assert!(s.position("stop other").is_some(), "{:?}", s.events());

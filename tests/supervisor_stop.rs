@@ -83,11 +83,7 @@ fn grace_then_sigkill_reaches_a_setsid_grandchild() {
             "{mode:?}: took {took:?}\n{}",
             s.stderr()
         );
-        assert!(
-            s.stderr().contains("killing its process group"),
-            "{}",
-            s.stderr()
-        );
+        support::assert_contains(&s.stderr(), "killing its process group");
         if mode == Mode::Direct {
             let gc: i32 = std::fs::read_to_string(s.file("grandchild"))
                 .unwrap()

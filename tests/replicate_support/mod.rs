@@ -138,28 +138,16 @@ pub fn url(replica: &Path) -> String {
     format!("file://{}", replica.display())
 }
 
-/// The scene most replication tests start from: a temporary directory holding `app.db` with its
-/// table created through the application's connection `c`, and the path of a file replica beside
-/// it (not created yet).
-pub struct Scene {
-    pub dir: tempfile::TempDir,
-    pub db: PathBuf,
-    pub replica: PathBuf,
-    pub c: Connection,
-}
-
-pub fn scene() -> Scene {
+/// The scene most replication tests start from, as `(dir, db, replica, c)`: a temporary
+/// directory holding `app.db` with its table created through the application's connection `c`,
+/// and the path of a file replica beside it (not created yet).
+pub fn scene() -> (tempfile::TempDir, PathBuf, PathBuf, Connection) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let replica = dir.path().join("replica");
     let c = app(&db);
     create_table(&c);
-    Scene {
-        dir,
-        db,
-        replica,
-        c,
-    }
+    (dir, db, replica, c)
 }
 
 /// The application's connection: WAL mode, busy_timeout 5000 (what Litestream tells apps to use).

@@ -143,14 +143,7 @@ impl Setup {
             }
         };
         cmd.args(config_args).args(extra);
-        for var in [
-            "LITEVISOR_GRACE",
-            "LITEVISOR_LOG",
-            "LOG_LEVEL",
-            "LITEVISOR_CONFIG",
-        ] {
-            cmd.env_remove(var);
-        }
+        clear_litevisor_env(&mut cmd);
         cmd.env("LITEVISOR_LOG", "info");
         cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null());
@@ -211,4 +204,17 @@ pub fn read_lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// Removes the variables through which the environment the tests run in could change litevisor's
+/// settings (grace, log level, config path), so each test sees only what it sets itself.
+pub fn clear_litevisor_env(cmd: &mut Command) {
+    for var in [
+        "LITEVISOR_GRACE",
+        "LITEVISOR_LOG",
+        "LOG_LEVEL",
+        "LITEVISOR_CONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
 }

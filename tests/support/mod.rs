@@ -32,6 +32,13 @@ pub fn run_ok(what: &str, cmd: &mut Command) -> Output {
     out
 }
 
+/// Fails the test unless `text` contains `part`, showing all of `text` (an output, a log, a file).
+#[track_caller]
+pub fn assert_contains(text: &str, part: impl AsRef<str>) {
+    let part = part.as_ref();
+    assert!(text.contains(part), "missing {part:?} in:\n{text}");
+}
+
 /// Polls `probe` every 20 ms until it returns `Some`, or gives up (`None`) after `limit`.
 pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
