@@ -394,8 +394,7 @@ fn exec_a_repeated_sigterm_keeps_the_programs_code_and_the_final_sync() {
 /// not their precedence over the environment (unit-tested in config::litestream).
 #[test]
 fn s3_replica_from_the_file_replicated_and_restored_by_both_tools() {
-    let server = s3_server::S3Server::start();
-    server.create_bucket("lsyml");
+    let server = s3_server::S3Server::with_bucket("lsyml");
     let (dir, db, _, mut c) = scene();
     insert(&mut c, 0..300, 30);
     drop(c);

@@ -182,8 +182,7 @@ fn watch_mode_follows_creations_and_deletions() {
 
 #[test]
 fn s3_replicas_of_a_directory_interoperate_with_litestream_both_ways() {
-    let server = S3Server::start();
-    server.create_bucket("dirs");
+    let server = S3Server::with_bucket("dirs");
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
     let names = ["x.db", "eu/y.db"];

@@ -36,8 +36,7 @@ fn at_ms(ms: u64) -> SystemTime {
 
 #[test]
 fn round_trip_layout_metadata_and_delete() {
-    let server = S3Server::start();
-    server.create_bucket("bkt");
+    let server = S3Server::with_bucket("bkt");
     let r = replica_at(&server, "bkt", "db");
     assert_eq!(r.kind(), "s3");
     assert!(
@@ -81,32 +80,26 @@ fn round_trip_layout_metadata_and_delete() {
             ),
         ]
     );
-    let head = rt
-        .block_on(
-            sdk.head_object()
-                .bucket("bkt")
-                .key("db/0000/0000000000000001-0000000000000001.ltx")
-                .send(),
-        )
-        .unwrap();
-    let meta = head.metadata().cloned().unwrap_or_default();
-    assert_eq!(
-        meta.get("litestream-timestamp").map(String::as_str),
-        Some("2020-09-13T12:26:40.123Z"),
-        "{meta:?}"
+    let head = s3_server::head(
+        &rt,
+        &sdk,
+        "bkt",
+        "db/0000/0000000000000001-0000000000000001.ltx",
     );
-    let head = rt
-        .block_on(
-            sdk.head_object()
-                .bucket("bkt")
-                .key("db/0000/0000000000000002-0000000000000002.ltx")
-                .send(),
-        )
-        .unwrap();
     assert_eq!(
+        s3_server::litestream_timestamp(&head),
+        Some("2020-09-13T12:26:40.123Z"),
+        "{:?}",
         head.metadata()
-            .and_then(|m| m.get("litestream-timestamp"))
-            .map(String::as_str),
+    );
+    let head = s3_server::head(
+        &rt,
+        &sdk,
+        "bkt",
+        "db/0000/0000000000000002-0000000000000002.ltx",
+    );
+    assert_eq!(
+        s3_server::litestream_timestamp(&head),
         Some("2020-09-13T12:26:41.5Z"),
         "Go trims trailing zeros of the fraction"
     );
@@ -117,14 +110,12 @@ fn round_trip_layout_metadata_and_delete() {
         ..server.options("bkt", "ia")
     });
     ia.write_ltx(0, 1, 1, t1, &mut &b[..]).unwrap();
-    let head = rt
-        .block_on(
-            sdk.head_object()
-                .bucket("bkt")
-                .key("ia/0000/0000000000000001-0000000000000001.ltx")
-                .send(),
-        )
-        .unwrap();
+    let head = s3_server::head(
+        &rt,
+        &sdk,
+        "bkt",
+        "ia/0000/0000000000000001-0000000000000001.ltx",
+    );
     assert_eq!(
         head.storage_class().map(|c| c.as_str()),
         Some("STANDARD_IA")
@@ -226,8 +217,7 @@ fn round_trip_layout_metadata_and_delete() {
 
 #[test]
 fn deletes_more_than_one_batch() {
-    let server = S3Server::start();
-    server.create_bucket("many");
+    let server = S3Server::with_bucket("many");
     let r = replica_at(&server, "many", "x");
     let files: Vec<FileInfo> = (1..=1005u64)
         .map(|t| FileInfo {

@@ -94,8 +94,7 @@ fn max_txid(r: &dyn ReplicaClient) -> u64 {
 
 #[test]
 fn litestream_replicates_to_s3_and_litevisor_reads_and_restores_it() {
-    let server = S3Server::start();
-    server.create_bucket("lsrep");
+    let server = S3Server::with_bucket("lsrep");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     create_db(&db, 0..500);
@@ -162,8 +161,7 @@ fn litestream_replicates_to_s3_and_litevisor_reads_and_restores_it() {
 
 #[test]
 fn litestream_restores_what_litevisor_uploaded() {
-    let server = S3Server::start();
-    server.create_bucket("upload");
+    let server = S3Server::with_bucket("upload");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("src.db");
     create_db(&db, 0..300);
@@ -219,8 +217,7 @@ fn litestream_restores_what_litevisor_uploaded() {
 
 #[test]
 fn litevisor_replicates_to_s3_and_litestream_restores_it() {
-    let server = S3Server::start();
-    server.create_bucket("lvrep");
+    let server = S3Server::with_bucket("lvrep");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("lv.db");
     create_db(&db, 0..400);

@@ -79,8 +79,7 @@ fn peak_rss_kib() -> u64 {
 
 #[test]
 fn large_objects_stream_through_multipart_with_bounded_memory() {
-    let server = S3Server::start();
-    server.create_bucket("big");
+    let server = S3Server::with_bucket("big");
     let part_size = 5 * 1024 * 1024u64;
     let r = S3Replica::new(S3Options {
         part_size: Some(part_size),
@@ -106,14 +105,12 @@ fn large_objects_stream_through_multipart_with_bounded_memory() {
     );
 
     let (rt, sdk) = sdk_client(&server.endpoint, None);
-    let head = rt
-        .block_on(
-            sdk.head_object()
-                .bucket("big")
-                .key("db/0009/0000000000000001-0000000000000064.ltx")
-                .send(),
-        )
-        .unwrap();
+    let head = s3_server::head(
+        &rt,
+        &sdk,
+        "big",
+        "db/0009/0000000000000001-0000000000000064.ltx",
+    );
     let parts = len.div_ceil(part_size);
     let etag = head
         .e_tag()
@@ -126,9 +123,7 @@ fn large_objects_stream_through_multipart_with_bounded_memory() {
     );
     assert_eq!(head.content_length(), Some(len as i64));
     assert_eq!(
-        head.metadata()
-            .and_then(|m| m.get("litestream-timestamp"))
-            .map(String::as_str),
+        s3_server::litestream_timestamp(&head),
         Some("1970-01-01T00:00:00Z"),
         "metadata set on multipart uploads too"
     );

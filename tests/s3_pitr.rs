@@ -79,8 +79,7 @@ fn timestamp_restores_use_the_header_time_like_litestream() {
         .map(|n| (n, page(&v2, n)))
         .collect();
 
-    let server = S3Server::start();
-    server.create_bucket("pitr");
+    let server = S3Server::with_bucket("pitr");
     let r = S3Replica::new(server.options("pitr", "db"));
     let upload1 = SystemTime::now();
     let (h1, h2) = (

@@ -64,8 +64,7 @@ fn litevisor_restores_a_long_chain_faster_than_litestream() {
     let page = |n: u32| &bytes[(n as usize - 1) * PAGE_SIZE..n as usize * PAGE_SIZE];
 
     // TXID 1 is the whole database, 2..=80 each rewrite one page with its current content.
-    let server = S3Server::start();
-    server.create_bucket("speed");
+    let server = S3Server::with_bucket("speed");
     let writer = S3Replica::new(server.options("speed", "db"));
     let all: Vec<(u32, &[u8])> = (1..=commit).map(|n| (n, page(n))).collect();
     writer

@@ -239,8 +239,7 @@ fn a_linuxserver_style_tree_runs_unchanged() {
     // cont-init's failing script is reported, and (S6_BEHAVIOUR_IF_STAGE2_FAILS=0) tolerated.
     assert!(t.stdout().contains("exited 3") || t.stderr().contains("exited 3"));
 
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", t.stderr());
+    lv.stop(libc::SIGTERM, 0, &t);
     let events = t.events();
     assert!(
         before(&events, "svc-app-finish", "init-config-down"),
@@ -284,8 +283,7 @@ fn the_s6_overlay_readme_example_runs() {
     let mut lv = start_with_env(&t, &[]);
     t.wait_event("myapp");
     t.wait_event("myapp2");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", t.stderr());
+    lv.stop(libc::SIGTERM, 0, &t);
 }
 
 /// The README example's layout: a services.d `run` and an s6-rc longrun in `user` through
@@ -376,8 +374,7 @@ fn execline_without_execlineb_runs_the_common_forms_and_refuses_the_rest() {
         (m == 0o2755).then_some(m)
     });
     assert_eq!(mode, Some(0o2755), "{}", t.stderr());
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", t.stderr());
+    lv.stop(libc::SIGTERM, 0, &t);
 
     t.write("rc/init/up", "importas -i HOME HOME mkdir $HOME/x\n");
     let (ok, _, err) = check(&t, &[("PATH", &path)]);
@@ -507,8 +504,7 @@ fn s6_variables_set_the_grace_times_and_start_up_bound() {
         ],
     );
     t.wait_event("stubborn");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", t.stderr());
+    lv.stop(libc::SIGTERM, 0, &t);
     assert!(t.stderr().contains("stop_grace 0.3s"), "{}", t.stderr());
     t.wait_event("finish-start");
 

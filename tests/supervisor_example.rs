@@ -214,8 +214,7 @@ ready_command = ["litevisor", "--version"]
     let mut lv = s.start(Mode::Direct, &[]);
     s.wait_ready(&["up"]);
     support::assert_contains(&s.stdout(), &format!("[ver] {version}"));
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    lv.stop(libc::SIGTERM, 0, &s);
 
     // Tini mode too.
     let out = Command::new(BIN)
@@ -258,8 +257,7 @@ fn an_s6_service_directory_runs() {
     s.wait_event(&app_up);
     let events = s.events();
     assert_eq!(events[..2], ["prepare done", "db up"], "{events:?}");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    lv.stop(libc::SIGTERM, 0, &s);
     assert!(
         s.position("app finish 256 15").is_some(),
         "{:?}",
@@ -322,6 +320,5 @@ command = ["sleep", "1000"]
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_ticks(lv.pid) - before;
     assert!(used <= 2, "litevisor used {used} clock ticks while idle");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }

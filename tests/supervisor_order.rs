@@ -88,8 +88,7 @@ depends_on = ["srv"]
         "{:?}",
         s.events()
     );
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -109,8 +108,7 @@ depends_on = ["srv"]
     s.wait_event("start client");
     let (flag, client) = (s.position("made flag"), s.position("start client"));
     assert!(flag.is_some() && flag < client, "{:?}", s.events());
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -182,8 +180,7 @@ depends_on = ["migrate"]
     let mut lv = s.start(Mode::Direct, &[]);
     s.wait_event("start app");
     assert!(s.position("migrated") < s.position("start app"));
-    lv.signal(libc::SIGINT);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    lv.stop(libc::SIGINT, 0, &s);
 }
 
 fn free_port() -> u16 {

@@ -258,8 +258,7 @@ fn verify_beside_a_running_replicator_never_raises_a_false_alarm() {
 /// The same check against an S3 replica (moto on loopback).
 #[test]
 fn an_s3_replica_verifies() {
-    let server = s3_server::S3Server::start();
-    server.create_bucket("verify");
+    let server = s3_server::S3Server::with_bucket("verify");
     let (_dir, db, _, mut c) = scene();
     insert(&mut c, 0..200, 20);
     let s3 = format!("s3://verify/app?endpoint={}", server.endpoint);

@@ -180,6 +180,12 @@ impl Lv {
         unsafe { libc::kill(self.pid, sig) };
     }
 
+    /// Sends `sig` and checks that litevisor then exits with `code` (its stderr shown otherwise).
+    pub fn stop(&mut self, sig: i32, code: i32, s: &Setup) {
+        self.signal(sig);
+        assert_eq!(self.wait(PATIENCE), code, "{}", s.stderr());
+    }
+
     /// Waits for the exit (killing litevisor after `limit`) and returns its exit code.
     pub fn wait(&mut self, limit: Duration) -> i32 {
         let status = wait_exit(&mut self.child, limit);

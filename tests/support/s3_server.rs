@@ -67,6 +67,13 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
 "#;
 
 impl S3Server {
+    /// A started server with `bucket` already created.
+    pub fn with_bucket(bucket: &str) -> S3Server {
+        let server = S3Server::start();
+        server.create_bucket(bucket);
+        server
+    }
+
     /// [`test_options`] for `bucket`/`path` on this server.
     pub fn options(&self, bucket: &str, path: &str) -> S3Options {
         test_options(&self.endpoint, bucket, path)
@@ -262,4 +269,24 @@ pub fn list_keys(
         keys.sort();
         keys
     })
+}
+
+/// HEAD of `bucket`/`key` through the AWS SDK: the object as any other S3 reader sees it.
+pub fn head(
+    rt: &tokio::runtime::Runtime,
+    sdk: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    rt.block_on(sdk.head_object().bucket(bucket).key(key).send())
+        .unwrap_or_else(|e| panic!("HEAD {bucket}/{key}: {e}"))
+}
+
+/// The `litestream-timestamp` metadata of an object: the LTX header time Litestream reads.
+pub fn litestream_timestamp(
+    head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+) -> Option<&str> {
+    head.metadata()
+        .and_then(|m| m.get("litestream-timestamp"))
+        .map(String::as_str)
 }
