@@ -40,8 +40,7 @@ fn litevisor_continues_after_litestream() {
         ls_max + 1
     );
     assert!(max_l0(&replica) > ls_max);
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 #[test]
@@ -78,8 +77,7 @@ fn litestream_continues_after_litevisor() {
         "Litestream continued at {}: {l0:?}",
         lv_max + 1
     );
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 
     // And litevisor picks up again after Litestream.
     let ls_max = max_l0(&replica);

@@ -261,11 +261,7 @@ fn replicate_config_then_restore_by_db_path_and_with_litestream() {
 
 #[test]
 fn exec_exit_code_is_the_programs_and_rows_are_replicated() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, c) = scene();
     drop(c);
     let config = write_config(
         dir.path(),
@@ -329,11 +325,7 @@ fn exec_killed_by_sigterm_exits_143_after_the_final_sync() {
 /// carries every row the database kept.
 #[test]
 fn exec_a_repeated_sigterm_keeps_the_programs_code_and_the_final_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, c) = scene();
     drop(c);
     let events = dir.path().join("events");
     let app_script = dir.path().join("app.sh");

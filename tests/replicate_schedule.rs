@@ -55,8 +55,7 @@ fn replica_errors_are_retried_and_never_block_the_application() {
     assert!(log.contains("replica reachable again"), "{log}");
     let l0 = replica_files(&replica, 0);
     assert!(l0.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{l0:?}");
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 #[test]
@@ -80,8 +79,7 @@ fn l1_compaction_runs_on_its_boundary_and_trims_local_staging() {
     });
     insert(&mut c, 5000..5100, 10);
     assert!(lv.stop().success());
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 #[test]
@@ -103,6 +101,5 @@ fn an_unreachable_replica_at_start_is_retried() {
         || max_l0(&replica) >= 1,
     );
     assert!(lv.stop().success());
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }

@@ -231,6 +231,13 @@ pub fn litevisor_restore(replica: &Path, out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
+/// The judge of most replication tests: REAL Litestream restores `replica` into `dir`/out.db and
+/// gets exactly the rows of `db`.
+pub fn assert_litestream_restores(db: &Path, replica: &Path, dir: &Path) {
+    let restored = litestream_restore(replica, &dir.join("out.db"));
+    assert_same_rows(db, &restored);
+}
+
 /// Asserts the restored database has exactly the source's rows and passes integrity_check.
 pub fn assert_same_rows(source: &Path, restored: &Path) {
     assert_eq!(integrity(restored), "ok");
