@@ -105,9 +105,9 @@ fn the_shipped_example_passes() {
     out.ok();
     assert_eq!(out.order(), ["migrate", "app", "reader"], "{}", out.stdout);
     let app = out.stdout.lines().find(|l| l.starts_with("app")).unwrap();
-    support::assert_contains(&app, "longrun");
-    support::assert_contains(&app, "depends_on=migrate");
-    support::assert_contains(&app, "main");
+    support::assert_contains(app, "longrun");
+    support::assert_contains(app, "depends_on=migrate");
+    support::assert_contains(app, "main");
     let db = Path::new(env!("CARGO_MANIFEST_DIR")).join("services.d.example/data");
     assert!(
         out.stdout.contains(&format!(
@@ -420,7 +420,7 @@ fn s6_overlay_directories_are_read_as_they_are() {
     let log_dir = t.path("s6-rc.d/app/log");
     support::assert_contains(
         &out.stderr,
-        &format!("warning: {}: ignored", log_dir.display()),
+        format!("warning: {}: ignored", log_dir.display()),
     );
     assert_eq!(out.order(), ["init-db", "app", "late"]);
     support::assert_contains(&out.stdout, "depends_on=app,init-db");

@@ -124,7 +124,7 @@ fn unknown_and_ignored_keys_are_warnings_with_file_line_and_key() {
         )),
         "{stderr}"
     );
-    support::assert_contains(&stderr, &format!("{config}:1:1: heartbeat-url: ignored"));
+    support::assert_contains(&stderr, format!("{config}:1:1: heartbeat-url: ignored"));
 }
 
 #[test]

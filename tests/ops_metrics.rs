@@ -371,7 +371,7 @@ fn a_bad_or_taken_address_fails_the_start() {
     assert_eq!(code, 1, "{err}");
     support::assert_contains(
         &err,
-        &format!("cannot serve /metrics and /healthz on {addr}"),
+        format!("cannot serve /metrics and /healthz on {addr}"),
     );
     let (code, _, err) = ops_support::run(
         dir.path(),

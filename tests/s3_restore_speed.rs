@@ -90,8 +90,7 @@ fn litevisor_restores_a_long_chain_faster_than_litestream() {
             &format!("{program} restore"),
             s3_server::s3_command(program).args(["restore", "-o", out.to_str().unwrap(), &url]),
         );
-        let took = start.elapsed();
-        took
+        start.elapsed()
     };
     let ls_out = dir.path().join("litestream.db");
     let lv_out = dir.path().join("litevisor.db");

@@ -182,7 +182,7 @@ fn the_bundled_example_replicates_with_nothing_on_path_and_continues_its_replica
         !err.contains("snapshot"),
         "the second run continues the replica without a new snapshot: {err}"
     );
-    support::assert_contains(&out, &format!("[app] started with {} rows", first.len()));
+    support::assert_contains(&out, format!("[app] started with {} rows", first.len()));
     let files = ex.l0_files();
     assert!(
         files.iter().any(|f| f.0 == last_txid + 1),
@@ -213,7 +213,7 @@ ready_command = ["litevisor", "--version"]
     );
     let mut lv = s.start(Mode::Direct, &[]);
     s.wait_ready(&["up"]);
-    support::assert_contains(&s.stdout(), &format!("[ver] {version}"));
+    support::assert_contains(&s.stdout(), format!("[ver] {version}"));
     lv.stop(libc::SIGTERM, 0, &s);
 
     // Tini mode too.
