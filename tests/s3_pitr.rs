@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 
 use litevisor::replica::s3::S3Replica;
 use litevisor::replica::{ReplicaClient, rfc3339};
-use litevisor::replication::ltx;
 use s3_server::S3Server;
 
 const PAGE_SIZE: usize = 4096;
@@ -22,20 +21,7 @@ fn ltx_file(commit: u32, txid: u64, at: SystemTime, pages: &[(u32, &[u8])]) -> V
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let header = ltx::Header {
-        flags: ltx::HEADER_FLAG_NO_CHECKSUM,
-        page_size: PAGE_SIZE as u32,
-        commit,
-        min_txid: txid,
-        max_txid: txid,
-        timestamp_ms: ms,
-        ..ltx::Header::default()
-    };
-    let mut enc = ltx::Encoder::new(Vec::new(), &header, ltx::PageEncoding::Frame).unwrap();
-    for (pgno, data) in pages {
-        enc.encode_page(*pgno, data).unwrap();
-    }
-    enc.finish().unwrap().0
+    support::ltx_file(commit, txid, ms, pages)
 }
 
 fn borrow(pages: &[(u32, Vec<u8>)]) -> Vec<(u32, &[u8])> {
@@ -56,13 +42,7 @@ fn rows(path: &Path) -> i64 {
 fn timestamp_restores_use_the_header_time_like_litestream() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("v.db");
-    let db = rusqlite::Connection::open(&db_path).unwrap();
-    db.execute_batch(
-        "PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<1000)
-         INSERT INTO t SELECT x, printf('%0100d', x) FROM c;",
-    )
-    .unwrap();
+    let db = support::padded_table(&db_path, 1000, 100);
     let v1 = std::fs::read(&db_path).unwrap();
     db.execute_batch(
         "WITH RECURSIVE c(x) AS (SELECT 1001 UNION ALL SELECT x+1 FROM c WHERE x<2000)

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use litevisor::replica::ReplicaClient;
 use litevisor::replica::s3::S3Replica;
-use litevisor::replication::ltx;
 use s3_proxy::FaultProxy;
 use s3_server::S3Server;
 
@@ -19,20 +18,7 @@ const PAGE_SIZE: usize = 4096;
 const FILES: u64 = 80;
 
 fn ltx_file(commit: u32, txid: u64, pages: &[(u32, &[u8])]) -> Vec<u8> {
-    let header = ltx::Header {
-        flags: ltx::HEADER_FLAG_NO_CHECKSUM,
-        page_size: PAGE_SIZE as u32,
-        commit,
-        min_txid: txid,
-        max_txid: txid,
-        timestamp_ms: 1_700_000_000_000 + txid as i64,
-        ..ltx::Header::default()
-    };
-    let mut enc = ltx::Encoder::new(Vec::new(), &header, ltx::PageEncoding::Frame).unwrap();
-    for (pgno, data) in pages {
-        enc.encode_page(*pgno, data).unwrap();
-    }
-    enc.finish().unwrap().0
+    support::ltx_file(commit, txid, 1_700_000_000_000 + txid as i64, pages)
 }
 
 fn summary(path: &std::path::Path) -> (i64, String) {
@@ -50,15 +36,7 @@ fn summary(path: &std::path::Path) -> (i64, String) {
 fn litevisor_restores_a_long_chain_faster_than_litestream() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.db");
-    {
-        let db = rusqlite::Connection::open(&src).unwrap();
-        db.execute_batch(
-            "PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-             WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<3000)
-             INSERT INTO t SELECT x, printf('%0200d', x) FROM c;",
-        )
-        .unwrap();
-    }
+    drop(support::padded_table(&src, 3000, 200));
     let bytes = std::fs::read(&src).unwrap();
     let commit = (bytes.len() / PAGE_SIZE) as u32;
     let page = |n: u32| &bytes[(n as usize - 1) * PAGE_SIZE..n as usize * PAGE_SIZE];

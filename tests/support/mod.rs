@@ -119,3 +119,37 @@ pub fn signal(pid: i32, sig: i32) {
         std::io::Error::last_os_error()
     );
 }
+
+/// Creates the database at `path` with page size 4096 and a table `t(id, v)` holding ids
+/// 1..=`rows`, each `v` the id zero-padded to `width` digits (so the page count is predictable),
+/// and returns its connection.
+pub fn padded_table(path: &std::path::Path, rows: i64, width: usize) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.execute_batch(&format!(
+        "PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<{rows})
+         INSERT INTO t SELECT x, printf('%0{width}d', x) FROM c;"
+    ))
+    .unwrap();
+    db
+}
+
+/// One LTX file of transaction `txid` (page size 4096, no checksums) holding `pages`, for a
+/// database of `commit` pages, stamped `timestamp_ms`: what the S3 tests upload by hand.
+pub fn ltx_file(commit: u32, txid: u64, timestamp_ms: i64, pages: &[(u32, &[u8])]) -> Vec<u8> {
+    use litevisor::replication::ltx;
+    let header = ltx::Header {
+        flags: ltx::HEADER_FLAG_NO_CHECKSUM,
+        page_size: 4096,
+        commit,
+        min_txid: txid,
+        max_txid: txid,
+        timestamp_ms,
+        ..ltx::Header::default()
+    };
+    let mut enc = ltx::Encoder::new(Vec::new(), &header, ltx::PageEncoding::Frame).unwrap();
+    for (pgno, data) in pages {
+        enc.encode_page(*pgno, data).unwrap();
+    }
+    enc.finish().unwrap().0
+}
