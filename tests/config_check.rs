@@ -2,6 +2,8 @@
 //! all errors are reported at once; the table form, the service-directory form and s6-overlay's
 //! directories are accepted; and the shipped example passes.
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -47,7 +49,7 @@ struct Outcome {
 }
 
 fn check(config: &Path) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_litevisor"))
+    let out = Command::new(support::BIN)
         .arg("check")
         .arg("--config")
         .arg(config)
@@ -103,10 +105,9 @@ fn the_shipped_example_passes() {
     out.ok();
     assert_eq!(out.order(), ["migrate", "app", "reader"], "{}", out.stdout);
     let app = out.stdout.lines().find(|l| l.starts_with("app")).unwrap();
-    assert!(
-        app.contains("longrun") && app.contains("depends_on=migrate") && app.contains("main"),
-        "{app}"
-    );
+    support::assert_contains(app, "longrun");
+    support::assert_contains(app, "depends_on=migrate");
+    support::assert_contains(app, "main");
     let db = Path::new(env!("CARGO_MANIFEST_DIR")).join("services.d.example/data");
     assert!(
         out.stdout.contains(&format!(
@@ -232,11 +233,7 @@ depends_on = ["a"]
         "services.bad name: invalid service name",
         "services.c.command: missing required key",
     ]);
-    assert!(
-        out.stderr.contains("configuration invalid: 10 problems"),
-        "{}",
-        out.stderr
-    );
+    support::assert_contains(&out.stderr, "configuration invalid: 10 problems");
 }
 
 #[test]
@@ -421,18 +418,12 @@ fn s6_overlay_directories_are_read_as_they_are() {
     let out = t.check();
     out.ok();
     let log_dir = t.path("s6-rc.d/app/log");
-    assert!(
-        out.stderr
-            .contains(&format!("warning: {}: ignored", log_dir.display())),
-        "{}",
-        out.stderr
+    support::assert_contains(
+        &out.stderr,
+        format!("warning: {}: ignored", log_dir.display()),
     );
     assert_eq!(out.order(), ["init-db", "app", "late"]);
-    assert!(
-        out.stdout.contains("depends_on=app,init-db"),
-        "{}",
-        out.stdout
-    );
+    support::assert_contains(&out.stdout, "depends_on=app,init-db");
 }
 
 #[test]
@@ -587,17 +578,11 @@ restore = "always"
     );
     let out = t.check();
     out.ok();
-    assert!(
-        out.stdout
-            .contains("database /var/lib/other.db -> file:///backups/other"),
-        "{}",
-        out.stdout
+    support::assert_contains(
+        &out.stdout,
+        "database /var/lib/other.db -> file:///backups/other",
     );
-    assert!(
-        out.stdout.contains("data/app.db -> s3://bkt/app"),
-        "{}",
-        out.stdout
-    );
+    support::assert_contains(&out.stdout, "data/app.db -> s3://bkt/app");
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(
         !all.contains("hunter2") && !all.contains("AKIDLEAK"),
@@ -643,7 +628,7 @@ fn config_path_comes_from_the_environment_and_must_exist_when_explicit() {
         "elsewhere.toml",
         &format!("[services.only]\ncommand = [\"{TRUE}\"]\n"),
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_litevisor"))
+    let out = Command::new(support::BIN)
         .arg("check")
         .env("LITEVISOR_CONFIG", t.path("elsewhere.toml"))
         .output()

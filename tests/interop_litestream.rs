@@ -11,11 +11,7 @@ use replicate_support::*;
 
 #[test]
 fn litevisor_continues_after_litestream() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..100, 10);
 
     let ls = Replicator::litestream(&db, &replica);
@@ -44,17 +40,12 @@ fn litevisor_continues_after_litestream() {
         ls_max + 1
     );
     assert!(max_l0(&replica) > ls_max);
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 #[test]
 fn litestream_continues_after_litevisor() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..100, 10);
 
     let lv = Replicator::litevisor(&db, &replica, &[]);
@@ -86,8 +77,7 @@ fn litestream_continues_after_litevisor() {
         "Litestream continued at {}: {l0:?}",
         lv_max + 1
     );
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 
     // And litevisor picks up again after Litestream.
     let ls_max = max_l0(&replica);

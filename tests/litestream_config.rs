@@ -32,18 +32,14 @@ fn lv(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// REAL Litestream 0.5.17 restores `db` by its path in `config` into `out`, with every row of `db`.
 fn litestream_restores_from_config(config: &str, db: &Path, out_db: &Path, env: &[(&str, &str)]) {
-    let out = Command::new("litestream")
-        .args(["restore", "-config", config, "-o"])
-        .arg(out_db)
-        .arg(db)
-        .envs(env.iter().copied())
-        .env_remove("AWS_CA_BUNDLE")
-        .output()
-        .expect("run litestream restore");
-    assert!(
-        out.status.success(),
-        "litestream restore -config failed: {}",
-        text(&out).1
+    support::run_ok(
+        "litestream restore -config",
+        Command::new("litestream")
+            .args(["restore", "-config", config, "-o"])
+            .arg(out_db)
+            .arg(db)
+            .envs(env.iter().copied())
+            .env_remove("AWS_CA_BUNDLE"),
     );
     assert_same_rows(db, out_db);
 }
@@ -128,10 +124,7 @@ fn unknown_and_ignored_keys_are_warnings_with_file_line_and_key() {
         )),
         "{stderr}"
     );
-    assert!(
-        stderr.contains(&format!("{config}:1:1: heartbeat-url: ignored")),
-        "{stderr}"
-    );
+    support::assert_contains(&stderr, format!("{config}:1:1: heartbeat-url: ignored"));
 }
 
 #[test]
@@ -255,11 +248,7 @@ fn replicate_config_then_restore_by_db_path_and_with_litestream() {
         &[("DATA_DIR", &d)],
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).1.contains("database not found in config"),
-        "{}",
-        text(&out).1
-    );
+    support::assert_contains(&text(&out).1, "database not found in config");
 
     // REAL Litestream reads the same file and restores what litevisor replicated.
     litestream_restores_from_config(
@@ -272,11 +261,7 @@ fn replicate_config_then_restore_by_db_path_and_with_litestream() {
 
 #[test]
 fn exec_exit_code_is_the_programs_and_rows_are_replicated() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, c) = scene();
     drop(c);
     let config = write_config(
         dir.path(),
@@ -306,11 +291,7 @@ fn exec_exit_code_is_the_programs_and_rows_are_replicated() {
 
 #[test]
 fn exec_killed_by_sigterm_exits_143_after_the_final_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..50, 10);
     // DB_PATH REPLICA_URL form, program given with -exec (split like a shell: quotes kept together).
     let marker = dir.path().join("started");
@@ -379,11 +360,7 @@ fn exec_sighup_is_forwarded_to_the_program() {
 /// carries every row the database kept.
 #[test]
 fn exec_a_repeated_sigterm_keeps_the_programs_code_and_the_final_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, c) = scene();
     drop(c);
     let events = dir.path().join("events");
     let app_script = dir.path().join("app.sh");
@@ -444,12 +421,8 @@ fn exec_a_repeated_sigterm_keeps_the_programs_code_and_the_final_sync() {
 /// not their precedence over the environment (unit-tested in config::litestream).
 #[test]
 fn s3_replica_from_the_file_replicated_and_restored_by_both_tools() {
-    let server = s3_server::S3Server::start();
-    server.create_bucket("lsyml");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let mut c = app(&db);
-    create_table(&c);
+    let server = s3_server::S3Server::with_bucket("lsyml");
+    let (dir, db, _, mut c) = scene();
     insert(&mut c, 0..300, 30);
     drop(c);
     // Top-level keys are defaults for every replica; their values come through expansion.
@@ -729,9 +702,5 @@ fn s3_access_point_arns_are_refused() {
         &[],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
-    assert!(
-        text(&out).1.contains("access-point ARNs"),
-        "{}",
-        text(&out).1
-    );
+    support::assert_contains(&text(&out).1, "access-point ARNs");
 }

@@ -119,10 +119,8 @@ fn invalid_levels_are_errors_naming_the_accepted_values() {
         Duration::from_secs(10),
     );
     assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("--log-level: invalid log level \"verbose\"") && err.contains(accepted),
-        "{err}"
-    );
+    support::assert_contains(&err, "--log-level: invalid log level \"verbose\"");
+    support::assert_contains(&err, accepted);
 
     let (code, _, err) = run(
         dir.path(),
@@ -131,10 +129,8 @@ fn invalid_levels_are_errors_naming_the_accepted_values() {
         Duration::from_secs(10),
     );
     assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("LITEVISOR_LOG: invalid log level \"bogus\"") && err.contains(accepted),
-        "{err}"
-    );
+    support::assert_contains(&err, "LITEVISOR_LOG: invalid log level \"bogus\"");
+    support::assert_contains(&err, accepted);
 
     let db = dir.path().join("a.db");
     make_db(&db);
@@ -146,10 +142,8 @@ fn invalid_levels_are_errors_naming_the_accepted_values() {
         Duration::from_secs(10),
     );
     assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("LOG_LEVEL: invalid log level \"bogus\"") && err.contains(accepted),
-        "{err}"
-    );
+    support::assert_contains(&err, "LOG_LEVEL: invalid log level \"bogus\"");
+    support::assert_contains(&err, accepted);
 
     std::fs::write(
         dir.path().join("ls.yml"),
@@ -166,9 +160,9 @@ fn invalid_levels_are_errors_naming_the_accepted_values() {
         Duration::from_secs(10),
     );
     assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("ls.yml:2:3: logging.level: invalid log level \"verbose\""),
-        "{err}"
+    support::assert_contains(
+        &err,
+        "ls.yml:2:3: logging.level: invalid log level \"verbose\"",
     );
 
     std::fs::write(

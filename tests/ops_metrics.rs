@@ -369,9 +369,9 @@ fn a_bad_or_taken_address_fails_the_start() {
         Duration::from_secs(20),
     );
     assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains(&format!("cannot serve /metrics and /healthz on {addr}")),
-        "{err}"
+    support::assert_contains(
+        &err,
+        format!("cannot serve /metrics and /healthz on {addr}"),
     );
     let (code, _, err) = ops_support::run(
         dir.path(),

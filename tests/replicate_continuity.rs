@@ -6,7 +6,7 @@ mod support;
 
 mod replicate_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use replicate_support::*;
@@ -120,11 +120,7 @@ fn database_replaced_while_down_forces_a_snapshot() {
 /// was corrupt. Now the file's identity is checked at every sync: reopened, then a snapshot.
 #[test]
 fn database_replaced_while_running_is_reopened_and_snapshotted() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     let lv = Replicator::litevisor(&db, &replica, &[]);
     // Its first snapshot first: rows written before it would all land in that one file.
     wait_for(&lv, "the first snapshot", Duration::from_secs(30), || {
@@ -155,18 +151,13 @@ fn database_replaced_while_running_is_reopened_and_snapshotted() {
     assert!(status.success(), "{log}");
     assert!(log.contains("the database file was replaced"), "{log}");
     assert!(log.contains("reason=\"database file replaced\""), "{log}");
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
     assert!(rows(&db).iter().all(|(id, _)| *id >= 50_000));
 }
 
 #[test]
 fn own_checkpoints_restart_the_wal_without_snapshots() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     let lv = Replicator::litevisor(&db, &replica, &["-monitor-interval", "0"]);
     // Well past min-checkpoint-page-count (1000 pages) in several rounds, with pauses so
     // litevisor syncs and checkpoints in between.
@@ -205,8 +196,7 @@ fn own_checkpoints_restart_the_wal_without_snapshots() {
         frames < 2500,
         "WAL holds {frames} frames for a {pages}-page database"
     );
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 /// A SIGKILLed replicator runs no final sync, but what the app committed is still in the WAL: the
@@ -214,11 +204,7 @@ fn own_checkpoints_restart_the_wal_without_snapshots() {
 /// ends up with every row.
 #[test]
 fn sigkill_then_restart_resumes_without_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     let lv = Replicator::litevisor(&db, &replica, &[]);
     insert(&mut c, 0..200, 20);
     wait_for(&lv, "the rows replicated", Duration::from_secs(30), || {
@@ -252,8 +238,7 @@ fn sigkill_then_restart_resumes_without_a_snapshot() {
         "an incremental L0, not a snapshot (WAL offset {wal_offset})"
     );
     drop(c);
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 /// Leaves a transaction (row `id`) in `db`'s WAL the way a writer that died inside its COMMIT leaves
@@ -294,13 +279,7 @@ fn ids(db: &Path) -> Vec<i64> {
 /// next writer overwrites them); the next real transaction is, and the replica is the database.
 #[test]
 fn frames_a_dying_writer_left_past_the_wal_index_are_never_replicated() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    c.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
-    create_table(&c);
-    insert(&mut c, 0..10, 1);
+    let (dir, db, replica, mut c) = scene_keeping_the_wal();
     let (code, out) = once(&db, &replica, &[]);
     assert_eq!(code, 0, "{out}");
     let before = max_l0(&replica);
@@ -334,25 +313,15 @@ fn frames_a_dying_writer_left_past_the_wal_index_are_never_replicated() {
 /// next TXID, and the replica's latest state is the database's.
 #[test]
 fn a_replica_ahead_of_the_database_is_healed_by_a_snapshot_at_takeover() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    c.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
-    create_table(&c);
-    insert(&mut c, 0..10, 1);
+    let (dir, db, replica, _c) = scene_keeping_the_wal();
     let litestream_once = || {
-        let out = std::process::Command::new("litestream")
-            .env_remove("AWS_CA_BUNDLE")
-            .args(["replicate", "-once"])
-            .arg(&db)
-            .arg(url(&replica))
-            .output()
-            .expect("run litestream");
-        assert!(
-            out.status.success(),
-            "litestream replicate -once: {}",
-            String::from_utf8_lossy(&out.stderr)
+        support::run_ok(
+            "litestream replicate -once",
+            std::process::Command::new("litestream")
+                .env_remove("AWS_CA_BUNDLE")
+                .args(["replicate", "-once"])
+                .arg(&db)
+                .arg(url(&replica)),
         );
     };
     // The first run creates Litestream's tables, so the second writes nothing to the database.
@@ -386,13 +355,7 @@ fn a_replica_ahead_of_the_database_is_healed_by_a_snapshot_at_takeover() {
 /// finds.
 #[test]
 fn the_final_sync_settles_unpublished_frames_as_the_next_opener_will() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    c.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
-    create_table(&c);
-    insert(&mut c, 0..10, 1);
+    let (dir, db, replica, c) = scene_keeping_the_wal();
     let lv = Replicator::litevisor(&db, &replica, &[]);
     wait_for(&lv, "the first sync", Duration::from_secs(30), || {
         max_l0(&replica) > 0
@@ -410,4 +373,17 @@ fn the_final_sync_settles_unpublished_frames_as_the_next_opener_will() {
         ids(&db).contains(&999),
         "SQLite's recovery counts the whole transaction"
     );
+}
+
+/// The start of the uncommitted-frames tests: ten rows committed one a transaction, with SQLite's
+/// automatic checkpoint off so the WAL keeps every frame a test leaves in it.
+fn scene_keeping_the_wal() -> (tempfile::TempDir, PathBuf, PathBuf, rusqlite::Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let mut c = app(&db);
+    c.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
+    create_table(&c);
+    insert(&mut c, 0..10, 1);
+    (dir, db, replica, c)
 }

@@ -108,15 +108,11 @@ fn file_replicas_of_a_directory_interoperate_with_litestream_both_ways() {
     assert!(ls.stop().success());
     let before: Vec<_> = names.iter().map(|n| rows(&data.join(n))).collect();
     std::fs::remove_dir_all(&data).unwrap();
-    let out = Command::new(LITEVISOR)
-        .args(["restore", "-config"])
-        .arg(&cfg2)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        "litevisor restore -config",
+        Command::new(LITEVISOR)
+            .args(["restore", "-config"])
+            .arg(&cfg2),
     );
     for (n, rows_before) in names.iter().zip(before) {
         assert_eq!(rows(&data.join(n)), rows_before, "{n}");
@@ -186,8 +182,7 @@ fn watch_mode_follows_creations_and_deletions() {
 
 #[test]
 fn s3_replicas_of_a_directory_interoperate_with_litestream_both_ways() {
-    let server = S3Server::start();
-    server.create_bucket("dirs");
+    let server = S3Server::with_bucket("dirs");
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
     let names = ["x.db", "eu/y.db"];
@@ -256,16 +251,12 @@ fn s3_replicas_of_a_directory_interoperate_with_litestream_both_ways() {
     assert!(ls.stop().success());
     let before: Vec<_> = names.iter().map(|n| rows(&data.join(n))).collect();
     std::fs::remove_dir_all(&data).unwrap();
-    let out = Command::new(LITEVISOR)
-        .envs(env)
-        .args(["restore", "-config"])
-        .arg(&cfg2)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        "litevisor restore -config",
+        Command::new(LITEVISOR)
+            .envs(env)
+            .args(["restore", "-config"])
+            .arg(&cfg2),
     );
     for (n, rows_before) in names.iter().zip(before) {
         assert_eq!(rows(&data.join(n)), rows_before, "{n}");

@@ -12,11 +12,7 @@ use replicate_support::*;
 
 #[test]
 fn replica_errors_are_retried_and_never_block_the_application() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..50, 10);
     let lv = Replicator::litevisor(&db, &replica, &[]);
     wait_until("first upload", Duration::from_secs(30), || {
@@ -59,17 +55,12 @@ fn replica_errors_are_retried_and_never_block_the_application() {
     assert!(log.contains("replica reachable again"), "{log}");
     let l0 = replica_files(&replica, 0);
     assert!(l0.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{l0:?}");
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 #[test]
 fn l1_compaction_runs_on_its_boundary_and_trims_local_staging() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     let lv = Replicator::litevisor(&db, &replica, &[]);
     for round in 0..8 {
         insert(&mut c, round * 30..round * 30 + 30, 10);
@@ -88,17 +79,12 @@ fn l1_compaction_runs_on_its_boundary_and_trims_local_staging() {
     });
     insert(&mut c, 5000..5100, 10);
     assert!(lv.stop().success());
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 #[test]
 fn an_unreachable_replica_at_start_is_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..100, 10);
     // The replica cannot even be listed: its `ltx` directory is a plain file.
     std::fs::create_dir_all(&replica).unwrap();
@@ -115,6 +101,5 @@ fn an_unreachable_replica_at_start_is_retried() {
         || max_l0(&replica) >= 1,
     );
     assert!(lv.stop().success());
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }

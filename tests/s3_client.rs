@@ -10,23 +10,12 @@ use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use litevisor::replica;
-use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica::s3::{S3Options, S3Replica};
 use litevisor::replica::{FileInfo, ReplicaClient};
 use s3_server::{S3Server, list_keys, sdk_client};
 
 fn replica_at(server: &S3Server, bucket: &str, path: &str) -> S3Replica {
-    S3Replica::new(replica_options(server, bucket, path))
-}
-
-fn replica_options(server: &S3Server, bucket: &str, path: &str) -> S3Options {
-    S3Options {
-        bucket: bucket.into(),
-        path: path.into(),
-        endpoint: Some(server.endpoint.clone()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(Secret::new("test")),
-        ..S3Options::default()
-    }
+    S3Replica::new(server.options(bucket, path))
 }
 
 fn content(seed: u8, len: usize) -> Vec<u8> {
@@ -47,8 +36,7 @@ fn at_ms(ms: u64) -> SystemTime {
 
 #[test]
 fn round_trip_layout_metadata_and_delete() {
-    let server = S3Server::start();
-    server.create_bucket("bkt");
+    let server = S3Server::with_bucket("bkt");
     let r = replica_at(&server, "bkt", "db");
     assert_eq!(r.kind(), "s3");
     assert!(
@@ -92,32 +80,26 @@ fn round_trip_layout_metadata_and_delete() {
             ),
         ]
     );
-    let head = rt
-        .block_on(
-            sdk.head_object()
-                .bucket("bkt")
-                .key("db/0000/0000000000000001-0000000000000001.ltx")
-                .send(),
-        )
-        .unwrap();
-    let meta = head.metadata().cloned().unwrap_or_default();
-    assert_eq!(
-        meta.get("litestream-timestamp").map(String::as_str),
-        Some("2020-09-13T12:26:40.123Z"),
-        "{meta:?}"
+    let head = s3_server::head(
+        &rt,
+        &sdk,
+        "bkt",
+        "db/0000/0000000000000001-0000000000000001.ltx",
     );
-    let head = rt
-        .block_on(
-            sdk.head_object()
-                .bucket("bkt")
-                .key("db/0000/0000000000000002-0000000000000002.ltx")
-                .send(),
-        )
-        .unwrap();
     assert_eq!(
+        s3_server::litestream_timestamp(&head),
+        Some("2020-09-13T12:26:40.123Z"),
+        "{:?}",
         head.metadata()
-            .and_then(|m| m.get("litestream-timestamp"))
-            .map(String::as_str),
+    );
+    let head = s3_server::head(
+        &rt,
+        &sdk,
+        "bkt",
+        "db/0000/0000000000000002-0000000000000002.ltx",
+    );
+    assert_eq!(
+        s3_server::litestream_timestamp(&head),
         Some("2020-09-13T12:26:41.5Z"),
         "Go trims trailing zeros of the fraction"
     );
@@ -125,17 +107,15 @@ fn round_trip_layout_metadata_and_delete() {
     // storage-class reaches the object.
     let ia = S3Replica::new(S3Options {
         storage_class: Some("STANDARD_IA".into()),
-        ..replica_options(&server, "bkt", "ia")
+        ..server.options("bkt", "ia")
     });
     ia.write_ltx(0, 1, 1, t1, &mut &b[..]).unwrap();
-    let head = rt
-        .block_on(
-            sdk.head_object()
-                .bucket("bkt")
-                .key("ia/0000/0000000000000001-0000000000000001.ltx")
-                .send(),
-        )
-        .unwrap();
+    let head = s3_server::head(
+        &rt,
+        &sdk,
+        "bkt",
+        "ia/0000/0000000000000001-0000000000000001.ltx",
+    );
     assert_eq!(
         head.storage_class().map(|c| c.as_str()),
         Some("STANDARD_IA")
@@ -237,8 +217,7 @@ fn round_trip_layout_metadata_and_delete() {
 
 #[test]
 fn deletes_more_than_one_batch() {
-    let server = S3Server::start();
-    server.create_bucket("many");
+    let server = S3Server::with_bucket("many");
     let r = replica_at(&server, "many", "x");
     let files: Vec<FileInfo> = (1..=1005u64)
         .map(|t| FileInfo {
@@ -286,10 +265,8 @@ fn missing_bucket_fails_clearly() {
     let server = S3Server::start();
     let r = replica_at(&server, "nope", "db");
     let err = r.ltx_files(0).unwrap_err().to_string();
-    assert!(
-        err.contains("NoSuchBucket") && err.contains("bucket \"nope\" does not exist"),
-        "{err}"
-    );
+    support::assert_contains(&err, "NoSuchBucket");
+    support::assert_contains(&err, "bucket \"nope\" does not exist");
     let err = r
         .write_ltx(0, 1, 1, at_ms(1), &mut &b"x"[..])
         .unwrap_err()

@@ -11,19 +11,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use litevisor::replica::ReplicaClient;
-use litevisor::replica::s3::{S3Options, S3Replica, S3Timeouts, Secret};
+use litevisor::replica::s3::{S3Options, S3Replica, S3Timeouts};
 use s3_proxy::{BlackHole, FaultProxy};
 use s3_server::S3Server;
 
 fn replica_via(endpoint: &str, bucket: &str, timeouts: S3Timeouts) -> S3Replica {
     S3Replica::new(S3Options {
-        bucket: bucket.into(),
-        path: "db".into(),
-        endpoint: Some(endpoint.to_string()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(Secret::new("test")),
         timeouts,
-        ..S3Options::default()
+        ..s3_server::test_options(endpoint, bucket, "db")
     })
 }
 
@@ -49,8 +44,7 @@ fn read_all(mut r: impl Read) -> Vec<u8> {
 
 #[test]
 fn retries_503_and_resumes_cut_transfers_without_loss() {
-    let server = S3Server::start();
-    server.create_bucket("faulty");
+    let server = S3Server::with_bucket("faulty");
     let proxy = FaultProxy::start(server.port);
     let r = replica_via(&proxy.endpoint, "faulty", quick_retries());
 
@@ -118,8 +112,7 @@ fn retries_503_and_resumes_cut_transfers_without_loss() {
 
 #[test]
 fn persistent_503_fails_with_a_clear_error_after_bounded_retries() {
-    let server = S3Server::start();
-    server.create_bucket("down");
+    let server = S3Server::with_bucket("down");
     let proxy = FaultProxy::start(server.port);
     let r = replica_via(
         &proxy.endpoint,
@@ -178,8 +171,7 @@ fn unresponsive_server_fails_within_the_timeouts() {
 
 #[test]
 fn an_idle_replica_sends_no_requests() {
-    let server = S3Server::start();
-    server.create_bucket("idle");
+    let server = S3Server::with_bucket("idle");
     let proxy = FaultProxy::start(server.port);
     // Created (as the engine does at startup) but unused: nothing at all.
     let r = replica_via(&proxy.endpoint, "idle", S3Timeouts::default());
@@ -200,8 +192,7 @@ fn opening_a_chain_at_once_hides_the_round_trips() {
     // A restore opens every file of its chain and reads each header before streaming pages. With
     // 100 ms per request and 48 files, one-by-one opens cost about 48 round trips; `open_ltx_many`
     // issues the GETs together and prefetches the bodies, costing a few.
-    let server = S3Server::start();
-    server.create_bucket("chain");
+    let server = S3Server::with_bucket("chain");
     let proxy = FaultProxy::start(server.port);
     let r = replica_via(&proxy.endpoint, "chain", quick_retries());
     let files: Vec<_> = (1..=48u64)

@@ -13,28 +13,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use litevisor::replica::ReplicaClient;
 use litevisor::replica::file::FileReplica;
-use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica::s3::S3Replica;
 use litevisor::replication::ltx;
 use s3_server::S3Server;
 
 fn s3(server: &S3Server, bucket: &str, path: &str) -> S3Replica {
-    S3Replica::new(S3Options {
-        bucket: bucket.into(),
-        path: path.into(),
-        endpoint: Some(server.endpoint.clone()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(Secret::new("test")),
-        ..S3Options::default()
-    })
+    S3Replica::new(server.options(bucket, path))
 }
 
 fn litestream(args: &[&str]) -> Command {
-    let mut cmd = Command::new("litestream");
-    cmd.args(args)
-        .env_remove("AWS_CA_BUNDLE")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let mut cmd = s3_server::s3_command("litestream");
+    cmd.args(args);
     cmd
 }
 
@@ -105,8 +94,7 @@ fn max_txid(r: &dyn ReplicaClient) -> u64 {
 
 #[test]
 fn litestream_replicates_to_s3_and_litevisor_reads_and_restores_it() {
-    let server = S3Server::start();
-    server.create_bucket("lsrep");
+    let server = S3Server::with_bucket("lsrep");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     create_db(&db, 0..500);
@@ -156,17 +144,13 @@ fn litestream_replicates_to_s3_and_litevisor_reads_and_restores_it() {
 
     // litevisor restore from Litestream's S3 replica, end to end through the binary.
     let out = dir.path().join("restored-by-litevisor.db");
-    let res = Command::new(env!("CARGO_BIN_EXE_litevisor"))
-        .args(["restore", "-o", out.to_str().unwrap(), &url])
-        .env_remove("AWS_CA_BUNDLE")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "litevisor restore: {}",
-        String::from_utf8_lossy(&res.stderr)
+    support::run_ok(
+        "litevisor restore",
+        Command::new(env!("CARGO_BIN_EXE_litevisor"))
+            .args(["restore", "-o", out.to_str().unwrap(), &url])
+            .env_remove("AWS_CA_BUNDLE")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
     );
     assert_eq!(
         summary(&out),
@@ -177,8 +161,7 @@ fn litestream_replicates_to_s3_and_litevisor_reads_and_restores_it() {
 
 #[test]
 fn litestream_restores_what_litevisor_uploaded() {
-    let server = S3Server::start();
-    server.create_bucket("upload");
+    let server = S3Server::with_bucket("upload");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("src.db");
     create_db(&db, 0..300);
@@ -221,14 +204,9 @@ fn litestream_restores_what_litevisor_uploaded() {
         "s3://upload/copied?endpoint={}&forcePathStyle=true",
         server.endpoint
     );
-    let res = litestream(&["restore", "-o", out.to_str().unwrap(), &url])
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "litestream restore: {}{}",
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
+    support::run_ok(
+        "litestream restore",
+        &mut litestream(&["restore", "-o", out.to_str().unwrap(), &url]),
     );
     assert_eq!(
         summary(&out),
@@ -239,8 +217,7 @@ fn litestream_restores_what_litevisor_uploaded() {
 
 #[test]
 fn litevisor_replicates_to_s3_and_litestream_restores_it() {
-    let server = S3Server::start();
-    server.create_bucket("lvrep");
+    let server = S3Server::with_bucket("lvrep");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("lv.db");
     create_db(&db, 0..400);
@@ -271,19 +248,14 @@ fn litevisor_replicates_to_s3_and_litestream_restores_it() {
         assert!(age < Duration::from_secs(600), "{f:?}");
     }
     let out = dir.path().join("restored-by-litestream.db");
-    let res = litestream(&[
-        "restore",
-        "-o",
-        out.to_str().unwrap(),
-        &format!("{url}&forcePathStyle=true"),
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        res.status.success(),
-        "litestream restore: {}{}",
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
+    support::run_ok(
+        "litestream restore",
+        &mut litestream(&[
+            "restore",
+            "-o",
+            out.to_str().unwrap(),
+            &format!("{url}&forcePathStyle=true"),
+        ]),
     );
     assert_eq!(
         summary(&out),

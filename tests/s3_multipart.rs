@@ -11,7 +11,7 @@ use std::time::UNIX_EPOCH;
 
 use litevisor::replica;
 use litevisor::replica::ReplicaClient;
-use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica::s3::{S3Options, S3Replica};
 use s3_server::{S3Server, sdk_client};
 
 /// Deterministic pseudo-random bytes, generated on the fly: the object never exists in memory.
@@ -79,18 +79,12 @@ fn peak_rss_kib() -> u64 {
 
 #[test]
 fn large_objects_stream_through_multipart_with_bounded_memory() {
-    let server = S3Server::start();
-    server.create_bucket("big");
+    let server = S3Server::with_bucket("big");
     let part_size = 5 * 1024 * 1024u64;
     let r = S3Replica::new(S3Options {
-        bucket: "big".into(),
-        path: "db".into(),
-        endpoint: Some(server.endpoint.clone()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(Secret::new("test")),
         part_size: Some(part_size),
         concurrency: Some(2),
-        ..S3Options::default()
+        ..server.options("big", "db")
     });
     let len = 64 * 1024 * 1024 + 12345u64;
     let expected = digest(Generated::new(7, len));
@@ -111,14 +105,12 @@ fn large_objects_stream_through_multipart_with_bounded_memory() {
     );
 
     let (rt, sdk) = sdk_client(&server.endpoint, None);
-    let head = rt
-        .block_on(
-            sdk.head_object()
-                .bucket("big")
-                .key("db/0009/0000000000000001-0000000000000064.ltx")
-                .send(),
-        )
-        .unwrap();
+    let head = s3_server::head(
+        &rt,
+        &sdk,
+        "big",
+        "db/0009/0000000000000001-0000000000000064.ltx",
+    );
     let parts = len.div_ceil(part_size);
     let etag = head
         .e_tag()
@@ -131,9 +123,7 @@ fn large_objects_stream_through_multipart_with_bounded_memory() {
     );
     assert_eq!(head.content_length(), Some(len as i64));
     assert_eq!(
-        head.metadata()
-            .and_then(|m| m.get("litestream-timestamp"))
-            .map(String::as_str),
+        s3_server::litestream_timestamp(&head),
         Some("1970-01-01T00:00:00Z"),
         "metadata set on multipart uploads too"
     );
@@ -145,10 +135,8 @@ fn large_objects_stream_through_multipart_with_bounded_memory() {
         .write_ltx(9, 1, 200, UNIX_EPOCH, &mut broken)
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("source broke") && err.contains("0000000000000001-00000000000000c8.ltx"),
-        "{err}"
-    );
+    support::assert_contains(&err, "source broke");
+    support::assert_contains(&err, "0000000000000001-00000000000000c8.ltx");
     assert!(
         matches!(
             r.open_ltx(9, 1, 200).err(),

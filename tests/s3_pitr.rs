@@ -8,12 +8,10 @@ mod support;
 use support::s3_server;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use litevisor::replica::s3::{S3Options, S3Replica, Secret};
+use litevisor::replica::s3::S3Replica;
 use litevisor::replica::{ReplicaClient, rfc3339};
-use litevisor::replication::ltx;
 use s3_server::S3Server;
 
 const PAGE_SIZE: usize = 4096;
@@ -23,20 +21,7 @@ fn ltx_file(commit: u32, txid: u64, at: SystemTime, pages: &[(u32, &[u8])]) -> V
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let header = ltx::Header {
-        flags: ltx::HEADER_FLAG_NO_CHECKSUM,
-        page_size: PAGE_SIZE as u32,
-        commit,
-        min_txid: txid,
-        max_txid: txid,
-        timestamp_ms: ms,
-        ..ltx::Header::default()
-    };
-    let mut enc = ltx::Encoder::new(Vec::new(), &header, ltx::PageEncoding::Frame).unwrap();
-    for (pgno, data) in pages {
-        enc.encode_page(*pgno, data).unwrap();
-    }
-    enc.finish().unwrap().0
+    support::ltx_file(commit, txid, ms, pages)
 }
 
 fn borrow(pages: &[(u32, Vec<u8>)]) -> Vec<(u32, &[u8])> {
@@ -57,13 +42,7 @@ fn rows(path: &Path) -> i64 {
 fn timestamp_restores_use_the_header_time_like_litestream() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("v.db");
-    let db = rusqlite::Connection::open(&db_path).unwrap();
-    db.execute_batch(
-        "PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<1000)
-         INSERT INTO t SELECT x, printf('%0100d', x) FROM c;",
-    )
-    .unwrap();
+    let db = support::padded_table(&db_path, 1000, 100);
     let v1 = std::fs::read(&db_path).unwrap();
     db.execute_batch(
         "WITH RECURSIVE c(x) AS (SELECT 1001 UNION ALL SELECT x+1 FROM c WHERE x<2000)
@@ -80,16 +59,8 @@ fn timestamp_restores_use_the_header_time_like_litestream() {
         .map(|n| (n, page(&v2, n)))
         .collect();
 
-    let server = S3Server::start();
-    server.create_bucket("pitr");
-    let r = S3Replica::new(S3Options {
-        bucket: "pitr".into(),
-        path: "db".into(),
-        endpoint: Some(server.endpoint.clone()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(Secret::new("test")),
-        ..S3Options::default()
-    });
+    let server = S3Server::with_bucket("pitr");
+    let r = S3Replica::new(server.options("pitr", "db"));
     let upload1 = SystemTime::now();
     let (h1, h2) = (
         upload1 - Duration::from_secs(60),
@@ -122,26 +93,16 @@ fn timestamp_restores_use_the_header_time_like_litestream() {
         server.endpoint
     );
     let restore = |program: &str, out: &Path| {
-        let res = Command::new(program)
-            .args([
+        support::run_ok(
+            &format!("{program} restore -timestamp {ts}"),
+            s3_server::s3_command(program).args([
                 "restore",
                 "-timestamp",
                 &ts,
                 "-o",
                 out.to_str().unwrap(),
                 &url,
-            ])
-            .env_remove("AWS_CA_BUNDLE")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .unwrap();
-        assert!(
-            res.status.success(),
-            "{program} restore -timestamp {ts}: {}{}",
-            String::from_utf8_lossy(&res.stdout),
-            String::from_utf8_lossy(&res.stderr)
+            ]),
         );
     };
     let ls_out = dir.path().join("litestream.db");

@@ -6,13 +6,11 @@
 mod support;
 use support::{s3_proxy, s3_server};
 
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use litevisor::replica::ReplicaClient;
-use litevisor::replica::s3::{S3Options, S3Replica, Secret};
-use litevisor::replication::ltx;
+use litevisor::replica::s3::S3Replica;
 use s3_proxy::FaultProxy;
 use s3_server::S3Server;
 
@@ -20,20 +18,7 @@ const PAGE_SIZE: usize = 4096;
 const FILES: u64 = 80;
 
 fn ltx_file(commit: u32, txid: u64, pages: &[(u32, &[u8])]) -> Vec<u8> {
-    let header = ltx::Header {
-        flags: ltx::HEADER_FLAG_NO_CHECKSUM,
-        page_size: PAGE_SIZE as u32,
-        commit,
-        min_txid: txid,
-        max_txid: txid,
-        timestamp_ms: 1_700_000_000_000 + txid as i64,
-        ..ltx::Header::default()
-    };
-    let mut enc = ltx::Encoder::new(Vec::new(), &header, ltx::PageEncoding::Frame).unwrap();
-    for (pgno, data) in pages {
-        enc.encode_page(*pgno, data).unwrap();
-    }
-    enc.finish().unwrap().0
+    support::ltx_file(commit, txid, 1_700_000_000_000 + txid as i64, pages)
 }
 
 fn summary(path: &std::path::Path) -> (i64, String) {
@@ -51,30 +36,14 @@ fn summary(path: &std::path::Path) -> (i64, String) {
 fn litevisor_restores_a_long_chain_faster_than_litestream() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.db");
-    {
-        let db = rusqlite::Connection::open(&src).unwrap();
-        db.execute_batch(
-            "PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-             WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<3000)
-             INSERT INTO t SELECT x, printf('%0200d', x) FROM c;",
-        )
-        .unwrap();
-    }
+    drop(support::padded_table(&src, 3000, 200));
     let bytes = std::fs::read(&src).unwrap();
     let commit = (bytes.len() / PAGE_SIZE) as u32;
     let page = |n: u32| &bytes[(n as usize - 1) * PAGE_SIZE..n as usize * PAGE_SIZE];
 
     // TXID 1 is the whole database, 2..=80 each rewrite one page with its current content.
-    let server = S3Server::start();
-    server.create_bucket("speed");
-    let writer = S3Replica::new(S3Options {
-        bucket: "speed".into(),
-        path: "db".into(),
-        endpoint: Some(server.endpoint.clone()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(Secret::new("test")),
-        ..S3Options::default()
-    });
+    let server = S3Server::with_bucket("speed");
+    let writer = S3Replica::new(server.options("speed", "db"));
     let all: Vec<(u32, &[u8])> = (1..=commit).map(|n| (n, page(n))).collect();
     writer
         .write_ltx(0, 1, 1, UNIX_EPOCH, &mut &ltx_file(commit, 1, &all)[..])
@@ -95,22 +64,11 @@ fn litevisor_restores_a_long_chain_faster_than_litestream() {
     );
     let run = |program: &str, out: &std::path::Path| -> Duration {
         let start = Instant::now();
-        let res = Command::new(program)
-            .args(["restore", "-o", out.to_str().unwrap(), &url])
-            .env_remove("AWS_CA_BUNDLE")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .unwrap();
-        let took = start.elapsed();
-        assert!(
-            res.status.success(),
-            "{program} restore: {}{}",
-            String::from_utf8_lossy(&res.stdout),
-            String::from_utf8_lossy(&res.stderr)
+        support::run_ok(
+            &format!("{program} restore"),
+            s3_server::s3_command(program).args(["restore", "-o", out.to_str().unwrap(), &url]),
         );
-        took
+        start.elapsed()
     };
     let ls_out = dir.path().join("litestream.db");
     let lv_out = dir.path().join("litevisor.db");

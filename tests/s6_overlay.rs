@@ -239,8 +239,7 @@ fn a_linuxserver_style_tree_runs_unchanged() {
     // cont-init's failing script is reported, and (S6_BEHAVIOUR_IF_STAGE2_FAILS=0) tolerated.
     assert!(t.stdout().contains("exited 3") || t.stderr().contains("exited 3"));
 
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", t.stderr());
+    lv.stop(libc::SIGTERM, 0, &t);
     let events = t.events();
     assert!(
         before(&events, "svc-app-finish", "init-config-down"),
@@ -284,8 +283,7 @@ fn the_s6_overlay_readme_example_runs() {
     let mut lv = start_with_env(&t, &[]);
     t.wait_event("myapp");
     t.wait_event("myapp2");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", t.stderr());
+    lv.stop(libc::SIGTERM, 0, &t);
 }
 
 /// The README example's layout: a services.d `run` and an s6-rc longrun in `user` through
@@ -376,16 +374,13 @@ fn execline_without_execlineb_runs_the_common_forms_and_refuses_the_rest() {
         (m == 0o2755).then_some(m)
     });
     assert_eq!(mode, Some(0o2755), "{}", t.stderr());
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", t.stderr());
+    lv.stop(libc::SIGTERM, 0, &t);
 
     t.write("rc/init/up", "importas -i HOME HOME mkdir $HOME/x\n");
     let (ok, _, err) = check(&t, &[("PATH", &path)]);
     assert!(!ok);
-    assert!(
-        err.contains("rc/init/up") && err.contains("`importas` is an execline program"),
-        "{err}"
-    );
+    support::assert_contains(&err, "rc/init/up");
+    support::assert_contains(&err, "`importas` is an execline program");
     t.write("rc/init/up", "if -X { true } true\n");
     let (ok, _, err) = check(&t, &[("PATH", &path)]);
     assert!(!ok && err.contains("`if -X`"), "{err}");
@@ -468,16 +463,12 @@ fn s6_overlay_compile(t: &Setup) -> std::path::PathBuf {
     }
     sources.push(t.file("package/admin/s6-overlay/etc/s6-rc/sources"));
     let db = work.join("db");
-    let out = Command::new("s6-rc-compile")
-        .arg(&db)
-        .args(&sources)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "s6-rc-compile refused the fixture: {}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        "s6-rc-compile of the fixture",
+        Command::new("s6-rc-compile")
+            .arg(&db)
+            .args(&sources)
+            .stdin(Stdio::null()),
     );
     db
 }
@@ -513,8 +504,7 @@ fn s6_variables_set_the_grace_times_and_start_up_bound() {
         ],
     );
     t.wait_event("stubborn");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", t.stderr());
+    lv.stop(libc::SIGTERM, 0, &t);
     assert!(t.stderr().contains("stop_grace 0.3s"), "{}", t.stderr());
     t.wait_event("finish-start");
 

@@ -49,14 +49,7 @@ impl Example {
         cmd.env("PATH", self.path("empty-bin"))
             .env("LITEVISOR_SOCKET", self.path("control.sock"))
             .current_dir("/");
-        for var in [
-            "LITEVISOR_GRACE",
-            "LITEVISOR_LOG",
-            "LOG_LEVEL",
-            "LITEVISOR_CONFIG",
-        ] {
-            cmd.env_remove(var);
-        }
+        clear_litevisor_env(&mut cmd);
         cmd
     }
 
@@ -189,10 +182,7 @@ fn the_bundled_example_replicates_with_nothing_on_path_and_continues_its_replica
         !err.contains("snapshot"),
         "the second run continues the replica without a new snapshot: {err}"
     );
-    assert!(
-        out.contains(&format!("[app] started with {} rows", first.len())),
-        "{out}"
-    );
+    support::assert_contains(&out, format!("[app] started with {} rows", first.len()));
     let files = ex.l0_files();
     assert!(
         files.iter().any(|f| f.0 == last_txid + 1),
@@ -223,13 +213,8 @@ ready_command = ["litevisor", "--version"]
     );
     let mut lv = s.start(Mode::Direct, &[]);
     s.wait_ready(&["up"]);
-    assert!(
-        s.stdout().contains(&format!("[ver] {version}")),
-        "{}",
-        s.stdout()
-    );
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    support::assert_contains(&s.stdout(), format!("[ver] {version}"));
+    lv.stop(libc::SIGTERM, 0, &s);
 
     // Tini mode too.
     let out = Command::new(BIN)
@@ -272,8 +257,7 @@ fn an_s6_service_directory_runs() {
     s.wait_event(&app_up);
     let events = s.events();
     assert_eq!(events[..2], ["prepare done", "db up"], "{events:?}");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    lv.stop(libc::SIGTERM, 0, &s);
     assert!(
         s.position("app finish 256 15").is_some(),
         "{:?}",
@@ -336,6 +320,5 @@ command = ["sleep", "1000"]
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_ticks(lv.pid) - before;
     assert!(used <= 2, "litevisor used {used} clock ticks while idle");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }

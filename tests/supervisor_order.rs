@@ -88,8 +88,7 @@ depends_on = ["srv"]
         "{:?}",
         s.events()
     );
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -109,8 +108,7 @@ depends_on = ["srv"]
     s.wait_event("start client");
     let (flag, client) = (s.position("made flag"), s.position("start client"));
     assert!(flag.is_some() && flag < client, "{:?}", s.events());
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -160,10 +158,7 @@ command = ["sh", "-c", "echo start other >> $EV; trap 'echo stop other >> $EV; e
     let code = lv.wait(PATIENCE);
     let err = s.stderr();
     assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("oneshot \"migrate\" failed: it exited with code 3"),
-        "{err}"
-    );
+    support::assert_contains(&err, "oneshot \"migrate\" failed: it exited with code 3");
     assert!(s.position("start app").is_none(), "{:?}", s.events());
     // What was started is stopped properly before litevisor exits.
     assert!(s.position("stop other").is_some(), "{:?}", s.events());
@@ -185,8 +180,7 @@ depends_on = ["migrate"]
     let mut lv = s.start(Mode::Direct, &[]);
     s.wait_event("start app");
     assert!(s.position("migrated") < s.position("start app"));
-    lv.signal(libc::SIGINT);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    lv.stop(libc::SIGINT, 0, &s);
 }
 
 fn free_port() -> u16 {

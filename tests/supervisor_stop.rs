@@ -45,13 +45,11 @@ main = true
     );
     let mut lv = s.start(Mode::Pid1, &[]);
     wait_for(PATIENCE, || s.stderr().contains("started").then_some(())).expect("started");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 143, "{}", s.stderr());
+    lv.stop(libc::SIGTERM, 143, &s);
 
     let mut lv = s.start(Mode::Pid1, &["--remap-exit", "143:0"]);
     wait_for(PATIENCE, || s.stderr().contains("started").then_some(())).expect("started");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 /// The service ignores SIGTERM and leaves a grandchild in its own session (also ignoring SIGTERM).
@@ -83,11 +81,7 @@ fn grace_then_sigkill_reaches_a_setsid_grandchild() {
             "{mode:?}: took {took:?}\n{}",
             s.stderr()
         );
-        assert!(
-            s.stderr().contains("killing its process group"),
-            "{}",
-            s.stderr()
-        );
+        support::assert_contains(&s.stderr(), "killing its process group");
         if mode == Mode::Direct {
             let gc: i32 = std::fs::read_to_string(s.file("grandchild"))
                 .unwrap()
@@ -115,8 +109,7 @@ fn shutdown_ends_when_the_last_process_is_gone() {
     })
     .expect("5 services started");
     let started = Instant::now();
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
@@ -167,8 +160,7 @@ stop_grace = "50s"
     let mut lv = s.start(Mode::Direct, &[]);
     s.wait_event("up");
     let started = Instant::now();
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    lv.stop(libc::SIGTERM, 0, &s);
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "{:?}",
@@ -219,8 +211,7 @@ command = ["sh", "-c", "trap 'echo b usr2 >> $EV' USR2; echo b up >> $EV; while 
     lv.signal(libc::SIGUSR2);
     s.wait_event("a usr2");
     s.wait_event("b usr2");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -254,8 +245,7 @@ depends_on = ["daemonize"]
     let (polite, rude) = (pid("polite"), pid("rude"));
     assert!(alive(polite) && alive(rude));
     let started = Instant::now();
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
+    lv.stop(libc::SIGTERM, 0, &s);
     assert!(!alive(polite) && !alive(rude), "nothing is left behind");
     assert!(
         started.elapsed() < Duration::from_secs(20),

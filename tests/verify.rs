@@ -45,11 +45,7 @@ fn synced_once(db: &Path, replica: &Path) {
 
 #[test]
 fn healthy_replica_verifies_and_a_live_db_ahead_is_not_comparable_until_synced() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (_dir, db, replica, mut c) = scene();
     insert(&mut c, 0..300, 50);
     synced_once(&db, &replica);
 
@@ -159,11 +155,7 @@ fn usage_and_error_exit_codes() {
 
 #[test]
 fn the_replica_can_come_from_the_config_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..50, 10);
     synced_once(&db, &replica);
     let yml = dir.path().join("litestream.yml");
@@ -202,22 +194,14 @@ fn the_replica_can_come_from_the_config_file() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not found in config"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::assert_contains(&String::from_utf8_lossy(&out.stderr), "not found in config");
 }
 
 /// Beside a running replicator and a busy application (syncs, checkpoints and WAL restarts happen
 /// under it), verify never reports a false mismatch or fails; once the writes stop it verifies.
 #[test]
 fn verify_beside_a_running_replicator_never_raises_a_false_alarm() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (_dir, db, replica, mut c) = scene();
     insert(&mut c, 0..100, 50);
     let lv = Replicator::litevisor(&db, &replica, &[]);
     wait_for(
@@ -274,12 +258,8 @@ fn verify_beside_a_running_replicator_never_raises_a_false_alarm() {
 /// The same check against an S3 replica (moto on loopback).
 #[test]
 fn an_s3_replica_verifies() {
-    let server = s3_server::S3Server::start();
-    server.create_bucket("verify");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let mut c = app(&db);
-    create_table(&c);
+    let server = s3_server::S3Server::with_bucket("verify");
+    let (_dir, db, _, mut c) = scene();
     insert(&mut c, 0..200, 20);
     let s3 = format!("s3://verify/app?endpoint={}", server.endpoint);
     let run = |args: &[&str]| {

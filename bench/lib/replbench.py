@@ -117,21 +117,8 @@ def proc_stats(pid):
 
 # --- S3: moto and a counting proxy ------------------------------------------------------------
 
-# moto's server with one fix, as in tests/support/s3_server.rs: moto names the CompleteMultipartUpload
-# response root element wrongly, which strict SDKs reject.
-MOTO = r"""
-import sys
-from moto.core import serialize
-_orig = serialize.S3Serializer._serialized_result_to_response
-def _fixed(self, resp, result, shape, serialized_result):
-    resp = _orig(self, resp, result, shape, serialized_result)
-    if self.operation_model.name == "CompleteMultipartUpload" and isinstance(resp.get("body"), str):
-        resp["body"] = resp["body"].replace("CompleteMultipartUploadResponse", "CompleteMultipartUploadResult")
-    return resp
-serialize.S3Serializer._serialized_result_to_response = _fixed
-from moto.server import main
-main(sys.argv[1:])
-"""
+# moto's server with the one fix the tests use (tests/support/moto_server.py has the why).
+MOTO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "support", "moto_server.py")
 
 
 class Moto:
@@ -139,7 +126,7 @@ class Moto:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         log = open(os.path.join(TMP, "moto.log"), "w")
-        self.proc = spawn(["python3", "-c", MOTO, "-H", "127.0.0.1", "-p", str(self.port)],
+        self.proc = spawn(["python3", MOTO, "-H", "127.0.0.1", "-p", str(self.port)],
                           stdout=log, stderr=log)
         deadline = time.time() + 60
         while True:

@@ -148,16 +148,11 @@ pub fn app_log(output: &str) -> AppLog {
 
 /// Every id in the `items` table of `db`, read with the sqlite3 CLI (independent of litevisor).
 pub fn ids(db: &Path) -> BTreeSet<u64> {
-    let out = Command::new("sqlite3")
-        .arg(db)
-        .arg("select id from items order by id;")
-        .output()
-        .expect("run sqlite3");
-    assert!(
-        out.status.success(),
-        "sqlite3 {}: {}",
-        db.display(),
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::support::run_ok(
+        &format!("sqlite3 {}", db.display()),
+        Command::new("sqlite3")
+            .arg(db)
+            .arg("select id from items order by id;"),
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -168,20 +163,16 @@ pub fn ids(db: &Path) -> BTreeSet<u64> {
 /// Restores the replica on the host with `litevisor restore` into `out`.
 pub fn restore(s3: &S3Server, bucket: &str, out: &Path) {
     let url = format!("s3://{bucket}/{REPLICA_PATH}?endpoint={}", s3.endpoint);
-    let res = Command::new(BIN)
-        .args(["restore", "-integrity-check", "quick", "-o"])
-        .arg(out)
-        .arg(&url)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_CA_BUNDLE")
-        .output()
-        .expect("run litevisor restore");
-    assert!(
-        res.status.success(),
-        "litevisor restore {url} failed: {}",
-        String::from_utf8_lossy(&res.stderr)
+    crate::support::run_ok(
+        &format!("litevisor restore {url}"),
+        Command::new(BIN)
+            .args(["restore", "-integrity-check", "quick", "-o"])
+            .arg(out)
+            .arg(&url)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_CA_BUNDLE"),
     );
 }
 

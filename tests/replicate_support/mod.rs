@@ -138,6 +138,18 @@ pub fn url(replica: &Path) -> String {
     format!("file://{}", replica.display())
 }
 
+/// The scene most replication tests start from, as `(dir, db, replica, c)`: a temporary
+/// directory holding `app.db` with its table created through the application's connection `c`,
+/// and the path of a file replica beside it (not created yet).
+pub fn scene() -> (tempfile::TempDir, PathBuf, PathBuf, Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let c = app(&db);
+    create_table(&c);
+    (dir, db, replica, c)
+}
+
 /// The application's connection: WAL mode, busy_timeout 5000 (what Litestream tells apps to use).
 pub fn app(db: &Path) -> Connection {
     let c = Connection::open(db).unwrap();
@@ -193,19 +205,14 @@ pub fn integrity(db: &Path) -> String {
 /// Restores with REAL Litestream 0.5.17 into `out` and returns it.
 pub fn litestream_restore(replica: &Path, out: &Path) -> PathBuf {
     let _ = fs::remove_file(out);
-    let output = Command::new("litestream")
-        .env_remove("AWS_CA_BUNDLE")
-        .arg("restore")
-        .arg("-o")
-        .arg(out)
-        .arg(url(replica))
-        .output()
-        .expect("run litestream restore");
-    assert!(
-        output.status.success(),
-        "litestream restore failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    crate::support::run_ok(
+        "litestream restore",
+        Command::new("litestream")
+            .env_remove("AWS_CA_BUNDLE")
+            .arg("restore")
+            .arg("-o")
+            .arg(out)
+            .arg(url(replica)),
     );
     out.to_path_buf()
 }
@@ -213,19 +220,22 @@ pub fn litestream_restore(replica: &Path, out: &Path) -> PathBuf {
 /// Restores with litevisor's own `restore` command into `out` and returns it.
 pub fn litevisor_restore(replica: &Path, out: &Path) -> PathBuf {
     let _ = fs::remove_file(out);
-    let output = Command::new(LITEVISOR)
-        .arg("restore")
-        .arg("-o")
-        .arg(out)
-        .arg(url(replica))
-        .output()
-        .expect("run litevisor restore");
-    assert!(
-        output.status.success(),
-        "litevisor restore failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    crate::support::run_ok(
+        "litevisor restore",
+        Command::new(LITEVISOR)
+            .arg("restore")
+            .arg("-o")
+            .arg(out)
+            .arg(url(replica)),
     );
     out.to_path_buf()
+}
+
+/// The judge of most replication tests: REAL Litestream restores `replica` into `dir`/out.db and
+/// gets exactly the rows of `db`.
+pub fn assert_litestream_restores(db: &Path, replica: &Path, dir: &Path) {
+    let restored = litestream_restore(replica, &dir.join("out.db"));
+    assert_same_rows(db, &restored);
 }
 
 /// Asserts the restored database has exactly the source's rows and passes integrity_check.

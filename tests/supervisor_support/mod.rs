@@ -143,14 +143,7 @@ impl Setup {
             }
         };
         cmd.args(config_args).args(extra);
-        for var in [
-            "LITEVISOR_GRACE",
-            "LITEVISOR_LOG",
-            "LOG_LEVEL",
-            "LITEVISOR_CONFIG",
-        ] {
-            cmd.env_remove(var);
-        }
+        clear_litevisor_env(&mut cmd);
         cmd.env("LITEVISOR_LOG", "info");
         cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null());
@@ -187,6 +180,12 @@ impl Lv {
         unsafe { libc::kill(self.pid, sig) };
     }
 
+    /// Sends `sig` and checks that litevisor then exits with `code` (its stderr shown otherwise).
+    pub fn stop(&mut self, sig: i32, code: i32, s: &Setup) {
+        self.signal(sig);
+        assert_eq!(self.wait(PATIENCE), code, "{}", s.stderr());
+    }
+
     /// Waits for the exit (killing litevisor after `limit`) and returns its exit code.
     pub fn wait(&mut self, limit: Duration) -> i32 {
         let status = wait_exit(&mut self.child, limit);
@@ -211,4 +210,17 @@ pub fn read_lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// Removes the variables through which the environment the tests run in could change litevisor's
+/// settings (grace, log level, config path), so each test sees only what it sets itself.
+pub fn clear_litevisor_env(cmd: &mut Command) {
+    for var in [
+        "LITEVISOR_GRACE",
+        "LITEVISOR_LOG",
+        "LOG_LEVEL",
+        "LITEVISOR_CONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
 }

@@ -8,7 +8,7 @@
 pub mod s3_proxy;
 pub mod s3_server;
 
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)] // the S3 tests import it from s3_server; the others from here
@@ -16,6 +16,28 @@ pub use s3_server::free_port;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_litevisor");
+
+/// Runs `cmd` to completion and returns its output, failing the test (naming `what` and showing
+/// its stdout and stderr) when it cannot start or exits unsuccessfully. The one place for the
+/// run-then-assert-success dance every test that drives an external program needs.
+pub fn run_ok(what: &str, cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Fails the test unless `text` contains `part`, showing all of `text` (an output, a log, a file).
+#[track_caller]
+pub fn assert_contains(text: &str, part: impl AsRef<str>) {
+    let part = part.as_ref();
+    assert!(text.contains(part), "missing {part:?} in:\n{text}");
+}
 
 /// Polls `probe` every 20 ms until it returns `Some`, or gives up (`None`) after `limit`.
 pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
@@ -96,4 +118,38 @@ pub fn signal(pid: i32, sig: i32) {
         "kill({pid}, {sig}) failed: {}",
         std::io::Error::last_os_error()
     );
+}
+
+/// Creates the database at `path` with page size 4096 and a table `t(id, v)` holding ids
+/// 1..=`rows`, each `v` the id zero-padded to `width` digits (so the page count is predictable),
+/// and returns its connection.
+pub fn padded_table(path: &std::path::Path, rows: i64, width: usize) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.execute_batch(&format!(
+        "PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<{rows})
+         INSERT INTO t SELECT x, printf('%0{width}d', x) FROM c;"
+    ))
+    .unwrap();
+    db
+}
+
+/// One LTX file of transaction `txid` (page size 4096, no checksums) holding `pages`, for a
+/// database of `commit` pages, stamped `timestamp_ms`: what the S3 tests upload by hand.
+pub fn ltx_file(commit: u32, txid: u64, timestamp_ms: i64, pages: &[(u32, &[u8])]) -> Vec<u8> {
+    use litevisor::replication::ltx;
+    let header = ltx::Header {
+        flags: ltx::HEADER_FLAG_NO_CHECKSUM,
+        page_size: 4096,
+        commit,
+        min_txid: txid,
+        max_txid: txid,
+        timestamp_ms,
+        ..ltx::Header::default()
+    };
+    let mut enc = ltx::Encoder::new(Vec::new(), &header, ltx::PageEncoding::Frame).unwrap();
+    for (pgno, data) in pages {
+        enc.encode_page(*pgno, data).unwrap();
+    }
+    enc.finish().unwrap().0
 }

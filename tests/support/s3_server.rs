@@ -10,6 +10,32 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use litevisor::replica::s3::{S3Options, Secret};
+
+/// The replica settings for `bucket`/`path` at `endpoint` with the keys every test server takes
+/// (`test`/`test`); tests override the one field they are about with `..test_options(..)`.
+pub fn test_options(endpoint: &str, bucket: &str, path: &str) -> S3Options {
+    S3Options {
+        bucket: bucket.into(),
+        path: path.into(),
+        endpoint: Some(endpoint.to_string()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some(Secret::new("test")),
+        ..S3Options::default()
+    }
+}
+
+/// `program` (litestream or litevisor) set up to talk to a test server: the test keys, no
+/// instance-metadata lookups, and no CA bundle from the environment.
+pub fn s3_command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_remove("AWS_CA_BUNDLE")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd
+}
+
 pub struct S3Server {
     pub port: u16,
     pub endpoint: String,
@@ -26,22 +52,8 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// moto's server with one fix: moto 5.2 names the root element of the CompleteMultipartUpload
-/// response `CompleteMultipartUploadResponse`; AWS (and every S3-compatible server) sends
-/// `CompleteMultipartUploadResult`, which the Rust SDK checks strictly. Nothing else is changed.
-const MOTO: &str = r#"
-import sys
-from moto.core import serialize
-_orig = serialize.S3Serializer._serialized_result_to_response
-def _fixed(self, resp, result, shape, serialized_result):
-    resp = _orig(self, resp, result, shape, serialized_result)
-    if self.operation_model.name == "CompleteMultipartUpload" and isinstance(resp.get("body"), str):
-        resp["body"] = resp["body"].replace("CompleteMultipartUploadResponse", "CompleteMultipartUploadResult")
-    return resp
-serialize.S3Serializer._serialized_result_to_response = _fixed
-from moto.server import main
-main(sys.argv[1:])
-"#;
+/// moto's server with one fix (the script says which and why).
+const MOTO: &str = include_str!("moto_server.py");
 
 const SETUP_IAM: &str = r#"
 import boto3, json, sys
@@ -55,6 +67,18 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
 "#;
 
 impl S3Server {
+    /// A started server with `bucket` already created.
+    pub fn with_bucket(bucket: &str) -> S3Server {
+        let server = S3Server::start();
+        server.create_bucket(bucket);
+        server
+    }
+
+    /// [`test_options`] for `bucket`/`path` on this server.
+    pub fn options(&self, bucket: &str, path: &str) -> S3Options {
+        test_options(&self.endpoint, bucket, path)
+    }
+
     /// Plain HTTP, any credentials accepted.
     pub fn start() -> S3Server {
         Self::launch(false, false)
@@ -108,15 +132,11 @@ impl S3Server {
         // With auth, an HTTP probe would use up one of the unauthenticated actions.
         server.wait_ready(tls || auth);
         if auth {
-            let out = Command::new("python3")
-                .args(["-c", SETUP_IAM, &server.endpoint])
-                .env_remove("AWS_CA_BUNDLE")
-                .output()
-                .expect("run IAM setup");
-            assert!(
-                out.status.success(),
-                "IAM setup failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+            let out = super::run_ok(
+                "IAM setup",
+                Command::new("python3")
+                    .args(["-c", SETUP_IAM, &server.endpoint])
+                    .env_remove("AWS_CA_BUNDLE"),
             );
             let text = String::from_utf8_lossy(&out.stdout);
             let mut it = text.split_whitespace();
@@ -170,24 +190,20 @@ impl S3Server {
         let script = "import boto3, sys\n\
 boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id=sys.argv[2], \
 aws_secret_access_key=sys.argv[3], verify=False).create_bucket(Bucket=sys.argv[4])";
-        let out = Command::new("python3")
-            .args([
-                "-W",
-                "ignore",
-                "-c",
-                script,
-                &self.endpoint,
-                &id,
-                &secret,
-                bucket,
-            ])
-            .env_remove("AWS_CA_BUNDLE")
-            .output()
-            .expect("run boto3");
-        assert!(
-            out.status.success(),
-            "create bucket {bucket}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        super::run_ok(
+            &format!("create bucket {bucket}"),
+            Command::new("python3")
+                .args([
+                    "-W",
+                    "ignore",
+                    "-c",
+                    script,
+                    &self.endpoint,
+                    &id,
+                    &secret,
+                    bucket,
+                ])
+                .env_remove("AWS_CA_BUNDLE"),
         );
     }
 }
@@ -253,4 +269,24 @@ pub fn list_keys(
         keys.sort();
         keys
     })
+}
+
+/// HEAD of `bucket`/`key` through the AWS SDK: the object as any other S3 reader sees it.
+pub fn head(
+    rt: &tokio::runtime::Runtime,
+    sdk: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    rt.block_on(sdk.head_object().bucket(bucket).key(key).send())
+        .unwrap_or_else(|e| panic!("HEAD {bucket}/{key}: {e}"))
+}
+
+/// The `litestream-timestamp` metadata of an object: the LTX header time Litestream reads.
+pub fn litestream_timestamp(
+    head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+) -> Option<&str> {
+    head.metadata()
+        .and_then(|m| m.get("litestream-timestamp"))
+        .map(String::as_str)
 }
