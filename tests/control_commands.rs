@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use replicate_support::{Replicator, app, create_table, insert, litestream_restore, rows, url};
-use support::{BIN, wait_for};
+use replicate_support::{
+    Replicator, app, create_table, insert, litestream_restore, rows, scene, url,
+};
+use support::{BIN, output, wait_for};
 
 /// Runs `litevisor ARGS` against `socket`: (exit code, stdout, stderr).
 fn ctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
@@ -20,34 +22,43 @@ fn ctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
 
 /// [`ctl`] from the directory `cwd`.
 fn ctl_in(cwd: &Path, socket: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .current_dir(cwd)
-        .args(args)
-        .args(["-socket", &socket.display().to_string()])
-        .output()
-        .expect("run litevisor");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    output(
+        Command::new(BIN)
+            .current_dir(cwd)
+            .args(args)
+            .args(["-socket", &socket.display().to_string()]),
     )
+}
+
+/// Starts litevisor (`args`, e.g. `replicate -config F`) in `dir` with a control socket of its
+/// own, and waits until it replicates.
+fn start(dir: &Path, args: &[&str]) -> (Replicator, PathBuf) {
+    let socket = dir.join("lv.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.env("LITEVISOR_SOCKET", &socket).args(args);
+    let lv = Replicator::spawn(cmd, dir.join("lv.log"));
+    let up = wait_for(Duration::from_secs(30), || {
+        ctl(&socket, &["list"])
+            .1
+            .contains("[replicating]")
+            .then_some(())
+    });
+    assert!(up.is_some(), "never replicating: {}", lv.log_text());
+    (lv, socket)
+}
+
+/// A configuration file `name` in `dir` holding `text`; its path as a string.
+fn config(dir: &Path, name: &str, text: String) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
 }
 
 /// `litevisor replicate` with a control socket of its own and no sync but the forced ones after
 /// the first (a one-hour monitor interval), so only `sync` can move the replica.
 fn replicate(dir: &Path, db: &Path, replica: &Path) -> (Replicator, PathBuf) {
-    let socket = dir.join("lv.sock");
-    let mut cmd = Command::new(BIN);
-    cmd.env("LITEVISOR_SOCKET", &socket)
-        .args(["replicate", "-monitor-interval", "1h"])
-        .arg(db)
-        .arg(url(replica));
-    let lv = Replicator::spawn(cmd, dir.join("lv.log"));
-    let listening = wait_for(Duration::from_secs(30), || {
-        (ctl(&socket, &["list"]).1.contains("[replicating]")).then_some(())
-    });
-    assert!(listening.is_some(), "never replicating: {}", lv.log_text());
-    (lv, socket)
+    let (db, url) = (db.display().to_string(), url(replica));
+    start(dir, &["replicate", "-monitor-interval", "1h", &db, &url])
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -56,10 +67,7 @@ fn json(text: &str) -> serde_json::Value {
 
 #[test]
 fn sync_wait_puts_every_committed_transaction_on_the_replica() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..10, 5);
     let (lv, socket) = replicate(dir.path(), &db, &replica);
 
@@ -101,10 +109,7 @@ fn sync_wait_puts_every_committed_transaction_on_the_replica() {
 
 #[test]
 fn stop_and_start_one_database() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..10, 5);
     let (lv, socket) = replicate(dir.path(), &db, &replica);
     let path = db.display().to_string();
@@ -154,10 +159,7 @@ fn stop_and_start_one_database() {
 
 #[test]
 fn list_info_and_version_in_litestreams_shapes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
-    let c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, _c) = scene();
     let (lv, socket) = replicate(dir.path(), &db, &replica);
 
     let (code, out, _) = ctl(&socket, &["list", "-json"]);
@@ -194,34 +196,18 @@ fn list_info_and_version_in_litestreams_shapes() {
 /// The same commands reach `[[databases]]` under the supervisor.
 #[test]
 fn sync_wait_under_the_supervisor() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..5, 5);
-    let config = dir.path().join("litevisor.toml");
-    std::fs::write(
-        &config,
+    let config = config(
+        dir.path(),
+        "litevisor.toml",
         format!(
             "[[databases]]\npath = \"{}\"\nreplica = \"{}\"\nsync_interval = \"1h\"\n",
             db.display(),
             url(&replica)
         ),
-    )
-    .unwrap();
-    let socket = dir.path().join("lv.sock");
-    let mut cmd = Command::new(BIN);
-    cmd.env("LITEVISOR_SOCKET", &socket)
-        .arg("--config")
-        .arg(&config);
-    let lv = Replicator::spawn(cmd, dir.path().join("lv.log"));
-    let up = wait_for(Duration::from_secs(30), || {
-        ctl(&socket, &["list"])
-            .1
-            .contains("[replicating]")
-            .then_some(())
-    });
-    assert!(up.is_some(), "never replicating: {}", lv.log_text());
+    );
+    let (lv, socket) = start(dir.path(), &["--config", &config]);
 
     insert(&mut c, 5..15, 5);
     let (code, out, err) = ctl(&socket, &["sync", "-wait", &db.display().to_string()]);
@@ -251,16 +237,11 @@ fn default_sockets_do_not_collide() {
         Replicator::spawn(cmd, dir.path().join(format!("{name}.log")))
     };
     let client = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .env_remove("LITEVISOR_SOCKET")
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        output(
+            Command::new(BIN)
+                .env_remove("LITEVISOR_SOCKET")
+                .env("XDG_RUNTIME_DIR", &runtime)
+                .args(args),
         )
     };
     let a = start("a");
@@ -345,16 +326,13 @@ fn another_users_connection_is_refused() {
     create_table(&app(&db));
     let (lv, socket) = replicate(dir.path(), &db, &replica);
     let as_other = |args: &[&str]| {
-        let out = Command::new("setpriv")
-            .args(["--reuid", user, "--regid", user, "--clear-groups", BIN])
-            .args(args)
-            .args(["-socket", &socket.display().to_string()])
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let (code, _, err) = output(
+            Command::new("setpriv")
+                .args(["--reuid", user, "--regid", user, "--clear-groups", BIN])
+                .args(args)
+                .args(["-socket", &socket.display().to_string()]),
+        );
+        (code, err)
     };
     let (code, err) = as_other(&["list"]);
     assert_eq!(code, 1);
@@ -383,47 +361,24 @@ fn another_users_connection_is_refused() {
 /// state goes and the next sync starts with a snapshot that Litestream restores.
 #[test]
 fn reset_and_offline_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..10, 5);
-    let config = dir.path().join("litestream.yml");
-    std::fs::write(
-        &config,
+    let cfg = config(
+        dir.path(),
+        "litestream.yml",
         format!(
             "dbs:\n  - path: {}\n    replica:\n      url: {}\n",
             db.display(),
             url(&replica)
         ),
-    )
-    .unwrap();
-    let cfg = config.display().to_string();
+    );
     let path = db.display().to_string();
-    let offline = |args: &[&str]| {
-        let out = Command::new(BIN).args(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let offline = |args: &[&str]| output(Command::new(BIN).args(args));
     let (code, out, err) = offline(&["status", "-config", &cfg]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("not initialized"), "{out}");
 
-    let socket = dir.path().join("lv.sock");
-    let mut cmd = Command::new(BIN);
-    cmd.env("LITEVISOR_SOCKET", &socket)
-        .args(["replicate", "-config", &cfg]);
-    let lv = Replicator::spawn(cmd, dir.path().join("lv.log"));
-    let up = wait_for(Duration::from_secs(30), || {
-        ctl(&socket, &["list"])
-            .1
-            .contains("[replicating]")
-            .then_some(())
-    });
-    assert!(up.is_some(), "{}", lv.log_text());
+    let (lv, socket) = start(dir.path(), &["replicate", "-config", &cfg]);
     assert_eq!(ctl(&socket, &["sync", "-wait", &path]).0, 0);
     let (code, out, _) = offline(&["status", "-config", &cfg, &path]);
     assert_eq!(code, 0);

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use replicate_support::{Replicator, app, create_table, insert, max_l0, rows, url};
-use support::{BIN, wait_for};
+use replicate_support::{Replicator, insert, max_l0, rows, scene, url};
+use support::{BIN, output, wait_for};
 
 fn replica_listing(replica: &Path) -> Vec<String> {
     let mut names = Vec::new();
@@ -50,10 +50,7 @@ fn follower_rows(db: &Path) -> Option<Vec<(i64, String)>> {
 
 #[test]
 fn a_followed_database_is_restored_first_kept_current_and_never_uploaded() {
-    let dir = tempfile::tempdir().unwrap();
-    let (primary, replica) = (dir.path().join("primary.db"), dir.path().join("replica"));
-    let mut c = app(&primary);
-    create_table(&c);
+    let (dir, primary, replica, mut c) = scene();
     insert(&mut c, 0..100, 10);
     let source = Replicator::litevisor(&primary, &replica, &[]);
     let uploaded = wait_for(Duration::from_secs(30), || {
@@ -152,14 +149,8 @@ fn a_directory_cannot_be_followed() {
         "[[databases]]\ndir = \"/data\"\npattern = \"*.db\"\nreplica = \"file:///r\"\nfollow = true\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config", &config.display().to_string()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("follow") && err.contains("cannot be followed"),
-        "{err}"
-    );
+    let (code, _, err) =
+        output(Command::new(BIN).args(["check", "--config", &config.display().to_string()]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot be followed"), "{err}");
 }

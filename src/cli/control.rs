@@ -77,6 +77,17 @@ pub fn version() -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Prints an answer whose first word says `ok` (stdout, exit 0) or not (stderr, exit 1).
+pub(super) fn relay(answer: &str) -> i32 {
+    if answer.starts_with("ok") {
+        print!("{answer}");
+        0
+    } else {
+        eprint!("{answer}");
+        1
+    }
+}
+
 fn db_command(verb: Verb, wait: bool, args: DbCommandArgs) -> anyhow::Result<i32> {
     // The server may run elsewhere in the tree: it gets the path absolute.
     let db = std::path::absolute(&args.db_path).unwrap_or(args.db_path);
@@ -90,10 +101,7 @@ fn ask(
     timeout: Duration,
     socket: SocketArgs,
 ) -> anyhow::Result<i32> {
-    let path = match socket.socket {
-        Some(path) => path,
-        None => control::path::client_path()?,
-    };
+    let path = control::path::resolve(socket.socket)?;
     let request = Request {
         verb,
         json: socket.json,

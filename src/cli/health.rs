@@ -14,10 +14,7 @@ pub struct HealthArgs {
 }
 
 pub fn run(args: HealthArgs) -> anyhow::Result<i32> {
-    let path = match args.socket {
-        Some(path) => path,
-        None => control::path::client_path()?,
-    };
+    let path = control::path::resolve(args.socket)?;
     let answer = match control::query(&path, "health") {
         Ok(answer) => answer,
         Err(err) => {

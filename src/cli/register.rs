@@ -83,10 +83,7 @@ pub fn register(args: RegisterArgs) -> anyhow::Result<i32> {
     if replica.chars().any(char::is_whitespace) {
         bail!("{replica}: a replica URL with whitespace cannot be sent over the control socket");
     }
-    let socket = match args.socket {
-        Some(path) => path,
-        None => control::path::client_path()?,
-    };
+    let socket = control::path::resolve(args.socket)?;
     let status = ask(
         &socket,
         &format!("register {path} {replica}"),
@@ -118,10 +115,7 @@ pub fn unregister(args: UnregisterArgs) -> anyhow::Result<i32> {
         bail!("timeout must be greater than 0");
     }
     let path = request_path(&args.db_path)?;
-    let socket = match args.socket {
-        Some(path) => path,
-        None => control::path::client_path()?,
-    };
+    let socket = control::path::resolve(args.socket)?;
     if args.dry_run {
         println!("Dry run: unregister request preview");
         println!("  database: {path}");

@@ -15,16 +15,7 @@ pub struct ReloadArgs {
 }
 
 pub fn run(args: ReloadArgs) -> anyhow::Result<i32> {
-    let path = match args.socket {
-        Some(path) => path,
-        None => control::path::client_path()?,
-    };
+    let path = control::path::resolve(args.socket)?;
     let answer = control::query(&path, "reload")?;
-    if answer.starts_with("ok") {
-        print!("{answer}");
-        Ok(0)
-    } else {
-        eprint!("{answer}");
-        Ok(1)
-    }
+    Ok(super::control::relay(&answer))
 }

@@ -91,10 +91,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<i32> {
     if args.config.is_some() || args.db_path.is_some() {
         return offline(&args);
     }
-    let path = match args.socket {
-        Some(path) => path,
-        None => control::path::client_path()?,
-    };
+    let path = control::path::resolve(args.socket)?;
     let request = if args.json { "status json" } else { "status" };
     let answer = control::query(&path, request)?;
     print!("{answer}");

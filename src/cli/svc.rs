@@ -36,10 +36,7 @@ enum SvcVerb {
 }
 
 pub fn run(args: SvcArgs) -> anyhow::Result<i32> {
-    let path = match args.socket {
-        Some(path) => path,
-        None => control::path::client_path()?,
-    };
+    let path = control::path::resolve(args.socket)?;
     let request = match &args.verb {
         SvcVerb::Up { name } => format!("svc up {name}"),
         SvcVerb::Down { name } => format!("svc down {name}"),
@@ -48,11 +45,5 @@ pub fn run(args: SvcArgs) -> anyhow::Result<i32> {
         SvcVerb::Kill { signal, name } => format!("svc kill {signal} {name}"),
     };
     let answer = control::query(&path, &request)?;
-    if answer.starts_with("ok") {
-        print!("{answer}");
-        Ok(0)
-    } else {
-        eprint!("{answer}");
-        Ok(1)
-    }
+    Ok(super::control::relay(&answer))
 }

@@ -259,13 +259,7 @@ fn synced(s: &Synced, json: bool) -> String {
         fields.push(("replica_txid", r.to_string()));
     }
     fields.push(("duration_ms", took));
-    if json {
-        return object(&fields);
-    }
-    fields
-        .iter()
-        .map(|(k, v)| format!("{k}: {}\n", v.trim_matches('"')))
-        .collect()
+    text_or_json(&fields, json)
 }
 
 fn changed(c: &Changed, socket: &Path, json: bool) -> String {
@@ -276,8 +270,13 @@ fn changed(c: &Changed, socket: &Path, json: bool) -> String {
         ("txid", c.txid.to_string()),
         ("socket", json_str(&socket.display().to_string())),
     ];
+    text_or_json(&fields, json)
+}
+
+/// Litestream's two shapes of one answer: `key: value` lines, or the JSON object.
+fn text_or_json(fields: &[(&str, String)], json: bool) -> String {
     if json {
-        return object(&fields);
+        return object(fields);
     }
     fields
         .iter()

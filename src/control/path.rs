@@ -61,6 +61,14 @@ pub fn server_path() -> Result<PathBuf, String> {
     Ok(dir.join(format!("{pid}.sock")))
 }
 
+/// `-socket PATH` when given, else [`client_path`].
+pub fn resolve(flag: Option<PathBuf>) -> Result<PathBuf, FindError> {
+    match flag {
+        Some(path) => Ok(path),
+        None => client_path(),
+    }
+}
+
 /// The socket a client should talk to (see the module docs).
 pub fn client_path() -> Result<PathBuf, FindError> {
     if let Some(p) = env_path(super::SOCKET_ENV) {

@@ -66,20 +66,7 @@ impl DbSet {
     /// Records a database whose engine its graph node drives (a `[[databases]]` entry); nothing
     /// starts here.
     pub fn insert(&self, db: &Database, owner: &str) -> Arc<DbShared> {
-        let mut inner = self.lock();
-        inner.next_seq += 1;
-        let seq = inner.next_seq;
-        let shared = DbShared::new(db);
-        inner.members.insert(
-            db.path.clone(),
-            Member {
-                seq,
-                owner: owner.to_owned(),
-                db: db.clone(),
-                shared: Arc::clone(&shared),
-            },
-        );
-        shared
+        join(&mut self.lock(), db, owner)
     }
 
     /// Adds `db` to the set for `owner` and starts replicating it; the channel settles on the
@@ -102,18 +89,7 @@ impl DbSet {
             return Ok((shared, started));
         }
         fd_budget(inner.members.len() as u64 + 1)?;
-        inner.next_seq += 1;
-        let seq = inner.next_seq;
-        let shared = DbShared::new(&db);
-        inner.members.insert(
-            db.path.clone(),
-            Member {
-                seq,
-                owner: owner.to_owned(),
-                db: db.clone(),
-                shared: Arc::clone(&shared),
-            },
-        );
+        let shared = join(&mut inner, &db, owner);
         drop(inner);
         let started = shared.start_engine(&db);
         Ok((shared, started))
@@ -205,6 +181,22 @@ impl DbSet {
         members.sort_by_key(|(seq, _)| *seq);
         members.into_iter().map(|(_, s)| s.row()).collect()
     }
+}
+
+/// Makes `db` a member held by `owner`, last in the joining order.
+fn join(inner: &mut Inner, db: &Database, owner: &str) -> Arc<DbShared> {
+    inner.next_seq += 1;
+    let shared = DbShared::new(db);
+    inner.members.insert(
+        db.path.clone(),
+        Member {
+            seq: inner.next_seq,
+            owner: owner.to_owned(),
+            db: db.clone(),
+            shared: Arc::clone(&shared),
+        },
+    );
+    shared
 }
 
 /// Checks that `databases` replicated databases fit the open-file limit, raising the soft limit

@@ -266,65 +266,31 @@ fn build_nodes(
     let names = database::display_names(&config.databases);
     for (db, name) in config.databases.iter().zip(names) {
         let record = set.insert(db, &format!("replicate:{name}"));
-        let restore = nodes.len();
-        nodes.push(Node {
-            name: format!("restore:{name}"),
-            deps: Vec::new(),
-            main: false,
-            database: true,
-            final_sync: false,
-            lingers: false,
-            unit: Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record))),
-            revive: None,
-            fresh: None,
-        });
-        nodes.push(Node {
-            name: format!("replicate:{name}"),
-            deps: vec![restore],
-            main: false,
-            database: true,
-            final_sync: true,
-            lingers: false,
-            unit: database::replication_unit(db, &record),
-            revive: Some({
-                let (db, record) = (db.clone(), Arc::clone(&record));
-                Box::new(move || database::replication_unit(&db, &record))
-            }),
-            fresh: None,
-        });
-        drop(record);
+        let restore = Box::new(RestoreUnit::new(db.clone(), Arc::clone(&record)));
+        let revive: Box<dyn Fn() -> Box<dyn unit::Unit> + Send> = {
+            let (db, record) = (db.clone(), Arc::clone(&record));
+            Box::new(move || database::replication_unit(&db, &record))
+        };
+        push_database_nodes(
+            &mut nodes,
+            &name,
+            restore,
+            database::replication_unit(db, &record),
+            revive,
+        );
     }
     // Directory entries: a restore node and a replicate node each, after the single databases.
     let first_dir = nodes.len();
     for entry in &config.directories {
         let name = entry.dir.display().to_string();
-        let restore = nodes.len();
-        nodes.push(Node {
-            name: format!("restore:{name}"),
-            deps: Vec::new(),
-            main: false,
-            database: true,
-            final_sync: false,
-            lingers: false,
-            unit: Box::new(DirRestoreUnit::new(entry.clone())),
-            revive: None,
-            fresh: None,
-        });
         let owner = format!("replicate:{name}");
-        nodes.push(Node {
-            name: owner.clone(),
-            deps: vec![restore],
-            main: false,
-            database: true,
-            final_sync: true,
-            lingers: false,
-            unit: Box::new(DirUnit::new(entry.clone(), Arc::clone(&set), owner.clone())),
-            revive: Some({
-                let (entry, set) = (entry.clone(), Arc::clone(&set));
-                Box::new(move || DirUnit::revive(entry.clone(), Arc::clone(&set), owner.clone()))
-            }),
-            fresh: None,
-        });
+        let unit = Box::new(DirUnit::new(entry.clone(), Arc::clone(&set), owner.clone()));
+        let revive: Box<dyn Fn() -> Box<dyn unit::Unit> + Send> = {
+            let (entry, set) = (entry.clone(), Arc::clone(&set));
+            Box::new(move || DirUnit::revive(entry.clone(), Arc::clone(&set), owner.clone()))
+        };
+        let restore = Box::new(DirRestoreUnit::new(entry.clone()));
+        push_database_nodes(&mut nodes, &name, restore, unit, revive);
     }
     let first_service = nodes.len();
     let mut database_nodes = Vec::new();
@@ -389,4 +355,38 @@ fn build_nodes(
         services_handle,
     };
     Ok((nodes, overview, factory))
+}
+
+/// A database's two nodes: `restore:NAME`, a oneshot, then `replicate:NAME` after it, the longrun
+/// whose stop is the final sync (and which is revived if it panics).
+fn push_database_nodes(
+    nodes: &mut Vec<Node>,
+    name: &str,
+    restore: Box<dyn unit::Unit>,
+    replicate: Box<dyn unit::Unit>,
+    revive: Box<dyn Fn() -> Box<dyn unit::Unit> + Send>,
+) {
+    let first = nodes.len();
+    nodes.push(Node {
+        name: format!("restore:{name}"),
+        deps: Vec::new(),
+        main: false,
+        database: true,
+        final_sync: false,
+        lingers: false,
+        unit: restore,
+        revive: None,
+        fresh: None,
+    });
+    nodes.push(Node {
+        name: format!("replicate:{name}"),
+        deps: vec![first],
+        main: false,
+        database: true,
+        final_sync: true,
+        lingers: false,
+        unit: replicate,
+        revive: Some(revive),
+        fresh: None,
+    });
 }

@@ -32,6 +32,16 @@ pub fn run_ok(what: &str, cmd: &mut Command) -> Output {
     out
 }
 
+/// Runs `cmd` to its end: (exit code, stdout, stderr); -1 for a death by signal.
+pub fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run the command");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Fails the test unless `text` contains `part`, showing all of `text` (an output, a log, a file).
 #[track_caller]
 pub fn assert_contains(text: &str, part: impl AsRef<str>) {
