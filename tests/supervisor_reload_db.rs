@@ -142,8 +142,7 @@ fn a_database_added_by_reload_is_replicated_and_a_removed_one_gets_its_final_syn
     // The service was not touched by either reload.
     assert_eq!(children_of(lv.pid), app);
 
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -180,8 +179,7 @@ fn a_database_added_by_reload_is_restored_when_missing() {
     });
     assert!(replicated.is_some(), "{:?}\n{}", databases(&s), s.stderr());
     assert_eq!(rows(&db), 40, "restored from its replica");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 /// Runs `litevisor ARGS` against `sock`.
@@ -262,8 +260,7 @@ fn register_and_unregister_under_the_supervisor() {
     let mut lv = start(&s);
     let sock = s.file("control.sock");
     register_and_unregister(s.path(), &sock, &mut lv);
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]

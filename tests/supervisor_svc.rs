@@ -163,8 +163,7 @@ fn down_takes_dependents_first_and_keeps_them_down_until_up() {
     assert!(alive(db2) && alive(web2));
     assert_eq!(running_pid(&s, "other"), other);
 
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -183,8 +182,7 @@ fn up_of_a_dependency_leaves_its_downed_dependents_down() {
     s.wait_event("start db");
     assert_eq!(service(&s, "web").0, "down");
     assert_eq!(count(&s, "start web"), 1);
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -206,8 +204,7 @@ fn restart_replaces_the_process_and_leaves_dependents_running() {
     assert!(!alive(db) && alive(db2));
     wait_count(&s, "start db", 2);
     assert_eq!(running_pid(&s, "web"), web, "the dependent is untouched");
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -245,8 +242,7 @@ fn kill_signals_the_group_and_rejects_bad_input() {
 
     // Everything else kept running through all of it.
     assert_eq!(running_pid(&s, "web"), web);
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -281,8 +277,7 @@ command = ["sleep", "1000"]
     unsafe { libc::kill(job, libc::SIGKILL) };
     let back = wait_for(PATIENCE, || (count(&s, "start job") == 4).then_some(()));
     assert!(back.is_some(), "not restarted: {:?}", s.events());
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -403,8 +398,7 @@ fn reload_adds_removes_changes_and_leaves_unchanged_services_alone() {
     assert_applied(&s, keep, change, gone);
     // The removed service cannot be controlled any more.
     assert_eq!(cli(&s, &["svc", "up", "gone"]).status.code(), Some(1));
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -420,8 +414,7 @@ fn sighup_reloads_in_supervisor_mode() {
     s.write("litevisor.toml", AFTER);
     lv.signal(libc::SIGHUP);
     assert_applied(&s, keep, change, gone);
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -450,8 +443,7 @@ fn an_invalid_configuration_is_refused_and_nothing_changes() {
     assert!(logged.is_some(), "{}", s.stderr());
     assert_eq!(services(&s), before);
     assert!(s.position("start added").is_none());
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
@@ -475,6 +467,5 @@ command = ["sleep", "1000"]
     let back = wait_for(PATIENCE, || (count(&s, "start slow") == 2).then_some(()));
     assert!(back.is_some(), "{:?}\n{}", s.events(), s.stderr());
     assert_ne!(running_pid(&s, "slow"), first);
-    lv.signal(libc::SIGTERM);
-    assert_eq!(lv.wait(PATIENCE), 0);
+    lv.stop(libc::SIGTERM, 0, &s);
 }
