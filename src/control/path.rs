@@ -8,10 +8,10 @@
 //! | who | socket |
 //! |---|---|
 //! | `$LITEVISOR_SOCKET` set | that path |
-//! | PID 1 | `/run/litevisor.sock` |
+//! | PID 1 (with a writable `/run`) | `/run/litevisor.sock` |
 //! | `$XDG_RUNTIME_DIR` set | `$XDG_RUNTIME_DIR/litevisor/<pid>.sock` |
-//! | root | `/run/litevisor/<pid>.sock` |
-//! | anyone else | `/tmp/litevisor-<uid>/<pid>.sock` |
+//! | root (with a writable `/run`) | `/run/litevisor/<pid>.sock` |
+//! | anyone else (and a `FROM scratch` image without `/run`) | `/tmp/litevisor-<uid>/<pid>.sock` |
 //!
 //! The directories are created with mode 0700; one that exists must belong to litevisor's user
 //! and be writable by nobody else, or litevisor runs without a socket rather than listen where
@@ -53,7 +53,8 @@ pub fn server_path() -> Result<PathBuf, String> {
         return Ok(p);
     }
     let pid = std::process::id();
-    if pid == 1 {
+    // A `FROM scratch` image may have no /run: PID 1 then listens where anyone else would.
+    if pid == 1 && writable(Path::new("/run")) {
         return Ok(PathBuf::from(PID1_SOCKET));
     }
     let dir = own_dir();
@@ -115,10 +116,20 @@ fn own_dir() -> PathBuf {
     if let Some(dir) = env_path("XDG_RUNTIME_DIR") {
         return dir.join("litevisor");
     }
-    if euid() == 0 {
+    if euid() == 0 && writable(Path::new("/run")) {
         return PathBuf::from("/run/litevisor");
     }
     PathBuf::from(format!("/tmp/litevisor-{}", euid()))
+}
+
+/// `dir` exists and this process may create files in it (false on a read-only mount too).
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access reads the NUL-terminated path only.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 /// Where a litevisor of this user started in another environment listens (root's shells rarely
