@@ -279,16 +279,20 @@ impl DbShared {
         }
     }
 
+    fn not_open(&self, state: DbState) -> String {
+        format!("database not open: {} ({state})", self.path.display())
+    }
+
+    fn stopping_error(&self) -> String {
+        format!("database {}: litevisor is stopping it", self.path.display())
+    }
+
     /// A handle to force syncs (`litevisor sync`), while the engine runs.
     pub fn syncer(&self) -> Result<Syncer, String> {
         let inner = self.lock();
         match &inner.engine {
             Engine::Running(replicator) => Ok(replicator.syncer()),
-            _ => Err(format!(
-                "database not open: {} ({})",
-                self.path.display(),
-                inner.state
-            )),
+            _ => Err(self.not_open(inner.state)),
         }
     }
 
@@ -307,19 +311,12 @@ impl DbShared {
         {
             let mut inner = self.lock();
             if inner.closing {
-                return Err(format!(
-                    "database {}: litevisor is stopping it",
-                    self.path.display()
-                ));
+                return Err(self.stopping_error());
             }
             match &inner.engine {
                 Engine::Running(_) | Engine::FinalSync(_) => inner.stopped_by_request = true,
                 _ => {
-                    return Err(format!(
-                        "database not open: {} ({})",
-                        self.path.display(),
-                        inner.state
-                    ));
+                    return Err(self.not_open(inner.state));
                 }
             }
         }
@@ -328,14 +325,11 @@ impl DbShared {
     }
 
     /// `litevisor start DB` after a `stop`: starts the engine again (its start resumes from the
-    /// local state, like any start). `Ok(false)` when it was running already.
+    /// local state, like any start). `Ok(None)` when it was running already.
     pub fn resume(self: &Arc<Self>) -> Result<Option<Started>, String> {
         let mut inner = self.lock();
         if inner.closing {
-            return Err(format!(
-                "database {}: litevisor is stopping it",
-                self.path.display()
-            ));
+            return Err(self.stopping_error());
         }
         match &inner.engine {
             Engine::Running(_) | Engine::Starting(_) => return Ok(None),
@@ -347,11 +341,7 @@ impl DbShared {
                 ));
             }
             Engine::Idle => {
-                return Err(format!(
-                    "database not open: {} ({})",
-                    self.path.display(),
-                    inner.state
-                ));
+                return Err(self.not_open(inner.state));
             }
         }
         inner.engine = Engine::Idle;
