@@ -274,6 +274,9 @@ command = ["sleep", "1000"]
     // `up` brings it back under normal supervision: a kill is followed by a restart.
     svc(&s, &["up", "job"]);
     let job = running_pid(&s, "job");
+    // Killed only once its shell has written its line, or the kill hides one start.
+    wait_count(&s, "start job", 3);
+    // SAFETY: kill has no memory-safety requirements.
     unsafe { libc::kill(job, libc::SIGKILL) };
     let back = wait_for(PATIENCE, || (count(&s, "start job") == 4).then_some(()));
     assert!(back.is_some(), "not restarted: {:?}", s.events());
