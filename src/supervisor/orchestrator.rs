@@ -19,6 +19,7 @@
 //! others run; database nodes never count as "still running" for that rule.
 
 mod apply;
+mod life;
 mod requests;
 
 use std::time::Duration;
@@ -26,9 +27,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use self::life::{Life, Step, Want};
 use super::reload::Op;
 use super::status::ServiceEntry;
-use super::unit::{Board, Command, Control, Ended, NodeState, Report, Unit, Why};
+use super::unit::{Board, Command, Control, Ended, Report, Unit, Why};
 use crate::control::svc;
 use crate::init::{Event, ExitCodeMap, ExitStatus, procs, signal_name};
 
@@ -100,15 +102,6 @@ pub struct Settings {
     pub idle_when_empty: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// Waiting for its dependencies.
-    Pending,
-    Running,
-    /// Will not run again (or never ran, because of a shutdown).
-    Ended,
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Reason {
     /// A stop signal (or the event loop's failure).
@@ -132,18 +125,30 @@ struct Slot {
     unit: Option<Box<dyn Unit>>,
     revive: Option<Box<dyn Fn() -> Box<dyn Unit> + Send>>,
     fresh: Option<Fresh>,
-    /// Down by request (`svc down`, its own or a dependency's): stopped, not started again until
-    /// `svc up`; does not count as ended for "every service has ended".
-    want_down: bool,
-    /// `svc restart`: started again once it has stopped.
-    restart_after: bool,
-    /// Gone from the configuration by a reload: stopped, never started again, not shown.
-    removed: bool,
-    state: State,
-    /// Dependents may start (ready longrun, or oneshot that exited 0). Stays true after it ends.
-    satisfied: bool,
+    life: Life,
+    want: Want,
+    /// Orders to its running unit.
     command: Option<watch::Sender<Command>>,
-    stop_sent: bool,
+}
+
+impl Slot {
+    fn new(node: Node) -> Self {
+        Slot {
+            name: node.name,
+            deps: node.deps,
+            dependents: Vec::new(),
+            main: node.main,
+            database: node.database,
+            final_sync: node.final_sync,
+            lingers: node.lingers,
+            unit: Some(node.unit),
+            revive: node.revive,
+            fresh: node.fresh,
+            life: Life::Pending,
+            want: Want::Up,
+            command: None,
+        }
+    }
 }
 
 struct Orchestrator {
@@ -195,28 +200,7 @@ pub async fn run(
         databases,
     } = links;
     let (reports, mut report_rx) = mpsc::unbounded_channel();
-    let mut slots: Vec<Slot> = nodes
-        .into_iter()
-        .map(|n| Slot {
-            name: n.name,
-            deps: n.deps,
-            dependents: Vec::new(),
-            main: n.main,
-            database: n.database,
-            final_sync: n.final_sync,
-            lingers: n.lingers,
-            unit: Some(n.unit),
-            revive: n.revive,
-            fresh: n.fresh,
-            want_down: false,
-            restart_after: false,
-            removed: false,
-            state: State::Pending,
-            satisfied: false,
-            command: None,
-            stop_sent: false,
-        })
-        .collect();
+    let mut slots: Vec<Slot> = nodes.into_iter().map(Slot::new).collect();
     for i in 0..slots.len() {
         for d in slots[i].deps.clone() {
             slots[d].dependents.push(i);
@@ -368,11 +352,7 @@ impl Orchestrator {
     fn on_report(&mut self, report: Report) {
         match report {
             Report::Ready(i) => {
-                if !self.slots[i].satisfied {
-                    self.slots[i].satisfied = true;
-                    if self.slots[i].state == State::Running && !self.slots[i].stop_sent {
-                        self.board.set_state(i, NodeState::Running);
-                    }
+                if !self.slots[i].life.satisfied() && self.step(i, Step::Ready) {
                     self.start_what_can_start();
                     self.settle_after_start_up();
                 }
@@ -387,7 +367,7 @@ impl Orchestrator {
         let started = self
             .slots
             .iter()
-            .all(|s| s.satisfied || s.state == State::Ended);
+            .all(|s| s.life.satisfied() || s.life.ended());
         if started && !self.settled && self.deadline.is_none() {
             self.settled = true;
             crate::init::footprint::settle();
@@ -403,11 +383,9 @@ impl Orchestrator {
         if self.deadline.is_none() && self.ended_by_request(i, &ended) {
             return;
         }
-        let slot = &mut self.slots[i];
-        slot.state = State::Ended;
-        slot.command = None;
+        self.step(i, Step::End(ended.status));
+        let slot = &self.slots[i];
         let name = slot.name.clone();
-        self.board.set_ended(i, ended.status);
         if slot.main {
             self.main_status = ended.status;
         }
@@ -437,7 +415,7 @@ impl Orchestrator {
             let waiting = self.slots[i]
                 .dependents
                 .iter()
-                .any(|&d| self.slots[d].state == State::Pending);
+                .any(|&d| self.slots[d].life.pending());
             match ended.why {
                 Why::Failed(reason) => {
                     tracing::error!("start-up failed: {reason}");
@@ -456,7 +434,7 @@ impl Orchestrator {
                     let status = ended.status.unwrap_or(ExitStatus::Exited(1));
                     self.begin_shutdown(Reason::GaveUp(status));
                 }
-                _ if !self.slots[i].satisfied && waiting => {
+                _ if !self.slots[i].life.satisfied() && waiting => {
                     let how = ended
                         .status
                         .map_or_else(|| "ended".to_owned(), |s| s.to_string());
@@ -479,7 +457,7 @@ impl Orchestrator {
     fn start_what_can_start(&mut self) {
         for i in 0..self.slots.len() {
             let slot = &self.slots[i];
-            if slot.state != State::Pending || !slot.deps.iter().all(|&d| self.slots[d].satisfied) {
+            if !slot.life.pending() || !slot.deps.iter().all(|&d| self.slots[d].life.satisfied()) {
                 continue;
             }
             let first_order = match self.deadline {
@@ -494,12 +472,14 @@ impl Orchestrator {
                 continue;
             };
             let (command, orders) = watch::channel(first_order);
-            self.board.set_state(i, NodeState::Starting);
+            self.step(
+                i,
+                Step::Start {
+                    stopping: first_order != Command::Run,
+                },
+            );
+            self.slots[i].command = Some(command);
             self.spawn_unit(i, unit, orders);
-            let slot = &mut self.slots[i];
-            slot.command = Some(command);
-            slot.state = State::Running;
-            slot.stop_sent = first_order != Command::Run;
         }
     }
 
@@ -554,17 +534,12 @@ impl Orchestrator {
     /// satisfied (a restore that was abandoned or failed) can never start; it ends unstarted.
     fn drop_unstartable(&mut self) {
         for i in 0..self.slots.len() {
-            let slot = &self.slots[i];
-            if slot.state == State::Pending
-                && slot
-                    .deps
-                    .iter()
-                    .any(|&d| self.slots[d].state == State::Ended && !self.slots[d].satisfied)
-            {
-                let slot = &mut self.slots[i];
-                slot.state = State::Ended;
-                slot.unit = None;
-                self.board.set_ended(i, None);
+            let unstartable = self.slots[i].deps.iter().any(|&d| {
+                let dep = self.slots[d].life;
+                dep.ended() && !dep.satisfied()
+            });
+            if unstartable {
+                self.abandon_if_pending(i);
             }
         }
     }
@@ -574,7 +549,7 @@ impl Orchestrator {
     fn check_all_ended(&mut self) {
         // Nodes a reload or `unregister` removed are gone, not ended: with nothing else left,
         // litevisor keeps running (the next reload or `register` may add something).
-        let live = || self.slots.iter().filter(|s| !s.removed);
+        let live = || self.slots.iter().filter(|s| s.want != Want::Gone);
         if live().next().is_none() && (self.settings.idle_when_empty || !self.slots.is_empty()) {
             return;
         }
@@ -583,10 +558,10 @@ impl Orchestrator {
         // A done oneshot waiting to run its `down` at the stop has ended as far as running goes.
         // One down by request is not over: it waits for `svc up`.
         let services_ended = services
-            .all(|s| (s.state == State::Ended && !s.want_down) || (s.lingers && s.satisfied));
+            .all(|s| (s.life.ended() && s.want != Want::Down) || (s.lingers && s.life.satisfied()));
         if self.deadline.is_none()
             && services_ended
-            && (any_service || live().all(|s| s.state == State::Ended))
+            && (any_service || live().all(|s| s.life.ended()))
         {
             tracing::info!("every service has ended: shutting down");
             self.begin_shutdown(Reason::AllEnded);
@@ -599,11 +574,9 @@ impl Orchestrator {
         }
         self.reason = Some(reason);
         self.deadline = Some(Instant::now() + self.settings.shutdown_timeout);
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.state == State::Pending && !slot.final_sync {
-                slot.state = State::Ended;
-                slot.unit = None;
-                self.board.set_ended(i, None);
+        for i in 0..self.slots.len() {
+            if !self.slots[i].final_sync {
+                self.abandon_if_pending(i);
             }
         }
         self.drop_unstartable();
@@ -620,7 +593,7 @@ impl Orchestrator {
             if std::mem::replace(&mut seen[d], true) {
                 continue;
             }
-            if self.slots[d].state == State::Running {
+            if self.slots[d].life.running() {
                 return true;
             }
             stack.extend(&self.slots[d].dependents);
@@ -639,7 +612,7 @@ impl Orchestrator {
         };
         for i in (0..self.slots.len()).rev() {
             let slot = &self.slots[i];
-            if slot.state != State::Running || slot.stop_sent {
+            if !slot.life.running() || slot.life.stopping() {
                 continue;
             }
             // A pending dependent (a replicator waiting for its restore) does not hold the stop
@@ -649,25 +622,20 @@ impl Orchestrator {
             if self.dependent_running(i) {
                 continue;
             }
-            let slot = &mut self.slots[i];
-            slot.stop_sent = true;
-            if let Some(command) = &slot.command {
-                let order = if self.killed || (self.services_killed && !slot.database) {
-                    Command::Kill
-                } else if slot.database {
-                    Command::Stop {
-                        deadline: deadline.into_std(),
-                    }
-                } else {
-                    Command::Stop {
-                        deadline: service_deadline.into_std(),
-                    }
-                };
-                let _ = command.send(order);
-                self.board.set_state(i, NodeState::Stopping);
-            }
+            let order = if self.killed || (self.services_killed && !slot.database) {
+                Command::Kill
+            } else if slot.database {
+                Command::Stop {
+                    deadline: deadline.into_std(),
+                }
+            } else {
+                Command::Stop {
+                    deadline: service_deadline.into_std(),
+                }
+            };
+            self.send(i, order);
         }
-        if self.sweep_kill_at.is_none() && self.slots.iter().all(|s| s.state == State::Ended) {
+        if self.sweep_kill_at.is_none() && self.slots.iter().all(|s| s.life.ended()) {
             self.begin_sweep();
         }
     }
@@ -720,11 +688,18 @@ impl Orchestrator {
     /// Cuts the services' grace short; database nodes keep their stop order (the final sync).
     fn kill_services(&mut self) {
         self.services_killed = true;
-        for slot in self.slots.iter_mut().filter(|s| !s.database) {
-            if let Some(command) = &slot.command {
-                slot.stop_sent = true;
-                let _ = command.send(Command::Kill);
+        for i in 0..self.slots.len() {
+            if !self.slots[i].database {
+                self.send(i, Command::Kill);
             }
+        }
+    }
+
+    /// Sends a stop or kill order to node `i`, if its unit runs.
+    fn send(&mut self, i: usize, order: Command) {
+        if let Some(command) = &self.slots[i].command {
+            let _ = command.send(order);
+            self.step(i, Step::Stop);
         }
     }
 
@@ -733,11 +708,8 @@ impl Orchestrator {
             self.begin_shutdown(Reason::Signal);
         }
         self.killed = true;
-        for slot in &mut self.slots {
-            if let Some(command) = &slot.command {
-                slot.stop_sent = true;
-                let _ = command.send(Command::Kill);
-            }
+        for i in 0..self.slots.len() {
+            self.send(i, Command::Kill);
         }
         self.signal_leftovers(libc::SIGKILL);
         self.check_sweep();

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 
 use super::super::reload::{NewDatabase, Plan};
 use super::super::status::ServiceEntry;
-use super::{Fresh, Orchestrator, Slot, State};
+use super::life::{Life, Want};
+use super::{Fresh, Node, Orchestrator, Slot};
 use crate::control::svc::Message;
 
 impl Orchestrator {
@@ -79,14 +80,14 @@ impl Orchestrator {
         let live = |o: &Self, name: &str| {
             o.slots
                 .iter()
-                .position(|s| !s.database && !s.removed && s.fresh.is_some() && s.name == name)
+                .position(|s| !s.database && s.fresh.is_some() && s.name == name)
         };
         let (mut added, mut changed, mut removed, mut unchanged) =
             (Vec::new(), Vec::new(), Vec::new(), 0);
         // Removed: in the graph, not in the plan.
         for i in 0..self.slots.len() {
             let slot = &self.slots[i];
-            if slot.database || slot.removed || slot.fresh.is_none() {
+            if slot.database || slot.fresh.is_none() {
                 continue;
             }
             if plan.iter().any(|n| n.name == slot.name) {
@@ -94,16 +95,10 @@ impl Orchestrator {
             }
             removed.push(slot.name.clone());
             let slot = &mut self.slots[i];
-            slot.removed = true;
-            slot.want_down = true;
-            slot.restart_after = false;
             slot.main = false;
             slot.fresh = None;
-            if slot.state == State::Pending {
-                slot.state = State::Ended;
-                slot.unit = None;
-                self.board.set_ended(i, None);
-            }
+            self.set_want(i, Want::Gone);
+            self.abandon_if_pending(i);
         }
         let mut wiring = Vec::new();
         let mut restart = Vec::new();
@@ -134,29 +129,19 @@ impl Orchestrator {
                 }
                 None => {
                     added.push(new.name.clone());
-                    let i = self.slots.len();
-                    self.board.push();
-                    self.slots.push(Slot {
+                    // Pending: it starts once its dependencies (wired below) are satisfied.
+                    let unit = (fresh.make)();
+                    self.push_slot(Node {
                         name: new.name.clone(),
                         deps: Vec::new(),
-                        dependents: Vec::new(),
                         main: new.main,
                         database: false,
                         final_sync: false,
+                        unit,
                         lingers: new.lingers,
-                        unit: None,
                         revive: None,
                         fresh: Some(fresh),
-                        want_down: false,
-                        restart_after: false,
-                        removed: false,
-                        state: State::Ended,
-                        satisfied: false,
-                        command: None,
-                        stop_sent: false,
-                    });
-                    restart.push(i);
-                    i
+                    })
                 }
             };
             wiring.push((i, new.depends_on, new.databases));
@@ -184,16 +169,19 @@ impl Orchestrator {
             }
         }
         for i in restart {
-            let slot = &mut self.slots[i];
-            match slot.state {
-                State::Running => slot.restart_after = true,
-                State::Pending => {
+            let slot = &self.slots[i];
+            // One down by request stays down, with its new definition for its next `up`.
+            let down = slot.want == Want::Down;
+            match slot.life {
+                Life::Running { .. } if !down => self.set_want(i, Want::Restart),
+                Life::Running { .. } => {}
+                Life::Pending => {
                     // Not started yet: it starts with its new definition.
-                    slot.state = State::Ended;
+                    self.abandon_if_pending(i);
                     self.respawn(i);
                 }
-                State::Ended if !slot.want_down => self.respawn(i),
-                State::Ended => {}
+                Life::Ended { .. } if !down => self.respawn(i),
+                Life::Ended { .. } => {}
             }
         }
         self.publish_entries();
@@ -230,16 +218,10 @@ impl Orchestrator {
                 .chain(self.slots[replicate].deps.iter().copied())
                 .collect();
             for i in nodes {
-                let slot = &mut self.slots[i];
-                slot.removed = true;
-                slot.want_down = true;
-                if slot.state == State::Pending {
-                    slot.state = State::Ended;
-                    slot.unit = None;
-                    self.board.set_ended(i, None);
-                }
+                self.set_want(i, Want::Gone);
+                self.abandon_if_pending(i);
             }
-            if self.slots[replicate].state == State::Ended {
+            if self.slots[replicate].life.ended() {
                 self.databases.forget(path);
             } else {
                 self.leaving.push((replicate, path.clone()));
@@ -250,22 +232,28 @@ impl Orchestrator {
             ));
         }
         for db in added {
-            let restore = self.slots.len();
-            self.push_database_slot(
-                format!("restore:{}", db.name),
-                Vec::new(),
-                db.restore,
-                None,
-                false,
-            );
-            let replicate = self.slots.len();
-            self.push_database_slot(
-                format!("replicate:{}", db.name),
-                vec![restore],
-                db.replicate,
-                Some(db.revive),
-                true,
-            );
+            let restore = self.push_slot(Node {
+                name: format!("restore:{}", db.name),
+                deps: Vec::new(),
+                main: false,
+                database: true,
+                final_sync: false,
+                unit: db.restore,
+                lingers: false,
+                revive: None,
+                fresh: None,
+            });
+            let replicate = self.push_slot(Node {
+                name: format!("replicate:{}", db.name),
+                deps: vec![restore],
+                main: false,
+                database: true,
+                final_sync: true,
+                unit: db.replicate,
+                lingers: false,
+                revive: Some(db.revive),
+                fresh: None,
+            });
             self.slots[restore].dependents.push(replicate);
             self.database_nodes.push((db.path.clone(), replicate));
             out.push_str(&format!("; database added: {}", db.path.display()));
@@ -273,34 +261,11 @@ impl Orchestrator {
         out
     }
 
-    fn push_database_slot(
-        &mut self,
-        name: String,
-        deps: Vec<usize>,
-        unit: Box<dyn crate::supervisor::unit::Unit>,
-        revive: Option<Box<dyn Fn() -> Box<dyn crate::supervisor::unit::Unit> + Send>>,
-        final_sync: bool,
-    ) {
+    /// Adds a node to the graph (and the status board); returns its index.
+    fn push_slot(&mut self, node: Node) -> usize {
         self.board.push();
-        self.slots.push(Slot {
-            name,
-            deps,
-            dependents: Vec::new(),
-            main: false,
-            database: true,
-            final_sync,
-            lingers: false,
-            unit: Some(unit),
-            revive,
-            fresh: None,
-            want_down: false,
-            restart_after: false,
-            removed: false,
-            state: State::Pending,
-            satisfied: false,
-            command: None,
-            stop_sent: false,
-        });
+        self.slots.push(Slot::new(node));
+        self.slots.len() - 1
     }
 
     /// The services `litevisor status` shows, after a reload.
@@ -309,7 +274,7 @@ impl Orchestrator {
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| !s.database && !s.removed && s.fresh.is_some())
+            .filter(|(_, s)| !s.database && s.fresh.is_some())
             .map(|(index, s)| ServiceEntry {
                 index,
                 name: s.name.clone(),

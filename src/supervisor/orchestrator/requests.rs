@@ -6,7 +6,8 @@
 //!   supervised normally again. Dependents it brought down stay down until their own `up`.
 //! - `once`: as `up`, but its process is not restarted when it ends.
 //! - `restart`: the service alone is stopped (its stop signal, `stop_grace`, SIGKILL of its group)
-//!   and started again; its dependents keep running. A service not running is brought up.
+//!   and started again; its dependents keep running. A service not running, or on its way down, is
+//!   brought up.
 //! - `kill SIGNAL`: the signal goes to the service's process group; nothing else changes.
 //!
 //! Stops by request use the service's stop sequence with `shutdown_timeout` as their deadline.
@@ -14,10 +15,11 @@
 
 use tokio::time::Instant;
 
-use super::{Orchestrator, State};
+use super::Orchestrator;
+use super::life::{Step, Want};
 use crate::control::svc::Verb;
 use crate::init::signal_name;
-use crate::supervisor::unit::{Command, Ended, NodeState, Why};
+use crate::supervisor::unit::{Command, Ended, Why};
 
 impl Orchestrator {
     /// Applies one request; `Ok` says what was done.
@@ -56,15 +58,8 @@ impl Orchestrator {
             Verb::Down => {
                 let set = self.closure(i, |s| &s.dependents);
                 for &j in &set {
-                    let slot = &mut self.slots[j];
-                    slot.want_down = true;
-                    slot.restart_after = false;
-                    if slot.state == State::Pending {
-                        slot.state = State::Ended;
-                        slot.unit = None;
-                        self.board.set_ended(j, None);
-                    }
-                    self.board.set_down(j, true);
+                    self.set_want(j, Want::Down);
+                    self.abandon_if_pending(j);
                 }
                 tracing::info!("svc down {name:?}");
                 self.stop_requested();
@@ -88,12 +83,23 @@ impl Orchestrator {
                 ))
             }
             Verb::Restart => {
-                if self.slots[i].state != State::Running {
+                let slot = &self.slots[i];
+                if !slot.life.running() {
                     self.bring_up(i);
                     return Ok(format!("{name:?} was not running: bringing it up"));
                 }
+                if slot.want == Want::Down {
+                    // On its way down: a restart means it runs afterwards.
+                    let stopping = slot.life.stopping();
+                    self.bring_up(i);
+                    return Ok(if stopping {
+                        format!("{name:?} was stopping for a down: it starts again once stopped")
+                    } else {
+                        format!("{name:?} was waiting to go down: it stays up")
+                    });
+                }
                 tracing::info!("svc restart {name:?}");
-                self.slots[i].restart_after = true;
+                self.set_want(i, Want::Restart);
                 self.stop_requested();
                 Ok(format!("restarting {name:?}"))
             }
@@ -105,19 +111,20 @@ impl Orchestrator {
     fn bring_up(&mut self, i: usize) -> Vec<usize> {
         let set = self.closure(i, |s| &s.deps);
         for &j in &set {
-            let slot = &mut self.slots[j];
+            let slot = &self.slots[j];
             if slot.database || slot.fresh.is_none() {
                 continue;
             }
-            let was_down = std::mem::replace(&mut slot.want_down, false);
-            self.board.set_down(j, false);
+            let was_down = slot.want == Want::Down;
             let oneshot = slot.fresh.as_ref().is_some_and(|f| f.oneshot);
+            let life = slot.life;
+            self.set_want(j, Want::Up);
             // A oneshot that did its job stays done unless it was brought down.
-            if slot.state == State::Ended && (was_down || !oneshot || !slot.satisfied) {
+            if life.ended() && (was_down || !oneshot || !life.satisfied()) {
                 self.respawn(j);
-            } else if slot.state == State::Running && slot.stop_sent && was_down {
+            } else if life.stopping() && was_down {
                 // Still stopping from a `down`: it starts again once it has stopped.
-                slot.restart_after = true;
+                self.set_want(j, Want::Restart);
             }
         }
         self.start_what_can_start();
@@ -150,16 +157,10 @@ impl Orchestrator {
     /// Gives a fresh unit to node `i` (which has ended): it starts once its dependencies are
     /// satisfied.
     pub(super) fn respawn(&mut self, i: usize) {
-        let slot = &mut self.slots[i];
-        let Some(fresh) = &slot.fresh else {
-            return;
-        };
-        slot.unit = Some((fresh.make)());
-        slot.state = State::Pending;
-        slot.satisfied = false;
-        slot.stop_sent = false;
-        slot.command = None;
-        self.board.set_state(i, NodeState::Pending);
+        if self.slots[i].fresh.is_some() && self.step(i, Step::Respawn) {
+            let slot = &mut self.slots[i];
+            slot.unit = slot.fresh.as_ref().map(|fresh| (fresh.make)());
+        }
     }
 
     /// Sends the stop order to every running node wanted down whose dependents are down, and to
@@ -168,19 +169,21 @@ impl Orchestrator {
         let deadline = Instant::now() + self.settings.shutdown_timeout;
         for i in (0..self.slots.len()).rev() {
             let slot = &self.slots[i];
-            if slot.state != State::Running || slot.stop_sent {
+            if !slot.life.running() || slot.life.stopping() {
                 continue;
             }
-            if !(slot.restart_after || (slot.want_down && !self.dependent_running(i))) {
-                continue;
-            }
-            let slot = &mut self.slots[i];
-            slot.stop_sent = true;
-            if let Some(command) = &slot.command {
-                let _ = command.send(Command::Stop {
-                    deadline: deadline.into_std(),
-                });
-                self.board.set_state(i, NodeState::Stopping);
+            let stop = match slot.want {
+                Want::Up => false,
+                Want::Restart => true,
+                Want::Down | Want::Gone => !self.dependent_running(i),
+            };
+            if stop {
+                self.send(
+                    i,
+                    Command::Stop {
+                        deadline: deadline.into_std(),
+                    },
+                );
             }
         }
     }
@@ -189,15 +192,14 @@ impl Orchestrator {
     /// next stops by request may go. False when the end is not a requested one (the main service
     /// brought down ends litevisor as its exit does: the usual path handles it).
     pub(super) fn ended_by_request(&mut self, i: usize, ended: &Ended) -> bool {
-        let slot = &mut self.slots[i];
-        if !(slot.want_down || slot.restart_after) || (slot.main && slot.want_down) {
+        let slot = &self.slots[i];
+        let want = slot.want;
+        if want == Want::Up || (slot.main && want == Want::Down) {
             return false;
         }
-        slot.state = State::Ended;
-        slot.command = None;
-        self.board.set_ended(i, ended.status);
-        if slot.removed {
-            slot.want_down = false;
+        self.step(i, Step::End(ended.status));
+        let slot = &self.slots[i];
+        if want == Want::Gone {
             match &ended.why {
                 Why::FinalSyncFailed(why) => tracing::error!("{why}"),
                 _ => tracing::info!("{:?}, removed by a reload, has stopped", slot.name),
@@ -224,8 +226,9 @@ impl Orchestrator {
         let how = ended
             .status
             .map_or_else(|| "ended".to_owned(), |s| s.to_string());
-        if std::mem::replace(&mut slot.restart_after, false) && !slot.want_down {
+        if want == Want::Restart {
             tracing::info!("service {:?} stopped for its restart ({how})", slot.name);
+            self.set_want(i, Want::Up);
             self.respawn(i);
             self.start_what_can_start();
         } else {
