@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::config::{Database, DatabaseDir, litestream};
+use crate::config::{Database, DatabaseDir};
 use crate::replica::{self, FileInfo, ReplicaClient, rfc3339};
 use crate::replication::follow;
 use crate::replication::ltx;
@@ -329,81 +329,30 @@ pub(crate) fn replica_for(
     Ok(replica::open_replica(target)?)
 }
 
-/// The configured databases and the file they come from: litevisor.toml's `[[databases]]` when
-/// `config` ends in `.toml` (or is not given and `$LITEVISOR_CONFIG` is set), otherwise Litestream's
-/// `litestream.yml` (`config`, else `$LITESTREAM_CONFIG`, else `/etc/litestream.yml`).
+/// The configuration's databases ([`crate::config::configured`]), its warnings printed.
 pub(crate) fn configured_databases(
     config: Option<&str>,
     expand_env: bool,
 ) -> anyhow::Result<(PathBuf, Vec<Database>, Vec<DatabaseDir>)> {
-    let toml = match config {
-        Some(path) => path.ends_with(".toml"),
-        None => std::env::var_os(crate::config::CONFIG_ENV).is_some_and(|v| !v.is_empty()),
-    };
-    let problems =
-        |err: crate::config::ConfigError| anyhow::anyhow!("the configuration has problems:\n{err}");
-    if toml {
-        let loaded = crate::config::load(config.map(Path::new)).map_err(problems)?;
-        let file = loaded
-            .file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
-        return Ok((file, loaded.databases, loaded.directories));
-    }
-    let path = litestream::config_path(config.map(Path::new));
-    if !path.exists() {
-        bail!(
-            "no configuration file at {}: a database path is looked up in the config (give -config \
-             PATH or set LITESTREAM_CONFIG), or name the replica by its replica URL instead \
-             (s3://bucket/path, file:///path/to/replica)",
-            path.display()
-        );
-    }
-    let overrides = litestream::Overrides {
-        ignore_exec: true,
-        ..litestream::Overrides::default()
-    };
-    let loaded = litestream::load(&path, expand_env, &overrides).map_err(problems)?;
-    for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
-    }
-    Ok((path, loaded.databases, loaded.directories))
+    let c = configured(config, expand_env)?;
+    Ok((c.file, c.databases, c.directories))
 }
 
-/// The configured database at `db_path` (compared as absolute paths).
+fn configured(config: Option<&str>, expand_env: bool) -> anyhow::Result<crate::config::Configured> {
+    let c = crate::config::configured(config.map(Path::new), expand_env)?;
+    for warning in &c.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(c)
+}
+
+/// The configured database at `db_path` ([`crate::config::Configured::find`]).
 pub(crate) fn find_database(
     config: Option<&str>,
     expand_env: bool,
     db_path: &str,
 ) -> anyhow::Result<Database> {
-    let (file, databases, directories) = configured_databases(config, expand_env)?;
-    let wanted = std::path::absolute(db_path).unwrap_or_else(|_| PathBuf::from(db_path));
-    let real = wanted.canonicalize().ok();
-    let same = |p: &Path| p == wanted || (real.is_some() && p.canonicalize().ok() == real);
-    // A database under a `dir:` entry (it may not exist yet: that is what a restore is for).
-    let in_directory = || {
-        directories.iter().find_map(|entry| {
-            let name = wanted.file_name()?.to_string_lossy();
-            let below = wanted.starts_with(&entry.dir)
-                && (entry.recursive || wanted.parent() == Some(entry.dir.as_path()));
-            (below && entry.matches(&name))
-                .then(|| entry.database(&wanted))
-                .flatten()
-        })
-    };
-    match databases
-        .into_iter()
-        .find(|db| same(&db.path))
-        .or_else(in_directory)
-    {
-        Some(db) => Ok(db),
-        None => bail!(
-            "database not found in config: {} is not a database of {} (use `litevisor databases -config {}` to list them)",
-            wanted.display(),
-            file.display(),
-            file.display()
-        ),
-    }
+    Ok(configured(config, expand_env)?.find(Path::new(db_path))?)
 }
 
 /// Litestream's TXID flag: hex, inclusive. Fewer than 16 digits are accepted too.
