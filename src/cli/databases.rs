@@ -1,28 +1,23 @@
 //! `litevisor databases [-config PATH] [-no-expand-env] [-json]`: Litestream's `databases` command.
 //! Lists each configured database and its replica (as a URL, never with credentials), each database
 //! a `dir:` entry finds included, from
-//! `litestream.yml` or litevisor.toml's `[[databases]]` (see [`super::restore::configured_databases`]).
+//! `litestream.yml` or litevisor.toml's `[[databases]]` (see [`crate::config::configured`]).
 
-use super::restore::configured_databases;
+use super::config_file::ConfigFile;
 use crate::text::{json_str, tabulate};
 
 #[derive(clap::Args, Debug)]
 pub struct DatabasesArgs {
-    /// Configuration file: a litestream.yml, or a litevisor .toml (default: $LITESTREAM_CONFIG,
-    /// else /etc/litestream.yml; $LITEVISOR_CONFIG when set).
-    #[arg(long, value_name = "PATH")]
-    config: Option<String>,
-    /// Do not expand $VAR / ${VAR} in the configuration file.
-    #[arg(long = "no-expand-env")]
-    no_expand_env: bool,
+    #[command(flatten)]
+    file: ConfigFile,
     /// Print a JSON array instead of the table.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: DatabasesArgs) -> anyhow::Result<i32> {
-    let (_, mut databases, directories) =
-        configured_databases(args.config.as_deref(), !args.no_expand_env)?;
+    let configured = args.file.databases()?;
+    let (mut databases, directories) = (configured.databases, configured.directories);
     // Each database a directory entry finds, as `replicate` would find it now.
     for entry in &directories {
         databases.extend(crate::supervisor::found_databases(entry));

@@ -5,6 +5,7 @@ use anyhow::{Context, bail};
 
 use std::time::SystemTime;
 
+use super::config_file::ConfigFile;
 use crate::config::parse_duration;
 use crate::replica::{FileInfo, rfc3339};
 use crate::replication::compact::{self, Retention};
@@ -19,12 +20,8 @@ pub struct LtxArgs {
     /// Output raw JSON instead of human-readable text.
     #[arg(long)]
     json: bool,
-    /// Configuration file (database paths are looked up there).
-    #[arg(long, value_name = "PATH")]
-    config: Option<String>,
-    /// Disables environment variable expansion in the configuration file.
-    #[arg(long)]
-    no_expand_env: bool,
+    #[command(flatten)]
+    file: ConfigFile,
     /// Maintenance (not in Litestream): compact level SRC into DST first, e.g. `-compact 0:1`.
     #[arg(long, value_name = "SRC:DST", hide = true)]
     compact: Vec<String>,
@@ -54,7 +51,7 @@ pub fn run(args: LtxArgs) -> anyhow::Result<i32> {
             _ => bail!("invalid -level {l:?}: must be 0-9 or \"all\""),
         },
     };
-    let client = super::restore::replica_for(&args.target, args.config.as_deref())?;
+    let client = args.file.replica_for(&args.target)?;
     maintain(&args, client.as_ref())?;
     let mut files: Vec<FileInfo> = Vec::new();
     for level in levels {

@@ -2,6 +2,7 @@
 //! to one subcommand. Each subcommand's flags and handler live in a file of their own.
 
 mod check;
+mod config_file;
 mod control;
 mod databases;
 mod example_app;

@@ -7,18 +7,14 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::restore::find_database;
+use super::config_file::ConfigFile;
 use crate::replication::db;
 use crate::replication::meta::{Meta, MetaError};
 
 #[derive(clap::Args, Debug)]
 pub struct ResetArgs {
-    /// The configuration file that names the database (a litestream.yml or a litevisor .toml).
-    #[arg(long, value_name = "PATH")]
-    config: Option<String>,
-    /// Do not expand $VAR / ${VAR} in the configuration file.
-    #[arg(long = "no-expand-env")]
-    no_expand_env: bool,
+    #[command(flatten)]
+    file: ConfigFile,
     /// Print the files that would be removed, remove nothing.
     #[arg(long = "dry-run")]
     dry_run: bool,
@@ -27,11 +23,7 @@ pub struct ResetArgs {
 }
 
 pub fn run(args: ResetArgs) -> anyhow::Result<i32> {
-    let db = find_database(
-        args.config.as_deref(),
-        !args.no_expand_env,
-        &args.db_path.to_string_lossy(),
-    )?;
+    let db = args.file.find(&args.db_path)?;
     let meta_dir = db
         .meta_path
         .clone()

@@ -1,6 +1,7 @@
 //! `litevisor restore [flags] DB_PATH|REPLICA_URL`: Litestream's restore command, same flags, messages
 //! and exit codes. A DB path is looked up in the configuration (`litestream.yml`, or litevisor.toml's
-//! `[[databases]]`, a database under a `dir:` entry included) to find its replica ([`find_database`]).
+//! `[[databases]]`, a database under a `dir:` entry included) to find its replica
+//! ([`crate::config::Configured::find`]).
 //!
 //! `litevisor restore -config FILE` without a DB path restores every database of the file: each
 //! `path:` entry and every database the replica holds below each `dir:` entry's replica path (which
@@ -8,12 +9,11 @@
 //! each written complete or not at all.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::config::{Database, DatabaseDir};
+use super::config_file::ConfigFile;
 use crate::replica::{self, FileInfo, ReplicaClient, rfc3339};
 use crate::replication::follow;
 use crate::replication::ltx;
@@ -59,12 +59,8 @@ pub struct RestoreArgs {
     /// Post-restore integrity check: none, quick or full.
     #[arg(long, value_name = "MODE", default_value = "none")]
     integrity_check: String,
-    /// Configuration file (database paths are looked up there).
-    #[arg(long, value_name = "PATH")]
-    config: Option<String>,
-    /// Disables environment variable expansion in the configuration file.
-    #[arg(long)]
-    no_expand_env: bool,
+    #[command(flatten)]
+    file: ConfigFile,
     /// Without it (and with -config): every database of the configuration.
     #[arg(value_name = "DB_PATH|REPLICA_URL")]
     source: Option<String>,
@@ -140,7 +136,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
     // defaults to the database's own path, and `-timestamp` is not checked against the replica's
     // time range first (as in Litestream). A replica URL needs `-o`.
     let Some(source) = args.source.clone() else {
-        if args.config.is_none() {
+        if args.file.config.is_none() {
             bail!("give DB_PATH or REPLICA_URL (or -config FILE to restore every database of it)");
         }
         if args.output.is_some() {
@@ -149,7 +145,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         return restore_all(&args, target, integrity_check);
     };
     let (output, db) = if crate::config::is_url(&source) {
-        if args.config.is_some() {
+        if args.file.config.is_some() {
             bail!("cannot specify a replica URL and the -config flag");
         }
         let Some(output) = args.output else {
@@ -159,7 +155,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         };
         (output, None)
     } else {
-        let db = find_database(args.config.as_deref(), !args.no_expand_env, &source)?;
+        let db = args.file.find(Path::new(&source))?;
         (args.output.unwrap_or_else(|| db.path.clone()), Some(db))
     };
     let request = RestoreRequest {
@@ -243,8 +239,9 @@ fn restore_all(
     target: Target,
     integrity_check: IntegrityCheck,
 ) -> anyhow::Result<i32> {
-    let (file, mut databases, directories) =
-        configured_databases(args.config.as_deref(), !args.no_expand_env)?;
+    let configured = args.file.databases()?;
+    let (file, mut databases) = (configured.file, configured.databases);
+    let directories = configured.directories;
     for entry in &directories {
         let base = crate::replica::client_for(&entry.template.replica);
         let rels = base
@@ -311,48 +308,6 @@ fn restore_all(
         return Ok(1);
     }
     Ok(0)
-}
-
-/// Opens the replica a command line names: a replica URL, or a database path looked up in the
-/// configuration ([`find_database`]).
-pub(crate) fn replica_for(
-    target: &str,
-    config: Option<&str>,
-) -> anyhow::Result<Arc<dyn ReplicaClient>> {
-    if !crate::config::is_url(target) {
-        let db = find_database(config, true, target)?;
-        return Ok(crate::replica::client_for(&db.replica));
-    }
-    if config.is_some() {
-        bail!("cannot specify a replica URL and the -config flag");
-    }
-    Ok(replica::open_replica(target)?)
-}
-
-/// The configuration's databases ([`crate::config::configured`]), its warnings printed.
-pub(crate) fn configured_databases(
-    config: Option<&str>,
-    expand_env: bool,
-) -> anyhow::Result<(PathBuf, Vec<Database>, Vec<DatabaseDir>)> {
-    let c = configured(config, expand_env)?;
-    Ok((c.file, c.databases, c.directories))
-}
-
-fn configured(config: Option<&str>, expand_env: bool) -> anyhow::Result<crate::config::Configured> {
-    let c = crate::config::configured(config.map(Path::new), expand_env)?;
-    for warning in &c.warnings {
-        eprintln!("warning: {warning}");
-    }
-    Ok(c)
-}
-
-/// The configured database at `db_path` ([`crate::config::Configured::find`]).
-pub(crate) fn find_database(
-    config: Option<&str>,
-    expand_env: bool,
-    db_path: &str,
-) -> anyhow::Result<Database> {
-    Ok(configured(config, expand_env)?.find(Path::new(db_path))?)
 }
 
 /// Litestream's TXID flag: hex, inclusive. Fewer than 16 digits are accepted too.

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use super::restore::{configured_databases, find_database};
+use super::config_file::ConfigFile;
 use crate::control;
 use crate::replication::db;
 use crate::replication::meta::Meta;
@@ -24,13 +24,8 @@ pub struct StatusArgs {
     /// root, /tmp/litevisor-UID/PID.sock).
     #[arg(long, value_name = "PATH", env = control::SOCKET_ENV)]
     socket: Option<PathBuf>,
-    /// Litestream's offline status: read this configuration and the local state instead of asking
-    /// a running litevisor.
-    #[arg(long, value_name = "PATH")]
-    config: Option<String>,
-    /// Do not expand $VAR / ${VAR} in the configuration file.
-    #[arg(long = "no-expand-env")]
-    no_expand_env: bool,
+    #[command(flatten)]
+    file: ConfigFile,
     /// Only this database (offline form).
     #[arg(value_name = "DB_PATH")]
     db_path: Option<PathBuf>,
@@ -38,14 +33,9 @@ pub struct StatusArgs {
 
 /// The offline table, in Litestream's columns.
 fn offline(args: &StatusArgs) -> anyhow::Result<i32> {
-    let expand = !args.no_expand_env;
     let databases = match &args.db_path {
-        Some(path) => vec![find_database(
-            args.config.as_deref(),
-            expand,
-            &path.to_string_lossy(),
-        )?],
-        None => configured_databases(args.config.as_deref(), expand)?.1,
+        Some(path) => vec![args.file.find(path)?],
+        None => args.file.databases()?.databases,
     };
     let mut rows = vec![
         ["database", "status", "local txid", "wal size"]
@@ -88,7 +78,7 @@ fn human_size(bytes: u64) -> String {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<i32> {
-    if args.config.is_some() || args.db_path.is_some() {
+    if args.file.config.is_some() || args.db_path.is_some() {
         return offline(&args);
     }
     let path = control::path::resolve(args.socket)?;

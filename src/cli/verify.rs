@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::restore::find_database;
+use super::config_file::ConfigFile;
 use crate::config::parse_duration;
 use crate::replica;
 use crate::replication::db;
@@ -40,12 +40,8 @@ pub const EXIT_FAILED: i32 = 4;
 
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
-    /// Configuration file to find DB_PATH's replica in (a litestream.yml or a litevisor .toml).
-    #[arg(long, value_name = "PATH")]
-    config: Option<String>,
-    /// Do not expand $VAR / ${VAR} in the configuration file.
-    #[arg(long = "no-expand-env")]
-    no_expand_env: bool,
+    #[command(flatten)]
+    file: ConfigFile,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -76,7 +72,7 @@ fn exit_code(verdict: Verdict) -> i32 {
 pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     let db_path = &args.db_path;
     let (replica, shown, meta_path) = match args.replica_url.as_deref() {
-        Some(_) if args.config.is_some() => {
+        Some(_) if args.file.config.is_some() => {
             bail!("cannot specify a replica URL and the -config flag")
         }
         Some(url) => (
@@ -85,11 +81,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
             None,
         ),
         None => {
-            let db = find_database(
-                args.config.as_deref(),
-                !args.no_expand_env,
-                &db_path.to_string_lossy(),
-            )?;
+            let db = args.file.find(db_path)?;
             (
                 crate::replica::client_for(&db.replica),
                 db.replica.to_string(),
