@@ -14,6 +14,15 @@
 //! readers waiting in their busy handler see the new whole state. Readers therefore need a busy
 //! timeout (rusqlite and most drivers set one; the sqlite3 shell's default is none).
 //!
+//! Getting the lock: SQLite keeps PENDING only while its busy handler runs, so the follower's
+//! handler ([`wait_for_readers`]) waits up to [`LOCK_ATTEMPT`] inside it, polling every
+//! millisecond, before it lets go and looks at the stop flag. A shorter attempt starves under load:
+//! each give-up lets new readers in, and when the readers' queries outlast every attempt the
+//! follower never gets its turn. Within one process SQLite shares a read lock between connections
+//! without looking at PENDING, so a process whose connections read back to back with no instant
+//! of pause between them all holds the follower off until it pauses (a server with idle moments
+//! does; a tight loop over several connections does not).
+//!
 //! Which files: one listing of L0 per interval while idle; files chaining from the applied TXID
 //! (`min == txid + 1`, pre-apply checksum equal to the last applied post-apply checksum when both
 //! are known) are fetched and merged. Litestream 0.5 and litevisor write L0 files without checksums,
@@ -43,8 +52,11 @@ use crate::replication::restore::{
 
 pub use crate::config::tuning::DEFAULT_FOLLOW_INTERVAL as DEFAULT_INTERVAL;
 
-/// How long one attempt at the exclusive lock waits for readers before the stop flag is looked at.
-const LOCK_ATTEMPT: Duration = Duration::from_millis(200);
+/// How long one attempt at the exclusive lock holds PENDING and waits for the readers inside it to
+/// finish before the stop flag is looked at. It must outlast the readers' queries: an attempt that
+/// gives up releases PENDING, new readers come in, and if every attempt is shorter than a query the
+/// follower never gets its turn (seen with 200 ms under load: the follower stalled for a minute).
+const LOCK_ATTEMPT: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct FollowOptions {
@@ -173,7 +185,7 @@ fn initial_restore(
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| sqlite_err(out, e))?;
-    conn.busy_timeout(LOCK_ATTEMPT)
+    conn.busy_handler(Some(wait_for_readers))
         .map_err(|e| sqlite_err(out, e))?;
     let file = File::options()
         .read(true)
@@ -555,6 +567,29 @@ fn write_locked(
     Ok(true)
 }
 
+thread_local! {
+    /// When the current lock attempt began (the busy handler gets no context but its call count).
+    static ATTEMPT_BEGAN: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// SQLite's busy handler for the follower's `BEGIN EXCLUSIVE`: SQLite keeps PENDING while it calls
+/// this (no new reader gets in), so waiting here drains the readers; giving up releases it. Waits
+/// up to [`LOCK_ATTEMPT`], or until a stop signal is pending (`restore -f`: answered promptly).
+fn wait_for_readers(calls: i32) -> bool {
+    let now = Instant::now();
+    if calls == 0 {
+        ATTEMPT_BEGAN.set(Some(now));
+    }
+    let began = ATTEMPT_BEGAN.get().unwrap_or(now);
+    if now.duration_since(began) >= LOCK_ATTEMPT || stop_signal_pending() {
+        return false;
+    }
+    // Short: the lock is taken at one of these retries, and needs an instant when no reader holds
+    // it (see the module doc).
+    std::thread::sleep(Duration::from_millis(1));
+    true
+}
+
 /// Litestream's `<db>-txid`: the applied TXID, for the operator (best effort: the database is the
 /// truth).
 fn write_txid_sidecar(path: &Path, txid: u64) {
@@ -563,14 +598,34 @@ fn write_txid_sidecar(path: &Path, txid: u64) {
     let _ = fs::write(PathBuf::from(p), format!("{txid:016x}\n"));
 }
 
-/// Sleeps up to `d` waiting for SIGTERM, SIGINT or SIGQUIT, which the caller keeps blocked; true if
-/// one came. With `d == 0` it only looks at the pending ones.
-pub fn wait_for_stop_signal(d: Duration) -> bool {
+fn stop_signals() -> nix::sys::signal::SigSet {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT] {
         set.add(s);
     }
+    set
+}
+
+/// Whether SIGTERM, SIGINT or SIGQUIT is pending (blocked and not taken yet); takes none.
+fn stop_signal_pending() -> bool {
+    let mut pending = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given.
+    if unsafe { libc::sigpending(pending.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: initialized by the successful sigpending above.
+    let pending = unsafe { pending.assume_init() };
+    [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT]
+        .iter()
+        // SAFETY: sigismember only reads the set.
+        .any(|&s| unsafe { libc::sigismember(&pending, s) } == 1)
+}
+
+/// Sleeps up to `d` waiting for SIGTERM, SIGINT or SIGQUIT, which the caller keeps blocked; true if
+/// one came. With `d == 0` it only looks at the pending ones.
+pub fn wait_for_stop_signal(d: Duration) -> bool {
+    let set = stop_signals();
     let deadline = Instant::now() + d;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
