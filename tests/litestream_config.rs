@@ -205,9 +205,7 @@ fn replicate_config_then_restore_by_db_path_and_with_litestream() {
         .env("LITEVISOR_SOCKET", dir.path().join("lv.sock"))
         .env_remove("AWS_CA_BUNDLE");
     let mut r = Replicator::spawn(child, dir.path().join("replicate.log"));
-    wait_for(&r, "the first upload", Duration::from_secs(30), || {
-        max_l0(&replica) >= 1
-    });
+    wait_first_upload(&r, &replica);
     insert(&mut c, 200..500, 25);
     drop(c);
     // SIGTERM right after the last commit: the final sync must carry it.
@@ -323,11 +321,7 @@ fn exec_killed_by_sigterm_exits_143_after_the_final_sync() {
 /// `replicate -exec`: SIGHUP is the program's (as Litestream forwards it), not a reload.
 #[test]
 fn exec_sighup_is_forwarded_to_the_program() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, c) = scene();
     drop(c);
     let (ready, hup) = (dir.path().join("ready"), dir.path().join("hup"));
     let script = format!(

@@ -57,9 +57,7 @@ fn assert_resumes_with_snapshot(dir: &Path, db: &Path, replica: &Path, prev: u64
 
 #[test]
 fn truncate_checkpoint_by_the_app_while_down_forces_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (dir, db, replica) = paths("app.db");
     let prev = replicate_then_stop(&db, &replica);
     let mut c = app(&db);
     insert(&mut c, 200..300, 10);
@@ -76,9 +74,7 @@ fn truncate_checkpoint_by_the_app_while_down_forces_a_snapshot() {
 
 #[test]
 fn wal_deleted_while_down_forces_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (dir, db, replica) = paths("app.db");
     let prev = replicate_then_stop(&db, &replica);
     {
         let mut c = app(&db);
@@ -92,9 +88,7 @@ fn wal_deleted_while_down_forces_a_snapshot() {
 
 #[test]
 fn database_replaced_while_down_forces_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (dir, db, replica) = paths("app.db");
     let prev = replicate_then_stop(&db, &replica);
     let other = dir.path().join("other.db");
     {
@@ -123,9 +117,7 @@ fn database_replaced_while_running_is_reopened_and_snapshotted() {
     let (dir, db, replica, mut c) = scene();
     let lv = Replicator::litevisor(&db, &replica, &[]);
     // Its first snapshot first: rows written before it would all land in that one file.
-    wait_for(&lv, "the first snapshot", Duration::from_secs(30), || {
-        max_l0(&replica) >= 1
-    });
+    wait_first_upload(&lv, &replica);
     insert(&mut c, 0..300, 20);
     wait_for(&lv, "rows replicated", Duration::from_secs(30), || {
         max_l0(&replica) >= 2
@@ -378,9 +370,7 @@ fn the_final_sync_settles_unpublished_frames_as_the_next_opener_will() {
 /// The start of the uncommitted-frames tests: ten rows committed one a transaction, with SQLite's
 /// automatic checkpoint off so the WAL keeps every frame a test leaves in it.
 fn scene_keeping_the_wal() -> (tempfile::TempDir, PathBuf, PathBuf, rusqlite::Connection) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (dir, db, replica) = paths("app.db");
     let mut c = app(&db);
     c.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
     create_table(&c);

@@ -15,9 +15,7 @@ fn replica_errors_are_retried_and_never_block_the_application() {
     let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..50, 10);
     let lv = Replicator::litevisor(&db, &replica, &[]);
-    wait_until("first upload", Duration::from_secs(30), || {
-        max_l0(&replica) >= 1
-    });
+    wait_first_upload(&lv, &replica);
 
     // Break the replica: its level-0 directory becomes a plain file, so every upload fails.
     let l0_dir = replica.join("ltx").join("0");

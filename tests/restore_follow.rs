@@ -261,16 +261,6 @@ fn catch_up_and_stop(
     status
 }
 
-/// Waits for the primary `p`'s first upload to `replica`.
-fn first_upload(p: &Replicator, replica: &Path) {
-    wait_for(
-        p,
-        "the primary's first upload",
-        Duration::from_secs(30),
-        || max_l0(replica) > 0,
-    );
-}
-
 /// SIGTERM; the follower must exit 0 within a second, leaving a consistent output.
 fn stop_promptly(mut f: Replicator, out: &Path) {
     let pid = f.child.id() as i32;
@@ -302,7 +292,7 @@ fn readers_never_see_errors_or_steps_back_while_following_litevisor() {
         bank.write(50);
     }
     let primary = Replicator::litevisor(&bank.db, &replica, &[]);
-    first_upload(&primary, &replica);
+    wait_first_upload(&primary, &replica);
     let f = follow(&url(&replica), &out, None);
     assert_eq!(
         reader(&out)
@@ -330,7 +320,7 @@ fn a_new_history_on_the_replica_is_applied_in_place() {
         bank.write(20);
     }
     let p1 = Replicator::litevisor(&bank.db, &replica, &[]);
-    first_upload(&p1, &replica);
+    wait_first_upload(&p1, &replica);
     for _ in 0..10 {
         bank.write(20);
         let txid = max_l0(&replica);
@@ -432,7 +422,7 @@ fn follows_real_litestream_with_readers_never_hurt() {
     let (_dir, mut bank, replica, out) = scene();
     bank.write(100);
     let primary = Replicator::litestream(&bank.db, &replica);
-    first_upload(&primary, &replica);
+    wait_first_upload(&primary, &replica);
     let f = follow(&url(&replica), &out, None);
     let readers = Readers::start(1, &out);
     bank.load(Duration::from_secs(5), |i| {

@@ -93,9 +93,7 @@ fn healthy_replica_verifies_and_a_live_db_ahead_is_not_comparable_until_synced()
 
 #[test]
 fn live_pages_that_differ_from_the_replica_at_the_same_txid_are_a_mismatch() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (_dir, db, replica) = paths("app.db");
     {
         let mut c = app(&db);
         create_table(&c);
@@ -132,9 +130,7 @@ fn live_pages_that_differ_from_the_replica_at_the_same_txid_are_a_mismatch() {
 
 #[test]
 fn usage_and_error_exit_codes() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (_dir, db, replica) = paths("app.db");
     let (code, _, stderr) = verify(&db, &replica, &[]);
     assert_eq!(code, 1, "missing database: {stderr}");
     assert!(stderr.contains("does not exist"), "{stderr}");
@@ -204,12 +200,7 @@ fn verify_beside_a_running_replicator_never_raises_a_false_alarm() {
     let (_dir, db, replica, mut c) = scene();
     insert(&mut c, 0..100, 50);
     let lv = Replicator::litevisor(&db, &replica, &[]);
-    wait_for(
-        &lv,
-        "the first sync",
-        std::time::Duration::from_secs(30),
-        || max_l0(&replica) >= 1,
-    );
+    wait_first_upload(&lv, &replica);
 
     let writer = std::thread::spawn(move || {
         let start = std::time::Instant::now();

@@ -138,13 +138,20 @@ pub fn url(replica: &Path) -> String {
     format!("file://{}", replica.display())
 }
 
+/// A temporary directory and the paths in it of a database named `db_name` and of a file replica
+/// beside it (neither created yet), as `(dir, db, replica)`.
+pub fn paths(db_name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(db_name);
+    let replica = dir.path().join("replica");
+    (dir, db, replica)
+}
+
 /// The scene most replication tests start from, as `(dir, db, replica, c)`: a temporary
 /// directory holding `app.db` with its table created through the application's connection `c`,
 /// and the path of a file replica beside it (not created yet).
 pub fn scene() -> (tempfile::TempDir, PathBuf, PathBuf, Connection) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (dir, db, replica) = paths("app.db");
     let c = app(&db);
     create_table(&c);
     (dir, db, replica, c)
@@ -305,6 +312,13 @@ pub fn wait_for(lv: &Replicator, what: &str, timeout: Duration, mut f: impl FnMu
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits (showing `r`'s log on a timeout) for the replicator's first upload to `replica`.
+pub fn wait_first_upload(r: &Replicator, replica: &Path) {
+    wait_for(r, "the first upload", Duration::from_secs(30), || {
+        max_l0(replica) >= 1
+    });
 }
 
 /// Runs `litevisor ARGS... DB URL` to completion: (exit code, stdout, stderr).
