@@ -351,12 +351,7 @@ fn a_new_history_on_the_replica_is_applied_in_place() {
         (bank2.next_id, bank2.next_id, TOTAL)
     );
     // The follower reports a new history once the output holds it: wait for the report.
-    wait_for(
-        &f,
-        "the new history's report",
-        Duration::from_secs(10),
-        || f.log_text().contains("new history"),
-    );
+    f.wait_log("new history");
     drop(persistent);
     stop_promptly(f, &out);
     assert_eq!(p2.stop().code(), Some(0));
@@ -493,12 +488,7 @@ fn a_new_history_past_the_applied_txid_is_recognized() {
         bank2.next_id,
     );
     // The follower reports a new history once the output holds it: wait for the report.
-    wait_for(
-        &f,
-        "the new history's report",
-        Duration::from_secs(10),
-        || f.log_text().contains("a new history"),
-    );
+    f.wait_log("a new history");
     stop_promptly(f, &out);
     assert_eq!(rows(&bank2.db), rows(&out));
 }

@@ -96,6 +96,14 @@ impl Replicator {
         }
     }
 
+    /// Waits up to 30 s until the log holds `text` (a timeout shows the log).
+    pub fn wait_log(&self, text: &str) {
+        let what = format!("{text:?} in the log");
+        wait_for(self, &what, Duration::from_secs(30), || {
+            self.log_text().contains(text)
+        });
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
