@@ -41,9 +41,9 @@ fn litestream_yml_logging_keys_give_json_lines_on_stdout() {
         lv.stdout().contains("\"level\":\"DEBUG\"").then_some(())
     })
     .expect("debug lines");
-    assert_eq!(lv.stop(), 0, "{}", lv.stderr());
+    let err = lv.stop_ok();
     assert!(
-        lv.stderr().trim().is_empty(),
+        err.trim().is_empty(),
         "stderr: false sends the logs to stdout:\n{}",
         lv.stderr()
     );
