@@ -129,17 +129,12 @@ fn force_snapshot_and_enforce_retention_leave_what_litestream_leaves() {
             } else {
                 LITEVISOR
             };
-            let out = std::process::Command::new(bin)
-                .env_remove("AWS_CA_BUNDLE")
-                .args(["replicate", "-once", "-config", config.to_str().unwrap()])
-                .args(flags)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{tool} {flags:?} on {}: {}",
-                db.display(),
-                String::from_utf8_lossy(&out.stderr)
+            support::run_ok(
+                &format!("{tool} {flags:?} on {}", db.display()),
+                std::process::Command::new(bin)
+                    .env_remove("AWS_CA_BUNDLE")
+                    .args(["replicate", "-once", "-config", config.to_str().unwrap()])
+                    .args(flags),
             );
         }
         let listing = |replica: &Path| -> Vec<(u8, Vec<(u64, u64)>)> {

@@ -219,16 +219,12 @@ fn rand_suffix() -> u64 {
 }
 
 fn sql(db: &Path, query: &str) -> String {
-    let output = Command::new("sqlite3")
-        .args(["-cmd", ".timeout 10000"])
-        .arg(db)
-        .arg(query)
-        .output()
-        .expect("run sqlite3");
-    assert!(
-        output.status.success(),
-        "sqlite3 {query:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = support::run_ok(
+        &format!("sqlite3 {query:?}"),
+        Command::new("sqlite3")
+            .args(["-cmd", ".timeout 10000"])
+            .arg(db)
+            .arg(query),
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
@@ -776,19 +772,15 @@ fn s3_replica_with_keys_from_the_config() {
     );
 
     let out = db.file("from-s3.db");
-    let restore = Command::new(BIN)
-        .args(["restore", "-o"])
-        .arg(&out)
-        .arg(format!("s3://lv-db/app?endpoint={}", server.endpoint))
-        .env("AWS_ACCESS_KEY_ID", &id)
-        .env("AWS_SECRET_ACCESS_KEY", &secret)
-        .env_remove("AWS_CA_BUNDLE")
-        .output()
-        .expect("run litevisor restore");
-    assert!(
-        restore.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restore.stderr)
+    support::run_ok(
+        "litevisor restore",
+        Command::new(BIN)
+            .args(["restore", "-o"])
+            .arg(&out)
+            .arg(format!("s3://lv-db/app?endpoint={}", server.endpoint))
+            .env("AWS_ACCESS_KEY_ID", &id)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .env_remove("AWS_CA_BUNDLE"),
     );
     assert_eq!(count_and_max(&out), (40, 40));
 }
