@@ -54,14 +54,12 @@ fn once_syncs_then_exits_and_force_snapshot_writes_an_l9_snapshot() {
     let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..300, 50);
 
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &[]);
     assert_eq!(max_l0(&replica), 1);
     let (commit1, ..) = ltx_header(&l0_path(&replica, 1));
 
     insert(&mut c, 300..310, 5);
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &[]);
     assert_eq!(max_l0(&replica), 2);
     let (_, min, max, wal_offset, wal_size) = ltx_header(&l0_path(&replica, 2));
     assert_eq!((min, max), (2, 2));
@@ -72,13 +70,11 @@ fn once_syncs_then_exits_and_force_snapshot_writes_an_l9_snapshot() {
     let incremental_size = std::fs::metadata(l0_path(&replica, 2)).unwrap().len();
 
     // Nothing new: -once writes nothing.
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &[]);
     assert_eq!(max_l0(&replica), 2);
 
     // As Litestream's: no new L0, a snapshot of the whole database at the newest TXID in L9.
-    let (code, out) = once(&db, &replica, &["-force-snapshot"]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &["-force-snapshot"]);
     assert_eq!(max_l0(&replica), 2);
     assert_eq!(replica_files(&replica, 9), [(1, 2)]);
     let snapshot = replica.join("ltx/9/0000000000000001-0000000000000002.ltx");
@@ -394,11 +390,9 @@ fn a_second_replicator_on_the_same_database_is_refused() {
 fn restore_if_db_not_exists_restores_then_continues_the_chain() {
     let (_dir, db, replica, mut c) = scene();
     insert(&mut c, 0..300, 30);
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &[]);
     insert(&mut c, 300..400, 30);
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &[]);
     let max = max_l0(&replica);
     drop(c);
     let want = rows(&db);
@@ -459,22 +453,16 @@ fn grow_shrink_with_page_size(page_size: u32) {
     assert!(lv.stop().success());
     let restored = litestream_restore(&replica, &dir.path().join("out.db"));
     assert_same_rows(&db, &restored);
-    let c2 = rusqlite::Connection::open(&restored).unwrap();
-    let blobs: Vec<(i64, Vec<u8>)> = c2
-        .prepare("SELECT id, b FROM blobs ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
-    let want: Vec<(i64, Vec<u8>)> = c
-        .prepare("SELECT id, b FROM blobs ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
-    assert!(blobs == want, "blob table differs");
+    let blobs = |c: &rusqlite::Connection| -> Vec<(i64, Vec<u8>)> {
+        c.prepare("SELECT id, b FROM blobs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    let restored = rusqlite::Connection::open(&restored).unwrap();
+    assert!(blobs(&restored) == blobs(&c), "blob table differs");
 }
 
 #[test]
@@ -531,11 +519,9 @@ fn large_database_of_200_mb() {
 fn block_page_encoding_is_restorable_by_litestream() {
     let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..500, 50);
-    let (code, out) = once(&db, &replica, &["-page-encoding", "block"]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &["-page-encoding", "block"]);
     insert(&mut c, 500..600, 50);
-    let (code, out) = once(&db, &replica, &["-page-encoding", "block"]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &["-page-encoding", "block"]);
     // Block pages carry flags 0x0001 right after the first page number (offset 100 + 4).
     let bytes = std::fs::read(l0_path(&replica, 2)).unwrap();
     assert_eq!(&bytes[104..106], &[0, 1]);

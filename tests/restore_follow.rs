@@ -81,8 +81,7 @@ impl Bank {
     /// One transaction of `rows` rows, then `replicate -once` uploads it to `replica`.
     fn write_once(&mut self, rows: usize, replica: &Path) {
         self.write(rows);
-        let (code, log) = once(&self.db, replica, &[]);
-        assert_eq!(code, 0, "replicate -once: {log}");
+        once_ok(&self.db, replica, &[]);
     }
 
     /// Writes transactions for `how_long`, the `i`th (from 1) of `rows(i)` rows.

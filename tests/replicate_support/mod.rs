@@ -79,6 +79,15 @@ impl Replicator {
         status
     }
 
+    /// `stop`; the replicator must exit 0. Returns its whole log.
+    pub fn stop_ok(self) -> String {
+        let log = self.log.clone();
+        let status = self.stop();
+        let text = fs::read_to_string(log).unwrap_or_default();
+        assert!(status.success(), "exit {status:?}; log:\n{text}");
+        text
+    }
+
     /// Waits up to `limit` for the process to exit; past it, fails the test showing the log (the
     /// process is killed on drop).
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
@@ -353,6 +362,14 @@ pub fn replicate(extra: &[&str], db: &Path, replica: &Path) -> (i32, String) {
 /// Runs `litevisor replicate -once ... DB URL`, returns (exit code, combined output).
 pub fn once(db: &Path, replica: &Path, extra: &[&str]) -> (i32, String) {
     replicate(&[&["-once"], extra].concat(), db, replica)
+}
+
+/// `once`, which must succeed; returns its output.
+#[track_caller]
+pub fn once_ok(db: &Path, replica: &Path, extra: &[&str]) -> String {
+    let (code, out) = once(db, replica, extra);
+    assert_eq!(code, 0, "replicate -once {extra:?}: {out}");
+    out
 }
 
 pub fn count_matches(text: &str, needle: &str) -> usize {
