@@ -519,15 +519,7 @@ fn follow_flags_are_checked_and_the_config_form_follows() {
         assert!(!out.exists());
     }
     // `restore -f -config FILE DB_PATH`: the replica comes from the configuration.
-    let config = dir.path().join("litestream.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "dbs:\n  - path: {}\n    replica:\n      url: {u}\n",
-            bank.db.display()
-        ),
-    )
-    .unwrap();
+    let config = write_litestream_yml(dir.path(), &bank.db, &replica);
     let mut cmd = Command::new(LITEVISOR);
     cmd.args(["restore", "-f", "-follow-interval", "100ms", "-config"])
         .arg(&config)

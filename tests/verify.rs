@@ -149,16 +149,7 @@ fn the_replica_can_come_from_the_config_file() {
     let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..50, 10);
     once_ok(&db, &replica, &[]);
-    let yml = dir.path().join("litestream.yml");
-    std::fs::write(
-        &yml,
-        format!(
-            "dbs:\n  - path: {}\n    replica:\n      url: {}\n",
-            db.display(),
-            url(&replica)
-        ),
-    )
-    .unwrap();
+    let yml = write_litestream_yml(dir.path(), &db, &replica);
     let out = Command::new(LITEVISOR)
         .arg("verify")
         .arg("-config")

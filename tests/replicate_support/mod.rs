@@ -164,6 +164,18 @@ pub fn paths(db_name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, db, replica)
 }
 
+/// Writes `dir`/litestream.yml replicating `db` to the file replica `replica`; returns its path.
+pub fn write_litestream_yml(dir: &Path, db: &Path, replica: &Path) -> PathBuf {
+    let yml = dir.join("litestream.yml");
+    let text = format!(
+        "dbs:\n  - path: {}\n    replica:\n      url: {}\n",
+        db.display(),
+        url(replica)
+    );
+    fs::write(&yml, text).unwrap();
+    yml
+}
+
 /// The scene most replication tests start from, as `(dir, db, replica, c)`: a temporary
 /// directory holding `app.db` with its table created through the application's connection `c`,
 /// and the path of a file replica beside it (not created yet).
