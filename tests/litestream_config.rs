@@ -44,6 +44,21 @@ fn litestream_restores_from_config(config: &str, db: &Path, out_db: &Path, env: 
     assert_same_rows(db, out_db);
 }
 
+/// `litevisor restore -config CONFIG -o OUT DB` (in `dir`, with `env`) restores `db` by its path
+/// in `config` into `out_db`, with every row of `db`.
+fn litevisor_restores_from_config(
+    dir: &Path,
+    config: &str,
+    db: &Path,
+    out_db: &Path,
+    env: &[(&str, &str)],
+) {
+    let (out, db_arg) = (out_db.to_str().unwrap(), db.to_str().unwrap());
+    let args = ["restore", "-config", config, "-o", out, db_arg];
+    lv_exits(dir, &args, env, 0);
+    assert_same_rows(db, out_db);
+}
+
 /// Runs litevisor like `lv`; it must exit with `code`. Returns (stdout, stderr).
 #[track_caller]
 fn lv_exits(dir: &Path, args: &[&str], env: &[(&str, &str)], code: i32) -> (String, String) {
@@ -67,6 +82,13 @@ fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A scratch directory holding `litestream.yml` with `body`, and the file's path.
+fn scratch_config(body: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), body);
+    (dir, config)
 }
 
 fn write_config(dir: &Path, body: &str) -> String {
@@ -125,9 +147,7 @@ fn env_expansion_and_no_expand_env() {
 
 #[test]
 fn unknown_and_ignored_keys_are_warnings_with_file_line_and_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
+    let (dir, config) = scratch_config(
         "heartbeat-url: http://example.invalid/ping\ndbs:\n  - path: /data/app.db\n    monitr-interval: 1s\n    replica:\n      url: file:///backups/app\n",
     );
     let (stdout, stderr) = lv_exits(dir.path(), &["databases", "-config", &config], &[], 0);
@@ -143,9 +163,7 @@ fn unknown_and_ignored_keys_are_warnings_with_file_line_and_key() {
 
 #[test]
 fn rejected_keys_fail_with_file_line_and_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
+    let (dir, config) = scratch_config(
         "dbs:\n  - dir: /data\n    replica:\n      url: file:///r\n  - path: /data/b.db\n    replica:\n      url: gs://bucket/b\n  - path: /data/c.db\n    replicas:\n      - url: file:///r1\n      - url: file:///r2\n",
     );
     let (_, stderr) = lv_exits(dir.path(), &["replicate", "-config", &config], &[], 2);
@@ -163,11 +181,8 @@ fn rejected_keys_fail_with_file_line_and_key() {
 
 #[test]
 fn usage_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "dbs:\n  - path: /data/a.db\n    replica: {url: file:///r}\n",
-    );
+    let (dir, config) =
+        scratch_config("dbs:\n  - path: /data/a.db\n    replica: {url: file:///r}\n");
     let none = dir.path().join("none.yml").to_string_lossy().into_owned();
     for (args, says) in [
         (
@@ -221,20 +236,7 @@ fn replicate_config_then_restore_by_db_path_and_with_litestream() {
 
     // litevisor restore DB_PATH: the replica comes from the config.
     let out_db = dir.path().join("restored.db");
-    lv_exits(
-        dir.path(),
-        &[
-            "restore",
-            "-config",
-            &config,
-            "-o",
-            out_db.to_str().unwrap(),
-            db.to_str().unwrap(),
-        ],
-        &[("DATA_DIR", &d)],
-        0,
-    );
-    assert_same_rows(&db, &out_db);
+    litevisor_restores_from_config(dir.path(), &config, &db, &out_db, &[("DATA_DIR", &d)]);
     assert_eq!(count(&out_db), 500);
 
     // A path the config does not list is a clear error.
@@ -442,20 +444,7 @@ fn s3_replica_from_the_file_replicated_and_restored_by_both_tools() {
     );
 
     let restored = dir.path().join("restored.db");
-    lv_exits(
-        dir.path(),
-        &[
-            "restore",
-            "-config",
-            &config,
-            "-o",
-            restored.to_str().unwrap(),
-            db.to_str().unwrap(),
-        ],
-        &env,
-        0,
-    );
-    assert_same_rows(&db, &restored);
+    litevisor_restores_from_config(dir.path(), &config, &db, &restored, &env);
 
     // The same file, read by REAL Litestream, restores it too.
     litestream_restores_from_config(
