@@ -12,6 +12,7 @@ mod restore_support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::sync::OnceLock;
 
 use restore_support::*;
@@ -178,14 +179,7 @@ fn litestream_restores_litevisor_compactions_and_snapshots() {
         // And every TXID Litestream can still reach matches the untouched replica.
         for t in 1..=max {
             let out = dir.path().join(format!("t{t}.db"));
-            let o = litestream(&[
-                "restore",
-                "-txid",
-                &format!("{t:016x}"),
-                "-o",
-                out.to_str().unwrap(),
-                &u,
-            ]);
+            let o = restore_at(litestream, &format!("{t:016x}"), &out, &u);
             assert!(
                 o.status.success(),
                 "litestream must restore txid {t} (L0 files are all kept): {}",
@@ -194,6 +188,11 @@ fn litestream_restores_litevisor_compactions_and_snapshots() {
             assert_eq!(fs::read(&out).unwrap(), expected()[&t], "txid {t}");
         }
     }
+}
+
+/// `TOOL restore -txid TXID -o OUT URL` (TXID as the caller spells it).
+fn restore_at(tool: fn(&[&str]) -> Output, txid: &str, out: &Path, u: &str) -> Output {
+    tool(&["restore", "-txid", txid, "-o", out.to_str().unwrap(), u])
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -286,14 +285,7 @@ fn check_no_gaps(replica: &Path, visible_max: u64, dir: &Path, ctx: &str) -> usi
     for t in 1..=visible_max {
         let out = dir.join(format!("t{t}.db"));
         let _ = fs::remove_file(&out);
-        let o = litevisor(&[
-            "restore",
-            "-txid",
-            &format!("{t:x}"),
-            "-o",
-            out.to_str().unwrap(),
-            &u,
-        ]);
+        let o = restore_at(litevisor, &format!("{t:x}"), &out, &u);
         if o.status.success() {
             available += 1;
             assert_eq!(fs::read(&out).unwrap(), expected()[&t], "{ctx}: txid {t}");

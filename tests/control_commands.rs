@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use replicate_support::{
     Replicator, app, create_table, insert, litestream_restore, rows, scene, url,
+    write_litestream_yml,
 };
 use support::{BIN, output, wait_for};
 
@@ -48,6 +49,17 @@ fn start(dir: &Path, args: &[&str]) -> (Replicator, PathBuf) {
 }
 
 /// A configuration file `name` in `dir` holding `text`; its path as a string.
+/// `litevisor sync -wait DB`, which must succeed: what was committed is on the replica then.
+fn sync_wait(socket: &Path, db: &Path) {
+    let (code, out, err) = ctl(socket, &["sync", "-wait", &db.display().to_string()]);
+    assert_eq!(code, 0, "sync -wait {}: {out}{err}", db.display());
+}
+
+/// The rows of `replica` as REAL Litestream restores it (into `out`).
+fn replica_rows(replica: &Path, out: &Path) -> Vec<(i64, String)> {
+    rows(&litestream_restore(replica, out))
+}
+
 fn config(dir: &Path, name: &str, text: String) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -124,8 +136,10 @@ fn stop_and_start_one_database() {
         "{out}"
     );
     let before_stop = rows(&db);
-    let restored = litestream_restore(&replica, &dir.path().join("r1.db"));
-    assert_eq!(rows(&restored), before_stop);
+    assert_eq!(
+        replica_rows(&replica, &dir.path().join("r1.db")),
+        before_stop
+    );
 
     // Stopped: nothing more is replicated, syncs are refused, `list` says so.
     insert(&mut c, 20..30, 5);
@@ -138,8 +152,11 @@ fn stop_and_start_one_database() {
         (code, json(&out)["status"].clone()),
         (0, "already_stopped".into())
     );
-    let restored = litestream_restore(&replica, &dir.path().join("r2.db"));
-    assert_eq!(rows(&restored), before_stop, "replicated while stopped");
+    assert_eq!(
+        replica_rows(&replica, &dir.path().join("r2.db")),
+        before_stop,
+        "replicated while stopped"
+    );
 
     // `start` resumes from the local state; the rows written while stopped follow.
     let (code, out, err) = ctl(&socket, &["start", "-json", &path]);
@@ -150,10 +167,8 @@ fn stop_and_start_one_database() {
         (code, json(&out)["status"].clone()),
         (0, "already_running".into())
     );
-    let (code, out, err) = ctl(&socket, &["sync", "-wait", &path]);
-    assert_eq!(code, 0, "{out}{err}");
-    let restored = litestream_restore(&replica, &dir.path().join("r3.db"));
-    assert_eq!(rows(&restored), rows(&db));
+    sync_wait(&socket, &db);
+    assert_eq!(replica_rows(&replica, &dir.path().join("r3.db")), rows(&db));
     assert!(lv.stop().success());
 }
 
@@ -210,10 +225,9 @@ fn sync_wait_under_the_supervisor() {
     let (lv, socket) = start(dir.path(), &["--config", &config]);
 
     insert(&mut c, 5..15, 5);
-    let (code, out, err) = ctl(&socket, &["sync", "-wait", &db.display().to_string()]);
-    assert_eq!(code, 0, "{out}{err}");
-    let restored = litestream_restore(&replica, &dir.path().join("restored.db"));
-    assert_eq!(rows(&restored), rows(&db));
+    sync_wait(&socket, &db);
+    let restored = dir.path().join("restored.db");
+    assert_eq!(replica_rows(&replica, &restored), rows(&db));
     assert!(lv.stop().success());
 }
 
@@ -363,15 +377,9 @@ fn another_users_connection_is_refused() {
 fn reset_and_offline_status() {
     let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..10, 5);
-    let cfg = config(
-        dir.path(),
-        "litestream.yml",
-        format!(
-            "dbs:\n  - path: {}\n    replica:\n      url: {}\n",
-            db.display(),
-            url(&replica)
-        ),
-    );
+    let cfg = write_litestream_yml(dir.path(), &db, &replica)
+        .display()
+        .to_string();
     let path = db.display().to_string();
     let offline = |args: &[&str]| output(Command::new(BIN).args(args));
     let (code, out, err) = offline(&["status", "-config", &cfg]);
@@ -379,7 +387,7 @@ fn reset_and_offline_status() {
     assert!(out.contains("not initialized"), "{out}");
 
     let (lv, socket) = start(dir.path(), &["replicate", "-config", &cfg]);
-    assert_eq!(ctl(&socket, &["sync", "-wait", &path]).0, 0);
+    sync_wait(&socket, &db);
     let (code, out, _) = offline(&["status", "-config", &cfg, &path]);
     assert_eq!(code, 0);
     assert!(
@@ -409,8 +417,7 @@ fn reset_and_offline_status() {
     let snapshots_before = lv.log_text().matches("wrote snapshot L0").count();
     insert(&mut c, 10..20, 5);
     assert_eq!(ctl(&socket, &["start", &path]).0, 0);
-    let (code, out, err) = ctl(&socket, &["sync", "-wait", &path]);
-    assert_eq!(code, 0, "{out}{err}");
+    sync_wait(&socket, &db);
     assert!(
         lv.log_text().matches("wrote snapshot L0").count() > snapshots_before,
         "no snapshot after the reset: {}",

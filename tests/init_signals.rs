@@ -12,7 +12,8 @@ mod init_support;
 use init_support::{
     Guard, Mode, PATIENCE, file_in, litevisor, litevisor_pid, signal, wait_exit, wait_for,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 /// Records every signal in `$ARGV[0]` (one number per line). Exits with 42 on the signal number given
@@ -46,30 +47,66 @@ fn recorded(log: &Path) -> Vec<i32> {
         .collect()
 }
 
-fn start_recorder(mode: Mode, flags: &[&str], log: &Path, exit_on: i32) -> (Guard, i32) {
-    let log_str = init_support::path_str(log);
-    let exit_on = exit_on.to_string();
-    let mut args = flags.to_vec();
-    args.extend(["--", "perl", "-e", RECORDER, log_str, &exit_on]);
-    let child = litevisor(mode, &args).spawn().expect("spawn litevisor");
-    let guard = Guard(child);
-    let pid = litevisor_pid(mode, &guard.0);
-    let ready = ready_marker(log);
-    wait_for(PATIENCE, || ready.exists().then_some(())).expect("recorder never became ready");
-    (guard, pid)
+/// The recorder under litevisor, its log in a scratch directory of its own.
+struct Recorder {
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+    guard: Guard,
+    /// litevisor's pid (as seen from here).
+    pid: i32,
 }
 
-fn send_and_expect(pid: i32, log: &Path, sig: i32) {
-    let before = recorded(log).iter().filter(|&&s| s == sig).count();
-    signal(pid, sig);
-    let arrived = wait_for(PATIENCE, || {
-        (recorded(log).iter().filter(|&&s| s == sig).count() > before).then_some(())
-    });
-    assert!(
-        arrived.is_some(),
-        "signal {sig} was not forwarded; got {:?}",
-        recorded(log)
-    );
+impl Recorder {
+    /// Starts litevisor with `flags` running the recorder (exiting 42 on `exit_on`), and waits
+    /// until the recorder's handlers are installed.
+    fn start(mode: Mode, flags: &[&str], exit_on: i32) -> Recorder {
+        let dir = init_support::scratch();
+        let log = file_in(&dir, "signals.log");
+        let exit_on = exit_on.to_string();
+        let mut args = flags.to_vec();
+        args.extend([
+            "--",
+            "perl",
+            "-e",
+            RECORDER,
+            init_support::path_str(&log),
+            &exit_on,
+        ]);
+        let child = litevisor(mode, &args).spawn().expect("spawn litevisor");
+        let guard = Guard(child);
+        let pid = litevisor_pid(mode, &guard.0);
+        let ready = ready_marker(&log);
+        wait_for(PATIENCE, || ready.exists().then_some(())).expect("recorder never became ready");
+        Recorder {
+            _dir: dir,
+            log,
+            guard,
+            pid,
+        }
+    }
+
+    fn recorded(&self) -> Vec<i32> {
+        recorded(&self.log)
+    }
+
+    /// Sends `sig` to litevisor and waits until the recorder got it once more.
+    fn send_and_expect(&self, sig: i32) {
+        let count = || self.recorded().iter().filter(|&&s| s == sig).count();
+        let before = count();
+        signal(self.pid, sig);
+        let arrived = wait_for(PATIENCE, || (count() > before).then_some(()));
+        assert!(
+            arrived.is_some(),
+            "signal {sig} was not forwarded; got {:?}",
+            self.recorded()
+        );
+    }
+
+    /// Waits for litevisor's exit: its status, and the time since `since`.
+    fn exit(&mut self, since: Instant) -> (ExitStatus, Duration) {
+        let status = wait_exit(&mut self.guard.0, PATIENCE);
+        (status, since.elapsed())
+    }
 }
 
 /// Signals that do not stop litevisor, including a realtime one and SIGPIPE sent by someone else.
@@ -100,23 +137,21 @@ fn plain_signals() -> Vec<i32> {
 fn every_signal_is_forwarded_and_stop_signals_end_the_child() {
     for mode in [Mode::Direct, Mode::Pid1] {
         for stop in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
-            let dir = init_support::scratch();
-            let log = file_in(&dir, "signals.log");
-            let (mut guard, pid) = start_recorder(mode, &[], &log, stop);
+            let mut r = Recorder::start(mode, &[], stop);
             if stop == libc::SIGTERM {
                 for sig in plain_signals() {
-                    send_and_expect(pid, &log, sig);
+                    r.send_and_expect(sig);
                 }
             }
-            signal(pid, stop);
-            let status = wait_exit(&mut guard.0, PATIENCE);
+            signal(r.pid, stop);
+            let (status, _) = r.exit(Instant::now());
             assert_eq!(
                 status.code(),
                 Some(42),
                 "{mode:?}: stop signal {stop}: {:?}",
-                recorded(&log)
+                r.recorded()
             );
-            assert_eq!(recorded(&log).last(), Some(&stop), "{mode:?}");
+            assert_eq!(r.recorded().last(), Some(&stop), "{mode:?}");
         }
     }
 }
@@ -124,16 +159,13 @@ fn every_signal_is_forwarded_and_stop_signals_end_the_child() {
 #[test]
 fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
     for mode in [Mode::Direct, Mode::Pid1] {
-        let dir = init_support::scratch();
-        let log = file_in(&dir, "signals.log");
-        let (mut guard, pid) = start_recorder(mode, &["--grace", "1s"], &log, 0);
+        let mut r = Recorder::start(mode, &["--grace", "1s"], 0);
         let sent = Instant::now();
-        signal(pid, libc::SIGTERM);
-        let status = wait_exit(&mut guard.0, PATIENCE);
-        let took = sent.elapsed();
+        signal(r.pid, libc::SIGTERM);
+        let (status, took) = r.exit(sent);
         assert_eq!(status.code(), Some(137), "{mode:?}: killed by SIGKILL");
         assert!(
-            recorded(&log).contains(&libc::SIGTERM),
+            r.recorded().contains(&libc::SIGTERM),
             "{mode:?}: SIGTERM was forwarded first"
         );
         assert!(
@@ -169,15 +201,12 @@ fn a_repeated_sigterm_is_forwarded_again_and_keeps_the_grace() {
     // GNU `timeout`, or a signal sent to a group and to its leader, delivers SIGTERM twice: the
     // program gets both and keeps its whole grace period.
     for mode in [Mode::Direct, Mode::Pid1] {
-        let dir = init_support::scratch();
-        let log = file_in(&dir, "signals.log");
-        let (mut guard, pid) = start_recorder(mode, &["--grace", "1500ms"], &log, 0);
+        let mut r = Recorder::start(mode, &["--grace", "1500ms"], 0);
         let sent = Instant::now();
         // Wait until the first one was forwarded, so the two cannot merge into one pending signal.
-        send_and_expect(pid, &log, libc::SIGTERM);
-        send_and_expect(pid, &log, libc::SIGTERM);
-        let status = wait_exit(&mut guard.0, PATIENCE);
-        let took = sent.elapsed();
+        r.send_and_expect(libc::SIGTERM);
+        r.send_and_expect(libc::SIGTERM);
+        let (status, took) = r.exit(sent);
         assert_eq!(status.code(), Some(137), "{mode:?}: killed after its grace");
         assert!(
             took >= Duration::from_millis(1400),

@@ -15,9 +15,7 @@ fn litevisor_continues_after_litestream() {
     insert(&mut c, 0..100, 10);
 
     let ls = Replicator::litestream(&db, &replica);
-    wait_until("litestream's first upload", Duration::from_secs(30), || {
-        max_l0(&replica) >= 1
-    });
+    wait_first_upload(&ls, &replica);
     for round in 0..5 {
         insert(&mut c, 100 + round * 40..140 + round * 40, 8);
         std::thread::sleep(Duration::from_millis(600));
@@ -64,13 +62,7 @@ fn litestream_continues_after_litevisor() {
         max_l0(&replica) > lv_max
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let log_path = ls.log.clone();
-    let status = ls.stop();
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(log_path).unwrap_or_default()
-    );
+    ls.stop_ok();
     let l0 = replica_files(&replica, 0);
     assert!(
         l0.iter().any(|f| f.0 == lv_max + 1),

@@ -44,11 +44,51 @@ fn litestream_restores_from_config(config: &str, db: &Path, out_db: &Path, env: 
     assert_same_rows(db, out_db);
 }
 
+/// `litevisor restore -config CONFIG -o OUT DB` (in `dir`, with `env`) restores `db` by its path
+/// in `config` into `out_db`, with every row of `db`.
+fn litevisor_restores_from_config(
+    dir: &Path,
+    config: &str,
+    db: &Path,
+    out_db: &Path,
+    env: &[(&str, &str)],
+) {
+    let (out, db_arg) = (out_db.to_str().unwrap(), db.to_str().unwrap());
+    let args = ["restore", "-config", config, "-o", out, db_arg];
+    lv_exits(dir, &args, env, 0);
+    assert_same_rows(db, out_db);
+}
+
+/// Runs litevisor like `lv`; it must exit with `code`. Returns (stdout, stderr).
+#[track_caller]
+fn lv_exits(dir: &Path, args: &[&str], env: &[(&str, &str)], code: i32) -> (String, String) {
+    let out = lv(dir, args, env);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(code), "{args:?}:\n{stderr}");
+    (stdout, stderr)
+}
+
+/// `litevisor databases -config CONFIG` in `dir`, which must fail: its stderr.
+#[track_caller]
+fn databases_refuses(dir: &Path, config: &str) -> String {
+    let out = lv(dir, &["databases", "-config", config], &[]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{config} accepted:\n{stderr}");
+    stderr
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A scratch directory holding `litestream.yml` with `body`, and the file's path.
+fn scratch_config(body: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), body);
+    (dir, config)
 }
 
 fn write_config(dir: &Path, body: &str) -> String {
@@ -82,25 +122,23 @@ fn env_expansion_and_no_expand_env() {
         dir.path(),
         "dbs:\n  - path: $LV_DIR/a${LV_UNSET_XYZ}.db\n    replica:\n      url: file://${LV_DIR}/replica\n",
     );
-    let out = lv(
+    let (stdout, _) = lv_exits(
         dir.path(),
         &["databases", "-config", &config],
         &[("LV_DIR", d)],
+        0,
     );
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
     assert!(
         stdout.contains(&format!("{d}/a.db")) && stdout.contains(&format!("file://{d}/replica")),
         "unset variables expand to nothing:\n{stdout}"
     );
 
-    let out = lv(
+    let (stdout, _) = lv_exits(
         dir.path(),
         &["databases", "-no-expand-env", "-config", &config],
         &[("LV_DIR", d)],
+        0,
     );
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
     assert!(
         stdout.contains("$LV_DIR/a${LV_UNSET_XYZ}.db"),
         "the text is taken literally:\n{stdout}"
@@ -109,14 +147,10 @@ fn env_expansion_and_no_expand_env() {
 
 #[test]
 fn unknown_and_ignored_keys_are_warnings_with_file_line_and_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
+    let (dir, config) = scratch_config(
         "heartbeat-url: http://example.invalid/ping\ndbs:\n  - path: /data/app.db\n    monitr-interval: 1s\n    replica:\n      url: file:///backups/app\n",
     );
-    let out = lv(dir.path(), &["databases", "-config", &config], &[]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
+    let (stdout, stderr) = lv_exits(dir.path(), &["databases", "-config", &config], &[], 0);
     assert!(stdout.contains("/data/app.db") && stdout.contains("file:///backups/app"));
     assert!(
         stderr.contains(&format!(
@@ -129,14 +163,10 @@ fn unknown_and_ignored_keys_are_warnings_with_file_line_and_key() {
 
 #[test]
 fn rejected_keys_fail_with_file_line_and_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
+    let (dir, config) = scratch_config(
         "dbs:\n  - dir: /data\n    replica:\n      url: file:///r\n  - path: /data/b.db\n    replica:\n      url: gs://bucket/b\n  - path: /data/c.db\n    replicas:\n      - url: file:///r1\n      - url: file:///r2\n",
     );
-    let out = lv(dir.path(), &["replicate", "-config", &config], &[]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (_, stderr) = lv_exits(dir.path(), &["replicate", "-config", &config], &[], 2);
     for expected in [
         "dbs[0].pattern: 'pattern' is required when using 'dir'".to_string(),
         format!("{config}:7:7: dbs[1].replica.url: replica type \"gs\" is not supported"),
@@ -151,36 +181,26 @@ fn rejected_keys_fail_with_file_line_and_key() {
 
 #[test]
 fn usage_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "dbs:\n  - path: /data/a.db\n    replica: {url: file:///r}\n",
-    );
-    let out = lv(
-        dir.path(),
-        &["replicate", "-once", "-exec", "true", "-config", &config],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains("-exec with -once"));
-    let out = lv(
-        dir.path(),
-        &["replicate", "-config", &config, "a.db", "file:///r"],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains("-config"));
-    let out = lv(
-        dir.path(),
-        &[
-            "replicate",
+    let (dir, config) =
+        scratch_config("dbs:\n  - path: /data/a.db\n    replica: {url: file:///r}\n");
+    let none = dir.path().join("none.yml").to_string_lossy().into_owned();
+    for (args, says) in [
+        (
+            &["replicate", "-once", "-exec", "true", "-config", &config][..],
+            "-exec with -once",
+        ),
+        (
+            &["replicate", "-config", &config, "a.db", "file:///r"],
             "-config",
-            &dir.path().join("none.yml").to_string_lossy(),
-        ],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains("none.yml"));
+        ),
+        (&["replicate", "-config", &none], "none.yml"),
+    ] {
+        let (_, stderr) = lv_exits(dir.path(), args, &[], 2);
+        assert!(
+            stderr.contains(says),
+            "{args:?}: want {says:?} in:\n{stderr}"
+        );
+    }
 }
 
 #[test]
@@ -205,9 +225,7 @@ fn replicate_config_then_restore_by_db_path_and_with_litestream() {
         .env("LITEVISOR_SOCKET", dir.path().join("lv.sock"))
         .env_remove("AWS_CA_BUNDLE");
     let mut r = Replicator::spawn(child, dir.path().join("replicate.log"));
-    wait_for(&r, "the first upload", Duration::from_secs(30), || {
-        max_l0(&replica) >= 1
-    });
+    wait_first_upload(&r, &replica);
     insert(&mut c, 200..500, 25);
     drop(c);
     // SIGTERM right after the last commit: the final sync must carry it.
@@ -218,24 +236,11 @@ fn replicate_config_then_restore_by_db_path_and_with_litestream() {
 
     // litevisor restore DB_PATH: the replica comes from the config.
     let out_db = dir.path().join("restored.db");
-    let out = lv(
-        dir.path(),
-        &[
-            "restore",
-            "-config",
-            &config,
-            "-o",
-            out_db.to_str().unwrap(),
-            db.to_str().unwrap(),
-        ],
-        &[("DATA_DIR", &d)],
-    );
-    assert!(out.status.success(), "{}", text(&out).1);
-    assert_same_rows(&db, &out_db);
+    litevisor_restores_from_config(dir.path(), &config, &db, &out_db, &[("DATA_DIR", &d)]);
     assert_eq!(count(&out_db), 500);
 
     // A path the config does not list is a clear error.
-    let out = lv(
+    let (_, stderr) = lv_exits(
         dir.path(),
         &[
             "restore",
@@ -246,9 +251,9 @@ fn replicate_config_then_restore_by_db_path_and_with_litestream() {
             "/nowhere/else.db",
         ],
         &[("DATA_DIR", &d)],
+        1,
     );
-    assert_eq!(out.status.code(), Some(1));
-    support::assert_contains(&text(&out).1, "database not found in config");
+    support::assert_contains(&stderr, "database not found in config");
 
     // REAL Litestream reads the same file and restores what litevisor replicated.
     litestream_restores_from_config(
@@ -323,11 +328,7 @@ fn exec_killed_by_sigterm_exits_143_after_the_final_sync() {
 /// `replicate -exec`: SIGHUP is the program's (as Litestream forwards it), not a reload.
 #[test]
 fn exec_sighup_is_forwarded_to_the_program() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, c) = scene();
     drop(c);
     let (ready, hup) = (dir.path().join("ready"), dir.path().join("hup"));
     let script = format!(
@@ -399,12 +400,7 @@ fn exec_a_repeated_sigterm_keeps_the_programs_code_and_the_final_sync() {
     let pid = r.child.id() as i32;
     // SAFETY (both): kill(2) on our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    wait_for(
-        &r,
-        "the first SIGTERM to be read",
-        Duration::from_secs(30),
-        || r.log_text().contains("SIGTERM received"),
-    );
+    r.wait_log("SIGTERM received");
     std::thread::sleep(Duration::from_millis(100));
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let code = r.wait_exit(Duration::from_secs(60)).code().unwrap_or(-1);
@@ -436,33 +432,19 @@ fn s3_replica_from_the_file_replicated_and_restored_by_both_tools() {
     );
     let secret = "file-secret-never-printed";
     let env = [("KEY_ID", "AKIAFILEKEY"), ("KEY_SECRET", secret)];
-    let out = lv(
+    let (_, stderr) = lv_exits(
         dir.path(),
         &["replicate", "-once", "-config", &config],
         &env,
+        0,
     );
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
         !stderr.contains(secret),
         "the secret was printed:\n{stderr}"
     );
 
     let restored = dir.path().join("restored.db");
-    let out = lv(
-        dir.path(),
-        &[
-            "restore",
-            "-config",
-            &config,
-            "-o",
-            restored.to_str().unwrap(),
-            db.to_str().unwrap(),
-        ],
-        &env,
-    );
-    assert!(out.status.success(), "{}", text(&out).1);
-    assert_same_rows(&db, &restored);
+    litevisor_restores_from_config(dir.path(), &config, &db, &restored, &env);
 
     // The same file, read by REAL Litestream, restores it too.
     litestream_restores_from_config(
@@ -590,9 +572,7 @@ fn files_litestream_refuses_are_refused_with_file_line_and_key() {
         let config = config.to_str().unwrap();
         let (accepted, said) = litestream_reads(config);
         assert!(!accepted, "Litestream accepts case {i}?\n{body}\n{said}");
-        let out = lv(dir.path(), &["databases", "-config", config], &[]);
-        let (_, stderr) = text(&out);
-        assert!(!out.status.success(), "case {i}:\n{body}\n{stderr}");
+        let stderr = databases_refuses(dir.path(), config);
         assert!(
             stderr.contains(&format!("{config}{expected}")),
             "case {i}: want {expected:?} in:\n{stderr}"
@@ -627,9 +607,7 @@ fn files_litestream_accepts_are_read_the_same_way() {
         dir.path(),
         &format!("dbs:\n  - path: {db}\n    replica: {{url: \"file:///backups/r-$PID\"}}\n"),
     );
-    let out = lv(dir.path(), &["databases", "-config", &config], &[]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
+    let (stdout, _) = lv_exits(dir.path(), &["databases", "-config", &config], &[], 0);
     let pid: String = stdout
         .split("file:///backups/r-")
         .nth(1)
@@ -642,22 +620,10 @@ fn files_litestream_accepts_are_read_the_same_way() {
     // With no databases, `replicate` starts, says so, and waits for a stop signal (exit 0).
     let config = write_config(dir.path(), "addr: \":9090\"\n");
     let mut lv = spawn_replicate(dir.path(), &["-config", &config]);
-    wait_for(
-        &lv,
-        "the no-databases line",
-        Duration::from_secs(10),
-        || {
-            fs::read_to_string(&lv.log)
-                .unwrap_or_default()
-                .contains("no databases in the configuration")
-        },
-    );
+    lv.wait_log("no databases in the configuration");
     std::thread::sleep(Duration::from_millis(300));
     assert!(lv.alive(), "it idles:\n{}", lv.log_text());
-    let log = lv.log.clone();
-    let status = lv.stop();
-    let said = fs::read_to_string(log).unwrap_or_default();
-    assert_eq!(status.code(), Some(0), "{said}");
+    lv.stop_ok();
 }
 
 /// An S3 access-point ARN, as URL or as bucket, is refused with a clear message (litevisor's S3
@@ -682,25 +648,19 @@ fn s3_access_point_arns_are_refused() {
         );
         let (accepted, said) = litestream_reads(&config);
         assert!(accepted, "{said}");
-        let out = lv(dir.path(), &["databases", "-config", &config], &[]);
-        let (_, stderr) = text(&out);
-        assert!(!out.status.success(), "{stderr}");
+        let stderr = databases_refuses(dir.path(), &config);
         assert!(
             stderr.contains(&format!("{config}{at}"))
                 && stderr.contains("S3 access-point ARNs are not supported"),
             "{stderr}"
         );
     }
-    let out = lv(
+    let url = format!("s3://{arn}/db");
+    let (_, stderr) = lv_exits(
         dir.path(),
-        &[
-            "replicate",
-            "-once",
-            "/data/a.db",
-            &format!("s3://{arn}/db"),
-        ],
+        &["replicate", "-once", "/data/a.db", &url],
         &[],
+        2,
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
-    support::assert_contains(&text(&out).1, "access-point ARNs");
+    support::assert_contains(&stderr, "access-point ARNs");
 }

@@ -41,9 +41,9 @@ fn litestream_yml_logging_keys_give_json_lines_on_stdout() {
         lv.stdout().contains("\"level\":\"DEBUG\"").then_some(())
     })
     .expect("debug lines");
-    assert_eq!(lv.stop(), 0, "{}", lv.stderr());
+    let err = lv.stop_ok();
     assert!(
-        lv.stderr().trim().is_empty(),
+        err.trim().is_empty(),
         "stderr: false sends the logs to stdout:\n{}",
         lv.stderr()
     );
@@ -112,39 +112,9 @@ fn litevisor_toml_log_format_json_and_service_lines_as_they_are() {
 fn invalid_levels_are_errors_naming_the_accepted_values() {
     let dir = tempfile::tempdir().unwrap();
     let accepted = "use trace, debug, info, warn, error or off";
-    let (code, _, err) = run(
-        dir.path(),
-        &["--log-level", "verbose", "--", "true"],
-        &[],
-        Duration::from_secs(10),
-    );
-    assert_eq!(code, 2, "{err}");
-    support::assert_contains(&err, "--log-level: invalid log level \"verbose\"");
-    support::assert_contains(&err, accepted);
-
-    let (code, _, err) = run(
-        dir.path(),
-        &["--", "true"],
-        &[("LITEVISOR_LOG", "bogus")],
-        Duration::from_secs(10),
-    );
-    assert_eq!(code, 2, "{err}");
-    support::assert_contains(&err, "LITEVISOR_LOG: invalid log level \"bogus\"");
-    support::assert_contains(&err, accepted);
-
     let db = dir.path().join("a.db");
     make_db(&db);
     let replica = format!("file://{}/r", dir.path().display());
-    let (code, _, err) = run(
-        dir.path(),
-        &["replicate", db.to_str().unwrap(), &replica],
-        &[("LOG_LEVEL", "bogus")],
-        Duration::from_secs(10),
-    );
-    assert_eq!(code, 2, "{err}");
-    support::assert_contains(&err, "LOG_LEVEL: invalid log level \"bogus\"");
-    support::assert_contains(&err, accepted);
-
     std::fs::write(
         dir.path().join("ls.yml"),
         format!(
@@ -153,28 +123,62 @@ fn invalid_levels_are_errors_naming_the_accepted_values() {
         ),
     )
     .unwrap();
-    let (code, _, err) = run(
-        dir.path(),
-        &["replicate", "-config", "ls.yml"],
-        &[],
-        Duration::from_secs(10),
-    );
-    assert_eq!(code, 2, "{err}");
-    support::assert_contains(
-        &err,
-        "ls.yml:2:3: logging.level: invalid log level \"verbose\"",
-    );
-
     std::fs::write(
         dir.path().join("lv.toml"),
         "log_format = \"xml\"\n[services.a]\ncommand = \"true\"\n",
     )
     .unwrap();
-    let (code, _, err) = run(
-        dir.path(),
-        &["check", "--config", "lv.toml"],
-        &[],
-        Duration::from_secs(10),
-    );
-    assert_eq!(code, 1, "{err}");
+    /// A command line that must fail, and what it must say.
+    struct Case<'a> {
+        args: &'a [&'a str],
+        env: &'a [(&'a str, &'a str)],
+        code: i32,
+        says: &'a [&'a str],
+    }
+    let cases = [
+        Case {
+            args: &["--log-level", "verbose", "--", "true"],
+            env: &[],
+            code: 2,
+            says: &["--log-level: invalid log level \"verbose\"", accepted],
+        },
+        Case {
+            args: &["--", "true"],
+            env: &[("LITEVISOR_LOG", "bogus")],
+            code: 2,
+            says: &["LITEVISOR_LOG: invalid log level \"bogus\"", accepted],
+        },
+        Case {
+            args: &["replicate", db.to_str().unwrap(), &replica],
+            env: &[("LOG_LEVEL", "bogus")],
+            code: 2,
+            says: &["LOG_LEVEL: invalid log level \"bogus\"", accepted],
+        },
+        Case {
+            args: &["replicate", "-config", "ls.yml"],
+            env: &[],
+            code: 2,
+            says: &["ls.yml:2:3: logging.level: invalid log level \"verbose\""],
+        },
+        Case {
+            args: &["check", "--config", "lv.toml"],
+            env: &[],
+            code: 1,
+            says: &[],
+        },
+    ];
+    for Case {
+        args,
+        env,
+        code,
+        says,
+    } in cases
+    {
+        let (got, _, err) = run(dir.path(), args, env, Duration::from_secs(10));
+        let case = format!("{args:?} {env:?}");
+        assert_eq!(got, code, "{case}: {err}");
+        for want in says {
+            assert!(err.contains(want), "{case}: missing {want:?} in:\n{err}");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ops_support::{Lv, free_port, http_get, insert, make_db, wait_for};
+use ops_support::{Lv, assert_said_once, free_port, http_get, insert, make_db, wait_for};
 
 /// `promtool check metrics` on `text`: parse errors fail; lint remarks are allowed only for the
 /// Litestream series, whose names Litestream chose (its own output gets the same remarks).
@@ -186,7 +186,7 @@ fn litestream_yml_addr_serves_the_series_litestream_serves() {
     );
     let (code, body) = http_get(&lv_addr, "/healthz").unwrap();
     assert_eq!((code, body.as_str()), (200, "ok\n"));
-    assert_eq!(lv.stop(), 0, "{}", lv.stderr());
+    lv.stop_ok();
 }
 
 /// Voluntary and involuntary context switches of all of `pid`'s threads.
@@ -337,19 +337,14 @@ fn services_and_local_failures_in_metrics_healthz_and_health() {
         http_get(&addr, "/healthz").filter(|(c, _)| *c == 200)
     })
     .expect("healthy again once replication resumed");
-    assert_eq!(lv.stop(), 0, "{}", lv.stderr());
-    let err = lv.stderr();
-    assert_eq!(
-        err.matches("replication stopped").count(),
-        1,
-        "an error said once:\n{err}"
-    );
+    let err = lv.stop_ok();
+    assert_said_once(&err, "replication stopped", "an error, said when it starts");
     assert!(
         err.lines()
             .any(|l| l.contains("ERROR") && l.contains("replication stopped")),
         "{err}"
     );
-    assert_eq!(err.matches("replication resumed").count(), 1, "{err}");
+    assert_said_once(&err, "replication resumed", "when it clears");
 }
 
 #[test]

@@ -12,7 +12,7 @@ mod ops_support;
 
 use std::time::{Duration, Instant};
 
-use ops_support::{Lv, free_port, insert, make_db, run};
+use ops_support::{Lv, assert_said_once, free_port, insert, make_db, run};
 use s3_server::S3Server;
 
 /// Every line short, and no Debug dump of an SDK error.
@@ -188,8 +188,8 @@ fn wrong_keys_are_named_and_no_key_is_ever_logged_even_at_trace() {
     lv.wait_db(Duration::from_secs(30), |d| {
         d["txid"].as_str() > Some("0000000000000001") && d["txid"] == d["replica_txid"]
     });
-    assert_eq!(lv.stop(), 0, "{}", lv.stderr());
-    let (out, err) = (lv.stdout(), lv.stderr());
+    let err = lv.stop_ok();
+    let out = lv.stdout();
     assert!(
         err.contains("TRACE") || err.contains("DEBUG"),
         "trace level is on:\n{err}"
@@ -243,19 +243,10 @@ fn an_unreachable_replica_is_retrying_from_the_first_attempt_until_it_comes_back
     assert!(back["failure"].is_null(), "{back}");
     let (code, text) = lv.health();
     assert_eq!((code, text.trim()), (0, "ok"));
-    assert_eq!(lv.stop(), 0, "{}", lv.stderr());
-    let err = lv.stderr();
+    let err = lv.stop_ok();
     // Once when it starts (kind=connection), once more when it fails differently (the bucket did
     // not exist for a moment after the server came up), and once when it clears.
-    assert_eq!(
-        err.matches("kind=connection").count(),
-        1,
-        "said once when it starts:\n{err}"
-    );
-    assert_eq!(
-        err.matches("replica reachable again").count(),
-        1,
-        "and once when it clears:\n{err}"
-    );
+    assert_said_once(&err, "kind=connection", "when it starts");
+    assert_said_once(&err, "replica reachable again", "when it clears");
     assert_tidy(&err);
 }

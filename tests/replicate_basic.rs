@@ -12,11 +12,7 @@ use replicate_support::*;
 
 #[test]
 fn every_committed_row_survives_sigterm_and_litestream_restores_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..50, 10);
 
     let lv = Replicator::litevisor(&db, &replica, &[]);
@@ -40,8 +36,7 @@ fn every_committed_row_survives_sigterm_and_litestream_restores_it() {
     let status = lv.stop();
     assert!(status.success(), "replicate exit status {status:?}");
 
-    let out = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &out);
+    assert_litestream_restores(&db, &replica, dir.path());
     let own = litevisor_restore(&replica, &dir.path().join("own.db"));
     assert_same_rows(&db, &own);
     // TXIDs are contiguous from 1 on the replica's L0 and start with a full snapshot.
@@ -56,21 +51,15 @@ fn every_committed_row_survives_sigterm_and_litestream_restores_it() {
 
 #[test]
 fn once_syncs_then_exits_and_force_snapshot_writes_an_l9_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..300, 50);
 
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &[]);
     assert_eq!(max_l0(&replica), 1);
     let (commit1, ..) = ltx_header(&l0_path(&replica, 1));
 
     insert(&mut c, 300..310, 5);
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &[]);
     assert_eq!(max_l0(&replica), 2);
     let (_, min, max, wal_offset, wal_size) = ltx_header(&l0_path(&replica, 2));
     assert_eq!((min, max), (2, 2));
@@ -81,13 +70,11 @@ fn once_syncs_then_exits_and_force_snapshot_writes_an_l9_snapshot() {
     let incremental_size = std::fs::metadata(l0_path(&replica, 2)).unwrap().len();
 
     // Nothing new: -once writes nothing.
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &[]);
     assert_eq!(max_l0(&replica), 2);
 
     // As Litestream's: no new L0, a snapshot of the whole database at the newest TXID in L9.
-    let (code, out) = once(&db, &replica, &["-force-snapshot"]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &["-force-snapshot"]);
     assert_eq!(max_l0(&replica), 2);
     assert_eq!(replica_files(&replica, 9), [(1, 2)]);
     let snapshot = replica.join("ltx/9/0000000000000001-0000000000000002.ltx");
@@ -99,8 +86,7 @@ fn once_syncs_then_exits_and_force_snapshot_writes_an_l9_snapshot() {
         "snapshot {snapshot_size} vs incremental {incremental_size}"
     );
 
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 /// `-once -force-snapshot` and `-once -enforce-retention`, step by step on twin databases, one
@@ -139,17 +125,12 @@ fn force_snapshot_and_enforce_retention_leave_what_litestream_leaves() {
             } else {
                 LITEVISOR
             };
-            let out = std::process::Command::new(bin)
-                .env_remove("AWS_CA_BUNDLE")
-                .args(["replicate", "-once", "-config", config.to_str().unwrap()])
-                .args(flags)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{tool} {flags:?} on {}: {}",
-                db.display(),
-                String::from_utf8_lossy(&out.stderr)
+            support::run_ok(
+                &format!("{tool} {flags:?} on {}", db.display()),
+                std::process::Command::new(bin)
+                    .env_remove("AWS_CA_BUNDLE")
+                    .args(["replicate", "-once", "-config", config.to_str().unwrap()])
+                    .args(flags),
             );
         }
         let listing = |replica: &Path| -> Vec<(u8, Vec<(u64, u64)>)> {
@@ -238,11 +219,7 @@ fn switches(pid: u32) -> Vec<(String, u64)> {
 
 #[test]
 fn idle_database_produces_no_new_replica_files_and_no_wakeups() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..100, 10);
     let lv = Replicator::litevisor(&db, &replica, &[]);
     insert(&mut c, 100..110, 1);
@@ -311,17 +288,12 @@ fn idle_database_produces_no_new_replica_files_and_no_wakeups() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(max_l0(&replica), before, "reads do not cause syncs");
     assert!(lv.stop().success());
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 #[test]
 fn sigterm_during_writes_keeps_everything_committed_before_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     let lv = Replicator::litevisor(&db, &replica, &["-monitor-interval", "1s"]);
     let committed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -362,22 +334,17 @@ fn sigterm_during_writes_keeps_everything_committed_before_it() {
 
 #[test]
 fn waits_for_a_database_that_does_not_exist_yet() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (dir, db, replica) = paths("app.db");
     let lv = Replicator::litevisor(&db, &replica, &[]);
     std::thread::sleep(Duration::from_millis(500));
     assert!(!db.exists(), "litevisor never creates the database");
     let mut c = app(&db);
     create_table(&c);
     insert(&mut c, 0..100, 10);
-    wait_until("first upload", Duration::from_secs(30), || {
-        max_l0(&replica) >= 1
-    });
+    wait_first_upload(&lv, &replica);
     insert(&mut c, 100..200, 10);
     assert!(lv.stop().success());
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 /// An application creating its database makes an empty file first: litevisor leaves it alone
@@ -385,9 +352,7 @@ fn waits_for_a_database_that_does_not_exist_yet() {
 /// them would fail at once with "database is locked", possibly the application).
 #[test]
 fn an_empty_database_file_is_left_to_the_application() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (dir, db, replica) = paths("app.db");
     let lv = Replicator::litevisor(&db, &replica, &[]);
     std::fs::write(&db, b"").unwrap();
     // Absence of an action: give the watcher (which reacts within milliseconds) ample time.
@@ -404,26 +369,17 @@ fn an_empty_database_file_is_left_to_the_application() {
     let mut c = app(&db);
     create_table(&c);
     insert(&mut c, 0..50, 10);
-    wait_until("first upload", Duration::from_secs(30), || {
-        max_l0(&replica) >= 1
-    });
+    wait_first_upload(&lv, &replica);
     assert!(lv.stop().success());
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 #[test]
 fn a_second_replicator_on_the_same_database_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..10, 10);
     let lv = Replicator::litevisor(&db, &replica, &[]);
-    wait_until("first upload", Duration::from_secs(30), || {
-        max_l0(&replica) >= 1
-    });
+    wait_first_upload(&lv, &replica);
     let (code, out) = once(&db, &dir.path().join("other-replica"), &[]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("litevisor.lock"), "{out}");
@@ -432,17 +388,11 @@ fn a_second_replicator_on_the_same_database_is_refused() {
 
 #[test]
 fn restore_if_db_not_exists_restores_then_continues_the_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (_dir, db, replica, mut c) = scene();
     insert(&mut c, 0..300, 30);
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &[]);
     insert(&mut c, 300..400, 30);
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &[]);
     let max = max_l0(&replica);
     drop(c);
     let want = rows(&db);
@@ -469,9 +419,7 @@ fn restore_if_db_not_exists_restores_then_continues_the_chain() {
 }
 
 fn grow_shrink_with_page_size(page_size: u32) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (dir, db, replica) = paths("app.db");
     {
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch(&format!(
@@ -505,22 +453,16 @@ fn grow_shrink_with_page_size(page_size: u32) {
     assert!(lv.stop().success());
     let restored = litestream_restore(&replica, &dir.path().join("out.db"));
     assert_same_rows(&db, &restored);
-    let c2 = rusqlite::Connection::open(&restored).unwrap();
-    let blobs: Vec<(i64, Vec<u8>)> = c2
-        .prepare("SELECT id, b FROM blobs ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
-    let want: Vec<(i64, Vec<u8>)> = c
-        .prepare("SELECT id, b FROM blobs ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
-    assert!(blobs == want, "blob table differs");
+    let blobs = |c: &rusqlite::Connection| -> Vec<(i64, Vec<u8>)> {
+        c.prepare("SELECT id, b FROM blobs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    let restored = rusqlite::Connection::open(&restored).unwrap();
+    assert!(blobs(&restored) == blobs(&c), "blob table differs");
 }
 
 #[test]
@@ -535,9 +477,7 @@ fn grow_and_shrink_with_64k_pages() {
 
 #[test]
 fn large_database_of_200_mb() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (dir, db, replica) = paths("app.db");
     let mut c = app(&db);
     c.execute_batch(
         "CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB); PRAGMA wal_autocheckpoint=10000;",
@@ -577,22 +517,15 @@ fn large_database_of_200_mb() {
 
 #[test]
 fn block_page_encoding_is_restorable_by_litestream() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..500, 50);
-    let (code, out) = once(&db, &replica, &["-page-encoding", "block"]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &["-page-encoding", "block"]);
     insert(&mut c, 500..600, 50);
-    let (code, out) = once(&db, &replica, &["-page-encoding", "block"]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &["-page-encoding", "block"]);
     // Block pages carry flags 0x0001 right after the first page number (offset 100 + 4).
     let bytes = std::fs::read(l0_path(&replica, 2)).unwrap();
     assert_eq!(&bytes[104..106], &[0, 1]);
-    let restored = litestream_restore(&replica, &dir.path().join("out.db"));
-    assert_same_rows(&db, &restored);
+    assert_litestream_restores(&db, &replica, dir.path());
 }
 
 /// A stop signal that arrives while litevisor is still starting (here: as soon as it has blocked
@@ -600,11 +533,7 @@ fn block_page_encoding_is_restorable_by_litestream() {
 /// the replica: the replicator starts for its final sync alone.
 #[test]
 fn a_sigterm_during_start_up_still_runs_the_final_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..40, 10);
     drop(c);
 

@@ -31,10 +31,7 @@ fn assert_resumes_with_snapshot(dir: &Path, db: &Path, replica: &Path, prev: u64
     });
     let mut c = app(db);
     insert(&mut c, 10_000..10_050, 10);
-    let log_path = lv.log.clone();
-    let status = lv.stop();
-    let log = std::fs::read_to_string(log_path).unwrap_or_default();
-    assert!(status.success(), "{log}");
+    let log = lv.stop_ok();
     assert!(log.contains("wrote snapshot L0"), "{log}");
     let (commit, min, max, wal_offset, _) = ltx_header(&l0_path(replica, prev + 1));
     assert_eq!(
@@ -51,63 +48,74 @@ fn assert_resumes_with_snapshot(dir: &Path, db: &Path, replica: &Path, prev: u64
         commit >= 2 && commit <= pages,
         "commit {commit} pages {pages}"
     );
-    let restored = litestream_restore(replica, &dir.join("out.db"));
-    assert_same_rows(db, &restored);
+    assert_litestream_restores(db, replica, dir);
+}
+
+/// Another database, `other.db` in `dir`: rows 50 000..50 700, all checkpointed into the file,
+/// its WAL gone.
+fn other_database(dir: &Path) -> PathBuf {
+    let other = dir.join("other.db");
+    let mut c = app(&other);
+    create_table(&c);
+    insert(&mut c, 50_000..50_700, 100);
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    drop(c);
+    let _ = std::fs::remove_file(dir.join("other.db-wal"));
+    other
+}
+
+/// Deletes `db`'s WAL and shared-memory files (where they exist).
+fn remove_wal_and_shm(db: &Path) {
+    let _ = std::fs::remove_file(db.with_extension("db-wal"));
+    let _ = std::fs::remove_file(db.with_extension("db-shm"));
+}
+
+/// Replicates `app.db`, stops, lets `while_down` change the database (given the directory and
+/// the database's path), and checks that the next start resumes with a snapshot. Returns the
+/// directory and the database's path.
+fn resumes_with_snapshot_after(
+    while_down: impl FnOnce(&Path, &Path),
+) -> (tempfile::TempDir, PathBuf) {
+    let (dir, db, replica) = paths("app.db");
+    let prev = replicate_then_stop(&db, &replica);
+    while_down(dir.path(), &db);
+    assert_resumes_with_snapshot(dir.path(), &db, &replica, prev);
+    (dir, db)
 }
 
 #[test]
 fn truncate_checkpoint_by_the_app_while_down_forces_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let prev = replicate_then_stop(&db, &replica);
-    let mut c = app(&db);
-    insert(&mut c, 200..300, 10);
-    let (busy, _, _): (i64, i64, i64) = c
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap();
-    assert_eq!(busy, 0);
-    insert(&mut c, 300..310, 10);
-    drop(c);
-    assert_resumes_with_snapshot(dir.path(), &db, &replica, prev);
+    resumes_with_snapshot_after(|_, db| {
+        let mut c = app(db);
+        insert(&mut c, 200..300, 10);
+        let (busy, _, _): (i64, i64, i64) = c
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(busy, 0);
+        insert(&mut c, 300..310, 10);
+    });
 }
 
 #[test]
 fn wal_deleted_while_down_forces_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let prev = replicate_then_stop(&db, &replica);
-    {
-        let mut c = app(&db);
-        insert(&mut c, 200..400, 10);
-    } // the last close checkpoints the WAL into the database
-    let _ = std::fs::remove_file(db.with_extension("db-wal"));
-    let _ = std::fs::remove_file(db.with_extension("db-shm"));
-    assert!(!db.with_extension("db-wal").exists());
-    assert_resumes_with_snapshot(dir.path(), &db, &replica, prev);
+    resumes_with_snapshot_after(|_, db| {
+        {
+            let mut c = app(db);
+            insert(&mut c, 200..400, 10);
+        } // the last close checkpoints the WAL into the database
+        remove_wal_and_shm(db);
+        assert!(!db.with_extension("db-wal").exists());
+    });
 }
 
 #[test]
 fn database_replaced_while_down_forces_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let prev = replicate_then_stop(&db, &replica);
-    let other = dir.path().join("other.db");
-    {
-        let mut c = app(&other);
-        create_table(&c);
-        insert(&mut c, 50_000..50_700, 100);
-        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
-    }
-    let _ = std::fs::remove_file(dir.path().join("other.db-wal"));
-    std::fs::rename(&other, &db).unwrap();
-    let _ = std::fs::remove_file(db.with_extension("db-wal"));
-    let _ = std::fs::remove_file(db.with_extension("db-shm"));
-    assert_resumes_with_snapshot(dir.path(), &db, &replica, prev);
+    let (_dir, db) = resumes_with_snapshot_after(|dir, db| {
+        std::fs::rename(other_database(dir), db).unwrap();
+        remove_wal_and_shm(db);
+    });
     assert!(
         rows(&db).iter().all(|(id, _)| *id >= 10_000),
         "the replaced database's rows only"
@@ -123,32 +131,19 @@ fn database_replaced_while_running_is_reopened_and_snapshotted() {
     let (dir, db, replica, mut c) = scene();
     let lv = Replicator::litevisor(&db, &replica, &[]);
     // Its first snapshot first: rows written before it would all land in that one file.
-    wait_for(&lv, "the first snapshot", Duration::from_secs(30), || {
-        max_l0(&replica) >= 1
-    });
+    wait_first_upload(&lv, &replica);
     insert(&mut c, 0..300, 20);
     wait_for(&lv, "rows replicated", Duration::from_secs(30), || {
         max_l0(&replica) >= 2
     });
     drop(c);
-    let other = dir.path().join("other.db");
-    {
-        let mut c = app(&other);
-        create_table(&c);
-        insert(&mut c, 50_000..50_700, 100);
-        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
-    }
-    let _ = std::fs::remove_file(dir.path().join("other.db-wal"));
-    let _ = std::fs::remove_file(db.with_extension("db-wal"));
-    let _ = std::fs::remove_file(db.with_extension("db-shm"));
+    let other = other_database(dir.path());
+    remove_wal_and_shm(&db);
     std::fs::rename(&other, &db).unwrap();
     let mut c = app(&db);
     insert(&mut c, 60_000..60_040, 10);
     drop(c);
-    let log_path = lv.log.clone();
-    let status = lv.stop();
-    let log = std::fs::read_to_string(log_path).unwrap_or_default();
-    assert!(status.success(), "{log}");
+    let log = lv.stop_ok();
     assert!(log.contains("the database file was replaced"), "{log}");
     assert!(log.contains("reason=\"database file replaced\""), "{log}");
     assert_litestream_restores(&db, &replica, dir.path());
@@ -170,10 +165,7 @@ fn own_checkpoints_restart_the_wal_without_snapshots() {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    let log_path = lv.log.clone();
-    let status = lv.stop();
-    let log = std::fs::read_to_string(log_path).unwrap();
-    assert!(status.success(), "{log}");
+    let log = lv.stop_ok();
     assert_eq!(
         count_matches(&log, "wrote snapshot L0"),
         1,
@@ -223,10 +215,7 @@ fn sigkill_then_restart_resumes_without_a_snapshot() {
         || max_l0(&replica) > prev,
     );
     insert(&mut c, 300..350, 10);
-    let log_path = lv.log.clone();
-    let status = lv.stop();
-    let log = std::fs::read_to_string(log_path).unwrap_or_default();
-    assert!(status.success(), "{log}");
+    let log = lv.stop_ok();
     assert!(
         !log.contains("wrote snapshot L0"),
         "resumed with a snapshot:\n{log}"
@@ -280,13 +269,11 @@ fn ids(db: &Path) -> Vec<i64> {
 #[test]
 fn frames_a_dying_writer_left_past_the_wal_index_are_never_replicated() {
     let (dir, db, replica, mut c) = scene_keeping_the_wal();
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    once_ok(&db, &replica, &[]);
     let before = max_l0(&replica);
 
     leave_an_uncommitted_transaction(dir.path(), &db, 999);
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    let out = once_ok(&db, &replica, &[]);
     assert_eq!(
         max_l0(&replica),
         before,
@@ -301,8 +288,7 @@ fn frames_a_dying_writer_left_past_the_wal_index_are_never_replicated() {
     // The application's next transaction takes the same WAL offsets; it is replicated, and the
     // replica is exactly the database.
     insert(&mut c, 10..11, 1);
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    let out = once_ok(&db, &replica, &[]);
     assert_eq!(max_l0(&replica), before + 1, "{out}");
     let restored = litestream_restore(&replica, &dir.path().join("restored.db"));
     assert_same_rows(&db, &restored);
@@ -335,8 +321,7 @@ fn a_replica_ahead_of_the_database_is_healed_by_a_snapshot_at_takeover() {
         "this Litestream did not ship the uncommitted transaction: the premise of this test is gone"
     );
 
-    let (code, out) = once(&db, &replica, &[]);
-    assert_eq!(code, 0, "{out}");
+    let out = once_ok(&db, &replica, &[]);
     assert!(out.contains("never committed"), "{out}");
     let (_, min, max, wal_offset, _) = ltx_header(&l0_path(&replica, shipped + 1));
     assert_eq!(
@@ -362,10 +347,7 @@ fn the_final_sync_settles_unpublished_frames_as_the_next_opener_will() {
     });
     leave_an_uncommitted_transaction(dir.path(), &db, 999);
     drop(c);
-    let log_path = lv.log.clone();
-    let status = lv.stop();
-    let log = std::fs::read_to_string(log_path).unwrap_or_default();
-    assert!(status.success(), "{log}");
+    let log = lv.stop_ok();
     assert!(log.contains("left WAL frames unpublished"), "{log}");
     let restored = litestream_restore(&replica, &dir.path().join("restored.db"));
     assert_same_rows(&db, &restored);
@@ -378,9 +360,7 @@ fn the_final_sync_settles_unpublished_frames_as_the_next_opener_will() {
 /// The start of the uncommitted-frames tests: ten rows committed one a transaction, with SQLite's
 /// automatic checkpoint off so the WAL keeps every frame a test leaves in it.
 fn scene_keeping_the_wal() -> (tempfile::TempDir, PathBuf, PathBuf, rusqlite::Connection) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (dir, db, replica) = paths("app.db");
     let mut c = app(&db);
     c.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
     create_table(&c);

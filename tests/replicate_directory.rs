@@ -29,30 +29,87 @@ fn config(dir: &Path, body: &str) -> PathBuf {
     cfg
 }
 
+/// A Litestream configuration replicating every `*.db` below `data` (recursively, watching it
+/// when `watch`) to `url`/<relative path>.
+fn dir_yml(data: &Path, url: &str, watch: bool) -> String {
+    let watch = if watch { "    watch: true\n" } else { "" };
+    format!(
+        "dbs:\n  - dir: {}\n    pattern: '*.db'\n    recursive: true\n{watch}    replica:\n      url: {url}\n",
+        data.display()
+    )
+}
+
 fn litevisor_dir(cfg: &Path, log: &Path, env: &[(&str, &str)]) -> Replicator {
     let mut cmd = Command::new(LITEVISOR);
     cmd.env("LITEVISOR_SOCKET", log.with_extension("sock"))
-        .args(["replicate", "-log-level", "debug", "-config"])
-        .arg(cfg);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Replicator::spawn(cmd, log.to_path_buf())
+        .args(["replicate", "-log-level", "debug"]);
+    replicate_dir(cmd, cfg, log, env)
 }
 
 fn litestream_dir(cfg: &Path, log: &Path, env: &[(&str, &str)]) -> Replicator {
     let mut cmd = Command::new("litestream");
-    cmd.env_remove("AWS_CA_BUNDLE")
-        .args(["replicate", "-config"])
-        .arg(cfg);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    cmd.env_remove("AWS_CA_BUNDLE").arg("replicate");
+    replicate_dir(cmd, cfg, log, env)
+}
+
+/// `cmd` (a `replicate` command line) run on the configuration `cfg` with `env` added.
+fn replicate_dir(mut cmd: Command, cfg: &Path, log: &Path, env: &[(&str, &str)]) -> Replicator {
+    cmd.arg("-config").arg(cfg).envs(env.iter().copied());
     Replicator::spawn(cmd, log.to_path_buf())
+}
+
+/// Deletes `data` and checks that `litevisor restore -config cfg` (with `env`) brings every
+/// database of `names` back with the rows it had.
+fn assert_restore_config_brings_back(
+    data: &Path,
+    names: &[&str],
+    cfg: &Path,
+    env: &[(&str, &str)],
+) {
+    let before: Vec<_> = names.iter().map(|n| rows(&data.join(n))).collect();
+    std::fs::remove_dir_all(data).unwrap();
+    support::run_ok(
+        "litevisor restore -config",
+        Command::new(LITEVISOR)
+            .envs(env.iter().copied())
+            .args(["restore", "-config"])
+            .arg(cfg),
+    );
+    for (n, rows_before) in names.iter().zip(before) {
+        assert_eq!(rows(&data.join(n)), rows_before, "{n}");
+    }
 }
 
 fn has_l0(replica: &Path) -> bool {
     max_l0(replica) >= 1
+}
+
+/// `replicator` (`litevisor_dir` or `litestream_dir`) replicates the directory `data` to the file
+/// replica `replica` (its configuration beside it, returned) until every database of `names` has
+/// an L0 file there.
+fn replicate_all(
+    replicator: fn(&Path, &Path, &[(&str, &str)]) -> Replicator,
+    data: &Path,
+    replica: &Path,
+    names: &[&str],
+) -> PathBuf {
+    let cfg = replica.with_extension("yml");
+    std::fs::write(&cfg, dir_yml(data, &url(replica), false)).unwrap();
+    let r = replicator(&cfg, &replica.with_extension("log"), &[]);
+    stop_when(
+        r,
+        "every database's first L0",
+        Duration::from_secs(60),
+        || names.iter().all(|n| has_l0(&replica.join(n))),
+    );
+    cfg
+}
+
+/// Waits (up to `limit`) until `done`, then stops `r`, which must exit 0.
+fn stop_when(r: Replicator, what: &str, limit: Duration, done: impl FnMut() -> bool) {
+    wait_for(&r, what, limit, done);
+    let status = r.stop();
+    assert!(status.success(), "after {what}: exit {status:?}");
 }
 
 #[test]
@@ -65,22 +122,7 @@ fn file_replicas_of_a_directory_interoperate_with_litestream_both_ways() {
     }
     std::fs::write(data.join("notes.txt"), "not a database").unwrap();
     let replica = t.path().join("replica");
-    let cfg = config(
-        t.path(),
-        &format!(
-            "dbs:\n  - dir: {}\n    pattern: '*.db'\n    recursive: true\n    replica:\n      url: file://{}\n",
-            data.display(),
-            replica.display()
-        ),
-    );
-    let lv = litevisor_dir(&cfg, &t.path().join("lv.log"), &[]);
-    wait_for(
-        &lv,
-        "every database's first L0",
-        Duration::from_secs(30),
-        || names.iter().all(|n| has_l0(&replica.join(n))),
-    );
-    assert!(lv.stop().success());
+    replicate_all(litevisor_dir, &data, &replica, &names);
     // Litestream restores each from the layout litevisor wrote.
     for n in names {
         let out = litestream_restore(&replica.join(n), &t.path().join("ls-out").join(n));
@@ -90,33 +132,8 @@ fn file_replicas_of_a_directory_interoperate_with_litestream_both_ways() {
     // And the other way: Litestream replicates the directory, `litevisor restore -config` brings
     // every database back (Litestream itself cannot: "database not found in config").
     let replica2 = t.path().join("replica2");
-    let cfg2 = config(
-        t.path(),
-        &format!(
-            "dbs:\n  - dir: {}\n    pattern: '*.db'\n    recursive: true\n    replica:\n      url: file://{}\n",
-            data.display(),
-            replica2.display()
-        ),
-    );
-    let ls = litestream_dir(&cfg2, &t.path().join("ls.log"), &[]);
-    wait_for(
-        &ls,
-        "Litestream's first L0s",
-        Duration::from_secs(60),
-        || names.iter().all(|n| has_l0(&replica2.join(n))),
-    );
-    assert!(ls.stop().success());
-    let before: Vec<_> = names.iter().map(|n| rows(&data.join(n))).collect();
-    std::fs::remove_dir_all(&data).unwrap();
-    support::run_ok(
-        "litevisor restore -config",
-        Command::new(LITEVISOR)
-            .args(["restore", "-config"])
-            .arg(&cfg2),
-    );
-    for (n, rows_before) in names.iter().zip(before) {
-        assert_eq!(rows(&data.join(n)), rows_before, "{n}");
-    }
+    let cfg2 = replicate_all(litestream_dir, &data, &replica2, &names);
+    assert_restore_config_brings_back(&data, &names, &cfg2, &[]);
 }
 
 #[test]
@@ -126,14 +143,7 @@ fn watch_mode_follows_creations_and_deletions() {
     database(&data.join("first.db"), 5);
     database(&data.join("doomed.db"), 5);
     let replica = t.path().join("replica");
-    let cfg = config(
-        t.path(),
-        &format!(
-            "dbs:\n  - dir: {}\n    pattern: '*.db'\n    recursive: true\n    watch: true\n    replica:\n      url: file://{}\n",
-            data.display(),
-            replica.display()
-        ),
-    );
+    let cfg = config(t.path(), &dir_yml(&data, &url(&replica), true));
     let lv = litevisor_dir(&cfg, &t.path().join("lv.log"), &[]);
     wait_for(&lv, "the first L0s", Duration::from_secs(30), || {
         has_l0(&replica.join("first.db")) && has_l0(&replica.join("doomed.db"))
@@ -156,12 +166,7 @@ fn watch_mode_follows_creations_and_deletions() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(data.join(format!("doomed.db{suffix}")));
     }
-    wait_for(
-        &lv,
-        "the deleted database dropped",
-        Duration::from_secs(30),
-        || lv.log_text().contains("doomed.db: dropped"),
-    );
+    lv.wait_log("doomed.db: dropped");
     std::thread::sleep(Duration::from_secs(2));
     let mut c = app(&data.join("new/tenant.db"));
     insert(&mut c, 3..6, 1);
@@ -195,32 +200,30 @@ fn s3_replicas_of_a_directory_interoperate_with_litestream_both_ways() {
         ("AWS_REGION", "us-east-1"),
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
-    let yml = |prefix: &str| {
+    let s3_url = |path: &str| {
         format!(
-            "dbs:\n  - dir: {}\n    pattern: '*.db'\n    recursive: true\n    replica:\n      url: s3://dirs/{prefix}?endpoint={}&forcePathStyle=true\n",
-            data.display(),
+            "s3://dirs/{path}?endpoint={}&forcePathStyle=true",
             server.endpoint
         )
     };
     let (rt, client) = s3_server::sdk_client(&server.endpoint, None);
-    let keys = |prefix: &str| -> Vec<String> {
-        s3_server::list_keys(&rt, &client, "dirs")
+    // Every database of `names` has an L0 file under `prefix`/<name>/.
+    let all_uploaded = |prefix: &str| {
+        let keys: Vec<String> = s3_server::list_keys(&rt, &client, "dirs")
             .into_iter()
             .map(|(k, _)| k)
-            .filter(|k| k.starts_with(prefix))
-            .collect()
+            .collect();
+        names.iter().all(|n| {
+            keys.iter()
+                .any(|key| key.starts_with(&format!("{prefix}/{n}/0000/")))
+        })
     };
     // litevisor writes <prefix>/<rel>/0000/...; Litestream restores each.
-    let cfg = config(t.path(), &yml("lv"));
+    let cfg = config(t.path(), &dir_yml(&data, &s3_url("lv"), false));
     let lv = litevisor_dir(&cfg, &t.path().join("lv.log"), &env);
-    wait_for(&lv, "the S3 L0s", Duration::from_secs(60), || {
-        let k = keys("lv/");
-        names.iter().all(|n| {
-            k.iter()
-                .any(|key| key.starts_with(&format!("lv/{n}/0000/")))
-        })
+    stop_when(lv, "the S3 L0s", Duration::from_secs(60), || {
+        all_uploaded("lv")
     });
-    assert!(lv.stop().success());
     for n in names {
         let out = t.path().join("ls-out").join(n);
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
@@ -229,38 +232,19 @@ fn s3_replicas_of_a_directory_interoperate_with_litestream_both_ways() {
             .envs(env)
             .args(["restore", "-o"])
             .arg(&out)
-            .arg(format!(
-                "s3://dirs/lv/{n}?endpoint={}&forcePathStyle=true",
-                server.endpoint
-            ))
+            .arg(s3_url(&format!("lv/{n}")))
             .status()
             .unwrap();
         assert!(status.success(), "litestream restore {n}");
         assert_same_rows(&data.join(n), &out);
     }
     // Litestream writes the directory to S3; litevisor restores all of it from the config.
-    let cfg2 = config(t.path(), &yml("ls"));
+    let cfg2 = config(t.path(), &dir_yml(&data, &s3_url("ls"), false));
     let ls = litestream_dir(&cfg2, &t.path().join("ls.log"), &env);
-    wait_for(&ls, "Litestream's S3 L0s", Duration::from_secs(60), || {
-        let k = keys("ls/");
-        names.iter().all(|n| {
-            k.iter()
-                .any(|key| key.starts_with(&format!("ls/{n}/0000/")))
-        })
+    stop_when(ls, "Litestream's S3 L0s", Duration::from_secs(60), || {
+        all_uploaded("ls")
     });
-    assert!(ls.stop().success());
-    let before: Vec<_> = names.iter().map(|n| rows(&data.join(n))).collect();
-    std::fs::remove_dir_all(&data).unwrap();
-    support::run_ok(
-        "litevisor restore -config",
-        Command::new(LITEVISOR)
-            .envs(env)
-            .args(["restore", "-config"])
-            .arg(&cfg2),
-    );
-    for (n, rows_before) in names.iter().zip(before) {
-        assert_eq!(rows(&data.join(n)), rows_before, "{n}");
-    }
+    assert_restore_config_brings_back(&data, &names, &cfg2, &env);
 }
 
 #[test]
@@ -290,17 +274,14 @@ fn the_supervisor_restores_a_directory_before_its_services_start() {
         Replicator::spawn(cmd, t.path().join(log))
     };
     let first = run("first.log");
-    wait_for(&first, "both replicas", Duration::from_secs(30), || {
+    stop_when(first, "both replicas", Duration::from_secs(30), || {
         has_l0(&replica.join("t1.db")) && has_l0(&replica.join("sub/t2.db"))
     });
-    assert!(first.stop().success());
     let before = (rows(&data.join("t1.db")), rows(&data.join("sub/t2.db")));
     std::fs::remove_dir_all(&data).unwrap();
     std::fs::create_dir_all(&data).unwrap();
     let second = run("second.log");
-    wait_for(&second, "the app started", Duration::from_secs(30), || {
-        second.log_text().contains("sub/t2.db")
-    });
+    second.wait_log("sub/t2.db");
     let log = second.log_text();
     assert!(second.stop().success(), "{log}");
     assert!(

@@ -36,19 +36,25 @@ fn assert_refusal(code: i32, text: &str, db: &Path, holder_pid: u32) {
     }
 }
 
+/// Waits until `r` uploaded past TXID `txid`.
+fn wait_upload_past(r: &Replicator, what: &str, replica: &Path, txid: u64) {
+    wait_for(r, what, Duration::from_secs(30), || max_l0(replica) > txid);
+}
+
+/// Stops `r`, which must exit 0; the replica then restores (into `out`) to `db`'s rows.
+fn stop_and_restore(r: Replicator, what: &str, db: &Path, replica: &Path, out: &Path) {
+    let status = r.stop();
+    assert!(status.success(), "{what} exit {status:?}");
+    assert_same_rows(db, &litevisor_restore(replica, out));
+}
+
 #[test]
 fn second_replicator_is_refused_and_the_first_keeps_working() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..20, 5);
 
     let mut first = Replicator::litevisor(&db, &replica, &[]);
-    wait_for(&first, "the first sync", Duration::from_secs(30), || {
-        max_l0(&replica) >= 1
-    });
+    wait_upload_past(&first, "the first sync", &replica, 0);
     let first_pid = first.child.id();
 
     // A daemon and a -once run are both refused, quickly, naming the holder.
@@ -60,42 +66,28 @@ fn second_replicator_is_refused_and_the_first_keeps_working() {
     // The first one was not disturbed: it still replicates new commits.
     let before = max_l0(&replica);
     insert(&mut c, 20..60, 4);
-    wait_for(
-        &first,
-        "a sync after the refusals",
-        Duration::from_secs(30),
-        || max_l0(&replica) > before,
-    );
+    wait_upload_past(&first, "a sync after the refusals", &replica, before);
     assert!(first.alive(), "the first replicator must still run");
-    let status = first.stop();
-    assert!(status.success(), "first replicator exit {status:?}");
-    assert_same_rows(&db, &litevisor_restore(&replica, &dir.path().join("r1.db")));
+    let r1 = dir.path().join("r1.db");
+    stop_and_restore(first, "first replicator", &db, &replica, &r1);
 
     // Once it is gone the database can be replicated again, continuing the same history.
     insert(&mut c, 60..80, 10);
     let next = Replicator::litevisor(&db, &replica, &[]);
     let after_first = max_l0(&replica);
-    wait_for(
-        &next,
-        "the next replicator's sync",
-        Duration::from_secs(30),
-        || max_l0(&replica) > after_first,
-    );
-    let status = next.stop();
-    assert!(status.success(), "next replicator exit {status:?}");
+    wait_upload_past(&next, "the next replicator's sync", &replica, after_first);
+    let r2 = dir.path().join("r2.db");
+    stop_and_restore(next, "next replicator", &db, &replica, &r2);
     let l0 = replica_files(&replica, 0);
     assert!(
         l0.windows(2).all(|w| w[1].0 == w[0].1 + 1),
         "one contiguous history: {l0:?}"
     );
-    assert_same_rows(&db, &litevisor_restore(&replica, &dir.path().join("r2.db")));
 }
 
 #[test]
 fn lock_is_held_before_the_database_exists_and_released_by_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("later.db");
-    let replica = dir.path().join("replica");
+    let (dir, db, replica) = paths("later.db");
 
     // Both would wait for the database to appear; only one may.
     let mut first = Replicator::litevisor(&db, &replica, &[]);
@@ -117,26 +109,16 @@ fn lock_is_held_before_the_database_exists_and_released_by_sigkill() {
     create_table(&c);
     insert(&mut c, 0..10, 5);
     let next = Replicator::litevisor(&db, &replica, &[]);
-    wait_for(
-        &next,
-        "replication after the crash",
-        Duration::from_secs(30),
-        || max_l0(&replica) >= 1,
-    );
-    let status = next.stop();
-    assert!(status.success(), "exit {status:?}");
-    assert_same_rows(&db, &litevisor_restore(&replica, &dir.path().join("r.db")));
+    wait_upload_past(&next, "replication after the crash", &replica, 0);
+    let r = dir.path().join("r.db");
+    stop_and_restore(next, "the replicator after the crash", &db, &replica, &r);
 }
 
 /// Like a second container on the same volume: the holder runs in its own PID and UTS namespaces
 /// (PID 1 there, its own host name); the refusal outside names that pid and host.
 #[test]
 fn the_holder_in_another_pid_and_uts_namespace_is_named_by_its_host() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let mut c = app(&db);
-    create_table(&c);
+    let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..10, 5);
 
     let log = dir.path().join("holder.log");

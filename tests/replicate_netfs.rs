@@ -25,15 +25,9 @@ impl FuseMount {
         let mnt = dir.join("mnt");
         std::fs::create_dir_all(&src).unwrap();
         std::fs::create_dir_all(&mnt).unwrap();
-        let out = Command::new("bindfs")
-            .arg(&src)
-            .arg(&mnt)
-            .output()
-            .expect("bindfs is missing: run scripts/install-test-deps");
-        assert!(
-            out.status.success(),
-            "bindfs mount failed (needs root and /dev/fuse): {}",
-            String::from_utf8_lossy(&out.stderr)
+        support::run_ok(
+            "bindfs (from scripts/install-test-deps; the mount needs root and /dev/fuse)",
+            Command::new("bindfs").arg(&src).arg(&mnt),
         );
         FuseMount { mnt }
     }
@@ -98,21 +92,17 @@ fn a_database_on_overlayfs_is_replicated() {
     for d in [&lower, &upper, &work, &mnt] {
         std::fs::create_dir_all(d).unwrap();
     }
-    let out = Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o"])
-        .arg(format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        ))
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "overlay mount failed (needs root): {}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        "overlay mount (needs root)",
+        Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.display(),
+                upper.display(),
+                work.display()
+            ))
+            .arg(&mnt),
     );
     struct Unmount(PathBuf);
     impl Drop for Unmount {

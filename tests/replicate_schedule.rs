@@ -15,9 +15,7 @@ fn replica_errors_are_retried_and_never_block_the_application() {
     let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..50, 10);
     let lv = Replicator::litevisor(&db, &replica, &[]);
-    wait_until("first upload", Duration::from_secs(30), || {
-        max_l0(&replica) >= 1
-    });
+    wait_first_upload(&lv, &replica);
 
     // Break the replica: its level-0 directory becomes a plain file, so every upload fails.
     let l0_dir = replica.join("ltx").join("0");
@@ -48,9 +46,7 @@ fn replica_errors_are_retried_and_never_block_the_application() {
     wait_until("uploads resume", Duration::from_secs(90), || {
         max_l0(&replica) >= local_max()
     });
-    let log = lv.log.clone();
-    assert!(lv.stop().success());
-    let log = std::fs::read_to_string(log).unwrap();
+    let log = lv.stop_ok();
     assert!(log.contains("replica error, retrying"), "{log}");
     assert!(log.contains("replica reachable again"), "{log}");
     let l0 = replica_files(&replica, 0);

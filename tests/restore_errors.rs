@@ -165,26 +165,18 @@ fn if_db_not_exists_and_if_replica_exists() {
     let out = dir.path().join("app.db");
     let replica_url = fixture().url();
 
+    // `restore -if-db-not-exists -o OUT URL` succeeds whether OUT exists or not.
+    let restore_unless_there = |out: &Path| {
+        let out_arg = out.to_str().unwrap();
+        let o = litevisor(&["restore", "-if-db-not-exists", "-o", out_arg, &replica_url]);
+        assert_eq!(o.status.code(), Some(0), "{out:?}: {}", text(&o));
+    };
     let before = precious_db(&out);
-    let o = litevisor(&[
-        "restore",
-        "-if-db-not-exists",
-        "-o",
-        out.to_str().unwrap(),
-        &replica_url,
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    restore_unless_there(&out);
     assert_eq!(fs::read(&out).unwrap(), before);
 
     let new = dir.path().join("new.db");
-    let o = litevisor(&[
-        "restore",
-        "-if-db-not-exists",
-        "-o",
-        new.to_str().unwrap(),
-        &replica_url,
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    restore_unless_there(&new);
     assert_eq!(rows(&new), rows(&fixture().db));
 
     let empty = dir.path().join("empty-replica");

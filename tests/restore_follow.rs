@@ -20,7 +20,7 @@ use rusqlite::{Connection, OpenFlags};
 /// Accounts whose balances always sum to this (every transaction moves money between two).
 const TOTAL: i64 = 1_000_000;
 
-fn bank(c: &Connection) {
+fn bank_tables(c: &Connection) {
     c.execute_batch(
         "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);
          CREATE TABLE IF NOT EXISTS acc(id INTEGER PRIMARY KEY, bal INTEGER NOT NULL);",
@@ -39,23 +39,60 @@ fn bank(c: &Connection) {
     }
 }
 
-/// One transaction: `rows` new rows in t (ids contiguous from 0) and a transfer between accounts.
-fn write_tx(c: &mut Connection, next_id: &mut i64, rows: usize) {
-    let tx = c.transaction().unwrap();
-    for _ in 0..rows {
-        tx.execute(
-            "INSERT INTO t(id, v) VALUES (?1, ?2)",
-            rusqlite::params![*next_id, value(*next_id)],
-        )
-        .unwrap();
-        *next_id += 1;
+/// A primary's database: the application's connection to it with the bank's tables, and the
+/// next id to insert in t.
+struct Bank {
+    c: Connection,
+    db: PathBuf,
+    next_id: i64,
+}
+
+impl Bank {
+    fn open(db: &Path) -> Bank {
+        let c = app(db);
+        bank_tables(&c);
+        Bank {
+            c,
+            db: db.to_path_buf(),
+            next_id: 0,
+        }
     }
-    let (a, b) = (*next_id % 100, (*next_id * 7 + 3) % 100);
-    tx.execute("UPDATE acc SET bal = bal - 17 WHERE id = ?1", [a])
-        .unwrap();
-    tx.execute("UPDATE acc SET bal = bal + 17 WHERE id = ?1", [b])
-        .unwrap();
-    tx.commit().unwrap();
+
+    /// One transaction: `rows` new rows in t (ids contiguous from 0) and a transfer between
+    /// accounts.
+    fn write(&mut self, rows: usize) {
+        let tx = self.c.transaction().unwrap();
+        for _ in 0..rows {
+            tx.execute(
+                "INSERT INTO t(id, v) VALUES (?1, ?2)",
+                rusqlite::params![self.next_id, value(self.next_id)],
+            )
+            .unwrap();
+            self.next_id += 1;
+        }
+        let (a, b) = (self.next_id % 100, (self.next_id * 7 + 3) % 100);
+        tx.execute("UPDATE acc SET bal = bal - 17 WHERE id = ?1", [a])
+            .unwrap();
+        tx.execute("UPDATE acc SET bal = bal + 17 WHERE id = ?1", [b])
+            .unwrap();
+        tx.commit().unwrap();
+    }
+
+    /// One transaction of `rows` rows, then `replicate -once` uploads it to `replica`.
+    fn write_once(&mut self, rows: usize, replica: &Path) {
+        self.write(rows);
+        once_ok(&self.db, replica, &[]);
+    }
+
+    /// Writes transactions for `how_long`, the `i`th (from 1) of `rows(i)` rows.
+    fn load(&mut self, how_long: Duration, rows: impl Fn(u32) -> usize) {
+        let until = Instant::now() + how_long;
+        let mut i = 0u32;
+        while Instant::now() < until {
+            i += 1;
+            self.write(rows(i));
+        }
+    }
 }
 
 /// (rows in t, max id + 1, sum of balances) in one read transaction.
@@ -138,6 +175,91 @@ fn count(db: &Path) -> i64 {
         .unwrap_or(-1)
 }
 
+/// The usual scene, as `(dir, bank, replica, out)`: the primary's `primary.db` opened as a
+/// `Bank`, the path of a file replica beside it and of the follower's output `follower.db`.
+fn scene() -> (tempfile::TempDir, Bank, PathBuf, PathBuf) {
+    let (dir, replica, out) = bare_scene();
+    let bank = Bank::open(&dir.path().join("primary.db"));
+    (dir, bank, replica, out)
+}
+
+/// The scene of a primary replaced by another, as `(dir, replica, out)`: paths as in `scene`,
+/// each test opening its own primaries.
+fn bare_scene() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("replica");
+    let out = dir.path().join("follower.db");
+    (dir, replica, out)
+}
+
+/// Waits up to a minute (showing the follower's log on a timeout) until `out` holds `want` rows
+/// in t.
+fn wait_rows(f: &Replicator, what: &str, out: &Path, want: i64) {
+    wait_for(f, what, Duration::from_secs(60), || count(out) == want);
+}
+
+/// A follower of `replica_url` into `out`, past its initial restore: `out` exists, holding `want`
+/// rows where that is given.
+fn follow(replica_url: &str, out: &Path, want: Option<i64>) -> Replicator {
+    let f = follower(replica_url, out, &[]);
+    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
+        want.map_or(count(out) >= 0, |n| count(out) == n)
+    });
+    f
+}
+
+/// `n` threads running `read_loop` on one output until `finish`.
+struct Readers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Readers {
+    fn start(n: usize, out: &Path) -> Readers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let (out, stop) = (out.to_path_buf(), stop.clone());
+                std::thread::spawn(move || read_loop(out, stop))
+            })
+            .collect();
+        Readers { stop, threads }
+    }
+
+    /// Stops the readers: none may have seen a problem, and together they ran more than
+    /// `min_queries` queries.
+    fn finish(self, min_queries: u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = 0;
+        for r in self.threads {
+            let (queries, problems) = r.join().unwrap();
+            assert!(problems.is_empty(), "reader problems: {problems:#?}");
+            total += queries;
+        }
+        assert!(total > min_queries, "the readers ran only {total} queries");
+    }
+}
+
+/// The end of a load under `readers`: the follower `f` catches up with all of `bank`'s rows
+/// while they still read, the readers stop (`Readers::finish`), the follower stops promptly
+/// (`stop_promptly`), then the primary; the follower's rows are the primary's. Returns the
+/// primary's exit status.
+fn catch_up_and_stop(
+    f: Replicator,
+    readers: Readers,
+    min_queries: u64,
+    primary: Replicator,
+    bank: &Bank,
+    out: &Path,
+) -> std::process::ExitStatus {
+    wait_rows(&f, "the follower to catch up", out, bank.next_id);
+    readers.finish(min_queries);
+    stop_promptly(f, out);
+    let status = primary.stop();
+    assert_eq!(rows(&bank.db), rows(out));
+    status
+}
+
 /// SIGTERM; the follower must exit 0 within a second, leaving a consistent output.
 fn stop_promptly(mut f: Replicator, out: &Path) {
     let pid = f.child.id() as i32;
@@ -164,24 +286,13 @@ fn stop_promptly(mut f: Replicator, out: &Path) {
 
 #[test]
 fn readers_never_see_errors_or_steps_back_while_following_litevisor() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("primary.db");
-    let replica = dir.path().join("replica");
-    let out = dir.path().join("follower.db");
-    let mut c = app(&db);
-    bank(&c);
-    let mut next_id = 0;
+    let (_dir, mut bank, replica, out) = scene();
     for _ in 0..20 {
-        write_tx(&mut c, &mut next_id, 50);
+        bank.write(50);
     }
-    let primary = Replicator::litevisor(&db, &replica, &[]);
-    wait_for(&primary, "first upload", Duration::from_secs(30), || {
-        max_l0(&replica) > 0
-    });
-    let f = follower(&url(&replica), &out, &[]);
-    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
-        count(&out) >= 0
-    });
+    let primary = Replicator::litevisor(&bank.db, &replica, &[]);
+    wait_first_upload(&primary, &replica);
+    let f = follow(&url(&replica), &out, None);
     assert_eq!(
         reader(&out)
             .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
@@ -190,123 +301,74 @@ fn readers_never_see_errors_or_steps_back_while_following_litevisor() {
         "the follower keeps its output in rollback-journal mode"
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let (out, stop) = (out.clone(), stop.clone());
-            std::thread::spawn(move || read_loop(out, stop))
-        })
-        .collect();
+    let readers = Readers::start(2, &out);
     // Heavy load: small and large transactions (growing pages, splitting b-trees) for seconds.
-    let load_until = Instant::now() + Duration::from_secs(8);
-    let mut i = 0u32;
-    while Instant::now() < load_until {
-        i += 1;
-        write_tx(
-            &mut c,
-            &mut next_id,
-            if i.is_multiple_of(50) { 2000 } else { 5 },
-        );
-    }
-    let want = next_id;
-    wait_for(
-        &f,
-        "the follower to catch up",
-        Duration::from_secs(60),
-        || count(&out) == want,
-    );
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    for r in readers {
-        let (queries, problems) = r.join().unwrap();
-        assert!(problems.is_empty(), "reader problems: {problems:#?}");
-        total += queries;
-    }
-    assert!(total > 100, "the readers ran only {total} queries");
-    stop_promptly(f, &out);
-    assert_eq!(primary.stop().code(), Some(0));
-    assert_eq!(rows(&db), rows(&out));
+    bank.load(Duration::from_secs(8), |i| {
+        if i.is_multiple_of(50) { 2000 } else { 5 }
+    });
+    let status = catch_up_and_stop(f, readers, 100, primary, &bank, &out);
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]
 fn a_new_history_on_the_replica_is_applied_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let replica = dir.path().join("replica");
-    let out = dir.path().join("follower.db");
+    let (dir, replica, out) = bare_scene();
     // First history: many rows, a high TXID.
-    let db1 = dir.path().join("one.db");
-    let mut c = app(&db1);
-    bank(&c);
-    let mut next_id = 0;
+    let mut bank = Bank::open(&dir.path().join("one.db"));
     for _ in 0..60 {
-        write_tx(&mut c, &mut next_id, 20);
+        bank.write(20);
     }
-    let p1 = Replicator::litevisor(&db1, &replica, &[]);
-    wait_for(&p1, "first upload", Duration::from_secs(30), || {
-        max_l0(&replica) > 0
-    });
+    let p1 = Replicator::litevisor(&bank.db, &replica, &[]);
+    wait_first_upload(&p1, &replica);
     for _ in 0..10 {
-        write_tx(&mut c, &mut next_id, 20);
+        bank.write(20);
         let txid = max_l0(&replica);
         wait_for(&p1, "the upload", Duration::from_secs(30), || {
             max_l0(&replica) > txid
         });
     }
     assert_eq!(p1.stop().code(), Some(0));
-    let f = follower(&url(&replica), &out, &[]);
-    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
-        count(&out) == next_id
-    });
+    let f = follow(&url(&replica), &out, Some(bank.next_id));
     let persistent = reader(&out);
-    assert_eq!(snapshot(&persistent).unwrap().0, next_id);
+    assert_eq!(snapshot(&persistent).unwrap().0, bank.next_id);
 
     // The primary is replaced: a different database (fewer transactions, so the TXID goes back)
     // replicated to the same replica path.
     std::fs::remove_dir_all(&replica).unwrap();
-    let db2 = dir.path().join("two.db");
-    let mut c2 = app(&db2);
-    bank(&c2);
-    let mut id2 = 0;
-    write_tx(&mut c2, &mut id2, 7);
-    let p2 = Replicator::litevisor(&db2, &replica, &[]);
-    wait_for(
+    let mut bank2 = Bank::open(&dir.path().join("two.db"));
+    bank2.write(7);
+    let p2 = Replicator::litevisor(&bank2.db, &replica, &[]);
+    wait_rows(
         &f,
         "the follower to take the new history",
-        Duration::from_secs(30),
-        || count(&out) == id2,
+        &out,
+        bank2.next_id,
     );
     // A connection opened before the switch sees the new state too (applied in place).
-    assert_eq!(snapshot(&persistent).unwrap(), (id2, id2, TOTAL));
-    assert!(f.log_text().contains("new history"), "{}", f.log_text());
+    assert_eq!(
+        snapshot(&persistent).unwrap(),
+        (bank2.next_id, bank2.next_id, TOTAL)
+    );
+    // The follower reports a new history once the output holds it: wait for the report.
+    f.wait_log("new history");
     drop(persistent);
     stop_promptly(f, &out);
     assert_eq!(p2.stop().code(), Some(0));
-    assert_eq!(rows(&db2), rows(&out));
+    assert_eq!(rows(&bank2.db), rows(&out));
 }
 
 #[test]
 fn l0_files_compacted_away_before_they_were_read_are_caught_up_from_l1() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("primary.db");
-    let replica = dir.path().join("replica");
-    let out = dir.path().join("follower.db");
-    let mut c = app(&db);
-    bank(&c);
-    let mut next_id = 0;
-    write_tx(&mut c, &mut next_id, 30);
-    assert_eq!(once(&db, &replica, &[]).0, 0);
-    let mut f = follower(&url(&replica), &out, &[]);
-    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
-        count(&out) == next_id
-    });
+    let (_dir, mut bank, replica, out) = scene();
+    bank.write_once(30, &replica);
+    let mut f = follow(&url(&replica), &out, Some(bank.next_id));
     let pid = f.child.id() as i32;
     // The follower is paused while the primary uploads, compacts to L1 and deletes those L0 files.
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let first_unread = max_l0(&replica) + 1;
     for _ in 0..5 {
-        write_tx(&mut c, &mut next_id, 30);
-        assert_eq!(once(&db, &replica, &[]).0, 0);
+        bank.write_once(30, &replica);
     }
     let u = url(&replica);
     let lv = |args: &[&str]| {
@@ -337,12 +399,7 @@ fn l0_files_compacted_away_before_they_were_read_are_caught_up_from_l1() {
     );
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    wait_for(
-        &f,
-        "the follower to catch up from L1",
-        Duration::from_secs(30),
-        || count(&out) == next_id,
-    );
+    wait_rows(&f, "the follower to catch up from L1", &out, bank.next_id);
     assert!(f.alive());
     // Caught up from L1 and the newest L0 file, not by restoring the whole database again.
     assert!(
@@ -351,72 +408,29 @@ fn l0_files_compacted_away_before_they_were_read_are_caught_up_from_l1() {
         f.log_text()
     );
     stop_promptly(f, &out);
-    assert_eq!(rows(&db), rows(&out));
+    assert_eq!(rows(&bank.db), rows(&out));
 }
 
 #[test]
 fn follows_real_litestream_with_readers_never_hurt() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("primary.db");
-    let replica = dir.path().join("replica");
-    let out = dir.path().join("follower.db");
-    let mut c = app(&db);
-    bank(&c);
-    let mut next_id = 0;
-    write_tx(&mut c, &mut next_id, 100);
-    let primary = Replicator::litestream(&db, &replica);
-    wait_for(
-        &primary,
-        "Litestream's first upload",
-        Duration::from_secs(30),
-        || max_l0(&replica) > 0,
-    );
-    let f = follower(&url(&replica), &out, &[]);
-    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
-        count(&out) >= 0
+    let (_dir, mut bank, replica, out) = scene();
+    bank.write(100);
+    let primary = Replicator::litestream(&bank.db, &replica);
+    wait_first_upload(&primary, &replica);
+    let f = follow(&url(&replica), &out, None);
+    let readers = Readers::start(1, &out);
+    bank.load(Duration::from_secs(5), |i| {
+        if i.is_multiple_of(40) { 1000 } else { 3 }
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader_thread = {
-        let (out, stop) = (out.clone(), stop.clone());
-        std::thread::spawn(move || read_loop(out, stop))
-    };
-    let load_until = Instant::now() + Duration::from_secs(5);
-    let mut i = 0u32;
-    while Instant::now() < load_until {
-        i += 1;
-        write_tx(
-            &mut c,
-            &mut next_id,
-            if i.is_multiple_of(40) { 1000 } else { 3 },
-        );
-    }
-    let want = next_id;
-    wait_for(
-        &f,
-        "the follower to catch up with Litestream",
-        Duration::from_secs(60),
-        || count(&out) == want,
-    );
-    stop.store(true, Ordering::Relaxed);
-    let (queries, problems) = reader_thread.join().unwrap();
-    assert!(problems.is_empty(), "reader problems: {problems:#?}");
-    assert!(queries > 50, "the reader ran only {queries} queries");
-    stop_promptly(f, &out);
-    primary.stop();
-    assert_eq!(rows(&db), rows(&out));
+    catch_up_and_stop(f, readers, 50, primary, &bank, &out);
 }
 
 #[test]
 fn follows_real_litestream_on_s3() {
     let server = s3_server::S3Server::start();
     server.create_bucket("follow");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("primary.db");
-    let out = dir.path().join("follower.db");
-    let mut c = app(&db);
-    bank(&c);
-    let mut next_id = 0;
-    write_tx(&mut c, &mut next_id, 100);
+    let (dir, mut bank, _, out) = scene();
+    bank.write(100);
     let url = format!(
         "s3://follow/app?endpoint={}&forcePathStyle=true",
         server.endpoint
@@ -427,7 +441,7 @@ fn follows_real_litestream_on_s3() {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .arg("replicate")
-        .arg(&db)
+        .arg(&bank.db)
         .arg(&url);
     let primary = Replicator::spawn(cmd, dir.path().join("litestream.log"));
     // The follower's initial restore fails until Litestream's first upload: retry it.
@@ -439,88 +453,49 @@ fn follows_real_litestream_on_s3() {
             if !f.alive() {
                 f = follower(&url, &out, &[]);
             }
-            count(&out) == next_id
+            count(&out) == bank.next_id
         },
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader_thread = {
-        let (out, stop) = (out.clone(), stop.clone());
-        std::thread::spawn(move || read_loop(out, stop))
-    };
-    let load_until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < load_until {
-        write_tx(&mut c, &mut next_id, 5);
-    }
-    let want = next_id;
-    wait_for(
-        &f,
-        "the follower to catch up over S3",
-        Duration::from_secs(60),
-        || count(&out) == want,
-    );
-    stop.store(true, Ordering::Relaxed);
-    let (queries, problems) = reader_thread.join().unwrap();
-    assert!(problems.is_empty(), "reader problems: {problems:#?}");
-    assert!(queries > 20, "the reader ran only {queries} queries");
-    stop_promptly(f, &out);
-    primary.stop();
-    assert_eq!(rows(&db), rows(&out));
+    let readers = Readers::start(1, &out);
+    bank.load(Duration::from_secs(4), |_| 5);
+    catch_up_and_stop(f, readers, 20, primary, &bank, &out);
 }
 
 #[test]
 fn a_new_history_past_the_applied_txid_is_recognized() {
-    let dir = tempfile::tempdir().unwrap();
-    let replica = dir.path().join("replica");
-    let out = dir.path().join("follower.db");
-    let db1 = dir.path().join("one.db");
-    let mut c1 = app(&db1);
-    bank(&c1);
-    let mut id1 = 0;
+    let (dir, replica, out) = bare_scene();
+    let mut bank1 = Bank::open(&dir.path().join("one.db"));
     for _ in 0..3 {
-        write_tx(&mut c1, &mut id1, 10);
-        assert_eq!(once(&db1, &replica, &[]).0, 0);
+        bank1.write_once(10, &replica);
     }
-    let f = follower(&url(&replica), &out, &[]);
-    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
-        count(&out) == id1
-    });
+    let f = follow(&url(&replica), &out, Some(bank1.next_id));
     let applied = max_l0(&replica);
     // Another primary's replica, with more transactions, swapped in at once: its L0 file after our
     // TXID exists, but it does not start from our state (and carries no checksum to say so).
     let other = dir.path().join("other");
-    let db2 = dir.path().join("two.db");
-    let mut c2 = app(&db2);
-    bank(&c2);
-    let mut id2 = 0;
+    let mut bank2 = Bank::open(&dir.path().join("two.db"));
     while max_l0(&other) <= applied + 2 {
-        write_tx(&mut c2, &mut id2, 3);
-        assert_eq!(once(&db2, &other, &[]).0, 0);
+        bank2.write_once(3, &other);
     }
     let old = dir.path().join("old");
     std::fs::rename(&replica, &old).unwrap();
     std::fs::rename(&other, &replica).unwrap();
-    wait_for(
+    wait_rows(
         &f,
         "the follower to take the other history",
-        Duration::from_secs(30),
-        || count(&out) == id2,
+        &out,
+        bank2.next_id,
     );
-    assert!(f.log_text().contains("a new history"), "{}", f.log_text());
+    // The follower reports a new history once the output holds it: wait for the report.
+    f.wait_log("a new history");
     stop_promptly(f, &out);
-    assert_eq!(rows(&db2), rows(&out));
+    assert_eq!(rows(&bank2.db), rows(&out));
 }
 
 #[test]
 fn follow_flags_are_checked_and_the_config_form_follows() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("primary.db");
-    let replica = dir.path().join("replica");
-    let out = dir.path().join("follower.db");
-    let mut c = app(&db);
-    bank(&c);
-    let mut next_id = 0;
-    write_tx(&mut c, &mut next_id, 10);
-    assert_eq!(once(&db, &replica, &[]).0, 0);
+    let (dir, mut bank, replica, out) = scene();
+    bank.write_once(10, &replica);
     let u = url(&replica);
     let o = out.to_str().unwrap();
     for (args, want) in [
@@ -544,30 +519,17 @@ fn follow_flags_are_checked_and_the_config_form_follows() {
         assert!(!out.exists());
     }
     // `restore -f -config FILE DB_PATH`: the replica comes from the configuration.
-    let config = dir.path().join("litestream.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "dbs:\n  - path: {}\n    replica:\n      url: {u}\n",
-            db.display()
-        ),
-    )
-    .unwrap();
+    let config = write_litestream_yml(dir.path(), &bank.db, &replica);
     let mut cmd = Command::new(LITEVISOR);
     cmd.args(["restore", "-f", "-follow-interval", "100ms", "-config"])
         .arg(&config)
         .arg("-o")
         .arg(&out)
-        .arg(&db);
+        .arg(&bank.db);
     let f = Replicator::spawn(cmd, dir.path().join("follow.log"));
-    wait_for(&f, "the initial restore", Duration::from_secs(30), || {
-        count(&out) == next_id
-    });
-    write_tx(&mut c, &mut next_id, 10);
-    assert_eq!(once(&db, &replica, &[]).0, 0);
-    wait_for(&f, "the next transaction", Duration::from_secs(30), || {
-        count(&out) == next_id
-    });
+    wait_rows(&f, "the initial restore", &out, bank.next_id);
+    bank.write_once(10, &replica);
+    wait_rows(&f, "the next transaction", &out, bank.next_id);
     // Litestream's `<db>-txid` sidecar: the applied TXID (written just after the apply).
     let want = format!("{:016x}\n", max_l0(&replica));
     let sidecar = dir.path().join("follower.db-txid");

@@ -103,39 +103,29 @@ fn credentials_from_env_profile_and_options_with_signature_checks() {
     let ep = server.endpoint.clone();
     let url = format!("s3://auth/db?endpoint={ep}&forcePathStyle=true");
 
+    // The child process's replica test on the replica at `url`, with `env` added.
+    let run = |url: &str, env: &[(&str, &str)]| child("run", &[&[("LV_URL", url)], env].concat());
+    let aws_keys = [
+        ("AWS_ACCESS_KEY_ID", id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    let litestream_keys = [
+        ("LITESTREAM_ACCESS_KEY_ID", id.as_str()),
+        ("LITESTREAM_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+
     // AWS_* variables.
-    let got = child(
-        "run",
-        &[
-            ("LV_URL", &url),
-            ("AWS_ACCESS_KEY_ID", &id),
-            ("AWS_SECRET_ACCESS_KEY", &secret),
-        ],
-    );
-    assert_eq!(got, "CHILD-OK", "AWS_* env");
+    assert_eq!(run(&url, &aws_keys), "CHILD-OK", "AWS_* env");
 
     // LITESTREAM_* variables stand in for unset AWS_* ones.
-    let got = child(
-        "run",
-        &[
-            ("LV_URL", &url),
-            ("LITESTREAM_ACCESS_KEY_ID", &id),
-            ("LITESTREAM_SECRET_ACCESS_KEY", &secret),
-        ],
-    );
-    assert_eq!(got, "CHILD-OK", "LITESTREAM_* env");
+    assert_eq!(run(&url, &litestream_keys), "CHILD-OK", "LITESTREAM_* env");
 
     // ...but never override AWS_* ones that are set (Litestream copies only into unset variables).
-    let got = child(
-        "run",
-        &[
-            ("LV_URL", &url),
-            ("LITESTREAM_ACCESS_KEY_ID", &id),
-            ("LITESTREAM_SECRET_ACCESS_KEY", &secret),
-            ("AWS_ACCESS_KEY_ID", &id),
-            ("AWS_SECRET_ACCESS_KEY", "wrong-secret-from-aws-env"),
-        ],
-    );
+    let wrong_aws = [
+        ("AWS_ACCESS_KEY_ID", id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", "wrong-secret-from-aws-env"),
+    ];
+    let got = run(&url, &[&litestream_keys[..], &wrong_aws].concat());
     assert!(
         got.starts_with("CHILD-ERR") && got.contains("SignatureDoesNotMatch"),
         "AWS_* wins: {got}"
@@ -153,62 +143,36 @@ fn credentials_from_env_profile_and_options_with_signature_checks() {
         format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = nope\n\n[litevisor]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"),
     )
     .unwrap();
-    let creds = creds.to_str().unwrap();
-    let got = child(
-        "run",
-        &[
-            ("LV_URL", &url),
-            ("AWS_SHARED_CREDENTIALS_FILE", creds),
-            ("AWS_PROFILE", "litevisor"),
-        ],
-    );
+    let creds = ("AWS_SHARED_CREDENTIALS_FILE", creds.to_str().unwrap());
+    let got = run(&url, &[creds, ("AWS_PROFILE", "litevisor")]);
     assert_eq!(got, "CHILD-OK", "profile file");
-    let got = child(
-        "run",
-        &[("LV_URL", &url), ("AWS_SHARED_CREDENTIALS_FILE", creds)],
-    );
+    let got = run(&url, &[creds]);
     assert!(
         got.contains("SignatureDoesNotMatch"),
         "default profile has a wrong secret: {got}"
     );
 
     // An unknown key id, and no credentials at all, fail clearly.
-    let got = child(
-        "run",
-        &[
-            ("LV_URL", &url),
-            ("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000"),
-            ("AWS_SECRET_ACCESS_KEY", "s"),
-        ],
-    );
+    let unknown = [
+        ("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000"),
+        ("AWS_SECRET_ACCESS_KEY", "s"),
+    ];
+    let got = run(&url, &unknown);
     assert!(got.contains("InvalidAccessKeyId"), "{got}");
-    let got = child("run", &[("LV_URL", &url)]);
+    let got = run(&url, &[]);
     assert!(
         got.starts_with("CHILD-ERR") && got.to_lowercase().contains("credentials"),
         "{got}"
     );
 
     // LITESTREAM_S3_ENDPOINT for a URL without an endpoint; URL paths are cleaned like Litestream.
-    let got = child(
-        "run",
-        &[
-            ("LV_URL", "s3://auth/x/./y/../envep/"),
-            ("LITESTREAM_S3_ENDPOINT", &ep),
-            ("AWS_ACCESS_KEY_ID", &id),
-            ("AWS_SECRET_ACCESS_KEY", &secret),
-        ],
+    let got = run(
+        "s3://auth/x/./y/../envep/",
+        &[&[("LITESTREAM_S3_ENDPOINT", ep.as_str())], &aws_keys[..]].concat(),
     );
     assert_eq!(got, "CHILD-OK", "LITESTREAM_S3_ENDPOINT");
     let bare = format!("s3://auth?endpoint={ep}&force-path-style=true&region=us-east-1");
-    let got = child(
-        "run",
-        &[
-            ("LV_URL", &bare),
-            ("AWS_ACCESS_KEY_ID", &id),
-            ("AWS_SECRET_ACCESS_KEY", &secret),
-        ],
-    );
-    assert_eq!(got, "CHILD-OK", "bare bucket URL");
+    assert_eq!(run(&bare, &aws_keys), "CHILD-OK", "bare bucket URL");
     let (rt, sdk) = sdk_client(&ep, Some((id.clone(), secret.clone())));
     let keys: Vec<String> = list_keys(&rt, &sdk, "auth")
         .into_iter()

@@ -7,7 +7,7 @@
 mod support;
 use support::s3_server;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,10 +21,32 @@ fn s3(server: &S3Server, bucket: &str, path: &str) -> S3Replica {
     S3Replica::new(server.options(bucket, path))
 }
 
-fn litestream(args: &[&str]) -> Command {
-    let mut cmd = s3_server::s3_command("litestream");
+/// `program ARGS` with the S3 server's test credentials.
+fn s3_tool(program: &str, args: &[&str]) -> Command {
+    let mut cmd = s3_server::s3_command(program);
     cmd.args(args);
     cmd
+}
+
+fn litestream(args: &[&str]) -> Command {
+    s3_tool("litestream", args)
+}
+
+fn litevisor(args: &[&str]) -> Command {
+    s3_tool(env!("CARGO_BIN_EXE_litevisor"), args)
+}
+
+/// An S3 server with `bucket`, and a scratch directory holding the database `db_name` with `rows`.
+fn scene(
+    bucket: &str,
+    db_name: &str,
+    rows: std::ops::Range<i64>,
+) -> (S3Server, tempfile::TempDir, PathBuf) {
+    let server = S3Server::with_bucket(bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(db_name);
+    create_db(&db, rows);
+    (server, dir, db)
 }
 
 fn stop(mut child: Child) {
@@ -41,12 +63,45 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+/// `replicator` (spawned, its output discarded) replicates `db` to `r` until two uploads are
+/// there: the first, then one after the rows `more` were inserted; then it is stopped (with its
+/// final sync). Returns `db`'s summary, which passes the integrity check.
+fn replicate_two_uploads(
+    replicator: &mut Command,
+    db: &Path,
+    more: std::ops::Range<i64>,
+    r: &dyn ReplicaClient,
+) -> (i64, i64, String) {
+    let child = replicator
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the replicator");
+    let limit = Duration::from_secs(90);
+    support::wait_until("the first upload", limit, || max_txid(r) >= 1);
+    let first = max_txid(r);
+    insert(db, more);
+    support::wait_until("the next upload", limit, || max_txid(r) > first);
+    stop(child);
+    let expected = summary(db);
+    assert_eq!(expected.2, "ok");
+    expected
+}
+
+/// `TOOL restore -o OUT URL` (`tool`: `litestream` or `litevisor`) succeeds, and `out` has the
+/// `expected` summary; `what` names it on failure.
+fn assert_restores(
+    what: &str,
+    tool: fn(&[&str]) -> Command,
+    url: &str,
+    out: &Path,
+    expected: &(i64, i64, String),
+) {
+    support::run_ok(
+        what,
+        &mut tool(&["restore", "-o", out.to_str().unwrap(), url]),
+    );
+    assert_eq!(&summary(out), expected, "{what}");
 }
 
 fn create_db(path: &Path, rows: std::ops::Range<i64>) {
@@ -94,29 +149,16 @@ fn max_txid(r: &dyn ReplicaClient) -> u64 {
 
 #[test]
 fn litestream_replicates_to_s3_and_litevisor_reads_and_restores_it() {
-    let server = S3Server::with_bucket("lsrep");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    create_db(&db, 0..500);
+    let (server, dir, db) = scene("lsrep", "app.db", 0..500);
 
     let started = SystemTime::now() - Duration::from_secs(5);
     let url = format!(
         "s3://lsrep/app?endpoint={}&forcePathStyle=true",
         server.endpoint
     );
-    let child = litestream(&["replicate", db.to_str().unwrap(), &url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start litestream");
     let r = s3(&server, "lsrep", "app");
-    wait_for("Litestream's first upload", || max_txid(&r) >= 1);
-    let first = max_txid(&r);
-    insert(&db, 500..1500);
-    wait_for("Litestream's next upload", || max_txid(&r) > first);
-    stop(child);
-    let expected = summary(&db);
-    assert_eq!(expected.2, "ok");
+    let mut ls = litestream(&["replicate", db.to_str().unwrap(), &url]);
+    let expected = replicate_two_uploads(&mut ls, &db, 500..1500, &r);
 
     // Our listing of Litestream's objects: contiguous L0 files with parsable metadata timestamps.
     let l0 = r.ltx_files_exact(0).unwrap();
@@ -144,46 +186,25 @@ fn litestream_replicates_to_s3_and_litevisor_reads_and_restores_it() {
 
     // litevisor restore from Litestream's S3 replica, end to end through the binary.
     let out = dir.path().join("restored-by-litevisor.db");
-    support::run_ok(
-        "litevisor restore",
-        Command::new(env!("CARGO_BIN_EXE_litevisor"))
-            .args(["restore", "-o", out.to_str().unwrap(), &url])
-            .env_remove("AWS_CA_BUNDLE")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test"),
-    );
-    assert_eq!(
-        summary(&out),
-        expected,
-        "litevisor's restore of Litestream's S3 replica"
+    assert_restores(
+        "litevisor's restore of Litestream's S3 replica",
+        litevisor,
+        &url,
+        &out,
+        &expected,
     );
 }
 
 #[test]
 fn litestream_restores_what_litevisor_uploaded() {
-    let server = S3Server::with_bucket("upload");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("src.db");
-    create_db(&db, 0..300);
+    let (server, dir, db) = scene("upload", "src.db", 0..300);
 
     // A file replica (Litestream writes it), copied to S3 through litevisor's client.
     let file_rep = dir.path().join("file-replica");
-    let child = litestream(&[
-        "replicate",
-        db.to_str().unwrap(),
-        &format!("file://{}", file_rep.display()),
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
     let files = FileReplica::new(&file_rep);
-    wait_for("the first file-replica sync", || max_txid(&files) >= 1);
-    let first = max_txid(&files);
-    insert(&db, 300..2000);
-    wait_for("the next file-replica sync", || max_txid(&files) > first);
-    stop(child);
-    let expected = summary(&db);
+    let file_url = format!("file://{}", file_rep.display());
+    let mut ls = litestream(&["replicate", db.to_str().unwrap(), &file_url]);
+    let expected = replicate_two_uploads(&mut ls, &db, 300..2000, &files);
 
     let target = s3(&server, "upload", "copied");
     let mut copied = 0;
@@ -204,41 +225,23 @@ fn litestream_restores_what_litevisor_uploaded() {
         "s3://upload/copied?endpoint={}&forcePathStyle=true",
         server.endpoint
     );
-    support::run_ok(
-        "litestream restore",
-        &mut litestream(&["restore", "-o", out.to_str().unwrap(), &url]),
-    );
-    assert_eq!(
-        summary(&out),
-        expected,
-        "Litestream's restore of litevisor's uploads"
+    assert_restores(
+        "Litestream's restore of litevisor's uploads",
+        litestream,
+        &url,
+        &out,
+        &expected,
     );
 }
 
 #[test]
 fn litevisor_replicates_to_s3_and_litestream_restores_it() {
-    let server = S3Server::with_bucket("lvrep");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("lv.db");
-    create_db(&db, 0..400);
+    let (server, dir, db) = scene("lvrep", "lv.db", 0..400);
 
     let url = format!("s3://lvrep/lv?endpoint={}", server.endpoint);
-    let child = Command::new(env!("CARGO_BIN_EXE_litevisor"))
-        .args(["replicate", db.to_str().unwrap(), &url])
-        .env_remove("AWS_CA_BUNDLE")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start litevisor replicate");
     let r = s3(&server, "lvrep", "lv");
-    wait_for("litevisor's first upload", || max_txid(&r) >= 1);
-    let first = max_txid(&r);
-    insert(&db, 400..1200);
-    wait_for("litevisor's next upload", || max_txid(&r) > first);
-    stop(child);
-    let expected = summary(&db);
+    let mut lv = litevisor(&["replicate", db.to_str().unwrap(), &url]);
+    let expected = replicate_two_uploads(&mut lv, &db, 400..1200, &r);
 
     // Its objects carry the metadata Litestream's point-in-time restore reads.
     for f in r.ltx_files_exact(0).unwrap() {
@@ -248,18 +251,12 @@ fn litevisor_replicates_to_s3_and_litestream_restores_it() {
         assert!(age < Duration::from_secs(600), "{f:?}");
     }
     let out = dir.path().join("restored-by-litestream.db");
-    support::run_ok(
-        "litestream restore",
-        &mut litestream(&[
-            "restore",
-            "-o",
-            out.to_str().unwrap(),
-            &format!("{url}&forcePathStyle=true"),
-        ]),
-    );
-    assert_eq!(
-        summary(&out),
-        expected,
-        "Litestream's restore of litevisor's S3 replica"
+    let url = format!("{url}&forcePathStyle=true");
+    assert_restores(
+        "Litestream's restore of litevisor's S3 replica",
+        litestream,
+        &url,
+        &out,
+        &expected,
     );
 }

@@ -98,6 +98,52 @@ environment = {{ DIR = "{dir}", {app_env} }}
         self.dir.path().join(name)
     }
 
+    /// Runs litevisor until it exits on its own, which must be with 0; returns its stderr.
+    fn run_to_exit(&self) -> String {
+        let code = self.start(false).wait(STOP_LIMIT);
+        let log = self.stderr();
+        assert_eq!(code, 0, "stderr:\n{log}");
+        log
+    }
+
+    /// Fills `app.db` (in WAL mode) with `mb` MB of other data, in a table `big`.
+    fn add_big_data(&self, mb: u32) {
+        sql(
+            &self.file("app.db"),
+            &format!(
+                "pragma journal_mode=wal; create table big(b); \
+                 insert into big select randomblob(1000000) from generate_series(1, {mb})"
+            ),
+        );
+    }
+
+    /// Sets the app's `stop_grace` and the `shutdown_timeout` (10 s and 20 s by default).
+    fn set_timeouts(&self, stop_grace: &str, shutdown_timeout: &str) {
+        self.edit_config(|config| {
+            assert!(
+                config.contains("stop_grace = \"10s\"")
+                    && config.contains("shutdown_timeout = \"20s\""),
+                "{config}"
+            );
+            config
+                .replace(
+                    "stop_grace = \"10s\"",
+                    &format!("stop_grace = \"{stop_grace}\""),
+                )
+                .replace(
+                    "shutdown_timeout = \"20s\"",
+                    &format!("shutdown_timeout = \"{shutdown_timeout}\""),
+                )
+        });
+    }
+
+    /// Rewrites `litevisor.toml` through `edit`.
+    fn edit_config(&self, edit: impl FnOnce(&str) -> String) {
+        let path = self.file("litevisor.toml");
+        let config = std::fs::read_to_string(&path).expect("config");
+        std::fs::write(&path, edit(&config)).expect("config");
+    }
+
     fn replica(&self) -> PathBuf {
         self.file("replica")
     }
@@ -219,16 +265,12 @@ fn rand_suffix() -> u64 {
 }
 
 fn sql(db: &Path, query: &str) -> String {
-    let output = Command::new("sqlite3")
-        .args(["-cmd", ".timeout 10000"])
-        .arg(db)
-        .arg(query)
-        .output()
-        .expect("run sqlite3");
-    assert!(
-        output.status.success(),
-        "sqlite3 {query:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = support::run_ok(
+        &format!("sqlite3 {query:?}"),
+        Command::new("sqlite3")
+            .args(["-cmd", ".timeout 10000"])
+            .arg(db)
+            .arg(query),
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
@@ -332,14 +374,7 @@ fn a_repeated_sigterm_costs_neither_the_apps_exit_code_nor_the_final_sync() {
 fn a_second_ctrl_c_on_the_terminal_kills_the_services_but_the_final_sync_runs() {
     use std::io::Write;
     let db = Db::new("", r#"LIMIT = "100000", THEN = "wait", IGNORE = "1""#);
-    let config = std::fs::read_to_string(db.file("litevisor.toml")).expect("config");
-    std::fs::write(
-        db.file("litevisor.toml"),
-        config
-            .replace("stop_grace = \"10s\"", "stop_grace = \"60s\"")
-            .replace("shutdown_timeout = \"20s\"", "shutdown_timeout = \"90s\""),
-    )
-    .expect("config");
+    db.set_timeouts("60s", "90s");
     let line = format!(
         "exec {BIN} --config {} 2> {}",
         db.file("litevisor.toml").display(),
@@ -444,13 +479,8 @@ fn restores_before_the_app_starts_unless_policy_never() {
     // of other data so that a restore takes far longer than the app needs to look (an app not
     // held back until the restore is done would see no rows).
     let db = Db::new("", r#"LIMIT = "40", THEN = "exit""#);
-    sql(
-        &db.file("app.db"),
-        "pragma journal_mode=wal; create table big(b); \
-         insert into big select randomblob(1000000) from generate_series(1, 24)",
-    );
-    let code = db.start(false).wait(STOP_LIMIT);
-    assert_eq!(code, 0, "stderr:\n{}", db.stderr());
+    db.add_big_data(24);
+    db.run_to_exit();
     assert_eq!(db.events().first().map(String::as_str), Some("first=none"));
     assert_eq!(db.restored(), (40, 40), "stderr:\n{}", db.stderr());
 
@@ -460,9 +490,7 @@ fn restores_before_the_app_starts_unless_policy_never() {
         let _ = std::fs::remove_file(db.file(f));
     }
     std::fs::remove_dir_all(db.file(".app.db-litestream")).expect("remove meta dir");
-    let code = db.start(false).wait(STOP_LIMIT);
-    let log = db.stderr();
-    assert_eq!(code, 0, "stderr:\n{log}");
+    let log = db.run_to_exit();
     assert_eq!(
         db.events().first().map(String::as_str),
         Some("first=40"),
@@ -475,8 +503,7 @@ fn restores_before_the_app_starts_unless_policy_never() {
     let never = Db::new(r#"restore = "never""#, r#"LIMIT = "1", THEN = "exit""#);
     std::fs::create_dir_all(never.replica()).expect("mkdir");
     copy_dir(&db.replica(), &never.replica());
-    let code = never.start(false).wait(STOP_LIMIT);
-    assert_eq!(code, 0, "stderr:\n{}", never.stderr());
+    never.run_to_exit();
     assert_eq!(
         never.events().first().map(String::as_str),
         Some("first=none"),
@@ -488,17 +515,8 @@ fn restores_before_the_app_starts_unless_policy_never() {
 #[test]
 fn a_stop_during_the_restore_never_starts_the_app() {
     let db = Db::new("", r#"LIMIT = "1", THEN = "exit""#);
-    sql(
-        &db.file("app.db"),
-        "pragma journal_mode=wal; create table big(b); \
-         insert into big select randomblob(1000000) from generate_series(1, 48)",
-    );
-    assert_eq!(
-        db.start(false).wait(STOP_LIMIT),
-        0,
-        "stderr:\n{}",
-        db.stderr()
-    );
+    db.add_big_data(48);
+    db.run_to_exit();
     for f in ["app.db", "app.db-wal", "app.db-shm", "events"] {
         let _ = std::fs::remove_file(db.file(f));
     }
@@ -776,19 +794,15 @@ fn s3_replica_with_keys_from_the_config() {
     );
 
     let out = db.file("from-s3.db");
-    let restore = Command::new(BIN)
-        .args(["restore", "-o"])
-        .arg(&out)
-        .arg(format!("s3://lv-db/app?endpoint={}", server.endpoint))
-        .env("AWS_ACCESS_KEY_ID", &id)
-        .env("AWS_SECRET_ACCESS_KEY", &secret)
-        .env_remove("AWS_CA_BUNDLE")
-        .output()
-        .expect("run litevisor restore");
-    assert!(
-        restore.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restore.stderr)
+    support::run_ok(
+        "litevisor restore",
+        Command::new(BIN)
+            .args(["restore", "-o"])
+            .arg(&out)
+            .arg(format!("s3://lv-db/app?endpoint={}", server.endpoint))
+            .env("AWS_ACCESS_KEY_ID", &id)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .env_remove("AWS_CA_BUNDLE"),
     );
     assert_eq!(count_and_max(&out), (40, 40));
 }
@@ -798,15 +812,8 @@ fn s3_replica_with_keys_from_the_config() {
 #[test]
 fn services_ending_on_their_own_stop_the_container_after_a_final_sync() {
     let db = Db::new("", r#"LIMIT = "15", THEN = "exit""#);
-    let config = std::fs::read_to_string(db.file("litevisor.toml")).expect("config");
-    std::fs::write(
-        db.file("litevisor.toml"),
-        config.replace("main = true", "type = \"oneshot\""),
-    )
-    .expect("config");
-    let code = db.start(false).wait(STOP_LIMIT);
-    let log = db.stderr();
-    assert_eq!(code, 0, "stderr:\n{log}");
+    db.edit_config(|config| config.replace("main = true", "type = \"oneshot\""));
+    let log = db.run_to_exit();
     assert!(log.contains("every service has ended"), "stderr:\n{log}");
     assert!(log.contains("final sync done"), "stderr:\n{log}");
     assert_eq!(db.restored(), (15, 15));
@@ -817,9 +824,10 @@ fn services_ending_on_their_own_stop_the_container_after_a_final_sync() {
 #[test]
 fn databases_alone_replicate_until_a_stop_signal() {
     let db = Db::new("", r#"LIMIT = "1", THEN = "exit""#);
-    let config = std::fs::read_to_string(db.file("litevisor.toml")).expect("config");
-    let cut = config.find("[services.app]").expect("service table");
-    std::fs::write(db.file("litevisor.toml"), &config[..cut]).expect("config");
+    db.edit_config(|config| {
+        let cut = config.find("[services.app]").expect("service table");
+        config[..cut].to_owned()
+    });
     let mut lv = db.start(false);
     let file = db.file("app.db");
     sql(
@@ -845,14 +853,7 @@ fn databases_alone_replicate_until_a_stop_signal() {
 #[test]
 fn an_app_ignoring_sigterm_cannot_eat_the_final_sync_time() {
     let db = Db::new("", r#"LIMIT = "30", THEN = "wait", IGNORE = "1""#);
-    let config = std::fs::read_to_string(db.file("litevisor.toml")).expect("config");
-    std::fs::write(
-        db.file("litevisor.toml"),
-        config
-            .replace("shutdown_timeout = \"20s\"", "shutdown_timeout = \"6s\"")
-            .replace("stop_grace = \"10s\"", "stop_grace = \"1m\""),
-    )
-    .expect("config");
+    db.set_timeouts("1m", "6s");
     let mut lv = db.start(false);
     db.wait_event("done");
     let stop = std::time::Instant::now();

@@ -19,6 +19,22 @@ command = ["sh", "-c", "echo start {name} >> $EV; trap 'sleep 0.2; echo stop {na
     )
 }
 
+/// A oneshot `migrate` running the shell script `script`, and a longrun `app` depending on it
+/// that logs "start app".
+fn migrate_then_app(script: &str) -> String {
+    format!(
+        r#"
+[services.migrate]
+type = "oneshot"
+command = ["sh", "-c", "{script}"]
+
+[services.app]
+command = ["sh", "-c", "echo start app >> $EV; exec sleep 1000"]
+depends_on = ["migrate"]
+"#
+    )
+}
+
 #[test]
 fn starts_follow_readiness_and_stops_run_in_reverse() {
     // db (ready via notification fd after 1s) <- app <- front ; side has no dependencies.
@@ -65,15 +81,13 @@ notification_fd = 3
     }
 }
 
-#[test]
-fn tcp_readiness_gates_the_dependent() {
-    let port = free_port();
+/// A service `srv` (its table's lines: `srv`) and a `client` depending on it: the client starts
+/// only after srv has logged `ready_event` (just before it gets ready).
+fn readiness_gates_the_client(srv: &str, ready_event: &str) {
     let s = Setup::new(&format!(
         r#"
 [services.srv]
-command = ["sh", "-c", "sleep 1; echo listening >> $EV; exec busybox httpd -f -p 127.0.0.1:{port} -h $DIR"]
-ready_tcp = "127.0.0.1:{port}"
-ready_timeout = "30s"
+{srv}
 
 [services.client]
 command = ["sh", "-c", "echo start client >> $EV; exec sleep 1000"]
@@ -82,33 +96,31 @@ depends_on = ["srv"]
     ));
     let mut lv = s.start(Mode::Direct, &[]);
     s.wait_event("start client");
-    let (listening, client) = (s.position("listening"), s.position("start client"));
-    assert!(
-        listening.is_some() && listening < client,
-        "{:?}",
-        s.events()
-    );
+    let (ready, client) = (s.position(ready_event), s.position("start client"));
+    assert!(ready.is_some() && ready < client, "{:?}", s.events());
     lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
-fn check_command_readiness_gates_the_dependent() {
-    let s = Setup::new(
-        r#"
-[services.srv]
-command = ["sh", "-c", "sleep 1; echo made flag >> $EV; touch $DIR/flag; exec sleep 1000"]
-ready_command = ["test", "-e", "$DIR/flag"]
-
-[services.client]
-command = ["sh", "-c", "echo start client >> $EV; exec sleep 1000"]
-depends_on = ["srv"]
-"#,
+fn tcp_readiness_gates_the_dependent() {
+    let port = support::free_port();
+    readiness_gates_the_client(
+        &format!(
+            r#"command = ["sh", "-c", "sleep 1; echo listening >> $EV; exec busybox httpd -f -p 127.0.0.1:{port} -h $DIR"]
+ready_tcp = "127.0.0.1:{port}"
+ready_timeout = "30s""#
+        ),
+        "listening",
     );
-    let mut lv = s.start(Mode::Direct, &[]);
-    s.wait_event("start client");
-    let (flag, client) = (s.position("made flag"), s.position("start client"));
-    assert!(flag.is_some() && flag < client, "{:?}", s.events());
-    lv.stop(libc::SIGTERM, 0, &s);
+}
+
+#[test]
+fn check_command_readiness_gates_the_dependent() {
+    readiness_gates_the_client(
+        r#"command = ["sh", "-c", "sleep 1; echo made flag >> $EV; touch $DIR/flag; exec sleep 1000"]
+ready_command = ["test", "-e", "$DIR/flag"]"#,
+        "made flag",
+    );
 }
 
 #[test]
@@ -140,20 +152,14 @@ depends_on = ["slow"]
 
 #[test]
 fn a_failed_oneshot_stops_the_start_up() {
-    let s = Setup::new(
+    let s = Setup::new(&format!(
+        "{}{}",
+        migrate_then_app("echo migrating >> $EV; sleep 1; exit 3"),
         r#"
-[services.migrate]
-type = "oneshot"
-command = ["sh", "-c", "echo migrating >> $EV; sleep 1; exit 3"]
-
-[services.app]
-command = ["sh", "-c", "echo start app >> $EV; exec sleep 1000"]
-depends_on = ["migrate"]
-
 [services.other]
 command = ["sh", "-c", "echo start other >> $EV; trap 'echo stop other >> $EV; exit 0' TERM; while :; do sleep 0.05; done"]
-"#,
-    );
+"#
+    ));
     let mut lv = s.start(Mode::Direct, &[]);
     let code = lv.wait(PATIENCE);
     let err = s.stderr();
@@ -166,24 +172,9 @@ command = ["sh", "-c", "echo start other >> $EV; trap 'echo stop other >> $EV; e
 
 #[test]
 fn oneshot_success_starts_the_dependent() {
-    let s = Setup::new(
-        r#"
-[services.migrate]
-type = "oneshot"
-command = ["sh", "-c", "sleep 0.5; echo migrated >> $EV"]
-
-[services.app]
-command = ["sh", "-c", "echo start app >> $EV; exec sleep 1000"]
-depends_on = ["migrate"]
-"#,
-    );
+    let s = Setup::new(&migrate_then_app("sleep 0.5; echo migrated >> $EV"));
     let mut lv = s.start(Mode::Direct, &[]);
     s.wait_event("start app");
     assert!(s.position("migrated") < s.position("start app"));
     lv.stop(libc::SIGINT, 0, &s);
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }

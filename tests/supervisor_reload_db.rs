@@ -25,32 +25,15 @@ fn with_db(name: &str, extra: &str) -> String {
     )
 }
 
-fn socket(s: &Setup) -> String {
-    s.file("control.sock").display().to_string()
-}
-
-fn cli(s: &Setup, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env("LITEVISOR_SOCKET", socket(s))
-        .output()
-        .expect("run litevisor")
-}
-
 fn reload(s: &Setup) -> String {
-    let out = cli(s, &["reload"]);
+    let out = s.cli(&["reload"]);
     assert!(out.status.success(), "{out:?}\n{}", s.stderr());
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The databases of `litevisor status --json`: (path, state, lag).
 fn databases(s: &Setup) -> Vec<(String, String, i64)> {
-    let out = cli(s, &["status", "--json"]);
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    v["databases"]
-        .as_array()
-        .expect("databases")
+    s.status("databases")
         .iter()
         .map(|d| {
             (
@@ -95,10 +78,7 @@ fn litestream_restore(replica: &Path, out: &Path) {
 }
 
 fn start(s: &Setup) -> Lv {
-    let sock = socket(s);
-    let lv = s.start_env(Mode::Direct, &[("LITEVISOR_SOCKET", &sock)]);
-    let up = wait_for(PATIENCE, || Path::new(&sock).exists().then_some(()));
-    assert!(up.is_some(), "no control socket; stderr:\n{}", s.stderr());
+    let lv = s.start_with_socket(Mode::Direct);
     s.wait_event("start app");
     lv
 }

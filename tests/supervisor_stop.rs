@@ -114,29 +114,34 @@ fn shutdown_ends_when_the_last_process_is_gone() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
+/// litevisor running one service, `stubborn`, that runs `on_term` on SIGTERM instead of ending,
+/// under `stop_grace` and `shutdown_timeout`; started once the service is up.
+fn stubborn(on_term: &str, stop_grace: &str, shutdown_timeout: &str) -> (Setup, Lv) {
+    let s = Setup::new(&format!(
+        r#"
+shutdown_timeout = "{shutdown_timeout}"
+[services.stubborn]
+command = ["sh", "-c", "trap '{on_term}' TERM; echo up >> $EV; while :; do sleep 0.05; done"]
+stop_grace = "{stop_grace}"
+"#
+    ));
+    let lv = s.start(Mode::Direct, &[]);
+    s.wait_event("up");
+    (s, lv)
+}
+
 #[test]
 fn a_repeated_sigterm_is_forwarded_and_the_grace_still_holds() {
-    let s = Setup::new(
-        r#"
-shutdown_timeout = "60s"
-[services.stubborn]
-command = ["sh", "-c", "trap 'echo term >> $EV' TERM; echo up >> $EV; while :; do sleep 0.05; done"]
-stop_grace = "2s"
-"#,
-    );
-    let mut lv = s.start(Mode::Direct, &[]);
-    s.wait_event("up");
+    let (s, mut lv) = stubborn("echo term >> $EV", "2s", "60s");
     let started = Instant::now();
-    lv.signal(libc::SIGTERM);
-    wait_for(PATIENCE, || {
-        (s.events().iter().filter(|e| *e == "term").count() == 1).then_some(())
-    })
-    .expect("the stop signal reached the service");
-    lv.signal(libc::SIGTERM);
-    wait_for(PATIENCE, || {
-        (s.events().iter().filter(|e| *e == "term").count() == 2).then_some(())
-    })
-    .expect("the repeated SIGTERM was forwarded to the service");
+    let terms = |n: usize| {
+        lv.signal(libc::SIGTERM);
+        wait_for(PATIENCE, || {
+            (s.events().iter().filter(|e| *e == "term").count() == n).then_some(())
+        })
+    };
+    terms(1).expect("the stop signal reached the service");
+    terms(2).expect("the repeated SIGTERM was forwarded to the service");
     assert_eq!(lv.wait(PATIENCE), 0, "{}", s.stderr());
     let took = started.elapsed();
     assert!(
@@ -149,16 +154,7 @@ stop_grace = "2s"
 
 #[test]
 fn the_shutdown_deadline_bounds_every_grace() {
-    let s = Setup::new(
-        r#"
-shutdown_timeout = "1s"
-[services.stubborn]
-command = ["sh", "-c", "trap '' TERM; echo up >> $EV; while :; do sleep 0.05; done"]
-stop_grace = "50s"
-"#,
-    );
-    let mut lv = s.start(Mode::Direct, &[]);
-    s.wait_event("up");
+    let (s, mut lv) = stubborn("", "50s", "1s");
     let started = Instant::now();
     lv.stop(libc::SIGTERM, 0, &s);
     assert!(

@@ -7,7 +7,6 @@ mod support;
 
 mod supervisor_support;
 
-use std::process::Output;
 use std::time::Duration;
 
 use supervisor_support::*;
@@ -24,37 +23,29 @@ depends_on = ["db"]
 command = ["sh", "-c", "echo start other >> $EV; exec sleep 1000"]
 "#;
 
-fn socket(s: &Setup) -> String {
-    s.file("control.sock").display().to_string()
+/// litevisor started on `config` (its control socket at `Setup::socket`) with the services
+/// `ready` up and ready.
+fn up(config: &str, ready: &[&str]) -> (Setup, Lv) {
+    let s = Setup::new(config);
+    let lv = s.start_with_socket(Mode::Direct);
+    s.wait_ready(ready);
+    (s, lv)
 }
 
-fn start(s: &Setup) -> Lv {
-    start_in(s, Mode::Direct)
-}
-
-fn start_in(s: &Setup, mode: Mode) -> Lv {
-    let sock = socket(s);
-    let lv = s.start_env(mode, &[("LITEVISOR_SOCKET", &sock)]);
-    let up = wait_for(PATIENCE, || {
-        std::path::Path::new(&sock).exists().then_some(())
-    });
-    assert!(up.is_some(), "no control socket; stderr:\n{}", s.stderr());
-    lv
-}
-
-fn cli(s: &Setup, args: &[&str]) -> Output {
-    std::process::Command::new(BIN)
-        .args(args)
-        .env("LITEVISOR_SOCKET", socket(s))
-        .output()
-        .expect("run litevisor")
+/// litevisor on CONFIG, its three services ready and their start lines written.
+fn up_with_config() -> (Setup, Lv) {
+    let (s, lv) = up(CONFIG, &["db", "web", "other"]);
+    for event in ["start db", "start web", "start other"] {
+        s.wait_event(event);
+    }
+    (s, lv)
 }
 
 /// Runs `litevisor svc ARGS`, asserting it succeeded; returns its answer.
 fn svc(s: &Setup, args: &[&str]) -> String {
     let mut full = vec!["svc"];
     full.extend_from_slice(args);
-    let out = cli(s, &full);
+    let out = s.cli(&full);
     assert!(
         out.status.success(),
         "svc {args:?}: {out:?}\nstderr:\n{}",
@@ -63,14 +54,9 @@ fn svc(s: &Setup, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The services of `litevisor status --json`: name -> (state, pid).
+/// The services of `litevisor status --json`: (name, state, pid).
 fn services(s: &Setup) -> Vec<(String, String, Option<i64>)> {
-    let out = cli(s, &["status", "--json"]);
-    assert!(out.status.success(), "status: {out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
-    v["services"]
-        .as_array()
-        .expect("services")
+    s.status("services")
         .iter()
         .map(|s| {
             (
@@ -123,12 +109,7 @@ fn wait_count(s: &Setup, event: &str, n: usize) {
 
 #[test]
 fn down_takes_dependents_first_and_keeps_them_down_until_up() {
-    let s = Setup::new(CONFIG);
-    let mut lv = start(&s);
-    s.wait_ready(&["db", "web", "other"]);
-    for event in ["start db", "start web", "start other"] {
-        s.wait_event(event);
-    }
+    let (s, mut lv) = up_with_config();
     let (db, web, other) = (
         running_pid(&s, "db"),
         running_pid(&s, "web"),
@@ -168,12 +149,7 @@ fn down_takes_dependents_first_and_keeps_them_down_until_up() {
 
 #[test]
 fn up_of_a_dependency_leaves_its_downed_dependents_down() {
-    let s = Setup::new(CONFIG);
-    let mut lv = start(&s);
-    s.wait_ready(&["db", "web", "other"]);
-    for event in ["start db", "start web", "start other"] {
-        s.wait_event(event);
-    }
+    let (s, mut lv) = up_with_config();
     svc(&s, &["down", "db"]);
     wait_state(&s, "web", "down");
     wait_state(&s, "db", "down");
@@ -187,12 +163,7 @@ fn up_of_a_dependency_leaves_its_downed_dependents_down() {
 
 #[test]
 fn restart_replaces_the_process_and_leaves_dependents_running() {
-    let s = Setup::new(CONFIG);
-    let mut lv = start(&s);
-    s.wait_ready(&["db", "web", "other"]);
-    for event in ["start db", "start web", "start other"] {
-        s.wait_event(event);
-    }
+    let (s, mut lv) = up_with_config();
     let (db, web) = (running_pid(&s, "db"), running_pid(&s, "web"));
     svc(&s, &["restart", "db"]);
     let db2 = wait_for(PATIENCE, || {
@@ -209,23 +180,18 @@ fn restart_replaces_the_process_and_leaves_dependents_running() {
 
 #[test]
 fn kill_signals_the_group_and_rejects_bad_input() {
-    let s = Setup::new(CONFIG);
-    let mut lv = start(&s);
-    s.wait_ready(&["db", "web", "other"]);
-    for event in ["start db", "start web", "start other"] {
-        s.wait_event(event);
-    }
+    let (s, mut lv) = up_with_config();
     let web = running_pid(&s, "web");
     svc(&s, &["kill", "-s", "USR1", "web"]);
     s.wait_event("usr1 web");
     assert_eq!(running_pid(&s, "web"), web);
 
-    let bad = cli(&s, &["svc", "kill", "-s", "NOSUCH", "web"]);
+    let bad = s.cli(&["svc", "kill", "-s", "NOSUCH", "web"]);
     assert_eq!(bad.status.code(), Some(1));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("unknown signal \"NOSUCH\""), "{err}");
 
-    let unknown = cli(&s, &["svc", "down", "nope"]);
+    let unknown = s.cli(&["svc", "down", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
     let err = String::from_utf8_lossy(&unknown.stderr);
     assert!(
@@ -236,7 +202,7 @@ fn kill_signals_the_group_and_rejects_bad_input() {
 
     svc(&s, &["down", "other"]);
     wait_state(&s, "other", "down");
-    let not_running = cli(&s, &["svc", "kill", "-s", "TERM", "other"]);
+    let not_running = s.cli(&["svc", "kill", "-s", "TERM", "other"]);
     assert_eq!(not_running.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&not_running.stderr).contains("not running"));
 
@@ -247,16 +213,15 @@ fn kill_signals_the_group_and_rejects_bad_input() {
 
 #[test]
 fn once_is_not_restarted_when_it_ends() {
-    let s = Setup::new(
+    let (s, mut lv) = up(
         r#"
 [services.job]
 command = ["sh", "-c", "echo start job >> $EV; exec sleep 1000"]
 [services.keep]
 command = ["sleep", "1000"]
 "#,
+        &["job", "keep"],
     );
-    let mut lv = start(&s);
-    s.wait_ready(&["job", "keep"]);
     svc(&s, &["down", "job"]);
     wait_state(&s, "job", "down");
     svc(&s, &["once", "job"]);
@@ -301,7 +266,7 @@ command = ["sh", "-c", "trap 'echo stop sidecar >> $EV; exit 0' TERM; while :; d
 depends_on = ["app"]
 "#,
     );
-    let mut lv = start_in(&s, mode);
+    let mut lv = s.start_with_socket(mode);
     s.wait_ready(&["app", "sidecar"]);
     svc(&s, &["down", "app"]);
     assert_eq!(lv.wait(PATIENCE), 7, "{mode:?}: stderr:\n{}", s.stderr());
@@ -310,18 +275,17 @@ depends_on = ["app"]
 
 #[test]
 fn every_service_down_by_request_keeps_litevisor_up() {
-    let s = Setup::new(
+    let (s, mut lv) = up(
         r#"
 [services.only]
 command = ["sh", "-c", "echo start only >> $EV; exec sleep 1000"]
 "#,
+        &["only"],
     );
-    let mut lv = start(&s);
-    s.wait_ready(&["only"]);
     svc(&s, &["down", "only"]);
     wait_state(&s, "only", "down");
     // Down on purpose is healthy.
-    let health = cli(&s, &["health"]);
+    let health = s.cli(&["health"]);
     assert!(health.status.success(), "{health:?}");
     // Not "every service has ended": `up` still finds it there.
     svc(&s, &["up", "only"]);
@@ -379,16 +343,10 @@ fn assert_applied(s: &Setup, keep: i32, change: i32, gone: i32) {
 
 #[test]
 fn reload_adds_removes_changes_and_leaves_unchanged_services_alone() {
-    let s = Setup::new(BEFORE);
-    let mut lv = start(&s);
-    s.wait_ready(&["keep", "change", "gone"]);
-    let (keep, change, gone) = (
-        running_pid(&s, "keep"),
-        running_pid(&s, "change"),
-        running_pid(&s, "gone"),
-    );
+    let (s, mut lv) = up(BEFORE, &["keep", "change", "gone"]);
+    let [keep, change, gone] = ["keep", "change", "gone"].map(|name| running_pid(&s, name));
     s.write("litevisor.toml", AFTER);
-    let out = cli(&s, &["reload"]);
+    let out = s.cli(&["reload"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -400,20 +358,14 @@ fn reload_adds_removes_changes_and_leaves_unchanged_services_alone() {
     );
     assert_applied(&s, keep, change, gone);
     // The removed service cannot be controlled any more.
-    assert_eq!(cli(&s, &["svc", "up", "gone"]).status.code(), Some(1));
+    assert_eq!(s.cli(&["svc", "up", "gone"]).status.code(), Some(1));
     lv.stop(libc::SIGTERM, 0, &s);
 }
 
 #[test]
 fn sighup_reloads_in_supervisor_mode() {
-    let s = Setup::new(BEFORE);
-    let mut lv = start(&s);
-    s.wait_ready(&["keep", "change", "gone"]);
-    let (keep, change, gone) = (
-        running_pid(&s, "keep"),
-        running_pid(&s, "change"),
-        running_pid(&s, "gone"),
-    );
+    let (s, mut lv) = up(BEFORE, &["keep", "change", "gone"]);
+    let [keep, change, gone] = ["keep", "change", "gone"].map(|name| running_pid(&s, name));
     s.write("litevisor.toml", AFTER);
     lv.signal(libc::SIGHUP);
     assert_applied(&s, keep, change, gone);
@@ -422,15 +374,13 @@ fn sighup_reloads_in_supervisor_mode() {
 
 #[test]
 fn an_invalid_configuration_is_refused_and_nothing_changes() {
-    let s = Setup::new(BEFORE);
-    let mut lv = start(&s);
-    s.wait_ready(&["keep", "change", "gone"]);
+    let (s, mut lv) = up(BEFORE, &["keep", "change", "gone"]);
     let before: Vec<_> = services(&s);
     s.write(
         "litevisor.toml",
         &format!("{AFTER}\n[services.bad]\ncommand = []\nrestart = \"sometimes\"\n"),
     );
-    let out = cli(&s, &["reload"]);
+    let out = s.cli(&["reload"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -451,16 +401,15 @@ fn an_invalid_configuration_is_refused_and_nothing_changes() {
 
 #[test]
 fn up_while_a_down_is_still_stopping_brings_it_back() {
-    let s = Setup::new(
+    let (s, mut lv) = up(
         r#"
 [services.slow]
 command = ["sh", "-c", "trap 'echo stopping >> $EV; sleep 3; exit 0' TERM; echo start slow >> $EV; while :; do sleep 0.1; done"]
 [services.keep]
 command = ["sleep", "1000"]
 "#,
+        &["slow", "keep"],
     );
-    let mut lv = start(&s);
-    s.wait_ready(&["slow", "keep"]);
     let first = running_pid(&s, "slow");
     svc(&s, &["down", "slow"]);
     s.wait_event("stopping");

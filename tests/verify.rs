@@ -38,16 +38,11 @@ fn snapshot_files(db: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn synced_once(db: &Path, replica: &Path) {
-    let (code, text) = once(db, replica, &[]);
-    assert_eq!(code, 0, "replicate -once: {text}");
-}
-
 #[test]
 fn healthy_replica_verifies_and_a_live_db_ahead_is_not_comparable_until_synced() {
     let (_dir, db, replica, mut c) = scene();
     insert(&mut c, 0..300, 50);
-    synced_once(&db, &replica);
+    once_ok(&db, &replica, &[]);
 
     // The application keeps its connection (the WAL is live): verify reads it without a write lock.
     let before = snapshot_files(&db);
@@ -83,7 +78,7 @@ fn healthy_replica_verifies_and_a_live_db_ahead_is_not_comparable_until_synced()
     assert!(stdout.contains("not_comparable"), "{stdout}");
 
     // After the next sync it verifies again, with the application's connection open or closed.
-    synced_once(&db, &replica);
+    once_ok(&db, &replica, &[]);
     let (code, stdout, stderr) = verify(&db, &replica, &[]);
     assert_eq!(code, 0, "after the sync: {stdout}{stderr}");
     drop(c);
@@ -93,15 +88,13 @@ fn healthy_replica_verifies_and_a_live_db_ahead_is_not_comparable_until_synced()
 
 #[test]
 fn live_pages_that_differ_from_the_replica_at_the_same_txid_are_a_mismatch() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (_dir, db, replica) = paths("app.db");
     {
         let mut c = app(&db);
         create_table(&c);
         insert(&mut c, 0..400, 100);
     } // the application's close moves everything into the database file
-    synced_once(&db, &replica);
+    once_ok(&db, &replica, &[]);
     let (code, stdout, stderr) = verify(&db, &replica, &[]);
     assert_eq!(code, 0, "before the damage: {stdout}{stderr}");
 
@@ -132,9 +125,7 @@ fn live_pages_that_differ_from_the_replica_at_the_same_txid_are_a_mismatch() {
 
 #[test]
 fn usage_and_error_exit_codes() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (_dir, db, replica) = paths("app.db");
     let (code, _, stderr) = verify(&db, &replica, &[]);
     assert_eq!(code, 1, "missing database: {stderr}");
     assert!(stderr.contains("does not exist"), "{stderr}");
@@ -157,17 +148,8 @@ fn usage_and_error_exit_codes() {
 fn the_replica_can_come_from_the_config_file() {
     let (dir, db, replica, mut c) = scene();
     insert(&mut c, 0..50, 10);
-    synced_once(&db, &replica);
-    let yml = dir.path().join("litestream.yml");
-    std::fs::write(
-        &yml,
-        format!(
-            "dbs:\n  - path: {}\n    replica:\n      url: {}\n",
-            db.display(),
-            url(&replica)
-        ),
-    )
-    .unwrap();
+    once_ok(&db, &replica, &[]);
+    let yml = write_litestream_yml(dir.path(), &db, &replica);
     let out = Command::new(LITEVISOR)
         .arg("verify")
         .arg("-config")
@@ -204,12 +186,7 @@ fn verify_beside_a_running_replicator_never_raises_a_false_alarm() {
     let (_dir, db, replica, mut c) = scene();
     insert(&mut c, 0..100, 50);
     let lv = Replicator::litevisor(&db, &replica, &[]);
-    wait_for(
-        &lv,
-        "the first sync",
-        std::time::Duration::from_secs(30),
-        || max_l0(&replica) >= 1,
-    );
+    wait_first_upload(&lv, &replica);
 
     let writer = std::thread::spawn(move || {
         let start = std::time::Instant::now();

@@ -261,39 +261,40 @@ fn big_endian_checksums_validate_and_corruption_stops_the_scan() {
     }
 }
 
-#[test]
-fn torn_last_frame_ends_at_previous_commit() {
+/// The fixture's WAL less the end of its last transaction, `cut(fixture, frame size)` bytes: the
+/// scan stops at the commit before it, reads no frame past it, and gives the pages SQLite's
+/// checkpoint of the WAL up to there gives.
+fn assert_scan_stops_at_the_previous_commit(cut: impl FnOnce(&Fixture, u64) -> u64) {
     let f = fixture(TXNS);
     let wal = f.wal_bytes();
-    let h = header_of(&wal);
     let n = f.boundaries.len();
-    let torn = &wal[..(f.boundaries[n - 1] - h.frame_size() / 2) as usize];
-    let s = scan(torn, 32, 0);
-    assert_eq!(s.end, f.boundaries[n - 2]);
+    let (last, previous) = (f.boundaries[n - 1], f.boundaries[n - 2]);
+    let short = &wal[..(last - cut(&f, header_of(&wal).frame_size())) as usize];
+    let s = scan(short, 32, 0);
+    assert_eq!(s.end, previous);
     assert_eq!(s.commit, f.page_counts[n - 2]);
+    assert!(s.pages.values().all(|&off| off < previous));
     let db = fs::read(&f.db).unwrap();
-    assert!(
-        materialize(&db, torn, &s) == sqlite_checkpoint(&db, &wal[..f.boundaries[n - 2] as usize])
-    );
+    assert!(materialize(&db, short, &s) == sqlite_checkpoint(&db, &wal[..previous as usize]));
+}
+
+#[test]
+fn torn_last_frame_ends_at_previous_commit() {
+    assert_scan_stops_at_the_previous_commit(|_, frame_size| frame_size / 2);
 }
 
 #[test]
 fn uncommitted_trailing_frames_are_ignored() {
-    let f = fixture(TXNS);
-    let wal = f.wal_bytes();
-    let h = header_of(&wal);
-    let n = f.boundaries.len();
-    let last_txn_frames = (f.boundaries[n - 1] - f.boundaries[n - 2]) / h.frame_size();
-    assert!(
-        last_txn_frames >= 2,
-        "the last transaction must span several frames"
-    );
     // Whole, checksum-valid frames but no commit frame: a transaction still being written.
-    let open_txn = &wal[..(f.boundaries[n - 1] - h.frame_size()) as usize];
-    let s = scan(open_txn, 32, 0);
-    assert_eq!(s.end, f.boundaries[n - 2]);
-    assert_eq!(s.commit, f.page_counts[n - 2]);
-    assert!(s.pages.values().all(|&off| off < f.boundaries[n - 2]));
+    assert_scan_stops_at_the_previous_commit(|f, frame_size| {
+        let n = f.boundaries.len();
+        let last_txn_frames = (f.boundaries[n - 1] - f.boundaries[n - 2]) / frame_size;
+        assert!(
+            last_txn_frames >= 2,
+            "the last transaction must span several frames"
+        );
+        frame_size
+    });
 }
 
 #[test]

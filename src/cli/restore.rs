@@ -94,6 +94,31 @@ pub struct RestoreRequest {
     pub check_time_bounds: bool,
 }
 
+impl RestoreRequest {
+    /// The request to restore `source` into `output` as the command line's flags say (the time
+    /// range not checked).
+    fn from_args(
+        args: &RestoreArgs,
+        source: String,
+        output: PathBuf,
+        target: Target,
+        integrity_check: IntegrityCheck,
+    ) -> RestoreRequest {
+        RestoreRequest {
+            source,
+            output,
+            target,
+            if_db_not_exists: args.if_db_not_exists,
+            if_replica_exists: args.if_replica_exists,
+            force: args.force,
+            dry_run: args.dry_run,
+            json: args.json,
+            integrity_check,
+            check_time_bounds: false,
+        }
+    }
+}
+
 pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
     let follow_interval = match &args.follow_interval {
         None => follow::DEFAULT_INTERVAL,
@@ -148,7 +173,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         if args.file.config.is_some() {
             bail!("cannot specify a replica URL and the -config flag");
         }
-        let Some(output) = args.output else {
+        let Some(output) = args.output.clone() else {
             bail!(
                 "-o is required when restoring from a replica URL (litevisor restore -o /path/to/db {source})"
             );
@@ -156,19 +181,14 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         (output, None)
     } else {
         let db = args.file.find(Path::new(&source))?;
-        (args.output.unwrap_or_else(|| db.path.clone()), Some(db))
+        (
+            args.output.clone().unwrap_or_else(|| db.path.clone()),
+            Some(db),
+        )
     };
     let request = RestoreRequest {
-        source: source.clone(),
-        output,
-        target,
-        if_db_not_exists: args.if_db_not_exists,
-        if_replica_exists: args.if_replica_exists,
-        force: args.force,
-        dry_run: args.dry_run,
-        json: args.json,
-        integrity_check,
         check_time_bounds: db.is_none(),
+        ..RestoreRequest::from_args(&args, source.clone(), output, target, integrity_check)
     };
     // Checked before the replica URL is opened, so a skipped restore never fails on the replica.
     if request.if_db_not_exists && exists(&request.output) {
@@ -269,18 +289,13 @@ fn restore_all(
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(db) = databases.get(i) else { break };
-                    let request = RestoreRequest {
-                        source: db.path.display().to_string(),
-                        output: db.path.clone(),
+                    let request = RestoreRequest::from_args(
+                        args,
+                        db.path.display().to_string(),
+                        db.path.clone(),
                         target,
-                        if_db_not_exists: args.if_db_not_exists,
-                        if_replica_exists: args.if_replica_exists,
-                        force: args.force,
-                        dry_run: args.dry_run,
-                        json: args.json,
                         integrity_check,
-                        check_time_bounds: false,
-                    };
+                    );
                     let replica = crate::replica::client_for(&db.replica);
                     if let Some(parent) = db.path.parent() {
                         let _ = std::fs::create_dir_all(parent);

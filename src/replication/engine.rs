@@ -12,6 +12,7 @@ mod syncer;
 mod uploader;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use crate::replica::{ReplicaClient, ReplicaError};
 use crate::replication::db::{self, DbError};
 use crate::replication::fsguard::{self, FsGuardError};
 use crate::replication::meta::{Meta, MetaError};
-use crate::replication::pool::{self, Handle};
+use crate::replication::pool::{self, Handle, Turn};
 use crate::replication::sync::SyncError;
 use crate::replication::watch;
 use syncer::{SyncCmd, SyncLane, SyncWorker};
@@ -211,6 +212,90 @@ impl<T: Send + 'static> Drop for Reply<T> {
             f(None);
         }
     }
+}
+
+/// A lane's mailbox: what was sent to its worker, and whether the lane has ended.
+struct Inbox<M> {
+    msgs: Vec<M>,
+    /// The lane has ended: nothing sent now would ever be read.
+    finished: bool,
+}
+
+impl<M> Default for Inbox<M> {
+    fn default() -> Self {
+        Inbox {
+            msgs: Vec::new(),
+            finished: false,
+        }
+    }
+}
+
+impl<M> Inbox<M> {
+    /// Queues `msg`; `Err` gives it back when the lane has ended.
+    fn push(&mut self, msg: M) -> Result<(), M> {
+        if self.finished {
+            return Err(msg);
+        }
+        self.msgs.push(msg);
+        Ok(())
+    }
+
+    fn take(&mut self) -> Vec<M> {
+        std::mem::take(&mut self.msgs)
+    }
+}
+
+/// Ends a lane: marks its inbox finished and drops what was never read (their replies say the
+/// lane stopped), outside the inbox's lock.
+fn finish<M>(inbox: &Mutex<Inbox<M>>) {
+    let unread = {
+        let mut inbox = lock(inbox);
+        inbox.finished = true;
+        inbox.take()
+    };
+    drop(unread);
+}
+
+/// The worker of a lane (the sync lane's, the upload lane's), run in turns.
+trait LaneWorker {
+    type Msg;
+    type Outcome: Send + 'static;
+
+    /// One turn: `woken`, the lane's event happened since the last one (a file changed, an L0
+    /// file was written); `msgs`, what was sent since; `closed`, the Replicator was dropped
+    /// without a shutdown.
+    fn turn(&mut self, woken: bool, msgs: Vec<Self::Msg>, closed: bool) -> Turn;
+
+    /// The answer to the final sync (or drain), taken once the last turn is over.
+    fn outcome(&mut self) -> Answer<Self::Outcome>;
+}
+
+/// A turn of the lane whose worker is in `slot` (`None` when there is none: not installed yet,
+/// or ended). After the worker's last turn, the worker and its resources (connections, watch,
+/// locks) go and the lane ends (`finish`) before the final sync's or drain's waiter hears how it
+/// went.
+fn lane_turn<W: LaneWorker>(
+    slot: &Mutex<Option<W>>,
+    inbox: &Mutex<Inbox<W::Msg>>,
+    woken: &AtomicBool,
+    closed: &AtomicBool,
+) -> Option<Turn> {
+    let mut slot = lock(slot);
+    let worker = slot.as_mut()?;
+    let msgs = lock(inbox).take();
+    let woken = woken.swap(false, Ordering::AcqRel);
+    let turn = worker.turn(woken, msgs, closed.load(Ordering::Acquire));
+    if turn == Turn::Done {
+        let mut worker = slot.take().expect("it had its turn");
+        let outcome = worker.outcome();
+        drop(worker);
+        drop(slot);
+        finish(inbox);
+        if let Some((reply, result)) = outcome {
+            reply.send(result);
+        }
+    }
+    Some(turn)
 }
 
 /// Handle to one database's replication (its two lanes).

@@ -180,6 +180,15 @@ pub fn sync_once(
         }
         Plan::Snapshot { reason } => Err(reason),
     };
+    let mut source = L0Source {
+        files,
+        db_file,
+        meta,
+        header: &header,
+        wal_file: &mut wal_file,
+        txid,
+        opts,
+    };
     let (written, limited, end) = match work {
         Ok((start, scan)) => {
             if scan.end == start {
@@ -191,31 +200,11 @@ pub fn sync_once(
                 });
             }
             let prev_commit = state.pos.map_or(0, |p| p.commit);
-            let w = write_incremental(
-                files,
-                db_file,
-                meta,
-                &header,
-                &mut wal_file,
-                txid,
-                &scan,
-                prev_commit,
-                opts,
-            )?;
+            let w = write_incremental(&mut source, &scan, prev_commit)?;
             (w, scan.limited, scan.end)
         }
         Err(reason) => {
-            let (w, end) = write_snapshot(
-                files,
-                db_file,
-                meta,
-                &header,
-                &mut wal_file,
-                txid,
-                reason,
-                opts,
-                committed,
-            )?;
+            let (w, end) = write_snapshot(&mut source, reason, committed)?;
             (w, false, end)
         }
     };
@@ -392,18 +381,32 @@ fn l0_header(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_incremental(
-    files: &DbFiles,
-    db_file: &File,
-    meta: &Meta,
-    header: &WalHeader,
-    wal_file: &mut File,
+/// What an L0 file at `txid` is written from: the database's files (the DB file and the WAL open
+/// with its header), where it goes (`meta`) and how (`opts`).
+struct L0Source<'a> {
+    files: &'a DbFiles,
+    db_file: &'a File,
+    meta: &'a Meta,
+    header: &'a WalHeader,
+    wal_file: &'a mut File,
     txid: u64,
+    opts: &'a SyncOptions,
+}
+
+fn write_incremental(
+    src: &mut L0Source,
     scan: &wal::Scan,
     prev_commit: u32,
-    opts: &SyncOptions,
 ) -> Result<Written, SyncError> {
+    let L0Source {
+        files,
+        db_file,
+        meta,
+        header,
+        ref wal_file,
+        txid,
+        opts,
+    } = *src;
     let page_size = header.page_size;
     let lock = ltx::lock_pgno(page_size);
     // Growth pages (prevCommit+1..commit) the WAL range does not carry come from the DB file, so
@@ -427,7 +430,7 @@ fn write_incremental(
                 }
                 (Some(w), _) => {
                     let (_, &data_offset) = wal_pages.next().expect("peeked");
-                    read_at(&*wal_file, &files.wal, data_offset, &mut buf)?;
+                    read_at(wal_file, &files.wal, data_offset, &mut buf)?;
                     w
                 }
                 (None, Some(g)) => {
@@ -451,18 +454,20 @@ fn write_incremental(
 
 /// Every page 1..commit: the latest committed WAL version, else the DB file's. Streams one page at
 /// a time; the WAL page map is the only thing held in memory.
-#[allow(clippy::too_many_arguments)]
 fn write_snapshot(
-    files: &DbFiles,
-    db_file: &File,
-    meta: &Meta,
-    header: &WalHeader,
-    wal_file: &mut File,
-    txid: u64,
+    src: &mut L0Source,
     reason: String,
-    opts: &SyncOptions,
     committed: u64,
 ) -> Result<(Written, u64), SyncError> {
+    let L0Source {
+        files,
+        db_file,
+        meta,
+        header,
+        ref mut wal_file,
+        txid,
+        opts,
+    } = *src;
     let scan =
         wal::scan_committed(wal_file, header, WAL_HEADER_SIZE, 0, committed).map_err(|source| {
             SyncError::Wal {
@@ -492,7 +497,7 @@ fn write_snapshot(
     let size = meta.write_l0(&h, opts.encoding, |enc| {
         for pgno in (1..=commit).filter(|p| *p != lock) {
             match scan.pages.get(&pgno) {
-                Some(&data_offset) => read_at(&*wal_file, &files.wal, data_offset, &mut buf)?,
+                Some(&data_offset) => read_at(wal_file, &files.wal, data_offset, &mut buf)?,
                 None => read_db_page(files, db_file, pgno, &mut buf)?,
             }
             enc.encode_page(pgno, &buf)

@@ -116,6 +116,12 @@ impl Lv {
         self.wait(Duration::from_secs(40))
     }
 
+    /// SIGTERM; litevisor must exit 0. Returns its stderr.
+    pub fn stop_ok(&mut self) -> String {
+        assert_eq!(self.stop(), 0, "{}", self.stderr());
+        self.stderr()
+    }
+
     /// `litevisor status --json`, parsed; `None` while nobody answers.
     pub fn status(&self) -> Option<serde_json::Value> {
         let out = Command::new(LITEVISOR)
@@ -250,4 +256,11 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     u64::from(std::process::id()) * 1000 + N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `text` (a log) says `what` exactly once; `when` says when it should.
+#[track_caller]
+pub fn assert_said_once(text: &str, what: &str, when: &str) {
+    let n = text.matches(what).count();
+    assert_eq!(n, 1, "{what:?} said {n} times, not once ({when}):\n{text}");
 }

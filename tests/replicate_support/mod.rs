@@ -79,6 +79,15 @@ impl Replicator {
         status
     }
 
+    /// `stop`; the replicator must exit 0. Returns its whole log.
+    pub fn stop_ok(self) -> String {
+        let log = self.log.clone();
+        let status = self.stop();
+        let text = fs::read_to_string(log).unwrap_or_default();
+        assert!(status.success(), "exit {status:?}; log:\n{text}");
+        text
+    }
+
     /// Waits up to `limit` for the process to exit; past it, fails the test showing the log (the
     /// process is killed on drop).
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
@@ -94,6 +103,14 @@ impl Replicator {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits up to 30 s until the log holds `text` (a timeout shows the log).
+    pub fn wait_log(&self, text: &str) {
+        let what = format!("{text:?} in the log");
+        wait_for(self, &what, Duration::from_secs(30), || {
+            self.log_text().contains(text)
+        });
     }
 
     pub fn log_text(&self) -> String {
@@ -138,13 +155,32 @@ pub fn url(replica: &Path) -> String {
     format!("file://{}", replica.display())
 }
 
+/// A temporary directory and the paths in it of a database named `db_name` and of a file replica
+/// beside it (neither created yet), as `(dir, db, replica)`.
+pub fn paths(db_name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(db_name);
+    let replica = dir.path().join("replica");
+    (dir, db, replica)
+}
+
+/// Writes `dir`/litestream.yml replicating `db` to the file replica `replica`; returns its path.
+pub fn write_litestream_yml(dir: &Path, db: &Path, replica: &Path) -> PathBuf {
+    let yml = dir.join("litestream.yml");
+    let text = format!(
+        "dbs:\n  - path: {}\n    replica:\n      url: {}\n",
+        db.display(),
+        url(replica)
+    );
+    fs::write(&yml, text).unwrap();
+    yml
+}
+
 /// The scene most replication tests start from, as `(dir, db, replica, c)`: a temporary
 /// directory holding `app.db` with its table created through the application's connection `c`,
 /// and the path of a file replica beside it (not created yet).
 pub fn scene() -> (tempfile::TempDir, PathBuf, PathBuf, Connection) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
+    let (dir, db, replica) = paths("app.db");
     let c = app(&db);
     create_table(&c);
     (dir, db, replica, c)
@@ -307,6 +343,13 @@ pub fn wait_for(lv: &Replicator, what: &str, timeout: Duration, mut f: impl FnMu
     }
 }
 
+/// Waits (showing `r`'s log on a timeout) for the replicator's first upload to `replica`.
+pub fn wait_first_upload(r: &Replicator, replica: &Path) {
+    wait_for(r, "the first upload", Duration::from_secs(30), || {
+        max_l0(replica) >= 1
+    });
+}
+
 /// Runs `litevisor ARGS... DB URL` to completion: (exit code, stdout, stderr).
 pub fn run_on(args: &[&str], db: &Path, replica: &Path) -> (i32, String, String) {
     let out = Command::new(LITEVISOR)
@@ -331,6 +374,14 @@ pub fn replicate(extra: &[&str], db: &Path, replica: &Path) -> (i32, String) {
 /// Runs `litevisor replicate -once ... DB URL`, returns (exit code, combined output).
 pub fn once(db: &Path, replica: &Path, extra: &[&str]) -> (i32, String) {
     replicate(&[&["-once"], extra].concat(), db, replica)
+}
+
+/// `once`, which must succeed; returns its output.
+#[track_caller]
+pub fn once_ok(db: &Path, replica: &Path, extra: &[&str]) -> String {
+    let (code, out) = once(db, replica, extra);
+    assert_eq!(code, 0, "replicate -once {extra:?}: {out}");
+    out
 }
 
 pub fn count_matches(text: &str, needle: &str) -> usize {

@@ -8,7 +8,7 @@
 pub use crate::support::{BIN, alive, children_of, cpu_ticks, parent, wait_exit, wait_for};
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 /// Generous bound for anything that should happen "soon" on a loaded 2-core machine.
@@ -121,6 +121,45 @@ impl Setup {
             ],
             extra,
         )
+    }
+
+    /// The control socket litevisor listens on when started by `start_with_socket`.
+    pub fn socket(&self) -> PathBuf {
+        self.file("control.sock")
+    }
+
+    /// Starts litevisor on this directory's config with its control socket at `socket()`, and
+    /// waits until the socket is there.
+    pub fn start_with_socket(&self, mode: Mode) -> Lv {
+        let sock = self.socket();
+        let lv = self.start_env(mode, &[("LITEVISOR_SOCKET", &sock.display().to_string())]);
+        let up = wait_for(PATIENCE, || sock.exists().then_some(()));
+        assert!(
+            up.is_some(),
+            "no control socket; stderr:\n{}",
+            self.stderr()
+        );
+        lv
+    }
+
+    /// Runs `litevisor ARGS` against the control socket at `socket()`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("LITEVISOR_SOCKET", self.socket())
+            .output()
+            .expect("run litevisor")
+    }
+
+    /// The `list` ("services", "databases") of `litevisor status --json`, which must succeed.
+    pub fn status(&self, list: &str) -> Vec<serde_json::Value> {
+        let out = self.cli(&["status", "--json"]);
+        assert!(out.status.success(), "status: {out:?}");
+        let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+        match v[list].take() {
+            serde_json::Value::Array(items) => items,
+            other => panic!("status has no {list} list: {other}"),
+        }
     }
 
     /// Starts litevisor on this directory's config with `env` added to its environment.

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, info, warn};
 
 use super::uploader::UploadPort;
-use super::{Answer, DbConfig, EngineError, MAX_BACKOFF, MIN_BACKOFF, Reply, Status, lock};
+use super::{
+    Answer, DbConfig, EngineError, Inbox, LaneWorker, MAX_BACKOFF, MIN_BACKOFF, Reply, Status,
+    finish, lane_turn, lock,
+};
 use crate::replica::ReplicaError;
 use crate::replication::db::Db;
 use crate::replication::meta::{Meta, MetaLock};
@@ -39,18 +42,11 @@ pub(super) enum SyncCmd {
 /// The lane as the pool and the [`super::Replicator`] see it.
 pub(super) struct SyncLane {
     worker: Mutex<Option<SyncWorker>>,
-    inbox: Mutex<Inbox>,
+    inbox: Mutex<Inbox<SyncCmd>>,
     /// The WAL or the database changed (set by the file watcher).
     changed: AtomicBool,
     /// The Replicator was dropped without a shutdown: stop without a final sync.
     closed: AtomicBool,
-}
-
-#[derive(Default)]
-struct Inbox {
-    cmds: Vec<SyncCmd>,
-    /// The lane has ended: nothing sent now would ever be read.
-    finished: bool,
 }
 
 impl SyncLane {
@@ -69,12 +65,7 @@ impl SyncLane {
 
     /// Queues a command; `Err` gives it back when the lane has ended.
     pub(super) fn send(&self, cmd: SyncCmd) -> Result<(), SyncCmd> {
-        let mut inbox = lock(&self.inbox);
-        if inbox.finished {
-            return Err(cmd);
-        }
-        inbox.cmds.push(cmd);
-        Ok(())
+        lock(&self.inbox).push(cmd)
     }
 
     pub(super) fn file_changed(&self) {
@@ -84,50 +75,24 @@ impl SyncLane {
     pub(super) fn close(&self) {
         self.closed.store(true, Ordering::Release);
     }
-
-    fn finish(&self) {
-        let cmds = {
-            let mut inbox = lock(&self.inbox);
-            inbox.finished = true;
-            std::mem::take(&mut inbox.cmds)
-        };
-        drop(cmds); // their replies say the lane stopped
-    }
 }
 
 impl Task for SyncLane {
     fn turn(&self) -> Turn {
-        let mut slot = lock(&self.worker);
-        let Some(worker) = slot.as_mut() else {
+        lane_turn(&self.worker, &self.inbox, &self.changed, &self.closed).unwrap_or_else(|| {
             // Not installed yet (a file event during start-up), or already ended.
-            return if lock(&self.inbox).finished {
+            if lock(&self.inbox).finished {
                 Turn::Done
             } else {
                 Turn::Sleep(None)
-            };
-        };
-        let cmds = std::mem::take(&mut lock(&self.inbox).cmds);
-        let changed = self.changed.swap(false, Ordering::AcqRel);
-        let turn = worker.turn(changed, cmds, self.closed.load(Ordering::Acquire));
-        if turn == Turn::Done {
-            let mut worker = slot.take().expect("checked above");
-            let outcome = worker.stop_outcome.take();
-            // The connections, the watch and the single-replicator lock go before anyone hears
-            // that the final sync is over.
-            drop(worker);
-            drop(slot);
-            self.finish();
-            if let Some((reply, result)) = outcome {
-                reply.send(result);
             }
-        }
-        turn
+        })
     }
 
     fn abandon(&self) {
         let worker = lock(&self.worker).take();
         drop(worker);
-        self.finish();
+        finish(&self.inbox);
     }
 }
 
@@ -330,6 +295,11 @@ impl SyncWorker {
         self.dirty = true;
         Ok(replica_max)
     }
+}
+
+impl LaneWorker for SyncWorker {
+    type Msg = SyncCmd;
+    type Outcome = Result<(), String>;
 
     /// One turn: what the old per-database thread did between two sleeps.
     fn turn(&mut self, changed: bool, cmds: Vec<SyncCmd>, closed: bool) -> Turn {
@@ -404,6 +374,12 @@ impl SyncWorker {
         Turn::Sleep(self.next_deadline())
     }
 
+    fn outcome(&mut self) -> Answer<Result<(), String>> {
+        self.stop_outcome.take()
+    }
+}
+
+impl SyncWorker {
     /// When the next turn must run even if nothing notifies the lane: a checkpoint due, a retry,
     /// or the end of the minimum sync interval while changes wait. None: only on a notification.
     fn next_deadline(&self) -> Option<Instant> {

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
 
-use super::{Answer, DbConfig, EngineError, MAX_BACKOFF, MIN_BACKOFF, Reply, Status, lock};
+use super::{
+    Answer, DbConfig, EngineError, Inbox, LaneWorker, MAX_BACKOFF, MIN_BACKOFF, Reply, Status,
+    finish, lane_turn, lock,
+};
 use crate::replica::{ReplicaClient, ReplicaError};
 use crate::replication::compact::{self, Retention};
 use crate::replication::ltx::{PageEncoding, SNAPSHOT_LEVEL};
@@ -30,16 +33,10 @@ pub(super) enum UploadMsg {
 /// The lane as the pool and the [`super::Replicator`] see it.
 pub(super) struct UploadLane {
     uploader: Mutex<Option<Uploader>>,
-    inbox: Mutex<Inbox>,
+    inbox: Mutex<Inbox<UploadMsg>>,
     /// The sync lane wrote an L0 file.
     new_l0: AtomicBool,
     closed: AtomicBool,
-}
-
-#[derive(Default)]
-struct Inbox {
-    msgs: Vec<UploadMsg>,
-    finished: bool,
 }
 
 /// How the sync lane and the Replicator reach the upload lane.
@@ -57,13 +54,7 @@ impl UploadPort {
 
     /// Queues a message; `Err` gives it back when the lane has ended.
     pub(super) fn send(&self, msg: UploadMsg) -> Result<(), UploadMsg> {
-        {
-            let mut inbox = lock(&self.lane.inbox);
-            if inbox.finished {
-                return Err(msg);
-            }
-            inbox.msgs.push(msg);
-        }
+        lock(&self.lane.inbox).push(msg)?;
         self.handle.notify();
         Ok(())
     }
@@ -90,43 +81,17 @@ impl UploadLane {
             up.replica_txid = txid;
         }
     }
-
-    fn finish(&self) {
-        let msgs = {
-            let mut inbox = lock(&self.inbox);
-            inbox.finished = true;
-            std::mem::take(&mut inbox.msgs)
-        };
-        drop(msgs);
-    }
 }
 
 impl Task for UploadLane {
     fn turn(&self) -> Turn {
-        let mut slot = lock(&self.uploader);
-        let Some(up) = slot.as_mut() else {
-            return Turn::Done;
-        };
-        let msgs = std::mem::take(&mut lock(&self.inbox).msgs);
-        let new_l0 = self.new_l0.swap(false, Ordering::AcqRel);
-        let turn = up.turn(new_l0, msgs, self.closed.load(Ordering::Acquire));
-        if turn == Turn::Done {
-            let mut up = slot.take().expect("checked above");
-            let outcome = up.drain_outcome.take();
-            drop(up);
-            drop(slot);
-            self.finish();
-            if let Some((reply, result)) = outcome {
-                reply.send(result);
-            }
-        }
-        turn
+        lane_turn(&self.uploader, &self.inbox, &self.new_l0, &self.closed).unwrap_or(Turn::Done)
     }
 
     fn abandon(&self) {
         let up = lock(&self.uploader).take();
         drop(up);
-        self.finish();
+        finish(&self.inbox);
     }
 }
 
@@ -219,6 +184,11 @@ impl Uploader {
             drain_outcome: None,
         }
     }
+}
+
+impl LaneWorker for Uploader {
+    type Msg = UploadMsg;
+    type Outcome = Result<u64, String>;
 
     /// One turn: what the old per-database upload thread did between two sleeps.
     fn turn(&mut self, new_l0: bool, msgs: Vec<UploadMsg>, closed: bool) -> Turn {
@@ -258,6 +228,12 @@ impl Uploader {
         Turn::Sleep(self.next_deadline())
     }
 
+    fn outcome(&mut self) -> Answer<Result<u64, String>> {
+        self.drain_outcome.take()
+    }
+}
+
+impl Uploader {
     fn next_deadline(&self) -> Option<Instant> {
         self.levels
             .iter()

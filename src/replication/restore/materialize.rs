@@ -434,6 +434,16 @@ mod tests {
         );
     }
 
+    /// `dir` holds `n` entries.
+    #[track_caller]
+    fn assert_entries(dir: &Path, n: usize, why: &str) {
+        let left: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), n, "{why}: {left:?}");
+    }
+
     #[test]
     fn long_chains_are_merged_in_batches_with_the_same_result() {
         let dir = tempfile::tempdir().unwrap();
@@ -450,15 +460,7 @@ mod tests {
         let bytes = fs::read(&out).unwrap();
         let firsts: Vec<u8> = bytes.iter().step_by(PS as usize).copied().collect();
         assert_eq!(firsts, [8, 2, 102, 103, 104, 105, 106, 107, 108]);
-        let left: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            left.len(),
-            2,
-            "only the replica and the output remain: {left:?}"
-        );
+        assert_entries(dir.path(), 2, "only the replica and the output remain");
 
         // A corrupt file folded into an intermediate merge is still named.
         let victim = r.file_path(0, 2, 2);
@@ -470,15 +472,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(&victim.display().to_string()), "{err}");
-        let left: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            left.len(),
-            2,
-            "temp and intermediate files removed: {left:?}"
-        );
+        assert_entries(dir.path(), 2, "temp and intermediate files removed");
     }
 
     #[test]

@@ -312,6 +312,20 @@ mod tests {
             .collect()
     }
 
+    /// The plan for `target` as (level, min TXID, max TXID) triples.
+    fn planned(lv: &[Vec<FileInfo>], target: Target) -> Vec<(u8, u64, u64)> {
+        ranges(&plan_from(lv, target).unwrap())
+    }
+
+    #[track_caller]
+    fn assert_not_available(lv: &[Vec<FileInfo>], target: Target) {
+        let plan = plan_from(lv, target);
+        assert!(
+            matches!(plan, Err(RestoreError::TxNotAvailable)),
+            "{target:?}: {plan:?}"
+        );
+    }
+
     fn at(s: u64) -> Target {
         Target::Timestamp(UNIX_EPOCH + Duration::from_secs(s))
     }
@@ -320,21 +334,12 @@ mod tests {
     fn l0_only_chain() {
         let lv = levels(&[f(0, 1, 1, 10), f(0, 2, 2, 20), f(0, 3, 3, 30)]);
         assert_eq!(
-            ranges(&plan_from(&lv, Target::Latest).unwrap()),
+            planned(&lv, Target::Latest),
             [(0, 1, 1), (0, 2, 2), (0, 3, 3)]
         );
-        assert_eq!(
-            ranges(&plan_from(&lv, Target::Txid(2)).unwrap()),
-            [(0, 1, 1), (0, 2, 2)]
-        );
-        assert!(matches!(
-            plan_from(&lv, Target::Txid(4)),
-            Err(RestoreError::TxNotAvailable)
-        ));
-        assert!(matches!(
-            plan_from(&levels(&[]), Target::Latest),
-            Err(RestoreError::TxNotAvailable)
-        ));
+        assert_eq!(planned(&lv, Target::Txid(2)), [(0, 1, 1), (0, 2, 2)]);
+        assert_not_available(&lv, Target::Txid(4));
+        assert_not_available(&levels(&[]), Target::Latest);
     }
 
     #[test]
@@ -355,25 +360,16 @@ mod tests {
         ]);
         // Newest snapshot, then L2 5-10 (largest max reaching past 8), then L1 11-12, then L0 13.
         assert_eq!(
-            ranges(&plan_from(&lv, Target::Latest).unwrap()),
+            planned(&lv, Target::Latest),
             [(9, 1, 8), (2, 5, 10), (1, 11, 12), (0, 13, 13)]
         );
         // -txid is inclusive and files ending past it are skipped: L1 5-6 after snapshot 1-5.
-        assert_eq!(
-            ranges(&plan_from(&lv, Target::Txid(6)).unwrap()),
-            [(9, 1, 5), (1, 5, 6)]
-        );
-        assert_eq!(
-            ranges(&plan_from(&lv, Target::Txid(8)).unwrap()),
-            [(9, 1, 8)]
-        );
+        assert_eq!(planned(&lv, Target::Txid(6)), [(9, 1, 5), (1, 5, 6)]);
+        assert_eq!(planned(&lv, Target::Txid(8)), [(9, 1, 8)]);
         // A target inside a compacted range with no finer files fails.
-        assert!(matches!(
-            plan_from(&lv, Target::Txid(9)),
-            Err(RestoreError::TxNotAvailable)
-        ));
+        assert_not_available(&lv, Target::Txid(9));
         assert_eq!(
-            ranges(&plan_from(&lv, Target::Txid(11)).unwrap()),
+            planned(&lv, Target::Txid(11)),
             [(9, 1, 8), (2, 5, 10), (0, 11, 11)]
         );
     }
@@ -386,25 +382,16 @@ mod tests {
             f(0, 2, 2, 20),
             f(0, 3, 3, 30),
         ]);
-        assert_eq!(ranges(&plan_from(&lv, at(30)).unwrap()), [(9, 1, 2)]);
-        assert_eq!(
-            ranges(&plan_from(&lv, at(31)).unwrap()),
-            [(9, 1, 2), (0, 3, 3)]
-        );
-        assert_eq!(ranges(&plan_from(&lv, at(20)).unwrap()), [(0, 1, 1)]);
-        assert!(matches!(
-            plan_from(&lv, at(10)),
-            Err(RestoreError::TxNotAvailable)
-        ));
+        assert_eq!(planned(&lv, at(30)), [(9, 1, 2)]);
+        assert_eq!(planned(&lv, at(31)), [(9, 1, 2), (0, 3, 3)]);
+        assert_eq!(planned(&lv, at(20)), [(0, 1, 1)]);
+        assert_not_available(&lv, at(10));
     }
 
     #[test]
     fn ties_prefer_higher_level_then_older() {
         let lv = levels(&[f(0, 1, 3, 30), f(1, 1, 3, 31), f(3, 1, 3, 32)]);
-        assert_eq!(
-            ranges(&plan_from(&lv, Target::Latest).unwrap()),
-            [(3, 1, 3)]
-        );
+        assert_eq!(planned(&lv, Target::Latest), [(3, 1, 3)]);
         let mut lv = levels(&[f(1, 1, 3, 31)]);
         lv[1].push(f(1, 1, 3, 5)); // same range listed twice (impossible on disk, but ordering must hold)
         assert_eq!(
@@ -418,7 +405,7 @@ mod tests {
         // Overlapping files: 1-4 then 3-6 extends the range.
         let lv = levels(&[f(1, 1, 4, 1), f(0, 3, 6, 2), f(0, 7, 7, 3)]);
         assert_eq!(
-            ranges(&plan_from(&lv, Target::Latest).unwrap()),
+            planned(&lv, Target::Latest),
             [(1, 1, 4), (0, 3, 6), (0, 7, 7)]
         );
         // A gap after 2: latest fails as non-contiguous, txid 2 still works.
@@ -427,37 +414,19 @@ mod tests {
             plan_from(&lv, Target::Latest),
             Err(RestoreError::NonContiguous { have: 2, next: 4 })
         ));
-        assert_eq!(
-            ranges(&plan_from(&lv, Target::Txid(2)).unwrap()),
-            [(0, 1, 1), (0, 2, 2)]
-        );
-        assert!(matches!(
-            plan_from(&lv, Target::Txid(4)),
-            Err(RestoreError::TxNotAvailable)
-        ));
+        assert_eq!(planned(&lv, Target::Txid(2)), [(0, 1, 1), (0, 2, 2)]);
+        assert_not_available(&lv, Target::Txid(4));
         // Missing TXID 1 and no snapshot: nothing can start the chain.
         let lv = levels(&[f(0, 2, 2, 2), f(0, 3, 3, 3)]);
-        assert!(matches!(
-            plan_from(&lv, Target::Latest),
-            Err(RestoreError::TxNotAvailable)
-        ));
+        assert_not_available(&lv, Target::Latest);
     }
 
     #[test]
     fn snapshot_covering_target_needs_nothing_else() {
         let lv = levels(&[f(9, 1, 10, 100), f(0, 1, 1, 1), f(0, 11, 11, 110)]);
-        assert_eq!(
-            ranges(&plan_from(&lv, Target::Txid(10)).unwrap()),
-            [(9, 1, 10)]
-        );
-        assert_eq!(
-            ranges(&plan_from(&lv, Target::Txid(0)).unwrap()),
-            [(9, 1, 10), (0, 11, 11)]
-        );
+        assert_eq!(planned(&lv, Target::Txid(10)), [(9, 1, 10)]);
+        assert_eq!(planned(&lv, Target::Txid(0)), [(9, 1, 10), (0, 11, 11)]);
         // Old L0 files before the snapshot don't count as a gap.
-        assert_eq!(
-            ranges(&plan_from(&lv, Target::Latest).unwrap()),
-            [(9, 1, 10), (0, 11, 11)]
-        );
+        assert_eq!(planned(&lv, Target::Latest), [(9, 1, 10), (0, 11, 11)]);
     }
 }
