@@ -127,6 +127,10 @@ fn read_loop(out: PathBuf, stop: Arc<AtomicBool>) -> (u64, Vec<String>) {
             persistent = reader(&out);
         }
         queries += 1;
+        // An application serving requests pauses between them. Without any pause, SQLite lets this
+        // process's connections share their read lock past the follower's PENDING lock and the
+        // follower waits for a moment when none of them reads (README, "Read replicas").
+        std::thread::sleep(Duration::from_millis(5));
         match snapshot(&persistent) {
             Err(e) => problems.push(format!("query {queries}: {e}")),
             Ok((count, next, sum)) => {

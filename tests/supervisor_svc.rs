@@ -421,3 +421,38 @@ command = ["sleep", "1000"]
     assert_ne!(running_pid(&s, "slow"), first);
     lv.stop(libc::SIGTERM, 0, &s);
 }
+
+#[test]
+fn restart_during_a_down_means_the_service_runs_afterwards() {
+    // Both take two seconds to stop, so each `restart` below comes in the middle of a `down`.
+    let (s, mut lv) = up(
+        r#"
+[services.base]
+command = ["sh", "-c", "trap 'echo stopping base >> $EV; sleep 2; exit 0' TERM; echo start base >> $EV; while :; do sleep 0.1; done"]
+[services.dep]
+command = ["sh", "-c", "trap 'echo stopping dep >> $EV; sleep 2; exit 0' TERM; echo start dep >> $EV; while :; do sleep 0.1; done"]
+depends_on = ["base"]
+"#,
+        &["base", "dep"],
+    );
+    s.wait_event("start base");
+    let base = running_pid(&s, "base");
+    // `base` waits for its dependent to stop: a restart now keeps it up, untouched.
+    svc(&s, &["down", "base"]);
+    s.wait_event("stopping dep");
+    let answer = svc(&s, &["restart", "base"]);
+    assert!(answer.contains("stays up"), "{answer}");
+    wait_state(&s, "dep", "down");
+    assert_eq!(running_pid(&s, "base"), base);
+    assert_eq!(count(&s, "stopping base"), 0, "{:?}", s.events());
+    // `base` itself is stopping: a restart now starts it again once it has stopped.
+    svc(&s, &["down", "base"]);
+    s.wait_event("stopping base");
+    let answer = svc(&s, &["restart", "base"]);
+    assert!(answer.contains("starts again once stopped"), "{answer}");
+    wait_count(&s, "start base", 2);
+    assert_ne!(running_pid(&s, "base"), base);
+    // The dependent it brought down stays down until its own `up`.
+    assert_eq!(service(&s, "dep").0, "down");
+    lv.stop(libc::SIGTERM, 0, &s);
+}
