@@ -454,5 +454,12 @@ depends_on = ["base"]
     assert_ne!(running_pid(&s, "base"), base);
     // The dependent it brought down stays down until its own `up`.
     assert_eq!(service(&s, "dep").0, "down");
+    // An `up` while a restart is under way does not cancel the restart.
+    let second = running_pid(&s, "base");
+    svc(&s, &["restart", "base"]);
+    wait_count(&s, "stopping base", 2);
+    svc(&s, &["up", "base"]);
+    wait_count(&s, "start base", 3);
+    assert_ne!(running_pid(&s, "base"), second);
     lv.stop(libc::SIGTERM, 0, &s);
 }

@@ -2,8 +2,9 @@
 //! [`FollowUnit`] instead of a replicator: on a thread of its own the follower
 //! ([`crate::replication::follow`]) restores the database, and the node is ready only then, so the
 //! services that read it start on a restored copy; then it applies the replica's new files every
-//! `follow_interval`, readers never hurt. A stop order ends it at once (the follower looks at it
-//! between two polls and while it waits for readers). Nothing is ever uploaded from this side.
+//! `follow_interval`, readers never hurt. A stop order ends it between two polls, or within a
+//! second while it waits for readers (one lock attempt, see [`crate::replication::follow`]).
+//! Nothing is ever uploaded from this side.
 //!
 //! What the status shows: state `following`, the applied TXID, the time of the last apply, and,
 //! while polls fail, how long the copy could not be confirmed current (the lag health and metrics

@@ -115,6 +115,9 @@ impl Orchestrator {
             if slot.database || slot.fresh.is_none() {
                 continue;
             }
+            if slot.want == Want::Restart {
+                continue; // already stopping to start again: up is where it is going
+            }
             let was_down = slot.want == Want::Down;
             let oneshot = slot.fresh.as_ref().is_some_and(|f| f.oneshot);
             let life = slot.life;
