@@ -192,6 +192,34 @@ fn once_refuses_a_missing_database() {
     );
 }
 
+#[test]
+fn a_missing_database_directory_is_named_at_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-yet");
+    let mut child = std::process::Command::new(LITEVISOR)
+        .arg("replicate")
+        .arg(missing.join("app.db"))
+        .arg(url(&dir.path().join("replica")))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = support::wait_exit(&mut child, Duration::from_secs(30));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    support::assert_contains(
+        &err,
+        format!(
+            "the database's directory {} does not exist",
+            missing.display()
+        ),
+    );
+    assert!(
+        !missing.exists(),
+        "litevisor creates no directory of the user's"
+    );
+}
+
 /// Voluntary + involuntary context switches of each thread of `pid`, by thread name.
 fn switches(pid: u32) -> Vec<(String, u64)> {
     let mut out = Vec::new();

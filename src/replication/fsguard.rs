@@ -130,6 +130,12 @@ pub enum FsGuardError {
         magic = .fs.magic
     )]
     Network { db: PathBuf, fs: Detected },
+    #[error(
+        "the database's directory {} does not exist: create it first (a missing database file is \
+         waited for, a missing directory is not)",
+        .0.display()
+    )]
+    MissingDir(PathBuf),
     #[error("statfs {}: {source}", .dir.display())]
     Statfs { dir: PathBuf, source: nix::Error },
 }
@@ -143,9 +149,12 @@ pub fn db_dir(db: &Path) -> &Path {
 
 /// Classifies the filesystem holding `dir`: `Some` when it is a network filesystem.
 pub fn detect(dir: &Path) -> Result<Option<Detected>, FsGuardError> {
-    let st = nix::sys::statfs::statfs(dir).map_err(|source| FsGuardError::Statfs {
-        dir: dir.to_path_buf(),
-        source,
+    let st = nix::sys::statfs::statfs(dir).map_err(|source| match source {
+        nix::Error::ENOENT => FsGuardError::MissingDir(dir.to_path_buf()),
+        source => FsGuardError::Statfs {
+            dir: dir.to_path_buf(),
+            source,
+        },
     })?;
     // f_type is a signed word on some targets; the magic numbers are 32-bit patterns.
     let magic = st.filesystem_type().0 as u32;
