@@ -16,8 +16,11 @@ pub struct DatabasesArgs {
 }
 
 pub fn run(args: DatabasesArgs) -> anyhow::Result<i32> {
-    let configured = args.file.databases()?;
-    let (mut databases, directories) = (configured.databases, configured.directories);
+    let crate::config::Configured {
+        mut databases,
+        directories,
+        ..
+    } = args.file.databases()?;
     // Each database a directory entry finds, as `replicate` would find it now.
     for entry in &directories {
         databases.extend(crate::supervisor::found_databases(entry));

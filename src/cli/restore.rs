@@ -259,9 +259,12 @@ fn restore_all(
     target: Target,
     integrity_check: IntegrityCheck,
 ) -> anyhow::Result<i32> {
-    let configured = args.file.databases()?;
-    let (file, mut databases) = (configured.file, configured.databases);
-    let directories = configured.directories;
+    let crate::config::Configured {
+        file,
+        mut databases,
+        directories,
+        ..
+    } = args.file.databases()?;
     for entry in &directories {
         let base = crate::replica::client_for(&entry.template.replica);
         let rels = base

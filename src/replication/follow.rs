@@ -278,14 +278,15 @@ fn poll(
         chain.push(f.clone());
     }
     let from = output.txid;
+    let applied = |output: &Output| {
+        Ok(Some(FollowEvent::Applied {
+            from,
+            to: output.txid,
+        }))
+    };
     if !chain.is_empty() {
         match apply(replica, output, &chain, wait)? {
-            Applied::Done => {
-                return Ok(Some(FollowEvent::Applied {
-                    from,
-                    to: output.txid,
-                }));
-            }
+            Applied::Done => return applied(output),
             Applied::Stopped => return Ok(None),
             Applied::ChecksumMismatch => {
                 return resync(
@@ -316,12 +317,7 @@ fn poll(
         let chain = higher_chain(replica, output.txid, &l0)?;
         if !chain.is_empty() {
             match apply(replica, output, &chain, wait)? {
-                Applied::Done => {
-                    return Ok(Some(FollowEvent::Applied {
-                        from,
-                        to: output.txid,
-                    }));
-                }
+                Applied::Done => return applied(output),
                 Applied::Stopped => return Ok(None),
                 Applied::ChecksumMismatch => {}
             }
@@ -598,14 +594,11 @@ fn write_txid_sidecar(path: &Path, txid: u64) {
     let _ = fs::write(PathBuf::from(p), format!("{txid:016x}\n"));
 }
 
-fn stop_signals() -> nix::sys::signal::SigSet {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT] {
-        set.add(s);
-    }
-    set
-}
+/// The signals that stop a follower (`restore -f` keeps them blocked).
+const STOP_SIGNALS: [nix::sys::signal::Signal; 3] = {
+    use nix::sys::signal::Signal;
+    [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT]
+};
 
 /// Whether SIGTERM, SIGINT or SIGQUIT is pending (blocked and not taken yet); takes none.
 fn stop_signal_pending() -> bool {
@@ -616,16 +609,16 @@ fn stop_signal_pending() -> bool {
     }
     // SAFETY: initialized by the successful sigpending above.
     let pending = unsafe { pending.assume_init() };
-    [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT]
+    STOP_SIGNALS
         .iter()
         // SAFETY: sigismember only reads the set.
-        .any(|&s| unsafe { libc::sigismember(&pending, s) } == 1)
+        .any(|&s| unsafe { libc::sigismember(&pending, s as libc::c_int) } == 1)
 }
 
 /// Sleeps up to `d` waiting for SIGTERM, SIGINT or SIGQUIT, which the caller keeps blocked; true if
 /// one came. With `d == 0` it only looks at the pending ones.
 pub fn wait_for_stop_signal(d: Duration) -> bool {
-    let set = stop_signals();
+    let set: nix::sys::signal::SigSet = STOP_SIGNALS.into_iter().collect();
     let deadline = Instant::now() + d;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -151,8 +151,7 @@ impl Orchestrator {
                 slot.unit = None;
                 self.board.set_ended(i, None);
             }
-            Step::Respawn => slot.command = None,
-            Step::Start { .. } | Step::Ready | Step::Stop => {}
+            Step::Start { .. } | Step::Ready | Step::Stop | Step::Respawn => {}
         }
         if next != before && !next.ended() {
             self.board.set_state(i, next.shown());
